@@ -1,0 +1,3 @@
+from ist_cli.cli import main
+
+main()

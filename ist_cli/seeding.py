@@ -1,0 +1,17 @@
+"""Random streams derived from (seed, purpose, round, worker) so results do not depend on
+which process draws first or how the OS schedules them."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+# Purposes keep streams of different uses apart even at the same (round, worker).
+PURPOSES = ("problem", "init", "data", "plan", "worker", "eval")
+
+
+def stream(seed: int, purpose: str, *indices: int) -> np.random.Generator:
+    """A generator for ``purpose`` at e.g. ``(round, worker)``; same arguments, same numbers."""
+    tag = zlib.crc32(purpose.encode())
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), tag, *map(int, indices)])))
