@@ -1,0 +1,65 @@
+"""Turn a dataset spec (``digits``, ``synthetic``, ``npz:PATH``, ``mnist:DIR``, ``libsvm:PATH``)
+into a Dataset: the one entry point the run and sweep code need."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ist_cli.data.dataset import Dataset
+from ist_cli.errors import UserError
+
+EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR or libsvm:PATH"
+
+
+def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samples: int = 20000,
+                 synthetic_features: int = 64, synthetic_classes: int = 10) -> Dataset:
+    """Load and standardise the dataset named by ``spec``.
+
+    Only ``synthetic`` depends on ``seed`` (its teacher and samples); every other source,
+    including its train/test split, is the same for all seeds.
+    """
+    spec = str(spec).strip()
+    kind, colon, arg = spec.partition(":")
+    if spec == "digits":
+        from ist_cli.data.digits import load_digits_dataset
+
+        return load_digits_dataset(dtype=dtype)
+    if spec == "synthetic":
+        from ist_cli.data.synthetic import load_synthetic
+
+        return load_synthetic(seed=seed, dtype=dtype, samples=synthetic_samples, features=synthetic_features,
+                              classes=synthetic_classes)
+    if colon and arg.strip():
+        if kind == "npz":
+            from ist_cli.data.npz import load_npz
+
+            return load_npz(arg, dtype=dtype)
+        if kind == "mnist":
+            from ist_cli.data.idx import load_idx_dir
+
+            return load_idx_dir(arg, dtype=dtype)
+        if kind == "libsvm":
+            from ist_cli.data.libsvm import load_libsvm
+
+            return load_libsvm(arg, dtype=dtype)
+    raise UserError(f"--dataset: {spec!r} is not allowed; expected {EXPECTS}")
+
+
+def dataset_from_config(config: Mapping[str, Any]) -> Dataset:
+    """The dataset of a resolved MLP config; also checks every worker can get a sample."""
+    data = load_dataset(
+        config.get("dataset", "digits"),
+        seed=int(config.get("seed", 0)),
+        dtype=config.get("dtype", "float32"),
+        synthetic_samples=int(config.get("synthetic_samples", 20000)),
+        synthetic_features=int(config.get("synthetic_features", 64)),
+        synthetic_classes=int(config.get("synthetic_classes", 10)),
+    )
+    workers = int(config.get("workers", 1))
+    if data.n_train < workers:
+        raise UserError(
+            f"--workers: {workers} workers but dataset {config.get('dataset')!r} has only {data.n_train} "
+            f"training samples; expected at most {data.n_train} workers"
+        )
+    return data
