@@ -253,12 +253,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("sketch_q", _int(1), None, "q of the Rand-q sketch (default d/n).", models=("quadratic",), metavar="Q"),
     Option("heterogeneity", _str, "heterogeneous", "Same A for all clients (homogeneous) or one per client.",
            choices=("homogeneous", "heterogeneous"), models=("quadratic",)),
-    Option("interpolation", _bool, False, "b_i = L_i x_true so every client shares the optimum.",
+    Option("interpolation", _bool, False, "b_i = L_i x_true with x_true = 0: every client (and sketch) shares the optimum.",
            models=("quadratic",), is_flag_pair=True),
     Option("client_samples", _int(1), None, "Rows m of each A_i (default 2d).", models=("quadratic",), metavar="M"),
     Option("l2", _float(nonnegative=True), 0.1, "Ridge term lambda added to every L_i.", models=("quadratic",)),
-    Option("precondition", _bool, False, "Diagonal preconditioning of the Perm-q sketch (D_i^{-1/2}).",
-           models=("quadratic",), is_flag_pair=True),
     Option("problem_file", _optional_str, None, "Load L (n,d,d) and b (n,d) from an .npz or .h5 file.",
            models=("quadratic",), metavar="PATH"),
     Option("save_params_every", _int(0), 0, "Store the iterate x every K rounds in /params/x (0: never).",
@@ -400,8 +398,6 @@ def _check_quadratic(config: dict[str, Any], where: Callable[[str], str]) -> Non
         )
     if config["sketch_q"] is not None and config["sketch_q"] > d:
         raise UserError(f"{where('sketch_q')}: {config['sketch_q']} is not allowed; expected 1..{d} (the dimension)")
-    if config["precondition"] and config["sketch"] != "perm":
-        raise UserError(f"{where('precondition')}: preconditioning needs --sketch perm, got {config['sketch']!r}")
 
 
 def _check_mlp(config: dict[str, Any], where: Callable[[str], str]) -> None:

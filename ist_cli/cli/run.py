@@ -1,8 +1,79 @@
-"""`ist run` (in progress)."""
+"""``ist run``: flags come from the option table in ``ist_cli.config``.
+
+Precedence, lowest first: defaults, ``--config FILE.toml``, ``--set key=value``, flags.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
 
 import click
 
+from ist_cli.config import OPTIONS, check_keys, load_toml, parse_set_overrides, resolve_config
+from ist_cli.progress import print_summary
+from ist_cli.runner import run_experiment
 
-@click.command()
-def run_command() -> None:
-    """Not available yet."""
+
+def _option_decorators():
+    decorators = []
+    for option in OPTIONS:
+        help_text = option.help
+        if option.choices:
+            help_text += f" [{'|'.join(option.choices)}]"
+        if option.is_flag_pair:
+            name = option.key.replace("_", "-")
+            decorators.append(click.option(f"--{name}/--no-{name}", option.key, default=None, help=help_text))
+        else:
+            default = option.default if not option.defaults_by_model else None
+            if default is not None and not option.defaults_by_model:
+                shown = ",".join(map(str, default)) if isinstance(default, list) else default
+                help_text += f" (default: {shown})"
+            decorators.append(
+                click.option(option.flag, option.key, type=str, default=None, metavar=option.metavar or "VALUE",
+                             help=help_text)
+            )
+    return decorators
+
+
+def _with_run_options(function):
+    for decorator in reversed(_option_decorators()):
+        function = decorator(function)
+    return function
+
+
+@click.command(context_settings={"max_content_width": 110})
+@_with_run_options
+@click.option("--config", "config_file", type=str, default=None, metavar="FILE.toml", help="Settings from a TOML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
+@click.option("--out", "out_dir", type=str, default="results", show_default=True, help="Output directory.")
+@click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME.h5.")
+@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
+                overwrite: bool, quiet: bool, as_json: bool, **flags: Any) -> None:
+    """Run one experiment and write DIR/NAME.h5.
+
+    Exit codes: 0 completed, 3 diverged, 1 failed (worker fault), 130 interrupted, 2 bad input.
+    """
+    layers, sources = [], []
+    if config_file:
+        layers.append(check_keys(load_toml(config_file), f"config file {config_file}"))
+        sources.append(f"config file {config_file}")
+    if overrides:
+        layers.append(parse_set_overrides(overrides))
+        sources.append("--set")
+    layers.append({key: value for key, value in flags.items() if value is not None})
+    sources.append("cli")
+    config = resolve_config(*layers, sources=sources)
+    summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True, default=float))
+    elif not quiet:
+        print_summary(summary, sys.stderr)
+    if summary["status"] == "diverged":
+        click.echo(f"ist: run diverged at round {summary['rounds_completed']} (loss not finite); "
+                   f"recorded in {summary['file']}", err=True)
+        sys.exit(3)

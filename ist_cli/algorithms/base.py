@@ -1,0 +1,72 @@
+"""The coordinator half of a training method and the contract it keeps with the runner.
+
+The runner owns processes, timing, logging and faults; an ``Algorithm`` owns the math:
+which arrays live in the arena, what each round's plan is, how results are combined,
+what crosses the network. Its ``worker_program`` is the half that runs in workers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ist_cli.comm import Traffic
+from ist_cli.runtime.arena import ArraySpec
+from ist_cli.runtime.pool import WorkerProgram
+
+
+class Algorithm(ABC):
+    """One training method on one model, as seen by the coordinator."""
+
+    #: processes the run needs (``single`` needs one whatever ``--workers`` says)
+    n_workers: int
+
+    @abstractmethod
+    def arena_spec(self) -> ArraySpec:
+        """Name -> (shape, dtype) of every array workers and coordinator share."""
+
+    @abstractmethod
+    def initialize(self, arrays: dict[str, np.ndarray]) -> None:
+        """Fill the arena (data, problem, initial model) before workers start."""
+
+    def warm_up(self) -> None:
+        """Compile numba kernels in the parent so workers load them from the cache."""
+
+    @abstractmethod
+    def worker_program(self) -> WorkerProgram:
+        """The picklable worker half, sent to every worker process."""
+
+    @abstractmethod
+    def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> Sequence[Any] | None:
+        """Write the round's plan into the arena; return small per-worker payloads (or None)."""
+
+    @abstractmethod
+    def aggregate(self, arrays: dict[str, np.ndarray], round_index: int, results: Sequence[Any]) -> None:
+        """Combine the workers' outputs into the server model."""
+
+    @abstractmethod
+    def round_traffic(self, round_index: int) -> Traffic:
+        """Exact bytes and messages of the round just run."""
+
+    @abstractmethod
+    def evaluate(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Metrics of the server model; must contain ``loss``."""
+
+    @abstractmethod
+    def final_params(self, arrays: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The model to store under ``/final``."""
+
+    def problem_arrays(self) -> Mapping[str, np.ndarray]:
+        """Arrays to store under ``/problem`` (empty when the model has none)."""
+        return {}
+
+    def snapshot(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The iterate for ``/params/x`` snapshots, where the model supports them."""
+        return None
+
+    def summary_extras(self) -> dict[str, Any]:
+        """Extra numbers for the end-of-run summary (e.g. what DP would have sent)."""
+        return {}

@@ -1,0 +1,82 @@
+"""Live progress of a run: a rich bar on a terminal, plain lines otherwise, nothing when quiet."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+class RunProgress:
+    """Reports rounds as they finish; chooses its style from the output stream."""
+
+    def __init__(self, total_rounds: int, label: str, *, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.total = total_rounds
+        self.label = label
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.console = Console(file=self.stream)
+        self._bar: Progress | None = None
+        self._task = None
+        self._last_line = 0.0
+        self._start = time.perf_counter()
+
+    def __enter__(self) -> RunProgress:
+        if not self.quiet and self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("round {task.completed}/{task.total}"),
+                TextColumn("{task.fields[loss]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, loss="")
+        return self
+
+    def update(self, round_index: int, metrics: Mapping[str, float] | None) -> None:
+        if self.quiet:
+            return
+        loss = f"loss {metrics['loss']:.6g}" if metrics else None
+        if self._bar is not None:
+            fields = {"loss": loss} if loss else {}
+            self._bar.update(self._task, completed=round_index, **fields)
+            return
+        now = time.perf_counter()
+        if metrics and (now - self._last_line >= 1.0 or round_index == self.total):
+            self._last_line = now
+            rate = round_index / max(now - self._start, 1e-9)
+            eta = (self.total - round_index) / rate if rate > 0 else 0.0
+            print(f"{self.label}: round {round_index}/{self.total} {loss} eta {eta:.0f}s", file=self.stream, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def print_summary(summary: Mapping[str, Any], stream: TextIO) -> None:
+    """The end-of-run table."""
+    table = Table(title=f"{summary['name']} ({summary['status']})", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in summary.items():
+        if key == "name":
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+        table.add_row(key, _fmt(value))
+    Console(file=stream).print(table)

@@ -1,0 +1,197 @@
+"""Figures of the report: metric curves with CI bands, the theory overlay, and
+communication vs accuracy. Built on ``matplotlib.figure.Figure`` (Agg, no pyplot, no
+display), returned as objects so a notebook or a test can inspect the lines and bands.
+
+Curves of a group are aligned by round: at each logged round the line is the mean over the
+group's runs and the band the 95% bootstrap CI (``stats.bootstrap_band``); the x position is
+the mean over runs of the x series at that round (bytes are the same for every seed; measured
+times differ a little). Bands are drawn only for groups with at least two runs.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ist_cli.io.runfile import RunData
+from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, final_value, series
+from ist_cli.report.stats import bootstrap_band, summarize_values
+from ist_cli.report.table import Group, show
+from ist_cli.report.theory import ist_bias_sq
+
+MAX_POINTS = 400
+LOG_DECADES = 2.0
+THEORY_METRIC = "dist_to_opt_sq"
+
+
+def color(index: int) -> str:
+    return f"C{index % 10}"
+
+
+def group_curve(group: Group, metric: str, x: str = "round") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(x, mean, low, high) of ``metric`` for the group, or None when no run has it."""
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
+    usable = [run for run in group.runs if series(run, metric) is not None and series(run, X_AXES[x]) is not None]
+    if not usable:
+        return None
+    rounds = np.unique(np.concatenate([series(run, "round") for run in usable]))
+    ys = np.full((len(usable), rounds.size), np.nan)
+    xs = np.full((len(usable), rounds.size), np.nan)
+    for k, run in enumerate(usable):
+        cols = np.searchsorted(rounds, series(run, "round"))
+        ys[k, cols] = series(run, metric)
+        xs[k, cols] = series(run, X_AXES[x])
+    keep = np.isfinite(ys).any(axis=0)
+    ys, xs = ys[:, keep], xs[:, keep]
+    if ys.shape[1] > MAX_POINTS:
+        pick = np.unique(np.linspace(0, ys.shape[1] - 1, MAX_POINTS).round().astype(int))
+        ys, xs = ys[:, pick], xs[:, pick]
+    mean, low, high = bootstrap_band(ys)
+    with np.errstate(invalid="ignore"):
+        x_mean = np.nanmean(np.where(np.isfinite(xs), xs, np.nan), axis=0) if xs.size else xs[0]
+    return x_mean, mean, low, high
+
+
+def wants_log(values: np.ndarray) -> bool:
+    """Log scale when every finite value is positive and they span more than two decades."""
+    finite = values[np.isfinite(values)]
+    return bool(finite.size and finite.min() > 0 and np.log10(finite.max() / finite.min()) > LOG_DECADES)
+
+
+def theory_value(run: RunData) -> float | None:
+    """Predicted ‖x^∞ − x*‖² for a quadratic IST run (R = 1, no preconditioning, a non-identity
+    sketch, /problem stored); None when the theory does not apply to this run."""
+    cfg = run.config
+    if cfg.get("model") != "quadratic" or cfg.get("algorithm") != "ist":
+        return None
+    if cfg.get("local_steps", 1) != 1 or cfg.get("precondition") or cfg.get("sketch") not in ("perm", "rand"):
+        return None
+    if "L" not in run.problem or "b" not in run.problem:
+        return None
+    L, b = run.problem["L"], run.problem["b"]
+    return ist_bias_sq(L, b, L.shape[0], cfg["sketch"], cfg.get("sketch_q"), run.problem.get("x_star"))
+
+
+def group_theory(group: Group) -> float | None:
+    """Mean over the group's runs of each run's prediction (runs of different seeds may have
+    different problems, as the mean curve averages over them)."""
+    values = [theory_value(run) for run in group.runs]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, theory: bool = True) -> Figure:
+    """``metric`` vs ``x`` (round|bytes|time|sim_time): a mean line (gid ``mean``) and CI band
+    (gid ``ci``) per group, plus dashed theory lines (gid ``theory``) on dist_to_opt_sq."""
+    fig = Figure(figsize=(7.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    plotted: list[np.ndarray] = []
+    for index, group in enumerate(groups):
+        curve = group_curve(group, metric, x)
+        if curve is None:
+            continue
+        xs, mean, low, high = curve
+        (line,) = ax.plot(xs, mean, color=color(index), lw=1.6, label=f"{group.label} (n={len(group.runs)})")
+        line.set_gid("mean")
+        plotted.append(mean)
+        if len(group.runs) > 1:
+            band = ax.fill_between(xs, low, high, color=color(index), alpha=0.2, lw=0)
+            band.set_gid("ci")
+            plotted.extend([low, high])
+    log = bool(plotted) and wants_log(np.concatenate(plotted))
+    if theory and metric == THEORY_METRIC:
+        for index, group in enumerate(groups):
+            value = group_theory(group)
+            if value is None or (log and value <= 0):
+                continue
+            line = ax.axhline(value, color=color(index), ls="--", lw=1.2,
+                              label=f"theory ‖x^∞−x*‖², {group.label}")
+            line.set_gid("theory")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(X_LABELS[x])
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {x}")
+    ax.grid(True, alpha=0.3, which="both")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def comm_metric(groups: Sequence[Group]) -> str:
+    """test_accuracy when any run has it (MLP), else the training loss."""
+    has_acc = any(series(run, "test_accuracy") is not None for g in groups for run in g.runs)
+    return "test_accuracy" if has_acc else "loss"
+
+
+def comm_figure(groups: Sequence[Group], metric: str | None = None, which: str = "final") -> Figure:
+    """Final ``metric`` (default test_accuracy, else loss) vs total bytes, one point per group
+    with its CI as an error bar, coloured by algorithm."""
+    metric = metric or comm_metric(groups)
+    fig = Figure(figsize=(7.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    algorithms: list[str] = []
+    xs_all: list[float] = []
+    for group in groups:
+        bytes_ = summarize_values([final_value(run, "bytes") for run in group.runs])
+        value = summarize_values([final_value(run, metric) for run in group.runs])
+        if not (np.isfinite(bytes_.mean) and np.isfinite(value.mean)):
+            continue
+        algorithm = str(group.config.get("algorithm", group.key.get("algorithm", "?")))
+        if algorithm not in algorithms:
+            algorithms.append(algorithm)
+            label = algorithm
+        else:
+            label = None
+        index = algorithms.index(algorithm)
+        ax.errorbar([bytes_.mean], [value.mean],
+                    yerr=[[value.mean - value.low], [value.high - value.mean]],
+                    fmt="o", color=color(index), capsize=3, label=label)
+        rest = ", ".join(f"{k}={show(v)}" for k, v in group.key.items() if k != "algorithm")
+        if rest:
+            ax.annotate(rest, (bytes_.mean, value.mean), fontsize=6, xytext=(4, 4), textcoords="offset points")
+        xs_all.append(bytes_.mean)
+    if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("total bytes communicated (all workers)")
+    ax.set_ylabel(f"{which} {metric}")
+    ax.set_title(f"communication vs {metric}, per algorithm")
+    ax.grid(True, alpha=0.3, which="both")
+    if algorithms:
+        ax.legend(fontsize=8, title="algorithm")
+    return fig
+
+
+def report_figures(groups: Sequence[Group], metrics: Sequence[str], x: str = "round") -> dict[str, Figure]:
+    """The figure set of a report: one per metric (vs ``x``) and communication vs accuracy."""
+    figures: dict[str, Figure] = {}
+    for metric in metrics:
+        if metric in BOOKKEEPING or metric == X_AXES[x] or metric == "bytes":
+            continue
+        if any(series(run, metric) is not None for g in groups for run in g.runs):
+            figures[f"{metric}_vs_{x}"] = metric_figure(groups, metric, x)
+    if any(series(run, "bytes") is not None for g in groups for run in g.runs):
+        metric = comm_metric(groups)
+        figures[f"comm_vs_{metric}"] = comm_figure(groups, metric)
+    return figures
+
+
+def save_figure(fig: Figure, directory: str | Path, stem: str) -> list[Path]:
+    """Write ``stem.png`` (150 dpi) and ``stem.svg`` into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{stem}.png", directory / f"{stem}.svg"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()

@@ -1,0 +1,144 @@
+"""Summaries as text: a rich terminal table, Markdown, CSV and JSON.
+
+CSV and JSON carry full-precision floats (Python's round-trip repr) so a reader can check
+them against the HDF5 files; non-finite values are empty in CSV and ``null`` in JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+
+from ist_cli.report.load import Skipped
+from ist_cli.report.stats import BOOTSTRAP_SEED, CI_LEVEL, N_RESAMPLES, GroupSummary
+from ist_cli.report.table import show
+
+FORMATS = ("table", "md", "csv", "json")
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "-"
+
+
+def cell(summary: GroupSummary, metric: str) -> str:
+    """``mean [low, high]``; just the mean for a single run."""
+    stats = summary.metrics[metric]
+    if stats.n == 0:
+        return "-"
+    if stats.n == 1:
+        return fmt(stats.mean)
+    return f"{fmt(stats.mean)} [{fmt(stats.low)}, {fmt(stats.high)}]"
+
+
+def _keys(summaries: Sequence[GroupSummary]) -> list[str]:
+    return list(summaries[0].group.key) if summaries else []
+
+
+def _metrics(summaries: Sequence[GroupSummary]) -> list[str]:
+    return list(summaries[0].metrics) if summaries else []
+
+
+def title(summaries: Sequence[GroupSummary]) -> str:
+    which = summaries[0].which if summaries else "final"
+    return f"{which} values: mean [{CI_LEVEL:.0%} bootstrap CI] over the runs of each group"
+
+
+def display_rows(summaries: Sequence[GroupSummary]) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells shared by the terminal, Markdown and HTML tables."""
+    keys, metrics = _keys(summaries), _metrics(summaries)
+    show_diverged = any(s.diverged for s in summaries)
+    header = keys + ["runs"] + (["diverged"] if show_diverged else []) + metrics
+    rows = []
+    for s in summaries:
+        row = [show(s.group.key[k]) for k in keys] + [str(s.runs)]
+        if show_diverged:
+            row.append(str(s.diverged))
+        rows.append(row + [cell(s, m) for m in metrics])
+    return header, rows
+
+
+def rich_table(summaries: Sequence[GroupSummary]) -> Table:
+    header, rows = display_rows(summaries)
+    table = Table(title=title(summaries), title_style="bold")
+    n_keys = len(_keys(summaries))
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index < n_keys else "right",
+                         style="cyan" if index < n_keys else None)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def markdown(summaries: Sequence[GroupSummary]) -> str:
+    header, rows = display_rows(summaries)
+    lines = [f"_{title(summaries)}_", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def flat_rows(summaries: Sequence[GroupSummary]) -> list[dict[str, Any]]:
+    """One flat dict per group: key columns, runs, seeds, and ``<metric>_mean|_ci_low|_ci_high|_n``."""
+    rows = []
+    for s in summaries:
+        row: dict[str, Any] = {k: show(v) for k, v in s.group.key.items()}
+        row["runs"] = s.runs
+        row["diverged"] = s.diverged
+        row["seeds"] = " ".join(show(seed) for seed in s.group.seeds)
+        for metric, stats in s.metrics.items():
+            row[f"{metric}_mean"] = _finite(stats.mean)
+            row[f"{metric}_ci_low"] = _finite(stats.low)
+            row[f"{metric}_ci_high"] = _finite(stats.high)
+            row[f"{metric}_n"] = stats.n
+        rows.append(row)
+    return rows
+
+
+def to_csv(summaries: Sequence[GroupSummary]) -> str:
+    rows = flat_rows(summaries)
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def to_json(summaries: Sequence[GroupSummary], skipped: Sequence[Skipped] = ()) -> str:
+    """The full summary: method, groups (key, shared config, seeds, files, per-metric stats
+    with the per-run values), and the skipped files with reasons."""
+    groups = []
+    for s in summaries:
+        groups.append({
+            "key": s.group.key,
+            "config": s.group.config,
+            "runs": s.runs,
+            "diverged": s.diverged,
+            "seeds": s.group.seeds,
+            "files": [str(run.path) for run in s.group.runs],
+            "metrics": {
+                metric: {
+                    "mean": _finite(stats.mean), "ci_low": _finite(stats.low), "ci_high": _finite(stats.high),
+                    "n": stats.n, "excluded": stats.excluded, "values": [_finite(v) for v in stats.values],
+                }
+                for metric, stats in s.metrics.items()
+            },
+        })
+    document = {
+        "which": summaries[0].which if summaries else "final",
+        "ci": {"level": CI_LEVEL, "method": "percentile bootstrap of the mean", "resamples": N_RESAMPLES,
+               "seed": BOOTSTRAP_SEED},
+        "groups": groups,
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
+    }
+    return json.dumps(document, indent=2, allow_nan=False)

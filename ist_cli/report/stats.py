@@ -1,0 +1,133 @@
+"""Mean and 95% bootstrap confidence intervals over the seeds of a group.
+
+Method (percentile bootstrap): draw ``N_RESAMPLES`` resamples of the n per-seed values with
+replacement, take the mean of each, and report the 2.5th and 97.5th percentiles of those means
+(numpy's default linear interpolation). The draws come from
+``ist_cli.seeding.stream(BOOTSTRAP_SEED, "bootstrap")`` so a report is reproducible bit for bit.
+With one run the interval is [x, x]; non-finite values (diverged runs) are left out and counted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ist_cli.report.metrics import run_value
+from ist_cli.report.table import Group
+from ist_cli.seeding import stream
+
+N_RESAMPLES = 10_000
+BAND_RESAMPLES = 1_000  # per-point bands on figures: many points, so fewer resamples
+CI_LEVEL = 0.95
+BOOTSTRAP_SEED = 0
+
+
+def resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n) counts: how often each value appears in each resample.
+
+    Drawn as ``rng.integers(0, n, size=(n_resamples, n))`` indices, then counted, so a mean of
+    a resample is ``counts @ values / n`` (this also works for a matrix of curves).
+    """
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    counts = np.zeros((n_resamples, n))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], idx), 1.0)
+    return counts
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    *,
+    n_resamples: int = N_RESAMPLES,
+    level: float = CI_LEVEL,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """(mean, low, high) of ``values`` with the percentile-bootstrap CI described above."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, mean, mean
+    counts = resample_counts(x.size, n_resamples, stream(seed, "bootstrap"))
+    means = counts @ x / x.size
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return mean, float(low), float(high)
+
+
+def bootstrap_band(
+    curves: np.ndarray, *, n_resamples: int = BAND_RESAMPLES, level: float = CI_LEVEL, seed: int = BOOTSTRAP_SEED
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointwise mean and bootstrap CI of ``curves`` (runs × points); non-finite entries (a
+    shorter or diverged run) are left out at that point. One resample draw is shared by all
+    points, as the runs (not the points) are the independent units."""
+    Y = np.asarray(curves, dtype=np.float64)
+    ok = np.isfinite(Y)
+    filled = np.where(ok, Y, 0.0)
+    present = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=0) / present
+    if Y.shape[0] <= 1:
+        return mean, mean.copy(), mean.copy()
+    counts = resample_counts(Y.shape[0], n_resamples, stream(seed, "bootstrap"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (counts @ filled) / (counts @ ok.astype(np.float64))
+    means = np.where(np.isfinite(means), means, np.nan)
+    tail = 100.0 * (1.0 - level) / 2.0
+    with warnings.catch_warnings():  # a point no run reached is all-NaN: its band stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(means, [tail, 100.0 - tail], axis=0)
+    return mean, low, high
+
+
+@dataclass
+class MetricSummary:
+    """One metric of one group: mean and CI over the finite per-run values."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    excluded: int
+    values: list[float] = field(default_factory=list)
+
+
+@dataclass
+class GroupSummary:
+    group: Group
+    which: str
+    metrics: dict[str, MetricSummary]
+
+    @property
+    def runs(self) -> int:
+        return len(self.group.runs)
+
+    @property
+    def diverged(self) -> int:
+        return sum(run.status == "diverged" for run in self.group.runs)
+
+
+def summarize_values(values: Sequence[float], **kwargs: float) -> MetricSummary:
+    x = np.asarray(values, dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    mean, low, high = bootstrap_ci(finite, **kwargs)  # type: ignore[arg-type]
+    return MetricSummary(mean, low, high, int(finite.size), int(x.size - finite.size), [float(v) for v in x])
+
+
+def summarize(
+    groups: Sequence[Group], metrics: Sequence[str], which: str = "final", *, n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> list[GroupSummary]:
+    """Per group and metric: mean and 95% bootstrap CI of each run's final (or best) value."""
+    summaries = []
+    for group in groups:
+        per_metric = {
+            metric: summarize_values([run_value(run, metric, which) for run in group.runs],
+                                     n_resamples=n_resamples, seed=seed)
+            for metric in metrics
+        }
+        summaries.append(GroupSummary(group, which, per_metric))
+    return summaries

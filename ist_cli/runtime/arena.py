@@ -1,0 +1,115 @@
+"""One shared-memory segment holding every array a run shares between processes.
+
+A single segment (rather than one per array) means one name to unlink, so cleanup after
+Ctrl-C or a crash is one call, and a leak is easy to spot in /dev/shm (prefix ``ist_``).
+Workers attach by the picklable ``ArenaLayout``; arrays are numpy views, never copies.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+SEGMENT_PREFIX = "ist_"
+_ALIGN = 64  # cache-line alignment keeps workers' regions from sharing lines at their edges
+
+
+@dataclass(frozen=True)
+class ArrayField:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class ArenaLayout:
+    """Where each array lives inside the segment; small and picklable, sent to workers."""
+
+    segment: str
+    size: int
+    fields: tuple[ArrayField, ...]
+
+
+ArraySpec = Mapping[str, tuple[tuple[int, ...], str]]
+
+
+def plan_layout(specs: ArraySpec, segment: str) -> ArenaLayout:
+    fields = []
+    offset = 0
+    for name, (shape, dtype) in specs.items():
+        shape = tuple(int(s) for s in shape)
+        field = ArrayField(name, shape, np.dtype(dtype).str, offset)
+        fields.append(field)
+        offset += -(-max(field.nbytes, 1) // _ALIGN) * _ALIGN
+    return ArenaLayout(segment, max(offset, _ALIGN), tuple(fields))
+
+
+class Arena:
+    """Named numpy arrays over one shared-memory segment.
+
+    The coordinator ``create``s (and alone ``unlink``s) it; workers ``attach``.
+    """
+
+    def __init__(self, shm: shared_memory.SharedMemory, layout: ArenaLayout, owner: bool) -> None:
+        self._shm = shm
+        self.layout = layout
+        self.owner = owner
+        self.arrays: dict[str, np.ndarray] = {
+            f.name: np.ndarray(f.shape, dtype=np.dtype(f.dtype), buffer=shm.buf, offset=f.offset)
+            for f in layout.fields
+        }
+
+    @classmethod
+    def create(cls, specs: ArraySpec, tag: str = "") -> Arena:
+        name = f"{SEGMENT_PREFIX}{tag + '_' if tag else ''}{os.getpid()}_{secrets.token_hex(4)}"
+        layout = plan_layout(specs, name)
+        shm = shared_memory.SharedMemory(name=name, create=True, size=layout.size)
+        arena = cls(shm, layout, owner=True)
+        for array in arena.arrays.values():
+            array.fill(0)
+        return arena
+
+    @classmethod
+    def attach(cls, layout: ArenaLayout) -> Arena:
+        # Spawned workers share the coordinator's resource tracker, so the registration
+        # that attaching makes (before Python 3.13) is the same entry the coordinator
+        # made: it must not be unregistered here, or a killed coordinator would leak.
+        shm = shared_memory.SharedMemory(name=layout.segment, create=False)
+        return cls(shm, layout, owner=False)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    @property
+    def name(self) -> str:
+        return self.layout.segment
+
+    def close(self) -> None:
+        """Drop the views and the mapping; the owner also unlinks the segment."""
+        self.arrays = {}
+        try:
+            self._shm.close()
+        except BufferError:  # a view still alive somewhere; the unlink below still frees the name
+            pass
+        if self.owner:
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+            self.owner = False
+
+    def __enter__(self) -> Arena:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
