@@ -340,7 +340,7 @@ def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = N
     """
     source_names = list(sources) if sources is not None else ["config"] * len(layers)
     merged: dict[str, tuple[Any, str]] = {}
-    for layer, source in zip(layers, source_names):
+    for layer, source in zip(layers, source_names, strict=True):
         for key, value in check_keys(layer, source).items():
             if value is not None:
                 merged[key] = (value, source)
