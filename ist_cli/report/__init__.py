@@ -1,0 +1,35 @@
+"""``ist report``: load run files, group seeds, summarise with bootstrap CIs, draw figures,
+write an HTML report. Usable from a notebook::
+
+    from ist_cli.report import load_runs, group_runs, summarize, metric_figure
+    runs, skipped = load_runs(["results/"])
+    groups = group_runs(runs)                 # runs differing only by seed share a group
+    summaries = summarize(groups, ["loss"])   # mean and 95% bootstrap CI of the final loss
+    fig = metric_figure(groups, "loss", x="bytes")
+
+Names resolve lazily so ``ist_cli.report.theory`` stays numpy-only to import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load": ("Skipped", "find_run_files", "load_runs"),
+    "metrics": ("available_metrics", "best_value", "default_metrics", "final_value", "run_value", "series"),
+    "table": ("Group", "filter_runs", "group_runs", "parse_where", "runs_table", "varying_keys"),
+    "stats": ("GroupSummary", "MetricSummary", "bootstrap_band", "bootstrap_ci", "summarize"),
+    "figures": ("comm_figure", "group_curve", "metric_figure", "report_figures", "save_figure", "theory_value"),
+    "render": ("flat_rows", "markdown", "rich_table", "to_csv", "to_json"),
+    "html": ("build_html", "write_html"),
+    "theory": ("expected_clc", "ist_bias_sq", "ist_limit"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ist_cli.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ist_cli.report.{_WHERE[name]}"), name)

@@ -110,7 +110,7 @@ def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, the
             if value is None or (log and value <= 0):
                 continue
             line = ax.axhline(value, color=color(index), ls="--", lw=1.2,
-                              label=f"theory ‖x^∞−x*‖², {group.label}")
+                              label=rf"theory $\|x^\infty - x^*\|^2$, {group.label}")
             line.set_gid("theory")
     if log:
         ax.set_yscale("log")
