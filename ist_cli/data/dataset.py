@@ -20,8 +20,14 @@ TEST_FRACTION = 0.2
 # The train/test split of single-file sources uses this seed, not the run's, so that runs
 # with different --seed values are scored on one and the same test set.
 SPLIT_SEED = 0
-# Rows handled at once by the chunked passes, so big arrays need no full-size temporaries.
-CHUNK_ROWS = 1 << 16
+# Elements (8 MB of float64) handled at once by the chunked passes, so big arrays need no
+# full-size temporaries.
+CHUNK_ELEMENTS = 1 << 20
+
+
+def chunk_rows(features: int) -> int:
+    """Rows per chunk for arrays of ``features`` columns."""
+    return max(1, CHUNK_ELEMENTS // max(1, features))
 
 
 @dataclass
@@ -65,8 +71,9 @@ def as_features(X: np.ndarray, where: str, what: str, dtype: np.dtype) -> np.nda
     X = np.ascontiguousarray(X.reshape(X.shape[0], -1), dtype=dtype)
     if X.shape[1] == 0:
         raise UserError(f"{where}: {what} has no features (shape {X.shape})")
-    for start in range(0, X.shape[0], CHUNK_ROWS):
-        block = X[start : start + CHUNK_ROWS]
+    rows = chunk_rows(X.shape[1])
+    for start in range(0, X.shape[0], rows):
+        block = X[start : start + rows]
         if not np.isfinite(block).all():
             row = start + int(np.argwhere(~np.isfinite(block))[0][0])
             raise UserError(f"{where}: {what} row {row} holds NaN or inf; expected finite features")
@@ -147,20 +154,21 @@ def standardise(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
     never divide by zero. Statistics are accumulated in float64 over row chunks.
     """
     n, d = X_train.shape
+    rows = chunk_rows(d)
     mean = np.zeros(d)
-    for start in range(0, n, CHUNK_ROWS):
-        mean += X_train[start : start + CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+    for start in range(0, n, rows):
+        mean += X_train[start : start + rows].sum(axis=0, dtype=np.float64)
     mean /= n
     sq = np.zeros(d)
-    for start in range(0, n, CHUNK_ROWS):
-        sq += np.square(X_train[start : start + CHUNK_ROWS] - mean).sum(axis=0)
+    for start in range(0, n, rows):
+        sq += np.square(X_train[start : start + rows] - mean).sum(axis=0)
     std = np.sqrt(sq / n)
     # Relative threshold: float32 rounding leaves a tiny std on constant columns.
     constant = std <= 1e-7 * np.maximum(1.0, np.abs(mean))
     scale = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, std))
     for X in (X_train, X_test):
-        for start in range(0, X.shape[0], CHUNK_ROWS):
-            block = X[start : start + CHUNK_ROWS]
+        for start in range(0, X.shape[0], rows):
+            block = X[start : start + rows]
             block[...] = (block - mean) * scale
     return X_train, X_test
 

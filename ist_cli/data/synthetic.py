@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ist_cli.data.dataset import CHUNK_ROWS, TEST_FRACTION, Dataset, build, check_dtype
+from ist_cli.data.dataset import TEST_FRACTION, Dataset, build, check_dtype, chunk_rows
 from ist_cli.errors import UserError
 from ist_cli.seeding import stream
 
@@ -41,15 +41,16 @@ def make_synthetic(samples: int, features: int, classes: int, seed: int, *, dtyp
     needs no full-size temporaries.
     """
     np_dtype = check_dtype(dtype)
-    W1, b1, W2, b2 = (w.astype(np_dtype) for w in teacher(features, classes, seed))
+    W1, b1, W2, b2 = teacher(features, classes, seed)
     rng = stream(seed, "data-synthetic", 1)
     X = np.empty((samples, features), dtype=np_dtype)
     y = np.empty(samples, dtype=np.int64)
-    for start in range(0, samples, CHUNK_ROWS):
-        block = X[start : start + CHUNK_ROWS]
-        rng.standard_normal(out=block, dtype=np_dtype)
-        hidden = np.maximum(block @ W1 + b1, 0)
-        y[start : start + block.shape[0]] = np.argmax(hidden @ W2 + b2, axis=1)
+    # Drawn and labelled in float64 whatever the dtype, so float32 and float64 runs share a problem.
+    rows = chunk_rows(max(features, TEACHER_HIDDEN))
+    for start in range(0, samples, rows):
+        block = rng.standard_normal((min(rows, samples - start), features))
+        X[start : start + block.shape[0]] = block
+        y[start : start + block.shape[0]] = np.argmax(np.maximum(block @ W1 + b1, 0) @ W2 + b2, axis=1)
     if label_noise > 0:
         noise = stream(seed, "data-synthetic", 2)
         flip = np.flatnonzero(noise.random(samples) < label_noise)
