@@ -110,11 +110,6 @@ def run_experiment(
             problem = algorithm.problem_arrays()
             if problem:
                 writer.write_group("problem", problem)
-            pool = WorkerPool(algorithm.worker_program(), arena.layout, algorithm.n_workers)
-            pool.start()
-            if on_start is not None:
-                on_start(pool.pids)
-
             def log(metrics: dict[str, float]) -> None:
                 wall = time.perf_counter() - started
                 row = {"round": float(round_index), **metrics, **totals, "wall_time": wall,
@@ -126,6 +121,11 @@ def run_experiment(
             save_every = config.get("save_params_every", 0)
             if save_every:
                 writer.append_params(0, algorithm.snapshot(arena.arrays))
+            pool = WorkerPool(algorithm.worker_program(), arena.layout, algorithm.n_workers)
+            pool.start()
+            if on_start is not None:
+                on_start(pool.pids)
+
             status = "completed"
             with progress:
                 for round_index in range(1, config["rounds"] + 1):

@@ -14,4 +14,7 @@ PURPOSES = ("problem", "init", "data", "plan", "worker", "eval")
 def stream(seed: int, purpose: str, *indices: int) -> np.random.Generator:
     """A generator for ``purpose`` at e.g. ``(round, worker)``; same arguments, same numbers."""
     tag = zlib.crc32(purpose.encode())
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), tag, *map(int, indices)])))
+    # The index count is part of the entropy: SeedSequence ignores trailing zeros, so
+    # without it (seed, p, r) and (seed, p, r, 0) would give the same stream.
+    entropy = [int(seed), tag, len(indices), *map(int, indices)]
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))

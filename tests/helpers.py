@@ -1,0 +1,62 @@
+"""Shared test helpers: run the real CLI as a subprocess and watch /dev/shm."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TIMING = {"wall_time", "compute_time", "sim_time"}
+
+
+def ist(*args: str, timeout: float = 120, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m ist_cli ARGS`` with captured text output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ist_cli", *args], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"ist {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def ist_json(*args: str, **kwargs) -> dict:
+    result = ist(*args, "--json", "--quiet", check=True, **kwargs)
+    return json.loads(result.stdout)
+
+
+def shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """Assert the user-error contract (exit 2, one line, no traceback) and return the line."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("ist: error: ")
+    return lines[0]
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in Path(directory).iterdir()) if Path(directory).exists() else []
+
+
+
+def segments_of(pid: int) -> set[str]:
+    """Segments created by coordinator ``pid`` (arena names embed it: ist_<tag>_<pid>_<random>)."""
+    return {name for name in shm_entries() if name.startswith("ist_") and f"_{pid}_" in name}
+
+
+def assert_no_new_segments(before: set[str], pid: int | None = None) -> None:
+    """Nothing new left in /dev/shm by this process (or by coordinator ``pid``).
+
+    Other runs on the machine may hold segments meanwhile, so the check is on names
+    that are new since ``before`` and belong to the run under test.
+    """
+    owner = os.getpid() if pid is None else pid
+    leaked = {name for name in segments_of(owner) if name not in before}
+    leaked |= {name for name in shm_entries() - before if name.startswith("psm_")}
+    assert not leaked, f"leaked shared-memory segments: {leaked}"

@@ -1,0 +1,34 @@
+"""Small worker programs for runtime tests (importable by spawned processes)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class RaisingProgram:
+    """Worker 1 raises at ``fail_round``; others write their id into x."""
+
+    def __init__(self, fail_round: int) -> None:
+        self.fail_round = fail_round
+
+    def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
+        self.x = arrays["x"]
+        self.worker = worker
+
+    def step(self, round_index: int, payload) -> int:
+        if self.worker == 1 and round_index == self.fail_round:
+            raise ValueError("planned failure")
+        self.x[self.worker] = round_index * 10 + self.worker
+        return self.worker
+
+
+class EchoProgram:
+    """Writes payload + worker into its slot and returns the sum it sees: shows shared views."""
+
+    def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
+        self.x = arrays["x"]
+        self.worker = worker
+
+    def step(self, round_index: int, payload) -> float:
+        self.x[self.worker] = payload + self.worker
+        return float(self.x.sum())

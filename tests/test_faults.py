@@ -1,0 +1,176 @@
+"""Faults end a run fast and cleanly: status written, file renamed, no shared memory left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from ist_cli.io.runfile import read_run
+from tests.helpers import assert_no_new_segments, files_in, shm_entries
+
+LONG_RUN = ["run", "--model", "quadratic", "--workers", "4", "--dim", "64", "--rounds", "1000000",
+            "--eval-every", "50", "--name", "long"]
+
+
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """The run's worker processes (spawned children, not the resource tracker)."""
+    children = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                children.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return children
+
+
+class Run:
+    """A long ``ist run`` in the background whose stderr is collected by a thread."""
+
+    def __init__(self, tmp_path) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "ist_cli", *LONG_RUN, "--out", str(tmp_path)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def poll(self):
+        return self.process.poll()
+
+    def rounds_reported(self) -> bool:
+        return any(": round " in line for line in self.lines)
+
+
+def start_long_run(tmp_path) -> Run:
+    """Start a run and return once its 4 workers exist and it has logged rounds."""
+    process = Run(tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if len(worker_processes(process.pid)) == 4 and process.rounds_reported():
+            return process
+        if process.poll() is not None:
+            raise AssertionError(f"run ended early: {''.join(process.lines)}")
+        time.sleep(0.1)
+    process.process.kill()
+    raise AssertionError("workers did not start within 60 s")
+
+
+def wait_end(process: Run, limit: float) -> tuple[int, str, float]:
+    start = time.monotonic()
+    code = process.process.wait(timeout=limit)
+    seconds = time.monotonic() - start
+    process.reader.join(timeout=5)
+    return code, "".join(process.lines), seconds
+
+
+def assert_failed_file(tmp_path, reason: str) -> None:
+    assert files_in(tmp_path) == ["long.h5"]  # renamed, no .tmp left
+    data = read_run(tmp_path / "long.h5")
+    assert data.status == "failed"
+    assert reason in data.attrs["error"]
+    assert data.metrics["round"][-1] >= 50  # it had been running rounds
+
+
+def test_four_worker_processes_exist_during_a_run(tmp_path):
+    before = shm_entries()
+    process = start_long_run(tmp_path)
+    try:
+        workers = worker_processes(process.pid)
+        assert len(workers) == 4
+        assert all(w.num_threads() <= 3 for w in workers)  # one compute thread (+ runtime helpers)
+    finally:
+        process.send_signal(signal.SIGINT)
+        wait_end(process, 30)
+    assert_no_new_segments(before, process.pid)
+
+
+def test_sigkill_of_a_worker_fails_the_run_fast(tmp_path):
+    before = shm_entries()
+    process = start_long_run(tmp_path)
+    victim = worker_processes(process.pid)[1]
+    victim.send_signal(signal.SIGKILL)
+    code, stderr, seconds = wait_end(process, 30)
+    assert seconds < 10
+    assert code == 1
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("ist: error: worker") and "SIGKILL" in lines[-1]
+    assert "Traceback" not in stderr
+    assert_failed_file(tmp_path, "SIGKILL")
+    assert_no_new_segments(before, process.pid)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in [victim])
+
+
+def test_ctrl_c_fails_the_run_cleanly(tmp_path):
+    before = shm_entries()
+    process = start_long_run(tmp_path)
+    workers = worker_processes(process.pid)
+    process.send_signal(signal.SIGINT)
+    code, stderr, seconds = wait_end(process, 30)
+    assert seconds < 10
+    assert code == 130
+    assert "Traceback" not in stderr
+    assert_failed_file(tmp_path, "interrupted")
+    assert_no_new_segments(before, process.pid)
+    time.sleep(0.5)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    before = shm_entries()
+    process = start_long_run(tmp_path)
+    process.send_signal(signal.SIGTERM)
+    code, _, _ = wait_end(process, 30)
+    assert code == 130
+    assert_failed_file(tmp_path, "interrupted")
+    assert_no_new_segments(before, process.pid)
+
+
+def test_nan_loss_ends_the_run_as_diverged(tmp_path):
+    before = shm_entries()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ist_cli", "run", "--model", "quadratic", "--workers", "2", "--dim", "8",
+         "--lr", "50", "--rounds", "5000", "--out", str(tmp_path), "--name", "boom", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 3
+    assert "diverged" in stderr and "Traceback" not in stderr
+    data = read_run(tmp_path / "boom.h5")
+    assert data.status == "diverged"
+    assert data.metrics["round"][-1] < 5000
+    assert not os.path.exists(tmp_path / "boom.h5.tmp")
+    assert_no_new_segments(before, process.pid)
+
+
+def test_a_worker_that_raises_fails_the_run_with_its_message(shm_guard):
+    from ist_cli.runtime.arena import Arena
+    from ist_cli.runtime.pool import WorkerFailed, WorkerPool
+    from tests.programs import RaisingProgram
+
+    with Arena.create({"x": ((4,), "f8")}) as arena:
+        pool = WorkerPool(RaisingProgram(fail_round=2), arena.layout, 2)
+        try:
+            pool.start()
+            pool.run_round(1)
+            with pytest.raises(WorkerFailed, match="worker 1 raised during round 2: ValueError: planned failure"):
+                pool.run_round(2)
+        finally:
+            pool.close()
