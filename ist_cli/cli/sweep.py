@@ -1,12 +1,133 @@
-"""`ist sweep` (in progress)."""
+"""``ist sweep GRID.toml``: expand a sweep file and run it, resumably (docs/sweep.md).
+
+Exit codes: 0 every run completed or diverged, 1 any run of the sweep failed,
+130 interrupted, 2 bad input (sweep file, options).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
-from ist_cli.errors import UserError
+from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
+from ist_cli.sweep.files import finished_status
+from ist_cli.sweep.manifest import read_manifest
+from ist_cli.sweep.spec import SweepSpec, load_sweep
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1)
-def sweep_command(args: tuple[str, ...]) -> None:
-    """Not available yet."""
-    raise UserError("ist sweep is not available yet")
+def _counts(counter: Counter) -> str:
+    order = ("completed", "diverged", "failed", "pending", "running")
+    parts = [f"{counter[key]} {key}" for key in order if counter.get(key)]
+    return ", ".join(parts) if parts else "none"
+
+
+def _warn_cpu(jobs: int, max_workers: int, executor: str, scheduler: str | None) -> None:
+    cores = available_cores()
+    if scheduler is None and jobs * max_workers > cores:
+        click.echo(f"ist: warning: --jobs {jobs} x {max_workers} workers per run = {jobs * max_workers} processes "
+                   f"on {cores} cores; runs will contend for CPU (timing metrics inflated)", err=True)
+
+
+def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
+    manifest = read_manifest(out_dir) if out_dir.is_dir() else None
+    known = {run["id"] for run in manifest["runs"]} if manifest else None
+    table = Table(title=f"sweep {spec.name}: {len(spec.runs)} runs -> {out_dir} (jobs {jobs})")
+    table.add_column("#", justify="right")
+    table.add_column("run id")
+    for axis in spec.axes:
+        table.add_column(axis)
+    table.add_column("status")
+    for index, run in enumerate(spec.runs, 1):
+        status = finished_status(out_dir / f"{run.run_id}.h5") if out_dir.is_dir() else None
+        table.add_row(str(index), run.run_id, *(_cell(run.point.get(axis)) for axis in spec.axes), status or "pending")
+    console = Console(file=sys.stdout, width=160)
+    console.print(table)
+    if spec.duplicates:
+        click.echo(f"{spec.duplicates} grid points resolve to the same config as an earlier one and run once")
+    if known is not None and known != set(spec.run_ids):
+        click.echo(f"note: {out_dir / 'sweep.json'} holds a different run list; running needs --force or a new --out")
+    click.echo("dry run: nothing executed")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
+    executed = sum(result.executed.values())
+    if executed == 0 and not result.elsewhere:
+        click.echo(f"sweep {spec.name}: nothing to do: all {result.total} runs already finished "
+                   f"({_counts(result.final)}) in {out_dir}", err=True)
+    else:
+        line = (f"sweep {spec.name}: {result.total} runs in {out_dir}: executed {executed} "
+                f"({_counts(result.executed)}); skipped {sum(result.skipped.values())} already finished")
+        if result.elsewhere:
+            line += f"; {sum(result.elsewhere.values())} finished by another sweep process"
+        if result.takeovers:
+            line += f"; took over {result.takeovers} stale claims"
+        click.echo(line + f"; now {_counts(result.final)}", err=True)
+    if result.final.get("failed"):
+        click.echo(f"ist: {result.final['failed']} runs failed (errors in {out_dir / 'sweep.json'}); "
+                   "retry them with --rerun-failed", err=True)
+
+
+@click.command(context_settings={"max_content_width": 110})
+@click.argument("sweep_file", metavar="GRID.toml", type=str)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Runs at once (default: cores // workers per run; dask --scheduler: the cluster's threads).")
+@click.option("--out", "out_dir", type=str, default=None, help="Output directory (default: results/<sweep name>).")
+@click.option("--dry-run", is_flag=True, help="Print the run table; execute nothing.")
+@click.option("--rerun-failed", is_flag=True, help="Run failed and diverged runs again (old files kept as ID.failed-N.h5).")
+@click.option("--force", is_flag=True,
+              help="Adopt a changed run list and re-run every run (old files kept as ID.old-N.h5).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Local subprocesses or tasks on a dask.distributed cluster.")
+@click.option("--scheduler", type=str, default=None, metavar="ADDRESS",
+              help="dask scheduler address, e.g. tcp://HOST:8786 (default: a LocalCluster started by ist).")
+@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
+def sweep_command(sweep_file: str, jobs: int | None, out_dir: str | None, dry_run: bool, rerun_failed: bool,
+                  force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool) -> None:
+    """Run every run of GRID.toml once: resumable, parallel, never a run twice.
+
+    Exit codes: 0 all runs completed or diverged, 1 any run failed, 130 interrupted, 2 bad input.
+    """
+    spec = load_sweep(sweep_file)
+    out = Path(out_dir) if out_dir else Path("results") / spec.name
+    out = out.absolute()
+    if scheduler and executor != "dask":
+        raise click.UsageError("--scheduler is only used with --executor dask")
+    planned_jobs = jobs or default_jobs(spec.max_workers())
+    if dry_run:
+        _dry_run(spec, out, planned_jobs)
+        return
+    if spec.duplicates and not quiet:
+        click.echo(f"sweep {spec.name}: {spec.duplicates} grid points resolve to the same config as an "
+                   "earlier one; each runs once", err=True)
+
+    def on_plan(todo: list[str], jobs_used: int) -> None:
+        if todo:
+            _warn_cpu(min(jobs_used, len(todo)), spec.max_workers(), executor, scheduler)
+
+    options = SweepOptions(jobs=jobs, executor=executor, scheduler=scheduler, force=force,
+                           rerun_failed=rerun_failed, quiet=quiet)
+    result = run_sweep(spec, out, options, on_plan=on_plan)
+    if as_json:
+        click.echo(json.dumps({
+            "name": spec.name, "out": str(out), "total": result.total, "executed": dict(result.executed),
+            "skipped": dict(result.skipped), "elsewhere": dict(result.elsewhere), "final": dict(result.final),
+            "takeovers": result.takeovers, "duplicates": spec.duplicates, "exit_code": result.exit_code,
+        }, sort_keys=True))
+    if not quiet:
+        _report(spec, out, result)
+    if result.exit_code:
+        sys.exit(result.exit_code)

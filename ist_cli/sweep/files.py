@@ -1,0 +1,72 @@
+"""Run files as the sweep sees them: ``RUNID.h5`` exists only for a finished run.
+
+Old files are never overwritten or deleted: they are moved aside under a new name
+(``RUNID.failed-1.h5``, ``RUNID.old-2.h5``, ...) with a hard link, which fails rather
+than replace an existing name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+
+
+def finished_status(path: Path) -> str | None:
+    """The root ``status`` attr of a finished run file, None if there is no file.
+
+    An unreadable ``.h5`` (not written by ist) counts as ``failed`` so it is never
+    silently replaced.
+    """
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as handle:
+            status = handle.attrs.get("status", "failed")
+    except OSError:
+        return "failed"
+    status = status.decode() if isinstance(status, bytes) else str(status)
+    return status if status in ("completed", "diverged", "failed") else "failed"
+
+
+def run_file_attrs(path: Path) -> dict[str, str]:
+    """A few root attrs worth copying into the manifest (``run_id``, ``created``, ``error``)."""
+    out: dict[str, str] = {}
+    try:
+        with h5py.File(path, "r") as handle:
+            for key in ("run_id", "created", "error"):
+                if key in handle.attrs:
+                    value = handle.attrs[key]
+                    out[key] = value.decode() if isinstance(value, bytes) else str(value)
+    except OSError:
+        pass
+    return out
+
+
+def move_aside(path: Path, tag: str) -> Path:
+    """Rename ``RUNID.h5`` to the first free ``RUNID.TAG-N.h5``; never replaces a file."""
+    stem = path.name[: -len(".h5")] if path.name.endswith(".h5") else path.name
+    number = 1
+    while True:
+        target = path.with_name(f"{stem}.{tag}-{number}.h5")
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            number += 1
+            continue
+        path.unlink()
+        return target
+
+
+def land_bytes(data: bytes, path: Path) -> None:
+    """Write a run file received from elsewhere as ``path`` (tmp + link: never over a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.incoming")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

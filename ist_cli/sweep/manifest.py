@@ -1,0 +1,127 @@
+"""``OUT/sweep.json``: the sweep's fixed run list and each run's status, attempts and file.
+
+Every update is read-modify-write under the directory ``flock`` and lands with
+tmp + rename, so concurrent sweep processes and a crash at any instant leave a whole,
+current manifest. The run files stay the ground truth: ``reconcile`` re-derives each
+status from ``RUNID.h5`` and the claims.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ist_cli.errors import UserError
+from ist_cli.sweep.claims import directory_lock
+from ist_cli.sweep.spec import SweepSpec
+
+MANIFEST_NAME = "sweep.json"
+MANIFEST_SCHEMA = 1
+FINISHED = ("completed", "diverged", "failed")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_file_name(run_id: str) -> str:
+    return f"{run_id}.h5"
+
+
+def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest in ``directory`` or None; a corrupt one is a one-line ``UserError``."""
+    path = directory / MANIFEST_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--out: {str(path)!r} is not a readable sweep manifest ({exc}); "
+                        "expected a sweep.json written by ist sweep") from None
+
+
+def _new_record(run: Any) -> dict[str, Any]:
+    return {"id": run.run_id, "point": run.point, "config": run.config, "status": "pending",
+            "attempts": 0, "file": run_file_name(run.run_id), "history": []}
+
+
+class Manifest:
+    """Locked access to one sweep directory's manifest."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / MANIFEST_NAME
+
+    @contextmanager
+    def edit(self) -> Iterator[dict[str, Any]]:
+        """Hold the lock, yield the manifest dict, write it back atomically on success."""
+        with directory_lock(self.directory):
+            data = read_manifest(self.directory)
+            if data is None:
+                raise UserError(f"--out: {str(self.path)!r} disappeared while the sweep ran")
+            yield data
+            data["updated"] = now_iso()
+            _write_atomic(self.path, data)
+
+    def open(self, spec: SweepSpec, *, force: bool) -> tuple[dict[str, Any], int]:
+        """Create the manifest, or check that the existing one holds the same run list.
+
+        A changed run list is an error unless ``force``; then the new list replaces it, keeping
+        the records of runs in both. Returns the manifest and the number of dropped runs.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with directory_lock(self.directory):
+            data = read_manifest(self.directory)
+            dropped = 0
+            if data is None:
+                data = {"schema": MANIFEST_SCHEMA, "name": spec.name, "sweep_file": str(spec.path.resolve()),
+                        "spec": spec.raw, "created": now_iso(), "runs": [_new_record(run) for run in spec.runs]}
+            else:
+                old_ids = [run["id"] for run in data.get("runs", [])]
+                if set(old_ids) != set(spec.run_ids):
+                    if not force:
+                        added = len(set(spec.run_ids) - set(old_ids))
+                        removed = len(set(old_ids) - set(spec.run_ids))
+                        raise UserError(
+                            f"--out: {str(self.path)!r} holds a different run list ({added} runs added, "
+                            f"{removed} removed by the sweep file); expected the same grid, a new --out, "
+                            "or --force to adopt the new run list")
+                    records = {run["id"]: run for run in data.get("runs", [])}
+                    dropped = len(set(old_ids) - set(spec.run_ids))
+                    data["runs"] = [records.get(run.run_id) or _new_record(run) for run in spec.runs]
+                    data["spec"] = spec.raw
+                    data["sweep_file"] = str(spec.path.resolve())
+                data["name"] = spec.name
+            data["updated"] = now_iso()
+            _write_atomic(self.path, data)
+            return data, dropped
+
+    def read(self) -> dict[str, Any]:
+        with directory_lock(self.directory):
+            data = read_manifest(self.directory)
+        if data is None:
+            raise UserError(f"--out: {str(self.path)!r} disappeared while the sweep ran")
+        return data
+
+    def update_run(self, run_id: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Apply ``change`` to one run's record under the lock; return the new record."""
+        with self.edit() as data:
+            for record in data["runs"]:
+                if record["id"] == run_id:
+                    change(record)
+                    return dict(record)
+        raise KeyError(run_id)

@@ -1,0 +1,193 @@
+"""The sweep file (DESIGN §5): TOML expanded once into a fixed, de-duplicated run list.
+
+Every value is checked with the run's own option rules (``ist_cli.config``), and every
+run is the output of ``resolve_config``, so a sweep can hold only runs ``ist run`` would
+accept; the run id is the hash of the resolved config.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ist_cli.config import OPTIONS_BY_KEY, check_keys, config_hash, load_toml, resolve_config
+from ist_cli.errors import UserError
+
+TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "replicates")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the sweep: the grid point that made it and its resolved config."""
+
+    run_id: str
+    point: dict[str, Any]
+    config: dict[str, Any]
+
+    def label(self) -> str:
+        """Short human name: the id prefix and the varied settings."""
+        varied = " ".join(f"{key}={_show(value)}" for key, value in self.point.items())
+        return f"{self.run_id[:8]} {varied}".strip()
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file: its name, raw tables and the fixed run list."""
+
+    name: str
+    path: Path
+    raw: dict[str, Any]
+    runs: list[PlannedRun]
+    duplicates: int = 0
+    axes: list[str] = field(default_factory=list)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [run.run_id for run in self.runs]
+
+    def max_workers(self) -> int:
+        return max((int(run.config.get("workers", 1)) for run in self.runs), default=1)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and expand a sweep file; any mistake is a one-line ``UserError`` naming its key path."""
+    path = Path(path)
+    return parse_sweep(load_toml(path), path)
+
+
+def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
+    """Expand the tables of a sweep file into its run list (grid × zip × seeds)."""
+    where = path.name
+    unknown = [key for key in raw if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}")
+    name = _sweep_name(raw, path, where)
+    base = check_keys(_table(raw, "base", where), f"{where}: base")
+    for key, value in base.items():
+        OPTIONS_BY_KEY[key].coerce(value, source=f"{where}: base.{key}")
+
+    grid_axes = _axes(raw, "grid", where)
+    zip_axes = _axes(raw, "zip", where)
+    _check_zip_lengths(zip_axes, where)
+    seeds = _seeds(raw, base, where)
+    _check_overlaps(base, grid_axes, zip_axes, seeds is not None, where)
+
+    points = _points(grid_axes, zip_axes, seeds)
+    runs: list[PlannedRun] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for point in points:
+        layers = [base] + [{key: value} for key, (value, _) in point.items()]
+        sources = [f"{where}: base"] + [source for _, source in point.values()]
+        config = resolve_config(*layers, sources=sources)
+        run_id = config_hash(config)
+        if run_id in seen:
+            duplicates += 1
+            continue
+        seen.add(run_id)
+        runs.append(PlannedRun(run_id, {key: config.get(key, value) for key, (value, _) in point.items()}, config))
+    axes = list(grid_axes) + list(zip_axes) + (["seed"] if seeds is not None else [])
+    return SweepSpec(name=name, path=path, raw=dict(raw), runs=runs, duplicates=duplicates, axes=axes)
+
+
+def _sweep_name(raw: Mapping[str, Any], path: Path, where: str) -> str:
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UserError(f"{where}: name: {name!r} is not allowed; expected letters, digits, '_', '-' or '.'")
+    return name
+
+
+def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: {key}: {value!r} is not allowed; expected a table [{key}]")
+    return value
+
+
+def _axes(raw: Mapping[str, Any], table: str, where: str) -> dict[str, list[tuple[Any, str]]]:
+    """Each axis as a list of (coerced value, key path); checks every value with its option."""
+    if table not in raw:
+        return {}
+    values = _table(raw, table, where)
+    if not values:
+        raise UserError(f"{where}: {table}: empty table; expected at least one axis, e.g. lr = [0.1, 0.01]")
+    axes: dict[str, list[tuple[Any, str]]] = {}
+    for key, items in check_keys(values, f"{where}: {table}").items():
+        if not isinstance(items, list):
+            raise UserError(f"{where}: {table}.{key}: {items!r} is not allowed; expected an array of values, "
+                            f"e.g. {key} = [{items!r}]")
+        if not items:
+            raise UserError(f"{where}: {table}.{key}: empty array; expected at least one value")
+        option = OPTIONS_BY_KEY[key]
+        axis = []
+        for index, item in enumerate(items):
+            source = f"{where}: {table}.{key}[{index}]"
+            if isinstance(item, dict):
+                raise UserError(f"{source}: a table is not allowed; expected {option.expects()}")
+            option.coerce(item, source=source)
+            axis.append((item, source))
+        axes[key] = axis
+    return axes
+
+
+def _check_zip_lengths(zip_axes: Mapping[str, list], where: str) -> None:
+    lengths = {key: len(values) for key, values in zip_axes.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{key} has {n}" for key, n in lengths.items())
+        raise UserError(f"{where}: zip: axes must have equal lengths ({shown})")
+
+
+def _seeds(raw: Mapping[str, Any], base: Mapping[str, Any], where: str) -> list[tuple[int, str]] | None:
+    """``seeds = [...]`` as given, or ``replicates = N`` as base seed .. base seed + N - 1."""
+    if "seeds" in raw and "replicates" in raw:
+        raise UserError(f"{where}: seeds and replicates are both set; expected one of them")
+    seed_option = OPTIONS_BY_KEY["seed"]
+    if "seeds" in raw:
+        if "seed" in base:
+            raise UserError(f"{where}: base.seed: also given by seeds; expected one of them")
+        seeds = raw["seeds"]
+        if not isinstance(seeds, list) or not seeds:
+            raise UserError(f"{where}: seeds: {seeds!r} is not allowed; expected a non-empty array of integers >= 0")
+        return [(seed_option.coerce(seed, source=f"{where}: seeds[{i}]"), f"{where}: seeds[{i}]")
+                for i, seed in enumerate(seeds)]
+    if "replicates" in raw:
+        count = raw["replicates"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise UserError(f"{where}: replicates: {count!r} is not allowed; expected an integer >= 1")
+        first = seed_option.coerce(base.get("seed", 0), source=f"{where}: base.seed")
+        return [(first + i, f"{where}: replicates") for i in range(count)]
+    return None
+
+
+def _check_overlaps(base: Mapping[str, Any], grid: Mapping[str, Any], zipped: Mapping[str, Any],
+                    has_seeds: bool, where: str) -> None:
+    for key in grid:
+        if key in zipped:
+            raise UserError(f"{where}: zip.{key}: also an axis of [grid]; expected each key in one place")
+    for table, axes in (("grid", grid), ("zip", zipped)):
+        for key in axes:
+            if key in base:
+                raise UserError(f"{where}: {table}.{key}: also set in [base]; expected each key in one place")
+            if key == "seed" and has_seeds:
+                raise UserError(f"{where}: {table}.seed: seeds come from seeds/replicates; expected one of them")
+
+
+def _points(grid: Mapping[str, list[tuple[Any, str]]], zipped: Mapping[str, list[tuple[Any, str]]],
+            seeds: list[tuple[int, str]] | None) -> list[dict[str, tuple[Any, str]]]:
+    """Grid product (first axis slowest), then the zipped rows, then seeds innermost."""
+    grid_rows = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    length = len(next(iter(zipped.values()))) if zipped else 1
+    zip_rows = [{key: values[i] for key, values in zipped.items()} for i in range(length)]
+    seed_rows = [{"seed": seed} for seed in seeds] if seeds is not None else [{}]
+    return [{**g, **z, **s} for g in grid_rows for z in zip_rows for s in seed_rows]
