@@ -139,7 +139,7 @@ def test_figures_and_self_contained_html(sweep: list[Path], tmp_path: Path) -> N
                  "--x", "bytes", "--format", "csv")
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in figures.iterdir())
-    for stem in ("loss_vs_bytes", "dist_to_opt_sq_vs_bytes", "comm_vs_loss"):
+    for stem in ("loss_vs_bytes", "dist_to_opt_sq_vs_bytes", "comm_vs_f_gap"):
         assert f"{stem}.png" in names and f"{stem}.svg" in names
         pixels = np.asarray(Image.open(figures / f"{stem}.png").convert("L"), dtype=np.float64)
         assert pixels.std() > 10.0

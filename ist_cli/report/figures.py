@@ -117,16 +117,20 @@ def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, the
     ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs {x}")
-    ax.grid(True, alpha=0.3, which="both")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.08)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
     return fig
 
 
 def comm_metric(groups: Sequence[Group]) -> str:
-    """test_accuracy when any run has it (MLP), else the training loss."""
-    has_acc = any(series(run, "test_accuracy") is not None for g in groups for run in g.runs)
-    return "test_accuracy" if has_acc else "loss"
+    """test_accuracy when any run has it (MLP), else f_gap = f(x) − f* (quadratic: the loss
+    itself can be negative), else the training loss."""
+    for metric in ("test_accuracy", "f_gap"):
+        if any(series(run, metric) is not None for g in groups for run in g.runs):
+            return metric
+    return "loss"
 
 
 def comm_figure(groups: Sequence[Group], metric: str | None = None, which: str = "final") -> Figure:
@@ -137,6 +141,7 @@ def comm_figure(groups: Sequence[Group], metric: str | None = None, which: str =
     ax = fig.add_subplot()
     algorithms: list[str] = []
     xs_all: list[float] = []
+    ys_all: list[float] = []
     for group in groups:
         bytes_ = summarize_values([final_value(run, "bytes") for run in group.runs])
         value = summarize_values([final_value(run, metric) for run in group.runs])
@@ -156,12 +161,16 @@ def comm_figure(groups: Sequence[Group], metric: str | None = None, which: str =
         if rest:
             ax.annotate(rest, (bytes_.mean, value.mean), fontsize=6, xytext=(4, 4), textcoords="offset points")
         xs_all.append(bytes_.mean)
+        ys_all.extend([value.low, value.high])
     if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 10:
         ax.set_xscale("log")
+    if ys_all and wants_log(np.asarray(ys_all)):
+        ax.set_yscale("log")
     ax.set_xlabel("total bytes communicated (all workers)")
     ax.set_ylabel(f"{which} {metric}")
     ax.set_title(f"communication vs {metric}, per algorithm")
-    ax.grid(True, alpha=0.3, which="both")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.08)
     if algorithms:
         ax.legend(fontsize=8, title="algorithm")
     return fig

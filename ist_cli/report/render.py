@@ -26,8 +26,8 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def fmt(value: float) -> str:
-    return f"{value:.4g}" if math.isfinite(value) else "-"
+def fmt(value: float, digits: int = 4) -> str:
+    return f"{value:.{digits}g}" if math.isfinite(value) else "-"
 
 
 def cell(summary: GroupSummary, metric: str) -> str:
@@ -35,9 +35,9 @@ def cell(summary: GroupSummary, metric: str) -> str:
     stats = summary.metrics[metric]
     if stats.n == 0:
         return "-"
-    if stats.n == 1:
+    if stats.n == 1 or stats.low == stats.high:
         return fmt(stats.mean)
-    return f"{fmt(stats.mean)} [{fmt(stats.low)}, {fmt(stats.high)}]"
+    return f"{fmt(stats.mean)} [{fmt(stats.low, 3)}, {fmt(stats.high, 3)}]"
 
 
 def _keys(summaries: Sequence[GroupSummary]) -> list[str]:
