@@ -1,0 +1,75 @@
+"""Bad input: one line naming the value and what is allowed, exit 2, no traceback, no file."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import files_in, ist, one_error_line
+
+QUAD = ["run", "--model", "quadratic", "--rounds", "3", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--workers", "0"], ["--workers", "'0'", ">= 1"]),
+        (["--workers", "two"], ["--workers", "'two'", "integer"]),
+        (["--workers", "4", "--dim", "10"], ["--dim", "10", "multiple of 4"]),
+        (["--lr", "0"], ["--lr", "'0'", "> 0"]),
+        (["--lr", "-1"], ["--lr", "'-1'", "> 0"]),
+        (["--lr", "nan"], ["--lr", "'nan'"]),
+        (["--algorithm", "adam"], ["--algorithm", "'adam'", "ist, gd, dcgd"]),
+        (["--sketch", "gauss"], ["--sketch", "'gauss'", "perm, rand, identity"]),
+        (["--set", "bogus=1"], ["--set", "'bogus'", "allowed keys"]),
+        (["--set", "local_steps"], ["--set", "key=value"]),
+        (["--set", "lr=abc"], ["lr", "'abc'", "number"]),
+        (["--algorithm", "gd", "--local-steps", "3"], ["--local-steps", "3", "expected 1"]),
+        (["--bandwidth", "fast"], ["--bandwidth", "'fast'", "10Gbit"]),
+        (["--sketch", "rand", "--sketch-q", "99"], ["--sketch-q", "99", "dimension"]),
+        (["--problem-file", "/nonexistent/p.npz", "--workers", "2", "--dim", "4"], ["/nonexistent/p.npz", "does not exist"]),
+        (["--no-such-flag"], ["--no-such-flag"]),
+    ],
+)
+def test_bad_run_options(tmp_path, args, needles):
+    line = one_error_line(ist(*QUAD, "--out", str(tmp_path / "out"), *args))
+    for needle in needles:
+        assert needle in line, (needle, line)
+    assert files_in(tmp_path / "out") == []
+
+
+def test_unknown_model(tmp_path):
+    line = one_error_line(ist("run", "--model", "cnn", "--out", str(tmp_path)))
+    assert "'cnn'" in line and "quadratic, mlp" in line
+    assert files_in(tmp_path) == []
+
+
+def test_malformed_toml(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("workers = = 3\n")
+    line = one_error_line(ist(*QUAD, "--config", str(bad), "--out", str(tmp_path / "out")))
+    assert "bad.toml" in line and "not valid TOML" in line
+    assert files_in(tmp_path / "out") == []
+
+
+def test_unknown_key_in_toml(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('model = "quadratic"\nlearning_rate = 0.1\n')
+    line = one_error_line(ist("run", "--config", str(config), "--out", str(tmp_path / "out")))
+    assert "c.toml" in line and "'learning_rate'" in line
+
+
+def test_output_directory_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    line = one_error_line(ist(*QUAD, "--out", str(blocker / "sub")))
+    assert "--out" in line and str(blocker / "sub") in line
+    assert blocker.read_text() == "not a directory"
+
+
+def test_existing_run_file_is_never_overwritten(tmp_path):
+    ist(*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path), "--name", "r", check=True)
+    before = (tmp_path / "r.h5").read_bytes()
+    line = one_error_line(ist(*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path), "--name", "r"))
+    assert "already exists" in line
+    assert (tmp_path / "r.h5").read_bytes() == before
+    ist(*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path), "--name", "r", "--overwrite", check=True)
