@@ -31,7 +31,7 @@ table{border-collapse:collapse;margin:.5em 0;font-size:.88em}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top}
 th{background:#f3f5f8}td.k,th.k{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .meta{color:#666;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:12px}
-.figs figure{margin:0;flex:1 1 520px}.figs img{width:100%;border:1px solid #eee}
+.figs figure{margin:0;flex:0 1 calc(50% - 6px);min-width:420px}.figs img{width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}code{background:#f3f3f3;padding:0 .25em}
 details{margin:.3em 0}summary{cursor:pointer}
 """
@@ -116,7 +116,7 @@ def build_html(
         parts.append(f"<h3>{_e(group.label)}</h3>")
         parts.append(f'<p class="meta">{s.runs} runs, seeds {_e(", ".join(show(v) for v in group.seeds))}</p>')
         config_rows = [[k, show(v)] for k, v in sorted(group.config.items())]
-        parts.append("<details><summary>config</summary>" + _table(["key", "value"], config_rows, 2) + "</details>")
+        parts.append("<details open><summary>config</summary>" + _table(["key", "value"], config_rows, 2) + "</details>")
         file_rows = [[str(run.path), run.run_id, run.status] for run in group.runs]
         parts.append("<details><summary>files</summary>" + _table(["file", "run id", "status"], file_rows, 3)
                      + "</details>")
