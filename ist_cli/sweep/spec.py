@@ -63,7 +63,11 @@ def _show(value: Any) -> str:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and expand a sweep file; any mistake is a one-line ``UserError`` naming its key path."""
     path = Path(path)
-    return parse_sweep(load_toml(path), path)
+    try:
+        raw = load_toml(path)
+    except UserError as exc:
+        raise UserError(str(exc).replace("config file", "sweep file", 1)) from None
+    return parse_sweep(raw, path)
 
 
 def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
@@ -112,6 +116,10 @@ def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
         raise UserError(f"{where}: {key}: {value!r} is not allowed; expected a table [{key}]")
+    for misplaced in ("name", "seeds", "replicates"):
+        if misplaced in value:  # TOML puts keys written after [table] inside that table
+            raise UserError(f"{where}: {key}.{misplaced}: {misplaced!r} is a top-level key; "
+                            f"expected it above the first [table] of the file")
     return value
 
 
@@ -177,8 +185,6 @@ def _check_overlaps(base: Mapping[str, Any], grid: Mapping[str, Any], zipped: Ma
             raise UserError(f"{where}: zip.{key}: also an axis of [grid]; expected each key in one place")
     for table, axes in (("grid", grid), ("zip", zipped)):
         for key in axes:
-            if key in base:
-                raise UserError(f"{where}: {table}.{key}: also set in [base]; expected each key in one place")
             if key == "seed" and has_seeds:
                 raise UserError(f"{where}: {table}.seed: seeds come from seeds/replicates; expected one of them")
 
