@@ -309,3 +309,17 @@ def test_ist_limit_identity_is_the_optimum_and_errors_are_named() -> None:
         ist_limit(problem["L"][:3], problem["b"][:3], 3, "perm")
     with pytest.raises(ValueError, match="unknown sketch"):
         ist_limit(problem["L"], problem["b"], 4, "topk")
+
+
+def test_mixed_models_vary_by_model_not_by_model_specific_keys(tmp_path: Path) -> None:
+    write_run(tmp_path, seed=0)
+    write_run(tmp_path, seed=0, model="mlp", metrics={**known_metrics("ist", 0),
+                                                      "test_accuracy": np.linspace(0.1, 0.9, 21)})
+    runs, _ = load_runs([tmp_path])
+    keys = varying_keys(runs)
+    assert keys[0] == "model" and "dim" not in keys and "hidden" not in keys
+    groups = group_runs(runs)
+    assert sorted(g.key["model"] for g in groups) == ["mlp", "quadratic"]
+    acc = {g.key["model"]: s.metrics["test_accuracy"] for g, s in
+           zip(groups, summarize(groups, ["test_accuracy"]), strict=True)}
+    assert acc["mlp"].mean == pytest.approx(0.9) and acc["quadratic"].n == 0

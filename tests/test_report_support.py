@@ -63,7 +63,7 @@ def write_run(
     names = list(metrics)
     for k in range(len(metrics["round"])):
         writer.append_metrics({name: metrics[name][k] for name in names})
-    writer.write_group("final", {"x": np.zeros(config["dim"])})
+    writer.write_group("final", {"x": np.zeros(config.get("dim", 1))})
     if problem is not None:
         writer.write_group("problem", problem)
     return writer.close(status)

@@ -28,6 +28,11 @@ LOG_DECADES = 2.0
 THEORY_METRIC = "dist_to_opt_sq"
 
 
+def short(label: str, limit: int = 70) -> str:
+    """Legend labels stay readable: long group labels are cut (the HTML lists full configs)."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
 def color(index: int) -> str:
     return f"C{index % 10}"
 
@@ -36,7 +41,8 @@ def group_curve(group: Group, metric: str, x: str = "round") -> tuple[np.ndarray
     """(x, mean, low, high) of ``metric`` for the group, or None when no run has it."""
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
-    usable = [run for run in group.runs if series(run, metric) is not None and series(run, X_AXES[x]) is not None]
+    usable = [run for run in group.runs
+              if all(series(run, name) is not None for name in (metric, X_AXES[x], "round"))]
     if not usable:
         return None
     rounds = np.unique(np.concatenate([series(run, "round") for run in usable]))
@@ -96,7 +102,7 @@ def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, the
         if curve is None:
             continue
         xs, mean, low, high = curve
-        (line,) = ax.plot(xs, mean, color=color(index), lw=1.6, label=f"{group.label} (n={len(group.runs)})")
+        (line,) = ax.plot(xs, mean, color=color(index), lw=1.6, label=short(f"{group.label} (n={len(group.runs)})"))
         line.set_gid("mean")
         plotted.append(mean)
         if len(group.runs) > 1:
@@ -110,7 +116,7 @@ def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, the
             if value is None or (log and value <= 0):
                 continue
             line = ax.axhline(value, color=color(index), ls="--", lw=1.2,
-                              label=rf"theory $\|x^\infty - x^*\|^2$, {group.label}")
+                              label=rf"theory $\|x^\infty - x^*\|^2$, {short(group.label, 50)}")
             line.set_gid("theory")
     if log:
         ax.set_yscale("log")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from ist_cli.report.load import Skipped
 from ist_cli.report.stats import BOOTSTRAP_SEED, CI_LEVEL, N_RESAMPLES, GroupSummary
@@ -72,10 +73,13 @@ def rich_table(summaries: Sequence[GroupSummary]) -> Table:
     table = Table(title=title(summaries), title_style="bold")
     n_keys = len(_keys(summaries))
     for index, name in enumerate(header):
-        table.add_column(name, justify="left" if index < n_keys else "right",
-                         style="cyan" if index < n_keys else None)
+        if index < n_keys:  # keys never shrink below their longest value (up to 16 characters)
+            width = min(16, max([len(name)] + [len(row[index]) for row in rows]))
+            table.add_column(name, style="cyan", min_width=width)
+        else:
+            table.add_column(name, justify="right")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(value) for value in row))  # Text: no rich markup in values
     return table
 
 

@@ -33,10 +33,16 @@ def show(value: Any) -> str:
     return str(value)
 
 
+FIRST_KEYS = ("model", "algorithm")
+
+
 def varying_keys(runs: Sequence[RunData]) -> list[str]:
-    """Config keys whose value differs across runs (a key missing from some runs varies too)."""
-    keys = sorted({key for run in runs for key in run.config})
-    return [key for key in keys if len({canon(run.config.get(key)) for run in runs}) > 1]
+    """Config keys whose value differs among the runs that have the key, ``model`` and
+    ``algorithm`` first. A key only some runs have (e.g. ``dim`` when quadratic and MLP runs
+    are mixed) belongs to one model, so ``model`` already tells those runs apart."""
+    keys = sorted({key for run in runs for key in run.config},
+                  key=lambda k: (FIRST_KEYS.index(k) if k in FIRST_KEYS else len(FIRST_KEYS), k))
+    return [key for key in keys if len({canon(run.config[key]) for run in runs if key in run.config}) > 1]
 
 
 def runs_table(runs: Sequence[RunData], metrics: Sequence[str] = (), which: str = "final") -> list[dict[str, Any]]:
