@@ -1,0 +1,285 @@
+"""Numba kernels of the MLP on flat parameter vectors (layout: ``ist_cli.models.mlp``).
+
+They know nothing of processes or rounds: gather a subnet out of the full model, train it
+for R steps (forward, softmax cross-entropy backward, SGD/momentum update), scatter it back.
+Matrix products go through ``np.dot`` (BLAS). Layer order: Linear -> [BatchNorm with batch
+statistics] -> ReLU -> times ``scale`` (IST's optional inverted-dropout scaling).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+BN_EPS = 1e-5  # PyTorch's BatchNorm1d default
+
+
+# ----------------------------------------------------------------------------- gather / scatter
+@njit(cache=True, nogil=True)
+def gather_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
+                  sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
+                  neurons: np.ndarray, starts: np.ndarray) -> None:
+    """sub <- the subnet of ``full`` on the neuron ids ``neurons[starts[l]:starts[l+1]]`` of layer l."""
+    n_layers = full_widths.shape[0] - 1
+    for layer in range(n_layers):
+        rows = neurons[starts[layer]:starts[layer + 1]]
+        cols = neurons[starts[layer + 1]:starts[layer + 2]]
+        full_cols = full_widths[layer + 1]
+        n_cols = sub_widths[layer + 1]
+        fw = full_offsets[layer, 0]
+        sw = sub_offsets[layer, 0]
+        for a in range(rows.shape[0]):
+            base = fw + rows[a] * full_cols
+            out = sw + a * n_cols
+            for b in range(n_cols):
+                sub[out + b] = full[base + cols[b]]
+        for kind in range(1, 4):
+            if full_offsets[layer, kind] >= 0:
+                fo = full_offsets[layer, kind]
+                so = sub_offsets[layer, kind]
+                for b in range(n_cols):
+                    sub[so + b] = full[fo + cols[b]]
+
+
+@njit(cache=True, nogil=True)
+def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
+                   sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
+                   neurons: np.ndarray, starts: np.ndarray, skip_output_bias: bool) -> None:
+    """The inverse of ``gather_subnet``: write the subnet's values back by index.
+
+    ``skip_output_bias`` leaves the last layer's bias alone: every worker holds it, so it is
+    averaged by the coordinator rather than written by whichever worker comes last.
+    """
+    n_layers = full_widths.shape[0] - 1
+    for layer in range(n_layers):
+        rows = neurons[starts[layer]:starts[layer + 1]]
+        cols = neurons[starts[layer + 1]:starts[layer + 2]]
+        full_cols = full_widths[layer + 1]
+        n_cols = sub_widths[layer + 1]
+        fw = full_offsets[layer, 0]
+        sw = sub_offsets[layer, 0]
+        for a in range(rows.shape[0]):
+            base = fw + rows[a] * full_cols
+            src = sw + a * n_cols
+            for b in range(n_cols):
+                full[base + cols[b]] = sub[src + b]
+        for kind in range(1, 4):
+            if full_offsets[layer, kind] >= 0:
+                if kind == 1 and layer == n_layers - 1 and skip_output_bias:
+                    continue
+                fo = full_offsets[layer, kind]
+                so = sub_offsets[layer, kind]
+                for b in range(n_cols):
+                    full[fo + cols[b]] = sub[so + b]
+
+
+# ----------------------------------------------------------------------------- forward / backward
+@njit(cache=True, nogil=True)
+def _hidden_total(widths: np.ndarray) -> int:
+    total = 0
+    for layer in range(1, widths.shape[0] - 1):
+        total += widths[layer]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
+             X: np.ndarray, acts: np.ndarray, xhats: np.ndarray, inv_stds: np.ndarray) -> np.ndarray:
+    """Logits of the batch ``X``; hidden activations, normalised values and 1/std are kept for backward."""
+    n_layers = widths.shape[0] - 1
+    batch = X.shape[0]
+    a_in = X
+    hpos = 0
+    for layer in range(n_layers):
+        fan_in = widths[layer]
+        fan_out = widths[layer + 1]
+        wo = offsets[layer, 0]
+        bo = offsets[layer, 1]
+        weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
+        z = np.dot(a_in, weight)
+        for j in range(fan_out):
+            bias = params[bo + j]
+            for r in range(batch):
+                z[r, j] += bias
+        if layer == n_layers - 1:
+            return z
+        act = acts[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
+        if batch_norm:
+            xhat = xhats[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
+            go = offsets[layer, 2]
+            beo = offsets[layer, 3]
+            for j in range(fan_out):
+                mean = 0.0
+                for r in range(batch):
+                    mean += z[r, j]
+                mean /= batch
+                var = 0.0
+                for r in range(batch):
+                    diff = z[r, j] - mean
+                    var += diff * diff
+                var /= batch
+                inv = 1.0 / np.sqrt(var + BN_EPS)
+                inv_stds[hpos + j] = inv
+                gamma = params[go + j]
+                beta = params[beo + j]
+                for r in range(batch):
+                    xh = (z[r, j] - mean) * inv
+                    xhat[r, j] = xh
+                    y = gamma * xh + beta
+                    act[r, j] = scale * y if y > 0.0 else 0.0
+        else:
+            for r in range(batch):
+                for j in range(fan_out):
+                    y = z[r, j]
+                    act[r, j] = scale * y if y > 0.0 else 0.0
+        a_in = act
+        hpos += fan_out
+    return a_in  # unreachable for n_layers >= 1
+
+
+@njit(cache=True, nogil=True)
+def forward_logits(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
+                   X: np.ndarray) -> np.ndarray:
+    """Logits of ``X`` (batch norm uses the statistics of ``X`` itself, as the original code did)."""
+    hidden = _hidden_total(widths)
+    batch = X.shape[0]
+    acts = np.empty(hidden * batch, dtype=params.dtype)
+    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
+    inv_stds = np.empty(hidden, dtype=params.dtype)
+    return _forward(params, offsets, widths, batch_norm, scale, X, acts, xhats, inv_stds)
+
+
+@njit(cache=True, nogil=True)
+def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
+                  X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
+    """Mean softmax cross-entropy of the batch; its gradient w.r.t. ``params`` into ``grad[:size]``."""
+    n_layers = widths.shape[0] - 1
+    batch = X.shape[0]
+    hidden = _hidden_total(widths)
+    acts = np.empty(hidden * batch, dtype=params.dtype)
+    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
+    inv_stds = np.empty(hidden, dtype=params.dtype)
+    logits = _forward(params, offsets, widths, batch_norm, scale, X, acts, xhats, inv_stds)
+
+    classes = widths[n_layers]
+    dz = np.empty((batch, classes), dtype=params.dtype)
+    loss = 0.0
+    for r in range(batch):
+        top = logits[r, 0]
+        for c in range(1, classes):
+            if logits[r, c] > top:
+                top = logits[r, c]
+        total = 0.0
+        for c in range(classes):
+            total += np.exp(logits[r, c] - top)
+        log_total = np.log(total)
+        loss += log_total + top - logits[r, y[r]]
+        for c in range(classes):
+            dz[r, c] = np.exp(logits[r, c] - top - log_total) / batch
+        dz[r, y[r]] -= 1.0 / batch
+    loss /= batch
+
+    hpos = hidden
+    for layer in range(n_layers - 1, -1, -1):
+        fan_in = widths[layer]
+        fan_out = widths[layer + 1]
+        wo = offsets[layer, 0]
+        bo = offsets[layer, 1]
+        if layer > 0:
+            hpos -= fan_in
+            a_in = acts[hpos * batch:(hpos + fan_in) * batch].reshape((batch, fan_in))
+        else:
+            a_in = X
+        gw = np.dot(a_in.T, dz)
+        grad[wo:wo + fan_in * fan_out] = gw.ravel()
+        for j in range(fan_out):
+            acc = 0.0
+            for r in range(batch):
+                acc += dz[r, j]
+            grad[bo + j] = acc
+        if layer == 0:
+            break
+        weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
+        da = np.dot(dz, weight.T)  # (batch, fan_in): gradient w.r.t. the previous layer's output
+        for r in range(batch):
+            for j in range(fan_in):
+                if not a_in[r, j] > 0.0:
+                    da[r, j] = 0.0
+                else:
+                    da[r, j] *= scale
+        if batch_norm:
+            prev = layer - 1
+            go = offsets[prev, 2]
+            beo = offsets[prev, 3]
+            xhat = xhats[hpos * batch:(hpos + fan_in) * batch].reshape((batch, fan_in))
+            for j in range(fan_in):
+                sum_dy = 0.0
+                sum_dy_xhat = 0.0
+                for r in range(batch):
+                    sum_dy += da[r, j]
+                    sum_dy_xhat += da[r, j] * xhat[r, j]
+                grad[go + j] = sum_dy_xhat
+                grad[beo + j] = sum_dy
+                gamma = params[go + j]
+                inv = inv_stds[hpos + j]
+                for r in range(batch):
+                    # dz = gamma*inv/B * (B*dy - sum(dy) - xhat*sum(dy*xhat))
+                    da[r, j] = gamma * inv * (da[r, j] - (sum_dy + xhat[r, j] * sum_dy_xhat) / batch)
+        dz = da
+    return loss
+
+
+# ----------------------------------------------------------------------------- update / training
+@njit(cache=True, nogil=True)
+def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size: int, lr: float,
+               momentum: float) -> None:
+    """PyTorch's SGD on the first ``size`` entries: v <- mu v + g; p <- p - lr v (plain SGD when mu = 0)."""
+    if momentum == 0.0:
+        for k in range(size):
+            params[k] -= lr * grad[k]
+    else:
+        for k in range(size):
+            v = momentum * velocity[k] + grad[k]
+            velocity[k] = v
+            params[k] -= lr * v
+
+
+@njit(cache=True, nogil=True)
+def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.ndarray, offsets: np.ndarray,
+                widths: np.ndarray, batch_norm: bool, scale: float, lr: float, momentum: float,
+                grad: np.ndarray, velocity: np.ndarray, size: int) -> float:
+    """R = ``batches.shape[0]`` SGD steps on the rows ``batches[s]`` of ``X``; returns the mean batch loss."""
+    steps = batches.shape[0]
+    total = 0.0
+    for step in range(steps):
+        rows = batches[step]
+        Xb = X[rows]
+        yb = y[rows]
+        total += loss_and_grad(params, offsets, widths, batch_norm, scale, Xb, yb, grad)
+        sgd_update(params, grad, velocity, size, lr, momentum)
+    return total / max(steps, 1)
+
+
+def warm_up(dtype: str = "float32") -> None:
+    """Compile (or load from the cache) every kernel for ``dtype``, both norms."""
+    from ist_cli.models.mlp import initial_params, net_layout
+
+    np_dtype = np.dtype(dtype)
+    widths = [3, 4, 2]
+    X = np.ones((2, 3), dtype=np_dtype)
+    y = np.zeros(2, dtype=np.int64)
+    batches = np.zeros((1, 2), dtype=np.int64)
+    neurons = np.array([0, 1, 2, 0, 1, 2, 3, 0, 1], dtype=np.int64)
+    starts = np.array([0, 3, 7, 9], dtype=np.int64)
+    for batch_norm in (False, True):
+        layout = net_layout(widths, batch_norm)
+        params = initial_params(layout, 0, np_dtype)
+        other = params.copy()
+        grad = np.zeros_like(params)
+        velocity = np.zeros_like(params)
+        w, o = layout.widths, layout.offsets
+        gather_subnet(params, o, w, other, o, w, neurons, starts)
+        scatter_subnet(params, o, w, other, o, w, neurons, starts, True)
+        forward_logits(params, o, w, batch_norm, 1.0, X)
+        train_steps(X, y, batches, params, o, w, batch_norm, 1.0, 0.0, 0.0, grad, velocity, layout.size)
+        train_steps(X, y, batches, params, o, w, batch_norm, 1.0, 0.0, 0.9, grad, velocity, layout.size)
