@@ -323,3 +323,12 @@ def test_mixed_models_vary_by_model_not_by_model_specific_keys(tmp_path: Path) -
     acc = {g.key["model"]: s.metrics["test_accuracy"] for g, s in
            zip(groups, summarize(groups, ["test_accuracy"]), strict=True)}
     assert acc["mlp"].mean == pytest.approx(0.9) and acc["quadratic"].n == 0
+
+
+def test_theory_line_reads_the_problem_lazily(sweep: list[Path]) -> None:
+    runs, _ = load_runs([sweep[0].parent], load_problem=False)
+    assert all(not run.problem for run in runs)
+    fig = metric_figure(group_runs(runs), "dist_to_opt_sq")
+    (line,) = [line for line in fig.axes[0].get_lines() if line.get_gid() == "theory"]
+    problem = quadratic_problem()
+    assert line.get_ydata()[0] == pytest.approx(ist_bias_sq(problem["L"], problem["b"], 4, "perm"), rel=1e-12)

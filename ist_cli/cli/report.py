@@ -50,7 +50,7 @@ def report_command(
     percentile-bootstrap CI over the group's runs. Unreadable files are listed on stderr.
     """
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    runs, skipped = load_runs(paths)
+    runs, skipped = load_runs(paths, load_problem=False)  # /problem is read only for the theory line
     for item in skipped:
         err.print(f"ist: skipped {item.path}: {item.reason}", markup=False)
     if not runs:

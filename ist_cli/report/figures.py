@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ist_cli.io.runfile import RunData
+from ist_cli.io.runfile import RunData, RunFileError, read_run
 from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, final_value, series
 from ist_cli.report.stats import bootstrap_band, summarize_values
 from ist_cli.report.table import Group, show
@@ -77,10 +77,19 @@ def theory_value(run: RunData) -> float | None:
         return None
     if cfg.get("local_steps", 1) != 1 or cfg.get("precondition") or cfg.get("sketch") not in ("perm", "rand"):
         return None
-    if "L" not in run.problem or "b" not in run.problem:
+    problem = run.problem
+    if not problem:  # loaded without /problem (it can be large): read it now, then let it go
+        try:
+            problem = read_run(run.path, load_problem=True).problem
+        except RunFileError:
+            return None
+    if "L" not in problem or "b" not in problem:
         return None
-    L, b = run.problem["L"], run.problem["b"]
-    return ist_bias_sq(L, b, L.shape[0], cfg["sketch"], cfg.get("sketch_q"), run.problem.get("x_star"))
+    L, b = problem["L"], problem["b"]
+    try:
+        return ist_bias_sq(L, b, L.shape[0], cfg["sketch"], cfg.get("sketch_q"), problem.get("x_star"))
+    except (ValueError, np.linalg.LinAlgError):  # a problem/sketch the formula does not cover
+        return None
 
 
 def group_theory(group: Group) -> float | None:
