@@ -1,0 +1,254 @@
+"""``ist sweep`` end to end (issue 4 acceptance 1-4): the real CLI as subprocesses, small
+quadratic runs, and the manifest and run files it leaves behind as the evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ist_cli.io.runfile import read_run
+from ist_cli.runner import TIMING_METRICS
+from tests.helpers import ist
+
+pytestmark = pytest.mark.slow
+
+BASE = """
+[base]
+model = "quadratic"
+workers = 1
+dim = 4
+rounds = 5
+"""
+GRID_12 = 'name = "acc"\nseeds = [0, 1, 2]\n' + BASE + '[grid]\nlr = [0.02, 0.05]\nalgorithm = ["ist", "dcgd"]\n'
+# a subset of GRID_12: same configs, so the same run ids
+GRID_2 = 'name = "acc2"\nseeds = [0]\n' + BASE + '[grid]\nlr = [0.05]\nalgorithm = ["ist", "dcgd"]\n'
+GRID_6 = 'name = "six"\nseeds = [0, 1, 2]\n' + BASE.replace("rounds = 5", "rounds = 40") + "[grid]\nlr = [0.02, 0.05]\n"
+GRID_4 = 'name = "four"\nseeds = [0, 1]\n' + BASE + "[grid]\nlr = [0.02, 0.05]\n"
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "sweep.json").read_text())
+
+
+def sweep(grid: Path, out: Path, *args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
+    result = ist("sweep", str(grid), "--out", str(out), "--json", *args, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(result.stdout)
+
+
+def file_identity(path: Path) -> tuple[int, str]:
+    """(inode, created attr): a file re-created by a second execution differs in both."""
+    return path.stat().st_ino, read_run(path, load_problem=False).attrs["created"]
+
+
+def assert_same_numbers(a: Path, b: Path) -> None:
+    """Same /metrics (timing columns aside) and /final, bit for bit."""
+    run_a, run_b = read_run(a), read_run(b)
+    assert run_a.config == run_b.config
+    names = set(run_a.metrics) - set(TIMING_METRICS)
+    assert names == set(run_b.metrics) - set(TIMING_METRICS) and "loss" in names
+    for name in names:
+        np.testing.assert_array_equal(run_a.metrics[name], run_b.metrics[name], err_msg=name)
+    assert set(run_a.final) == set(run_b.final) == {"x"}
+    np.testing.assert_array_equal(run_a.final["x"], run_b.final["x"])
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name.endswith((".lock", ".tmp")) and p.name != ".sweep.lock")
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """GRID_12 through the local executor with --jobs 2 (acceptance 1)."""
+    root = tmp_path_factory.mktemp("local")
+    grid = root / "grid.toml"
+    grid.write_text(GRID_12)
+    out = root / "out"
+    result, summary = sweep(grid, out, "--jobs", "2")
+    return grid, out, result, summary
+
+
+def test_grid_runs_once_and_a_second_invocation_executes_nothing(local_sweep):
+    grid, out, result, summary = local_sweep
+    assert summary["executed"] == {"completed": 12} and summary["final"] == {"completed": 12}
+    runs = manifest(out)["runs"]
+    assert len(runs) == 12 and len({run["id"] for run in runs}) == 12
+    points = {(run["point"]["lr"], run["point"]["algorithm"], run["point"]["seed"]) for run in runs}
+    assert points == {(lr, alg, seed) for lr in (0.02, 0.05) for alg in ("ist", "dcgd") for seed in (0, 1, 2)}
+    before = {}
+    for run in runs:
+        assert run["status"] == "completed" and run["attempts"] == 1 and len(run["history"]) == 1
+        data = read_run(out / run["file"], load_problem=False)
+        assert data.status == "completed" and data.run_id == run["id"]
+        assert data.config == run["config"]  # the subprocess ran exactly the manifest's config
+        before[run["id"]] = file_identity(out / run["file"])
+    assert leftovers(out) == []
+
+    again = ist("sweep", str(grid), "--out", str(out), "--jobs", "2", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do: all 12 runs already finished (12 completed)" in again.stderr
+    assert {run["id"]: file_identity(out / run["file"]) for run in manifest(out)["runs"]} == before
+    assert all(run["attempts"] == 1 for run in manifest(out)["runs"])
+
+
+def remove_segments(run_ids) -> None:
+    """SIGKILL of a whole process group leaks the runs' shared memory: remove exactly ours."""
+    for name in os.listdir("/dev/shm"):
+        if any(name.startswith(f"ist_{run_id[:8]}_") for run_id in run_ids):
+            os.unlink(f"/dev/shm/{name}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_6)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ist_cli", "sweep", str(grid), "--out", str(out), "--jobs", "2",
+                             "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_ids = []
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            assert time.monotonic() < deadline, "sweep made no progress"
+            assert proc.poll() is None, "sweep ended before it could be killed"
+            time.sleep(0.1)
+            try:
+                runs = manifest(out)["runs"]
+            except (FileNotFoundError, ValueError):
+                continue
+            run_ids = [run["id"] for run in runs]
+            done = [run for run in runs if run["status"] == "completed"]
+            live = [run for run in runs if run["status"] == "running"
+                    and alive(run["history"][-1].get("run_pid", 0))]
+            if len(done) >= 2 and live:
+                break
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed_at = time.time()
+        snapshot = manifest(out)["runs"]
+        finished_before = {run["id"]: file_identity(out / run["file"])
+                           for run in snapshot if (out / run["file"]).exists()}
+        in_flight = {run["id"] for run in snapshot if run["status"] == "running"}
+        assert finished_before and in_flight and not set(finished_before) & in_flight
+        time.sleep(0.5)  # let the kernel reap the killed group
+
+        started = time.monotonic()
+        _, summary = sweep(grid, out, "--jobs", "2")
+        assert time.monotonic() - started < 100  # no stale claim made it wait for a timeout
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        remove_segments(run_ids)
+
+    runs = {run["id"]: run for run in manifest(out)["runs"]}
+    assert summary["final"] == {"completed": 6}
+    assert summary["executed"] == {"completed": 6 - len(finished_before)}
+    for run_id, run in runs.items():
+        outcomes = [entry["outcome"] for entry in run["history"]]
+        assert run["status"] == "completed" and outcomes[-1] == "completed"
+        assert outcomes.count("completed") == 1  # executed to the end exactly once
+        assert run["attempts"] == len(outcomes)
+        if run_id in finished_before:  # untouched: same inode, same creation stamp
+            assert run["attempts"] == 1 and file_identity(out / run["file"]) == finished_before[run_id]
+        elif run_id in in_flight:  # its killed attempt is recorded, never counted as a result
+            assert outcomes == ["abandoned", "completed"], outcomes
+        else:
+            assert outcomes == ["completed"]
+        if run_id not in finished_before:
+            created = read_run(out / run["file"], load_problem=False).attrs["created"]
+            assert time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone >= int(killed_at) - 1
+    assert leftovers(out) == []
+
+
+def test_two_sweeps_started_together_execute_each_run_exactly_once(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_4)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ist_cli", "sweep", str(grid), "--out", str(out), "--jobs", "1", "--json",
+               "--quiet"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    summaries = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stderr
+        summaries.append(json.loads(stdout))
+    executed = sum(sum(s["executed"].values()) for s in summaries)
+    assert executed == 4  # together, each run once
+    for summary in summaries:
+        assert summary["final"] == {"completed": 4}
+        assert sum(summary["executed"].values()) + sum(summary["elsewhere"].values()) == 4
+    for run in manifest(out)["runs"]:
+        assert run["attempts"] == 1 and [entry["outcome"] for entry in run["history"]] == ["completed"]
+    assert leftovers(out) == []
+
+
+# ----------------------------------------------------------------------------- dask
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def dask_scheduler(request):
+    """An external ``dask scheduler`` + one ``dask worker`` on 127.0.0.1, torn down afterwards."""
+    dask = str(Path(sys.executable).parent / "dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = []
+
+    def teardown() -> None:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    request.addfinalizer(teardown)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-dashboard"], **quiet))
+    procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                   "--no-dashboard", "--host", "127.0.0.1"], **quiet))
+    return address
+
+
+@pytest.mark.parametrize("mode", ["localcluster", "scheduler"])
+def test_dask_executor_gives_the_local_numbers(tmp_path, local_sweep, mode, request):
+    _, local_out, _, _ = local_sweep
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_2)
+    out = tmp_path / "out"
+    args = ["--executor", "dask"]
+    if mode == "scheduler":
+        args += ["--scheduler", request.getfixturevalue("dask_scheduler")]
+    else:
+        args += ["--jobs", "2"]
+    _, summary = sweep(grid, out, *args)
+    assert summary["executed"] == {"completed": 2}
+    runs = manifest(out)["runs"]
+    assert len(runs) == 2
+    for run in runs:
+        assert run["attempts"] == 1 and run["history"][-1]["executor"] == "dask"
+        assert_same_numbers(out / run["file"], local_out / run["file"])
+    assert leftovers(out) == [] and not list(out.glob("*.incoming"))
