@@ -252,3 +252,46 @@ def test_dask_executor_gives_the_local_numbers(tmp_path, local_sweep, mode, requ
         assert run["attempts"] == 1 and run["history"][-1]["executor"] == "dask"
         assert_same_numbers(out / run["file"], local_out / run["file"])
     assert leftovers(out) == [] and not list(out.glob("*.incoming"))
+
+
+GRID_OUTCOMES = 'name = "outcomes"\n' + BASE + """
+[zip]
+lr = [0.02, 10000.0, 0.02]
+rounds = [5, 200, 5]
+problem_file = ["", "", "/nonexistent/problem.npz"]
+"""
+
+
+def test_failed_and_diverged_runs_are_recorded_and_retried_only_on_request(tmp_path):
+    """One completed, one diverged (exit 0 alone), one failed (exit 1); --rerun-failed and
+    --force run again and keep every old file under a new name."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_OUTCOMES)
+    out = tmp_path / "out"
+    first = ist("sweep", str(grid), "--out", str(out), "--json", "--jobs", "2", timeout=240)
+    assert first.returncode == 1, first.stderr
+    assert json.loads(first.stdout)["executed"] == {"completed": 1, "diverged": 1, "failed": 1}
+    assert "retry them with --rerun-failed" in first.stderr
+    runs = manifest(out)["runs"]
+    ok, div, bad = (run["id"] for run in runs)
+    assert [run["status"] for run in runs] == ["completed", "diverged", "failed"]
+    assert "does not exist" in runs[2]["error"] and not (out / f"{bad}.h5").exists()
+    assert read_run(out / f"{div}.h5").status == "diverged"
+    ok_identity = file_identity(out / f"{ok}.h5")
+
+    plain = ist("sweep", str(grid), "--out", str(out), "--json", timeout=120)
+    assert plain.returncode == 1 and json.loads(plain.stdout)["executed"] == {}  # failed runs stay failed
+
+    retry = ist("sweep", str(grid), "--out", str(out), "--json", "--jobs", "2", "--rerun-failed", timeout=240)
+    assert retry.returncode == 1 and json.loads(retry.stdout)["executed"] == {"diverged": 1, "failed": 1}
+    runs = {run["id"]: run for run in manifest(out)["runs"]}
+    assert (runs[ok]["attempts"], runs[div]["attempts"], runs[bad]["attempts"]) == (1, 2, 2)
+    assert file_identity(out / f"{ok}.h5") == ok_identity
+    assert read_run(out / f"{div}.failed-1.h5").status == "diverged"  # the old file, moved aside
+
+    force = ist("sweep", str(grid), "--out", str(out), "--json", "--jobs", "2", "--force", timeout=240)
+    assert force.returncode == 1 and json.loads(force.stdout)["executed"] == {"completed": 1, "diverged": 1, "failed": 1}
+    assert file_identity(out / f"{ok}.old-1.h5") == ok_identity  # same file, new name: never overwritten
+    assert_same_numbers(out / f"{ok}.h5", out / f"{ok}.old-1.h5")
+    assert sorted(p.name for p in out.glob(f"{div}*.h5")) == [f"{div}.failed-1.h5", f"{div}.h5", f"{div}.old-1.h5"]
+    assert leftovers(out) == []
