@@ -1,0 +1,197 @@
+"""The MLP numba kernels against a plain-numpy reference (float64, 1e-5), and the reference
+itself against finite differences, so a shared mistake in both cannot pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ist_cli.kernels import mlp as kernels
+from ist_cli.models.mlp import initial_params, net_layout
+from ist_cli.models.subnet import draw_partition, neuron_index, subnet_layout
+
+WIDTHS = [5, 7, 6, 3]
+EPS = 1e-5
+
+
+# ----------------------------------------------------------------------------- numpy reference
+def ref_loss(named: dict, X: np.ndarray, y: np.ndarray, bn: bool, scale: float, n_layers: int):
+    """Loss, logits and everything backward needs, written layer by layer in numpy."""
+    a, cache = X, []
+    for layer in range(n_layers):
+        z = a @ named[f"W{layer}"] + named[f"b{layer}"]
+        if layer == n_layers - 1:
+            break
+        entry = {"a_in": a, "z": z}
+        if bn:
+            mu, var = z.mean(axis=0), z.var(axis=0)
+            xhat = (z - mu) / np.sqrt(var + EPS)
+            entry.update(xhat=xhat, var=var)
+            u = named[f"gamma{layer}"] * xhat + named[f"beta{layer}"]
+        else:
+            u = z
+        entry["u"] = u
+        a = scale * np.maximum(u, 0.0)
+        cache.append(entry)
+    logits = z
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -logp[np.arange(len(y)), y].mean()
+    return loss, logits, cache, a
+
+
+def ref_grad(named: dict, X: np.ndarray, y: np.ndarray, bn: bool, scale: float, n_layers: int) -> dict:
+    loss, logits, cache, a_last = ref_loss(named, X, y, bn, scale, n_layers)
+    m = X.shape[0]
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(m), y] -= 1.0
+    dz = p / m
+    grads = {}
+    a_in = a_last
+    for layer in range(n_layers - 1, -1, -1):
+        a_in = X if layer == 0 else scale * np.maximum(cache[layer - 1]["u"], 0.0)
+        grads[f"W{layer}"] = a_in.T @ dz
+        grads[f"b{layer}"] = dz.sum(axis=0)
+        if layer == 0:
+            break
+        entry = cache[layer - 1]
+        du = (dz @ named[f"W{layer}"].T) * scale * (entry["u"] > 0)
+        if bn:
+            prev = layer - 1
+            xhat, var = entry["xhat"], entry["var"]
+            grads[f"gamma{prev}"] = (du * xhat).sum(axis=0)
+            grads[f"beta{prev}"] = du.sum(axis=0)
+            dxhat = du * named[f"gamma{prev}"]
+            z_centered = entry["z"] - entry["z"].mean(axis=0)
+            dvar = (dxhat * z_centered).sum(axis=0) * -0.5 * (var + EPS) ** -1.5
+            dmu = -(dxhat / np.sqrt(var + EPS)).sum(axis=0) + dvar * (-2.0 * z_centered).mean(axis=0)
+            dz = dxhat / np.sqrt(var + EPS) + dvar * 2.0 * z_centered / m + dmu / m
+        else:
+            dz = du
+    return grads
+
+
+def problem(bn: bool, seed: int = 0, batch: int = 9, widths=WIDTHS):
+    layout = net_layout(widths, bn)
+    rng = np.random.default_rng(seed)
+    params = initial_params(layout, seed, np.dtype("float64"))
+    if bn:  # move gamma/beta off their defaults so their gradients are exercised
+        for layer in range(layout.n_layers - 1):
+            layout.vector(params, layer, 2)[...] = rng.uniform(0.5, 1.5, widths[layer + 1])
+            layout.vector(params, layer, 3)[...] = rng.normal(0, 0.3, widths[layer + 1])
+    X = rng.standard_normal((batch, widths[0]))
+    y = rng.integers(0, widths[-1], batch)
+    return layout, params, X, y
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_reference_gradient_matches_finite_differences(bn, scale):
+    layout, params, X, y = problem(bn)
+    grads = ref_grad(layout.named(params), X, y, bn, scale, layout.n_layers)
+    analytic = np.zeros_like(params)
+    for name, view in layout.named(analytic).items():
+        view[...] = grads[name]
+    h = 1e-6
+    numeric = np.zeros_like(params)
+    for k in range(params.size):
+        up, down = params.copy(), params.copy()
+        up[k] += h
+        down[k] -= h
+        numeric[k] = (ref_loss(layout.named(up), X, y, bn, scale, layout.n_layers)[0]
+                      - ref_loss(layout.named(down), X, y, bn, scale, layout.n_layers)[0]) / (2 * h)
+    np.testing.assert_allclose(analytic, numeric, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_kernel_forward_loss_and_gradient_match_reference(bn, scale):
+    layout, params, X, y = problem(bn, seed=3)
+    named = layout.named(params)
+    loss, logits, _, _ = ref_loss(named, X, y, bn, scale, layout.n_layers)
+    np.testing.assert_allclose(
+        kernels.forward_logits(params, layout.offsets, layout.widths, bn, scale, X), logits, rtol=1e-5, atol=1e-5)
+    grad = np.full(layout.size + 4, 7.0)  # longer than needed: the tail must stay untouched
+    got = kernels.loss_and_grad(params, layout.offsets, layout.widths, bn, scale, X, y, grad)
+    assert got == pytest.approx(loss, rel=1e-5, abs=1e-5)
+    grads = ref_grad(named, X, y, bn, scale, layout.n_layers)
+    for name, view in layout.named(grad[: layout.size]).items():
+        np.testing.assert_allclose(view, grads[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    assert (grad[layout.size :] == 7.0).all()
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_gather_and_scatter_match_numpy_fancy_indexing(bn):
+    full = net_layout(WIDTHS, bn)
+    n_workers = 2
+    model = np.random.default_rng(1).standard_normal(full.size)
+    plans = draw_partition(WIDTHS[1:-1], n_workers, seed=4, round_index=2)
+    for worker in range(n_workers):
+        sub_layout = subnet_layout(WIDTHS, n_workers, worker, bn)
+        neurons, starts = neuron_index(WIDTHS, plans, worker)
+        sets = [neurons[starts[i] : starts[i + 1]] for i in range(len(WIDTHS))]
+        sub = np.zeros(sub_layout.size + 3)
+        kernels.gather_subnet(model, full.offsets, full.widths, sub, sub_layout.offsets, sub_layout.widths,
+                              neurons, starts)
+        named_full, named_sub = full.named(model), sub_layout.named(sub)
+        for layer in range(full.n_layers):
+            np.testing.assert_array_equal(named_sub[f"W{layer}"], named_full[f"W{layer}"][np.ix_(sets[layer], sets[layer + 1])])
+            np.testing.assert_array_equal(named_sub[f"b{layer}"], named_full[f"b{layer}"][sets[layer + 1]])
+            if bn and layer < full.n_layers - 1:
+                np.testing.assert_array_equal(named_sub[f"gamma{layer}"], named_full[f"gamma{layer}"][sets[layer + 1]])
+        assert (sub[sub_layout.size :] == 0).all()
+
+        # scatter new values back: exactly the subnet's entries change, the output bias does not
+        sub[: sub_layout.size] = -np.arange(1, sub_layout.size + 1)
+        target = model.copy()
+        kernels.scatter_subnet(target, full.offsets, full.widths, sub, sub_layout.offsets, sub_layout.widths,
+                               neurons, starts, True)
+        expected = model.copy()
+        named_exp = full.named(expected)
+        for layer in range(full.n_layers):
+            named_exp[f"W{layer}"][np.ix_(sets[layer], sets[layer + 1])] = named_sub[f"W{layer}"]
+            if layer < full.n_layers - 1:
+                named_exp[f"b{layer}"][sets[layer + 1]] = named_sub[f"b{layer}"]
+                if bn:
+                    named_exp[f"gamma{layer}"][sets[layer + 1]] = named_sub[f"gamma{layer}"]
+                    named_exp[f"beta{layer}"][sets[layer + 1]] = named_sub[f"beta{layer}"]
+        np.testing.assert_array_equal(target, expected)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_train_steps_equal_reference_sgd(momentum):
+    layout, params, _, _ = problem(True, seed=5)
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((20, WIDTHS[0]))
+    y = rng.integers(0, WIDTHS[-1], 20)
+    batches = rng.integers(0, 20, (3, 4))
+    lr = 0.05
+    expected = params.copy()
+    velocity_ref = np.zeros_like(params)
+    for rows in batches:
+        grads = ref_grad(layout.named(expected), X[rows], y[rows], True, 2.0, layout.n_layers)
+        g = np.zeros_like(params)
+        for name, view in layout.named(g).items():
+            view[...] = grads[name]
+        velocity_ref = momentum * velocity_ref + g
+        expected -= lr * (velocity_ref if momentum else g)
+    got = params.copy()
+    grad, velocity = np.zeros_like(params), np.zeros_like(params)
+    kernels.train_steps(X, y, batches, got, layout.offsets, layout.widths, True, 2.0, lr, momentum, grad, velocity,
+                        layout.size)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    if momentum:
+        np.testing.assert_allclose(velocity, velocity_ref, rtol=1e-5, atol=1e-7)
+
+
+def test_float32_kernels_agree_with_float64():
+    layout, params, X, y = problem(True, seed=8)
+    grad64 = np.zeros(layout.size)
+    grad32 = np.zeros(layout.size, dtype=np.float32)
+    loss64 = kernels.loss_and_grad(params, layout.offsets, layout.widths, True, 1.0, X, y, grad64)
+    loss32 = kernels.loss_and_grad(params.astype(np.float32), layout.offsets, layout.widths, True, 1.0,
+                                   X.astype(np.float32), y, grad32)
+    assert loss32 == pytest.approx(loss64, rel=1e-4)
+    np.testing.assert_allclose(grad32, grad64, rtol=1e-3, atol=1e-4)
