@@ -28,7 +28,7 @@ _EXPORTS = {
     "build_algorithm": "ist_cli.algorithms",
     "QuadraticProblem": "ist_cli.models.quadratic",
     "generate_problem": "ist_cli.models.quadratic",
-    "ist_limit": "ist_cli.models.sketches",
+    "ist_limit": "ist_cli.models.theory",
     "NetworkModel": "ist_cli.comm",
     "load_dataset": "ist_cli.data",
     "partition_indices": "ist_cli.data",

@@ -15,14 +15,12 @@ from matplotlib.collections import PolyCollection
 from PIL import Image
 
 from ist_cli.errors import UserError
+from ist_cli.models.theory import expected_clc, ist_bias_sq, ist_limit
 from ist_cli.report import (
     bootstrap_ci,
     comm_figure,
-    expected_clc,
     filter_runs,
     group_runs,
-    ist_bias_sq,
-    ist_limit,
     load_runs,
     metric_figure,
     parse_where,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ist_cli.report.theory import ist_bias_sq
+from ist_cli.models.theory import ist_bias_sq
 from tests.test_report_support import h5_final, reference_bootstrap, small_sweep, write_run
 
 

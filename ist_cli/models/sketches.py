@@ -39,24 +39,3 @@ def draw_scales(kind: str, n: int, d: int, q: int, rng: np.random.Generator) -> 
     if kind == "identity":
         return identity_scales(n, d)
     raise ValueError(f"unknown sketch {kind!r}")
-
-
-def expected_sketched_curvature(L: np.ndarray, kind: str, n: int, q: int) -> np.ndarray:
-    """E[C L C] for one client's L (DESIGN §2.1), the ingredient of IST's limit point."""
-    d = L.shape[0]
-    D = np.diag(np.diag(L))
-    if kind == "identity":
-        return L.copy()
-    scale = n if kind == "perm" else d / q
-    size = d // n if kind == "perm" else q
-    pair = size * (size - 1) / (d * (d - 1)) if d > 1 else 0.0
-    # diagonal: scale^2 * P(j in S) = scale^2 * size/d; off-diagonal: scale^2 * P(j,k in S)
-    return scale**2 * (size / d) * D + scale**2 * pair * (L - D)
-
-
-def ist_limit(L: np.ndarray, b: np.ndarray, kind: str, q: int | None = None) -> np.ndarray:
-    """x^inf = Mbar^{-1} bbar, where IST's mean iterate settles (R = 1), not x*."""
-    n, d = b.shape
-    q = q if q is not None else d // n
-    M = np.mean([expected_sketched_curvature(L[i], kind, n, q) for i in range(n)], axis=0)
-    return np.linalg.solve(M, b.mean(axis=0))

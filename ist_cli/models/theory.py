@@ -5,7 +5,7 @@ of it, so the mean iterate obeys E[x⁺] = E[x] − γ(M̄ E[x] − b̄) with
 M̄ = (1/n) Σ_i E[C_i L_i C_i]. It therefore tends to x^∞ = M̄⁻¹ b̄, not to x*; the gap
 ‖x^∞ − x*‖² is IST's irreducible bias, drawn as a reference line by the report.
 
-Only numpy: the core engine's tests import this module too.
+Only numpy: the report draws it, the tests check runs against it.
 """
 
 from __future__ import annotations

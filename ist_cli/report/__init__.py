@@ -7,7 +7,8 @@ write an HTML report. Usable from a notebook::
     summaries = summarize(groups, ["loss"])   # mean and 95% bootstrap CI of the final loss
     fig = metric_figure(groups, "loss", x="bytes")
 
-Names resolve lazily so ``ist_cli.report.theory`` stays numpy-only to import.
+Names resolve lazily so importing the package does not pull in matplotlib. The theory
+overlay's math lives with the model, in ``ist_cli.models.theory``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ _EXPORTS = {
     "figures": ("comm_figure", "group_curve", "metric_figure", "report_figures", "save_figure", "theory_value"),
     "render": ("flat_rows", "markdown", "rich_table", "to_csv", "to_json"),
     "html": ("build_html", "write_html"),
-    "theory": ("expected_clc", "ist_bias_sq", "ist_limit"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

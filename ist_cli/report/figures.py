@@ -18,10 +18,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ist_cli.io.runfile import RunData, RunFileError, read_run
+from ist_cli.models.theory import ist_bias_sq
 from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, final_value, series
 from ist_cli.report.stats import bootstrap_band, summarize_values
 from ist_cli.report.table import Group, show
-from ist_cli.report.theory import ist_bias_sq
 
 MAX_POINTS = 400
 LOG_DECADES = 2.0
