@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from ist_cli.sweep.progress import SweepProgress
 from ist_cli.sweep.spec import PlannedRun, SweepSpec
 
 INTERRUPTED_EXIT = 130
+SIGINT_GRACE_SECONDS = 8.0  # a terminal's Ctrl-C reaches the runs too: let them finish cleaning up
 
 
 @dataclass
@@ -85,12 +87,14 @@ def _close_open_attempt(record: dict[str, Any], outcome: str, note: str) -> None
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _sigterm_as_interrupt(seen: dict[str, bool]) -> Iterator[None]:
+    """SIGTERM takes the Ctrl-C path; ``seen["sigterm"]`` tells the two apart."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
+        seen["sigterm"] = True
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -251,9 +255,17 @@ class SweepEngine:
                 del waiting[run_id]
                 queue.append(run_id)
 
-    def drain(self, executor: Any, claims: ClaimBook, progress: SweepProgress) -> None:
-        """After an interrupt: stop the runs, wait for them, put them back to pending."""
+    def drain(self, executor: Any, claims: ClaimBook, progress: SweepProgress, *, grace: float) -> None:
+        """After an interrupt: stop the runs, wait for them, put them back to pending.
+
+        After a Ctrl-C the runs (same process group) got SIGINT too; a second signal during
+        their cleanup would cut it short, so they get ``grace`` seconds before a SIGTERM.
+        """
         self.interrupting = True
+        deadline = time.monotonic() + grace
+        while executor.in_flight() and time.monotonic() < deadline:
+            for run_id, outcome in executor.wait(0.2):
+                self._finish(run_id, outcome, claims, progress)
         executor.interrupt()
         while executor.in_flight():
             for run_id, outcome in executor.wait(0.5):
@@ -286,11 +298,13 @@ def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan:
             slots = min(jobs, len(todo)) if not options.scheduler else options.jobs
             executor = make_executor(options.executor, out_dir, slots, options.scheduler, jobs)
             try:
-                with _sigterm_as_interrupt(), SweepProgress(len(spec.runs), done, spec.name, quiet=options.quiet) as progress:
+                seen: dict[str, bool] = {}
+                with _sigterm_as_interrupt(seen), SweepProgress(len(spec.runs), done, spec.name, quiet=options.quiet) as progress:
                     try:
                         engine.execute(todo, claims, executor, progress)
                     except KeyboardInterrupt:
-                        engine.drain(executor, claims, progress)
+                        grace = 0.0 if seen.get("sigterm") or options.executor != "local" else SIGINT_GRACE_SECONDS
+                        engine.drain(executor, claims, progress, grace=grace)
                         raise RunInterrupted(f"sweep {spec.name} interrupted; run the same command again to resume") from None
             finally:
                 executor.close()
