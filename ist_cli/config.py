@@ -273,8 +273,8 @@ OPTIONS: tuple[Option, ...] = (
                                      "iid, dirichlet:ALPHA or shards:K"),
            "iid", "How training data is split across workers.", models=("mlp",), metavar="SPEC"),
     Option("dtype", _str, "float32", "Floating point type of the model.", choices=("float32", "float64"), models=("mlp",)),
-    Option("subnet_scale", _str, "none", "IST: scale a subnet's hidden activations by n (inverted-dropout style) or not.",
-           choices=("none", "width"), models=("mlp",)),
+    Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "
+           "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",)),
     Option("synthetic_samples", _int(2), 20000, "Samples of the synthetic dataset.", models=("mlp",)),
     Option("synthetic_features", _int(1), 64, "Features of the synthetic dataset.", models=("mlp",)),
     Option("synthetic_classes", _int(2), 10, "Classes of the synthetic dataset.", models=("mlp",)),

@@ -63,8 +63,10 @@ def test_partition_blocks_are_disjoint_and_cover_every_hidden_neuron():
     assert all(np.array_equal(x, y) for x, y in zip(a, draw_partition(widths, 3, 1, 1), strict=True))
 
 
-def test_ist_round_trains_blocks_and_leaves_cross_block_weights_untouched():
-    algorithm = make("ist", norm="none", momentum=0.5)
+@pytest.mark.parametrize("norm, scale", [("none", 1.0), ("batch", 3.0)])  # auto: width (x n) under batch norm
+def test_ist_round_trains_blocks_and_leaves_cross_block_weights_untouched(norm, scale):
+    algorithm = make("ist", norm=norm, momentum=0.5)
+    bn = norm == "batch"
     layout = algorithm.layout
     start, end, plans, data = run_rounds(algorithm, rounds=1)
     written = [plans[f"plan{h}"] for h in range(len(HIDDEN))]
@@ -87,7 +89,7 @@ def test_ist_round_trains_blocks_and_leaves_cross_block_weights_untouched():
     out_bias = np.zeros(layout.widths[-1])
     bounds = data["shard_bounds"]
     for worker in range(3):
-        sub_layout = subnet_layout(algorithm.widths, 3, worker, False)
+        sub_layout = subnet_layout(algorithm.widths, 3, worker, bn)
         neurons, starts = neuron_index(algorithm.widths, expected_plans, worker)
         sub = np.zeros(sub_layout.size, dtype=start.dtype)
         kernels.gather_subnet(start, layout.offsets, layout.widths, sub, sub_layout.offsets, sub_layout.widths,
@@ -95,7 +97,7 @@ def test_ist_round_trains_blocks_and_leaves_cross_block_weights_untouched():
         shard = data["shard_index"][bounds[worker] : bounds[worker + 1]]
         batches = minibatches(shard, 3, 8, stream(5, "worker", 1, worker))
         kernels.train_steps(data["X_train"], data["y_train"], batches, sub, sub_layout.offsets, sub_layout.widths,
-                            False, 1.0, 0.1, 0.5, np.zeros_like(sub), np.zeros_like(sub), sub_layout.size)
+                            bn, scale, 0.1, 0.5, np.zeros_like(sub), np.zeros_like(sub), sub_layout.size)
         kernels.scatter_subnet(reference, layout.offsets, layout.widths, sub, sub_layout.offsets,
                                sub_layout.widths, neurons, starts, True)
         out_bias += sub_layout.vector(sub, sub_layout.n_layers - 1, 1)

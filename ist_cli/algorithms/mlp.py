@@ -29,6 +29,14 @@ EVAL_TRAIN_LIMIT = 8192  # training loss is measured on at most this many fixed 
 EVAL_CHUNK = 4096  # rows per forward pass at evaluation (also the batch-norm statistics' batch)
 
 
+def subnet_scale(config: Mapping[str, Any]) -> str:
+    """``auto`` resolves to what trained best on digits (docs/mlp.md): width under batch norm, else none."""
+    scale = config.get("subnet_scale", "auto")
+    if scale == "auto":
+        return "width" if config["norm"] == "batch" else "none"
+    return scale
+
+
 class MLPAlgorithm(Algorithm):
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
@@ -44,7 +52,7 @@ class MLPAlgorithm(Algorithm):
             self.shards = [np.arange(self.data.n_train, dtype=np.int64)]
         else:
             self.shards = partition_indices(self.data.y_train, self.n_workers, config["partition"], config["seed"])
-        self.scale = float(self.n_workers) if self.name == "ist" and config.get("subnet_scale") == "width" else 1.0
+        self.scale = float(self.n_workers) if self.name == "ist" and subnet_scale(config) == "width" else 1.0
         self._eval_rows = self._training_subset()
         self._server_velocity = np.zeros(self.layout.size if self.name == "dp" else 0, dtype=self.dtype)
 
