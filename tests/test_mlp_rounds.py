@@ -141,3 +141,40 @@ def test_bytes_per_round_match_closed_form(bn, dtype):
     extras = make("ist", norm=norm, dtype=dtype).summary_extras()
     assert extras["params"] == P
     assert extras["dp_bytes_per_round_per_worker"] == 2 * value * P
+
+
+@pytest.mark.parametrize("algorithm", ["dp", "local-sgd"])
+def test_baseline_rounds_match_an_in_process_reference(algorithm):
+    """dp: the mean of the workers' batch gradients, one momentum step (velocity kept on the
+    server); local-sgd: the mean of R-step replicas. Two rounds, so carried state counts."""
+    alg = make(algorithm, norm="batch", momentum=0.5)
+    layout = alg.layout
+    start, end, _, data = run_rounds(alg, rounds=2)
+    bounds = data["shard_bounds"]
+    shards = [data["shard_index"][bounds[w] : bounds[w + 1]] for w in range(3)]
+    X, y = data["X_train"], data["y_train"]
+    model = start.copy()
+    velocities = [np.zeros_like(model) for _ in range(3)]
+    for round_index in (1, 2):
+        outs = []
+        for worker in range(3):
+            rng = stream(5, "worker", round_index, worker)
+            if algorithm == "dp":
+                rows = minibatches(shards[worker], 1, 8, rng)[0]
+                grad = np.zeros_like(model)
+                kernels.loss_and_grad(model, layout.offsets, layout.widths, True, 1.0, X[rows], y[rows], grad)
+                outs.append(grad.astype(np.float64))
+            else:
+                replica = model.copy()
+                kernels.train_steps(X, y, minibatches(shards[worker], 3, 8, rng), replica, layout.offsets,
+                                    layout.widths, True, 1.0, 0.1, 0.5, np.zeros_like(model), velocities[worker],
+                                    layout.size)
+                outs.append(replica.astype(np.float64))
+        mean = np.mean(outs, axis=0)
+        if algorithm == "dp":
+            velocities[0] = 0.5 * velocities[0] + mean
+            model = (model - 0.1 * velocities[0]).astype(model.dtype)
+        else:
+            model = mean.astype(model.dtype)
+    np.testing.assert_allclose(end, model, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(end, start)

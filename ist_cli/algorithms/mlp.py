@@ -10,6 +10,7 @@ shared, evaluates the reassembled model and prices the traffic.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ class MLPAlgorithm(Algorithm):
         self.data = dataset_from_config(config)
         self.dtype = np.dtype(config["dtype"])
         self.batch_norm = config["norm"] == "batch"
+        self.sizes = (self.data.n_train, self.data.n_test)
         self.widths = [self.data.n_features, *[int(w) for w in config["hidden"]], self.data.n_classes]
         self.layout = net_layout(self.widths, self.batch_norm)
         self.local_steps = 1 if self.name == "dp" else int(config["local_steps"])
@@ -64,12 +66,13 @@ class MLPAlgorithm(Algorithm):
         return int(values.max())
 
     def arena_spec(self) -> ArraySpec:
-        n, d, dt = self.n_workers, self.data, self.dtype.str
+        n, dt = self.n_workers, self.dtype.str
+        (n_train, n_test), features = self.sizes, self.widths[0]
         spec: dict[str, tuple[tuple[int, ...], str]] = {
-            "X_train": ((d.n_train, d.n_features), dt),
-            "y_train": ((d.n_train,), "i8"),
-            "X_test": ((d.n_test, d.n_features), dt),
-            "y_test": ((d.n_test,), "i8"),
+            "X_train": ((n_train, features), dt),
+            "y_train": ((n_train,), "i8"),
+            "X_test": ((n_test, features), dt),
+            "y_test": ((n_test,), "i8"),
             "shard_index": ((sum(s.size for s in self.shards),), "i8"),
             "shard_bounds": ((n + 1,), "i8"),
             "model": ((self.layout.size,), dt),
@@ -91,8 +94,10 @@ class MLPAlgorithm(Algorithm):
         arrays["shard_index"][...] = np.concatenate(self.shards)
         arrays["shard_bounds"][1:] = np.cumsum([s.size for s in self.shards])
         arrays["model"][...] = initial_params(self.layout, self.config["seed"], self.dtype)
-        # The arena now holds the data; drop the loader's copy so the parent keeps one.
-        self.data.X_train = self.data.X_test = None  # type: ignore[assignment]
+        # The arena now holds the data; drop the loader's copy so the parent keeps one
+        # (fresh empty arrays: a [:0] view would keep the loader's buffer alive).
+        empty = np.empty((0, self.widths[0]), dtype=self.dtype)
+        self.data = replace(self.data, X_train=empty, X_test=empty)
 
     def warm_up(self) -> None:
         kernels.warm_up(self.dtype.name)
@@ -151,7 +156,7 @@ class MLPAlgorithm(Algorithm):
 
     # -- results ------------------------------------------------------------------
     def _training_subset(self) -> np.ndarray:
-        n_train = self.data.n_train
+        n_train = self.sizes[0]
         if n_train <= EVAL_TRAIN_LIMIT:
             return np.arange(n_train, dtype=np.int64)
         rng = stream(self.config["seed"], "eval")
