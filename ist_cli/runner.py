@@ -28,7 +28,7 @@ from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.io.provenance import environment, git_commit
 from ist_cli.io.runfile import RunFileWriter, tmp_path_for
 from ist_cli.progress import RunProgress
-from ist_cli.runtime.arena import Arena
+from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.pool import WorkerPool
 
 TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
@@ -49,6 +49,20 @@ def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> P
     if path.exists() and not overwrite:
         raise UserError(f"--name: {str(path)!r} already exists; expected a new name (or pass --overwrite)")
     return path
+
+
+@contextmanager
+def _signals_ignored():
+    """Cleanup must finish: a second Ctrl-C or SIGTERM must not cut it short (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -97,6 +111,7 @@ def run_experiment(
     round_index = 0
     arena = writer = pool = None
     started = time.perf_counter()
+    reclaim_orphaned_segments()
     with _terminate_as_interrupt():
         try:
             arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
@@ -168,15 +183,16 @@ def run_experiment(
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            if pool is not None:
-                pool.close()
-            if writer is not None:
-                if arena is not None and arena.arrays:
-                    final = algorithm.final_params(arena.arrays)
-                    writer.write_group("final", {k: np.asarray(v) for k, v in final.items()})
-                writer.close(status, error=error, extra_attrs={"rounds_completed": round_index})
-            if arena is not None:
-                arena.close()
+            with _signals_ignored():
+                if pool is not None:
+                    pool.close()
+                if writer is not None:
+                    if arena is not None and arena.arrays:
+                        final = algorithm.final_params(arena.arrays)
+                        writer.write_group("final", {k: np.asarray(v) for k, v in final.items()})
+                    writer.close(status, error=error, extra_attrs={"rounds_completed": round_index})
+                if arena is not None:
+                    arena.close()
 
     summary: dict[str, Any] = {
         "name": name,

@@ -32,3 +32,22 @@ def test_workers_write_in_place_and_see_each_other(shm_guard):
         np.testing.assert_array_equal(arena["x"], [10.0, 21.0, 32.0])  # written by workers, seen here
         assert all(seconds >= 0 for seconds, _ in replies)
     assert name not in shm_entries()
+
+
+def test_segments_of_dead_coordinators_are_reclaimed(tmp_path):
+    import subprocess
+    import sys
+
+    from ist_cli.runtime.arena import reclaim_orphaned_segments, segment_owner
+
+    # a coordinator that creates an arena and is then SIGKILLed with its resource tracker
+    code = ("import os, signal; from ist_cli.runtime.arena import Arena; a = Arena.create({'x': ((8,), 'f8')}, tag='t');"
+            "print(a.name, flush=True); os.killpg(0, signal.SIGKILL)")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, start_new_session=True)
+    name = process.stdout.strip()
+    assert name and segment_owner(name) is not None
+    assert name in shm_entries()  # leaked: nobody was left to unlink it
+    with Arena.create({"y": ((1,), "f8")}) as mine:
+        reclaimed = reclaim_orphaned_segments()
+        assert name in reclaimed and name not in shm_entries()
+        assert mine.name in shm_entries()  # a live coordinator's arena is left alone

@@ -100,11 +100,14 @@ def test_grid_runs_once_and_a_second_invocation_executes_nothing(local_sweep):
     assert all(run["attempts"] == 1 for run in manifest(out)["runs"])
 
 
+def segments_of_runs(run_ids) -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if any(name.startswith(f"ist_{run_id[:8]}_") for run_id in run_ids)]
+
+
 def remove_segments(run_ids) -> None:
-    """SIGKILL of a whole process group leaks the runs' shared memory: remove exactly ours."""
-    for name in os.listdir("/dev/shm"):
-        if any(name.startswith(f"ist_{run_id[:8]}_") for run_id in run_ids):
-            os.unlink(f"/dev/shm/{name}")
+    """Cleanup on a failing path only; on success the resumed sweep has reclaimed them."""
+    for name in segments_of_runs(run_ids):
+        os.unlink(f"/dev/shm/{name}")
 
 
 def alive(pid: int) -> bool:
@@ -151,6 +154,8 @@ def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(t
         started = time.monotonic()
         _, summary = sweep(grid, out, "--jobs", "2")
         assert time.monotonic() - started < 100  # no stale claim made it wait for a timeout
+        # the killed group took its resource tracker along; the resumed runs reclaim the segments
+        assert segments_of_runs(run_ids) == []
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -16,6 +16,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 SEGMENT_PREFIX = "ist_"
+SHM_DIR = "/dev/shm"
 _ALIGN = 64  # cache-line alignment keeps workers' regions from sharing lines at their edges
 
 
@@ -113,3 +114,48 @@ class Arena:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def segment_owner(name: str) -> int | None:
+    """The coordinator pid embedded in an arena name (ist_[tag_]<pid>_<random>), if any."""
+    if not name.startswith(SEGMENT_PREFIX):
+        return None
+    parts = name.split("_")
+    try:
+        return int(parts[-2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_orphaned_segments(directory: str = SHM_DIR) -> list[str]:
+    """Unlink arenas whose coordinator is dead; return their names.
+
+    A coordinator killed together with its resource tracker (SIGKILL of a whole process
+    group, e.g. a killed sweep) cannot unlink its segment. Every new run calls this, so
+    such a leak lasts only until the next run on the machine.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    reclaimed = []
+    for name in names:
+        pid = segment_owner(name)
+        if pid is None or pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            reclaimed.append(name)
+        except OSError:
+            pass
+    return reclaimed
