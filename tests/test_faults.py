@@ -34,8 +34,8 @@ def worker_processes(pid: int) -> list[psutil.Process]:
 class Run:
     """A long ``ist run`` in the background whose stderr is collected by a thread."""
 
-    def __init__(self, tmp_path) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "ist_cli", *LONG_RUN, "--out", str(tmp_path)],
+    def __init__(self, tmp_path, args: list[str]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "ist_cli", *args, "--out", str(tmp_path)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -59,9 +59,9 @@ class Run:
         return any(": round " in line for line in self.lines)
 
 
-def start_long_run(tmp_path) -> Run:
-    """Start a run and return once its 4 workers exist and it has logged rounds."""
-    process = Run(tmp_path)
+def start_long_run(tmp_path, args: list[str] = LONG_RUN) -> Run:
+    """Start a run named ``long`` and return once its 4 workers exist and it has logged rounds."""
+    process = Run(tmp_path, args)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if len(worker_processes(process.pid)) == 4 and process.rounds_reported():

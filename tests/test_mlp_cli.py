@@ -66,11 +66,11 @@ def test_same_seed_gives_bitwise_identical_mlp_runs(tmp_path):
     assert a.metrics["test_accuracy"][-1] > 0.3
 
 
-def test_sigkill_of_an_mlp_worker_fails_fast_and_cleanly(tmp_path, monkeypatch):
-    monkeypatch.setattr(faults, "LONG_RUN", ["run", "--model", "mlp", "--workers", "4", "--hidden", "64,64",
-                                             "--rounds", "1000000", "--eval-every", "5", "--name", "long"])
+def test_sigkill_of_an_mlp_worker_fails_fast_and_cleanly(tmp_path):
+    args = ["run", "--model", "mlp", "--workers", "4", "--hidden", "64,64", "--rounds", "1000000",
+            "--eval-every", "5", "--name", "long"]
     before = shm_entries()
-    process = faults.start_long_run(tmp_path)
+    process = faults.start_long_run(tmp_path, args)
     faults.worker_processes(process.pid)[2].send_signal(signal.SIGKILL)
     code, stderr, seconds = faults.wait_end(process, 30)
     assert seconds < 10
