@@ -73,3 +73,19 @@ def test_existing_run_file_is_never_overwritten(tmp_path):
     assert "already exists" in line
     assert (tmp_path / "r.h5").read_bytes() == before
     ist(*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path), "--name", "r", "--overwrite", check=True)
+
+
+def test_bad_data_files_through_the_cli(tmp_path):
+    import numpy as np
+
+    missing = one_error_line(ist("run", "--model", "mlp", "--dataset", f"npz:{tmp_path}/none.npz",
+                                 "--out", str(tmp_path / "out")))
+    assert f"{tmp_path}/none.npz" in missing
+    bad_labels = tmp_path / "bad.npz"
+    rng = np.random.default_rng(0)
+    np.savez(bad_labels, X_train=rng.standard_normal((40, 3)), y_train=np.r_[np.zeros(39), -1],
+             X_test=rng.standard_normal((10, 3)), y_test=np.zeros(10))
+    line = one_error_line(ist("run", "--model", "mlp", "--workers", "2", "--hidden", "8",
+                              "--dataset", f"npz:{bad_labels}", "--out", str(tmp_path / "out")))
+    assert "bad.npz" in line and "label" in line
+    assert files_in(tmp_path / "out") == []
