@@ -24,7 +24,7 @@ class RunProgress:
         self._bar: Progress | None = None
         self._task = None
         self._last_line = 0.0
-        self._start = time.perf_counter()
+        self._first: tuple[float, int] | None = None
 
     def __enter__(self) -> RunProgress:
         if not self.quiet and self.console.is_terminal:
@@ -51,11 +51,14 @@ class RunProgress:
             self._bar.update(self._task, completed=round_index, **fields)
             return
         now = time.perf_counter()
+        if self._first is None:
+            self._first = (now, round_index)  # start-up is behind us: measure the rate from here
         if metrics and (now - self._last_line >= 1.0 or round_index == self.total):
             self._last_line = now
-            rate = round_index / max(now - self._start, 1e-9)
-            eta = (self.total - round_index) / rate if rate > 0 else 0.0
-            print(f"{self.label}: round {round_index}/{self.total} {loss} eta {eta:.0f}s", file=self.stream, flush=True)
+            since, first_round = self._first
+            done = round_index - first_round
+            eta = f" eta {(self.total - round_index) * (now - since) / done:.0f}s" if done > 0 else ""
+            print(f"{self.label}: round {round_index}/{self.total} {loss}{eta}", file=self.stream, flush=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
