@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from ist_cli.io.runfile import RunFileWriter, tmp_path_for
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.pool import WorkerPool
+from ist_cli.runtime.signals import signals_ignored, sigterm_as_interrupt
 
 TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
 
@@ -49,37 +47,6 @@ def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> P
     if path.exists() and not overwrite:
         raise UserError(f"--name: {str(path)!r} already exists; expected a new name (or pass --overwrite)")
     return path
-
-
-@contextmanager
-def _signals_ignored():
-    """Cleanup must finish: a second Ctrl-C or SIGTERM must not cut it short (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM takes the same clean path as Ctrl-C (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_experiment(
@@ -112,7 +79,7 @@ def run_experiment(
     arena = writer = pool = None
     started = time.perf_counter()
     reclaim_orphaned_segments()
-    with _terminate_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
             algorithm.initialize(arena.arrays)
@@ -183,7 +150,7 @@ def run_experiment(
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            with _signals_ignored():
+            with signals_ignored():
                 if pool is not None:
                     pool.close()
                 if writer is not None:

@@ -8,18 +8,15 @@ a stale claim (dead holder) is taken over; the manifest is the record of attempt
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ist_cli.errors import RunInterrupted
+from ist_cli.runtime.signals import sigterm_as_interrupt
 from ist_cli.sweep.claims import STALE_AFTER_SECONDS, ClaimBook
 from ist_cli.sweep.executors import Outcome, make_executor
 from ist_cli.sweep.files import finished_status, move_aside, run_file_attrs
@@ -84,24 +81,6 @@ def _close_open_attempt(record: dict[str, Any], outcome: str, note: str) -> None
     history = record.setdefault("history", [])
     if history and history[-1].get("outcome") is None:
         history[-1].update(outcome=outcome, ended=now_iso(), note=note)
-
-
-@contextmanager
-def _sigterm_as_interrupt(seen: dict[str, bool]) -> Iterator[None]:
-    """SIGTERM takes the Ctrl-C path; ``seen["sigterm"]`` tells the two apart."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        seen["sigterm"] = True
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class SweepEngine:
@@ -299,7 +278,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan:
             executor = make_executor(options.executor, out_dir, slots, options.scheduler, jobs)
             try:
                 seen: dict[str, bool] = {}
-                with _sigterm_as_interrupt(seen), SweepProgress(len(spec.runs), done, spec.name, quiet=options.quiet) as progress:
+                with sigterm_as_interrupt(lambda: seen.update(sigterm=True)), SweepProgress(len(spec.runs), done, spec.name, quiet=options.quiet) as progress:
                     try:
                         engine.execute(todo, claims, executor, progress)
                     except KeyboardInterrupt:
