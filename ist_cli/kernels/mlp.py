@@ -16,39 +16,13 @@ BN_EPS = 1e-5  # PyTorch's BatchNorm1d default
 
 # ----------------------------------------------------------------------------- gather / scatter
 @njit(cache=True, nogil=True)
-def gather_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
-                  sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
-                  neurons: np.ndarray, starts: np.ndarray) -> None:
-    """sub <- the subnet of ``full`` on the neuron ids ``neurons[starts[l]:starts[l+1]]`` of layer l."""
-    n_layers = full_widths.shape[0] - 1
-    for layer in range(n_layers):
-        rows = neurons[starts[layer]:starts[layer + 1]]
-        cols = neurons[starts[layer + 1]:starts[layer + 2]]
-        full_cols = full_widths[layer + 1]
-        n_cols = sub_widths[layer + 1]
-        fw = full_offsets[layer, 0]
-        sw = sub_offsets[layer, 0]
-        for a in range(rows.shape[0]):
-            base = fw + rows[a] * full_cols
-            out = sw + a * n_cols
-            for b in range(n_cols):
-                sub[out + b] = full[base + cols[b]]
-        for kind in range(1, 4):
-            if full_offsets[layer, kind] >= 0:
-                fo = full_offsets[layer, kind]
-                so = sub_offsets[layer, kind]
-                for b in range(n_cols):
-                    sub[so + b] = full[fo + cols[b]]
+def _copy_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
+                 sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
+                 neurons: np.ndarray, starts: np.ndarray, to_full: bool, skip_output_bias: bool) -> None:
+    """The one index walk behind gather (``to_full`` False) and scatter (True).
 
-
-@njit(cache=True, nogil=True)
-def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
-                   sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
-                   neurons: np.ndarray, starts: np.ndarray, skip_output_bias: bool) -> None:
-    """The inverse of ``gather_subnet``: write the subnet's values back by index.
-
-    ``skip_output_bias`` leaves the last layer's bias alone: every worker holds it, so it is
-    averaged by the coordinator rather than written by whichever worker comes last.
+    Layer l's subnet is the block ``W_l[rows, cols]`` with rows = ``neurons[starts[l]:starts[l+1]]``
+    and cols the next layer's ids, plus the per-neuron vectors (bias, BN gamma/beta) on cols.
     """
     n_layers = full_widths.shape[0] - 1
     for layer in range(n_layers):
@@ -60,17 +34,45 @@ def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.n
         sw = sub_offsets[layer, 0]
         for a in range(rows.shape[0]):
             base = fw + rows[a] * full_cols
-            src = sw + a * n_cols
+            row = sw + a * n_cols
             for b in range(n_cols):
-                full[base + cols[b]] = sub[src + b]
+                if to_full:
+                    full[base + cols[b]] = sub[row + b]
+                else:
+                    sub[row + b] = full[base + cols[b]]
         for kind in range(1, 4):
-            if full_offsets[layer, kind] >= 0:
-                if kind == 1 and layer == n_layers - 1 and skip_output_bias:
-                    continue
-                fo = full_offsets[layer, kind]
-                so = sub_offsets[layer, kind]
-                for b in range(n_cols):
+            if full_offsets[layer, kind] < 0:
+                continue
+            if to_full and skip_output_bias and kind == 1 and layer == n_layers - 1:
+                continue
+            fo = full_offsets[layer, kind]
+            so = sub_offsets[layer, kind]
+            for b in range(n_cols):
+                if to_full:
                     full[fo + cols[b]] = sub[so + b]
+                else:
+                    sub[so + b] = full[fo + cols[b]]
+
+
+@njit(cache=True, nogil=True)
+def gather_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
+                  sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
+                  neurons: np.ndarray, starts: np.ndarray) -> None:
+    """sub <- the subnet of ``full`` on the neuron ids ``neurons[starts[l]:starts[l+1]]`` of layer l."""
+    _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, False, False)
+
+
+@njit(cache=True, nogil=True)
+def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
+                   sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
+                   neurons: np.ndarray, starts: np.ndarray, skip_output_bias: bool) -> None:
+    """The inverse of ``gather_subnet``: write the subnet's values back by index.
+
+    ``skip_output_bias`` leaves the last layer's bias alone: every worker holds it, so it is
+    averaged by the coordinator rather than written by whichever worker comes last.
+    """
+    _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, True,
+                 skip_output_bias)
 
 
 # ----------------------------------------------------------------------------- forward / backward
