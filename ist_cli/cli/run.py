@@ -16,6 +16,10 @@ from ist_cli.progress import print_summary
 from ist_cli.runner import run_experiment
 
 
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _option_decorators():
     decorators = []
     for option in OPTIONS:
@@ -26,10 +30,11 @@ def _option_decorators():
             name = option.key.replace("_", "-")
             decorators.append(click.option(f"--{name}/--no-{name}", option.key, default=None, help=help_text))
         else:
-            default = option.default if not option.defaults_by_model else None
-            if default is not None and not option.defaults_by_model:
-                shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            if option.defaults_by_model:
+                shown = ", ".join(f"{model} {_shown(option.default_for(model))}" for model in option.models)
                 help_text += f" (default: {shown})"
+            elif option.default is not None:
+                help_text += f" (default: {_shown(option.default)})"
             decorators.append(
                 click.option(option.flag, option.key, type=str, default=None, metavar=option.metavar or "VALUE",
                              help=help_text)
