@@ -45,7 +45,8 @@ def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> P
         raise UserError(f"--out: {str(directory)!r} is not a writable directory; expected a writable directory")
     path = directory / f"{name}.h5"
     if path.exists() and not overwrite:
-        raise UserError(f"--name: {str(path)!r} already exists; expected a new name (or pass --overwrite)")
+        raise UserError(f"{str(path)!r} already exists (finished runs are never replaced); "
+                        "expected a new --name, or --overwrite to replace it")
     return path
 
 
