@@ -99,10 +99,9 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
         bo = offsets[layer, 1]
         weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
         z = np.dot(a_in, weight)
-        for j in range(fan_out):
-            bias = params[bo + j]
-            for r in range(batch):
-                z[r, j] += bias
+        for r in range(batch):  # row-major walks: arrays are (batch, width), C order
+            for j in range(fan_out):
+                z[r, j] += params[bo + j]
         if layer == n_layers - 1:
             return z
         act = acts[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
@@ -110,24 +109,25 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
             xhat = xhats[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
             go = offsets[layer, 2]
             beo = offsets[layer, 3]
+            # per-column statistics accumulated row by row, in float64, in row order
+            mean = np.zeros(fan_out)
+            for r in range(batch):
+                for j in range(fan_out):
+                    mean[j] += z[r, j]
+            mean /= batch
+            inv = np.zeros(fan_out)
+            for r in range(batch):
+                for j in range(fan_out):
+                    diff = z[r, j] - mean[j]
+                    inv[j] += diff * diff
             for j in range(fan_out):
-                mean = 0.0
-                for r in range(batch):
-                    mean += z[r, j]
-                mean /= batch
-                var = 0.0
-                for r in range(batch):
-                    diff = z[r, j] - mean
-                    var += diff * diff
-                var /= batch
-                inv = 1.0 / np.sqrt(var + BN_EPS)
-                inv_stds[hpos + j] = inv
-                gamma = params[go + j]
-                beta = params[beo + j]
-                for r in range(batch):
-                    xh = (z[r, j] - mean) * inv
+                inv[j] = 1.0 / np.sqrt(inv[j] / batch + BN_EPS)
+                inv_stds[hpos + j] = inv[j]
+            for r in range(batch):
+                for j in range(fan_out):
+                    xh = (z[r, j] - mean[j]) * inv[j]
                     xhat[r, j] = xh
-                    y = gamma * xh + beta
+                    y = params[go + j] * xh + params[beo + j]
                     act[r, j] = scale * y if y > 0.0 else 0.0
         else:
             for r in range(batch):
@@ -194,11 +194,12 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
             a_in = X
         gw = np.dot(a_in.T, dz)
         grad[wo:wo + fan_in * fan_out] = gw.ravel()
+        bias_grad = np.zeros(fan_out)
+        for r in range(batch):
+            for j in range(fan_out):
+                bias_grad[j] += dz[r, j]
         for j in range(fan_out):
-            acc = 0.0
-            for r in range(batch):
-                acc += dz[r, j]
-            grad[bo + j] = acc
+            grad[bo + j] = bias_grad[j]
         if layer == 0:
             break
         weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
@@ -214,19 +215,20 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
             go = offsets[prev, 2]
             beo = offsets[prev, 3]
             xhat = xhats[hpos * batch:(hpos + fan_in) * batch].reshape((batch, fan_in))
+            sum_dy = np.zeros(fan_in)
+            sum_dy_xhat = np.zeros(fan_in)
+            for r in range(batch):
+                for j in range(fan_in):
+                    sum_dy[j] += da[r, j]
+                    sum_dy_xhat[j] += da[r, j] * xhat[r, j]
             for j in range(fan_in):
-                sum_dy = 0.0
-                sum_dy_xhat = 0.0
-                for r in range(batch):
-                    sum_dy += da[r, j]
-                    sum_dy_xhat += da[r, j] * xhat[r, j]
-                grad[go + j] = sum_dy_xhat
-                grad[beo + j] = sum_dy
-                gamma = params[go + j]
-                inv = inv_stds[hpos + j]
-                for r in range(batch):
+                grad[go + j] = sum_dy_xhat[j]
+                grad[beo + j] = sum_dy[j]
+            for r in range(batch):
+                for j in range(fan_in):
                     # dz = gamma*inv/B * (B*dy - sum(dy) - xhat*sum(dy*xhat))
-                    da[r, j] = gamma * inv * (da[r, j] - (sum_dy + xhat[r, j] * sum_dy_xhat) / batch)
+                    da[r, j] = params[go + j] * inv_stds[hpos + j] * (
+                        da[r, j] - (sum_dy[j] + xhat[r, j] * sum_dy_xhat[j]) / batch)
         dz = da
     return loss
 
