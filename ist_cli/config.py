@@ -283,10 +283,6 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_KEY: dict[str, Option] = {opt.key: opt for opt in OPTIONS}
 
 
-def option_keys() -> tuple[str, ...]:
-    return tuple(OPTIONS_BY_KEY)
-
-
 def _lookup(key: str, source: str) -> Option:
     normalized = key.strip().replace("-", "_")
     if normalized not in OPTIONS_BY_KEY:

@@ -7,12 +7,13 @@ import zlib
 
 import numpy as np
 
-# Purposes keep streams of different uses apart even at the same (round, worker).
-PURPOSES = ("problem", "init", "data", "plan", "worker", "eval")
-
 
 def stream(seed: int, purpose: str, *indices: int) -> np.random.Generator:
-    """A generator for ``purpose`` at e.g. ``(round, worker)``; same arguments, same numbers."""
+    """A generator for ``purpose`` at e.g. ``(round, worker)``; same arguments, same numbers.
+
+    ``purpose`` is any name ("plan", "worker", "data-split", ...); distinct names keep the
+    streams of different uses apart even at the same indices.
+    """
     tag = zlib.crc32(purpose.encode())
     # The index count is part of the entropy: SeedSequence ignores trailing zeros, so
     # without it (seed, p, r) and (seed, p, r, 0) would give the same stream.

@@ -79,11 +79,6 @@ def net_layout(widths: Sequence[int], batch_norm: bool) -> NetLayout:
     return NetLayout(widths_arr, offsets, position, batch_norm)
 
 
-def parameter_count(widths: Sequence[int], batch_norm: bool) -> int:
-    """P, the number of trainable values of a network (used for traffic)."""
-    return net_layout(widths, batch_norm).size
-
-
 def initial_params(layout: NetLayout, seed: int, dtype: np.dtype) -> np.ndarray:
     """PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for W and b, as in the
     original IST code; batch-norm gamma = 1, beta = 0."""
