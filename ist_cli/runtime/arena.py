@@ -15,6 +15,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from ist_cli.runtime.processes import process_alive
+
 SEGMENT_PREFIX = "ist_"
 SHM_DIR = "/dev/shm"
 _ALIGN = 64  # cache-line alignment keeps workers' regions from sharing lines at their edges
@@ -127,16 +129,6 @@ def segment_owner(name: str) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reclaim_orphaned_segments(directory: str = SHM_DIR) -> list[str]:
     """Unlink arenas whose coordinator is dead; return their names.
 
@@ -151,7 +143,7 @@ def reclaim_orphaned_segments(directory: str = SHM_DIR) -> list[str]:
     reclaimed = []
     for name in names:
         pid = segment_owner(name)
-        if pid is None or pid == os.getpid() or _alive(pid):
+        if pid is None or pid == os.getpid() or process_alive(pid):
             continue
         try:
             os.unlink(os.path.join(directory, name))

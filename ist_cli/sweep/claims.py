@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ist_cli.runtime.processes import process_alive, process_start_ticks
+
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 120.0
 LOCK_NAME = ".sweep.lock"
@@ -36,40 +38,6 @@ def directory_lock(directory: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux ``/proc``), or None if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
-    """True when ``pid`` exists (and, if known, started at ``start_ticks``: not a recycled PID)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if start_ticks is not None:
-        now_ticks = process_start_ticks(pid)
-        if now_ticks is not None and now_ticks != start_ticks:
-            return False
-    stat = Path(f"/proc/{pid}/stat")
-    try:  # a zombie (killed, not yet reaped) is dead for our purposes
-        return stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def claim_path(directory: Path, run_id: str) -> Path:
