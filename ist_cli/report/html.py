@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ist_cli._version import __version__
+from ist_cli.io.atomic import write_text_atomic
 from ist_cli.io.runfile import RunData
 from ist_cli.report.figures import png_bytes
 from ist_cli.report.load import Skipped
@@ -133,7 +133,4 @@ def write_html(path: str | Path, text: str) -> Path:
     """Write atomically: a reader never sees a half-written report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ist_cli.io.atomic import write_text_atomic
 from ist_cli.runtime.processes import process_alive, process_start_ticks
 
 HEARTBEAT_SECONDS = 5.0
@@ -128,10 +129,7 @@ class ClaimBook:
             if record is None:
                 return
             record.update(run_pid=pid, run_pid_start=process_start_ticks(pid))
-            path = claim_path(self.directory, run_id)
-            tmp = path.with_name(f".{path.name}.{self.pid}.tmp")
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, path)
+            write_text_atomic(claim_path(self.directory, run_id), json.dumps(record))
 
     def release(self, run_id: str) -> None:
         with self._guard:

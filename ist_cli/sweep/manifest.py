@@ -9,7 +9,6 @@ status from ``RUNID.h5`` and the claims.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ist_cli.errors import UserError
+from ist_cli.io.atomic import write_text_atomic
 from ist_cli.sweep.claims import directory_lock
 from ist_cli.sweep.spec import SweepSpec
 
@@ -31,15 +31,6 @@ def now_iso() -> str:
 
 def run_file_name(run_id: str) -> str:
     return f"{run_id}.h5"
-
-
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
@@ -75,7 +66,7 @@ class Manifest:
                 raise UserError(f"--out: {str(self.path)!r} disappeared while the sweep ran")
             yield data
             data["updated"] = now_iso()
-            _write_atomic(self.path, data)
+            write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=False))
 
     def open(self, spec: SweepSpec, *, force: bool) -> tuple[dict[str, Any], int]:
         """Create the manifest, or check that the existing one holds the same run list.
@@ -107,7 +98,7 @@ class Manifest:
                     data["sweep_file"] = str(spec.path.resolve())
                 data["name"] = spec.name
             data["updated"] = now_iso()
-            _write_atomic(self.path, data)
+            write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=False))
             return data, dropped
 
     def read(self) -> dict[str, Any]:
