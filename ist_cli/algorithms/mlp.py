@@ -56,6 +56,9 @@ class MLPAlgorithm(Algorithm):
             self.shards = partition_indices(self.data.y_train, self.n_workers, config["partition"], config["seed"])
         self.scale = float(self.n_workers) if self.name == "ist" and subnet_scale(config) == "width" else 1.0
         self._eval_rows = self._training_subset()
+        # where each worker's subnet keeps the shared output bias: fixed for the run
+        self._output_bias_offsets = [output_bias_offset(self.widths, self.n_workers, worker, self.batch_norm)
+                                     for worker in range(self.n_workers)] if self.name == "ist" else []
         self._server_velocity = np.zeros(self.layout.size if self.name == "dp" else 0, dtype=self.dtype)
 
     # -- arena --------------------------------------------------------------------
@@ -127,8 +130,7 @@ class MLPAlgorithm(Algorithm):
             start = int(self.layout.offsets[self.layout.n_layers - 1, B])
             classes = self.widths[-1]
             total = np.zeros(classes)
-            for worker in range(n):
-                offset = output_bias_offset(self.widths, n, worker, self.batch_norm)
+            for worker, offset in enumerate(self._output_bias_offsets):
                 total += arrays["sub"][worker, offset : offset + classes]
             model[start : start + classes] = total / n
         elif self.name == "dp":
