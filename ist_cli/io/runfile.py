@@ -169,6 +169,15 @@ def _text(dataset: h5py.Dataset) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """Only the root attrs (status, run_id, created, ...): cheap, for callers that need no data.
+
+    Raises ``OSError`` when the file cannot be opened as HDF5.
+    """
+    with h5py.File(path, "r") as handle:
+        return {key: _attr(value) for key, value in handle.attrs.items()}
+
+
 def read_run(path: str | Path, *, load_problem: bool = True) -> RunData:
     """Load a run file; raise ``RunFileError`` for anything that is not a whole schema-1 file."""
     path = Path(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import h5py
+from ist_cli.io.runfile import STATUSES, read_attrs
 
 
 def finished_status(path: Path) -> str | None:
@@ -22,26 +22,19 @@ def finished_status(path: Path) -> str | None:
     if not path.exists():
         return None
     try:
-        with h5py.File(path, "r") as handle:
-            status = handle.attrs.get("status", "failed")
+        status = str(read_attrs(path).get("status", "failed"))
     except OSError:
         return "failed"
-    status = status.decode() if isinstance(status, bytes) else str(status)
-    return status if status in ("completed", "diverged", "failed") else "failed"
+    return status if status in STATUSES else "failed"
 
 
 def run_file_attrs(path: Path) -> dict[str, str]:
     """A few root attrs worth copying into the manifest (``run_id``, ``created``, ``error``)."""
-    out: dict[str, str] = {}
     try:
-        with h5py.File(path, "r") as handle:
-            for key in ("run_id", "created", "error"):
-                if key in handle.attrs:
-                    value = handle.attrs[key]
-                    out[key] = value.decode() if isinstance(value, bytes) else str(value)
+        attrs = read_attrs(path)
     except OSError:
-        pass
-    return out
+        return {}
+    return {key: str(attrs[key]) for key in ("run_id", "created", "error") if key in attrs}
 
 
 def move_aside(path: Path, tag: str) -> Path:
