@@ -23,7 +23,7 @@ from ist_cli.comm import NetworkModel
 from ist_cli.config import config_hash, default_run_name, resolve_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.io.provenance import environment, git_commit
-from ist_cli.io.runfile import RunFileWriter, tmp_path_for
+from ist_cli.io.runfile import RunFileWriter
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.pool import WorkerPool
@@ -85,7 +85,6 @@ def run_experiment(
             arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
             algorithm.initialize(arena.arrays)
             algorithm.warm_up()
-            tmp_path_for(path).unlink(missing_ok=True)
             writer = RunFileWriter(
                 path, run_id=run_id, config=config, env=environment(), seed=config["seed"],
                 version=__version__, git_commit=git_commit(),
