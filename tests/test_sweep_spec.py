@@ -18,7 +18,7 @@ from ist_cli.config import config_hash, resolve_config
 from ist_cli.errors import UserError
 from ist_cli.sweep.claims import ClaimBook, claim_path
 from ist_cli.sweep.executors import set_args
-from ist_cli.sweep.files import move_aside
+from ist_cli.sweep.files import move_aside, remove_orphaned_temporaries
 from ist_cli.sweep.spec import load_sweep
 from tests.helpers import files_in, ist, one_error_line
 
@@ -195,3 +195,14 @@ def test_move_aside_never_replaces_a_file(tmp_path):
     target = move_aside(first, "failed")
     assert target.name == "abc.failed-2.h5" and target.read_text() == "one"
     assert (tmp_path / "abc.failed-1.h5").read_text() == "older" and not first.exists()
+
+
+def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphans = [f".abc.lock.{dead.pid}.tmp", f".manifest.json.{dead.pid}.tmp", f".abc.h5.{dead.pid}.incoming"]
+    kept = [f".abc.lock.{os.getpid()}.tmp", "abc.h5", "abc.lock", f"abc.{dead.pid}.tmp", ".sweep.lock"]
+    for name in orphans + kept:
+        (tmp_path / name).write_text("x")
+    assert sorted(remove_orphaned_temporaries(tmp_path)) == sorted(orphans)
+    assert files_in(tmp_path) == sorted(kept)

@@ -1,4 +1,4 @@
-"""Run claims: ``OUT/RUNID.lock`` made with ``O_CREAT|O_EXCL`` before a run starts.
+"""Run claims: ``OUT/RUNID.lock``, created exclusively (a hard link) before a run starts.
 
 A claim records who holds it (host, PID and the PID's start time, so a recycled PID is
 not mistaken for the holder) and the PID of the ``ist run`` process once started; its
@@ -108,16 +108,23 @@ class ClaimBook:
         return record
 
     def _create(self, path: Path, run_id: str) -> bool:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
+        """Create the claim whole: the record goes to a temporary hard-linked to ``path``.
+
+        ``link`` fails if ``path`` exists, like ``O_EXCL``, and a claim never exists empty,
+        so a sweep killed mid-claim leaves one that reads as its (dead) holder's.
+        """
         record = {
             "run_id": run_id, "host": self.host, "pid": self.pid, "pid_start": process_start_ticks(self.pid),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
+        tmp = path.with_name(f".{path.name}.{self.pid}.tmp")
+        tmp.write_text(json.dumps(record))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
         with self._guard:
             self._held[run_id] = record
         return True

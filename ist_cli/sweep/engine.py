@@ -19,7 +19,12 @@ from ist_cli.errors import RunInterrupted
 from ist_cli.runtime.signals import sigterm_as_interrupt
 from ist_cli.sweep.claims import STALE_AFTER_SECONDS, ClaimBook
 from ist_cli.sweep.executors import Outcome, make_executor
-from ist_cli.sweep.files import finished_status, move_aside, run_file_attrs
+from ist_cli.sweep.files import (
+    finished_status,
+    move_aside,
+    remove_orphaned_temporaries,
+    run_file_attrs,
+)
 from ist_cli.sweep.manifest import FINISHED, Manifest, now_iso
 from ist_cli.sweep.progress import SweepProgress
 from ist_cli.sweep.spec import PlannedRun, SweepSpec
@@ -101,6 +106,7 @@ class SweepEngine:
         """Re-derive each run's status from its file and claim; return id -> status."""
         statuses: dict[str, str] = {}
         with self.manifest.edit() as data:
+            remove_orphaned_temporaries(self.out_dir)
             for record in data["runs"]:
                 status = finished_status(self.out_dir / record["file"])
                 if status is not None:

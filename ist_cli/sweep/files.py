@@ -8,9 +8,14 @@ than replace an existing name.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ist_cli.io.runfile import STATUSES, read_attrs
+from ist_cli.runtime.processes import process_alive
+
+# ``.NAME.PID.tmp`` (io.atomic.write_text_atomic) and ``.NAME.PID.incoming`` (land_bytes)
+_PER_PROCESS_TEMPORARY = re.compile(r"^\..+\.(\d+)\.(?:tmp|incoming)$")
 
 
 def finished_status(path: Path) -> str | None:
@@ -63,3 +68,18 @@ def land_bytes(data: bytes, path: Path) -> None:
         os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_orphaned_temporaries(directory: Path) -> list[str]:
+    """Delete the per-process temporaries a killed sweep left behind; return their names.
+
+    Only a temporary whose writer PID is no longer alive on this host is removed; one of
+    a live process (another sweep mid-write) is left alone.
+    """
+    removed = []
+    for path in directory.iterdir():
+        match = _PER_PROCESS_TEMPORARY.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
