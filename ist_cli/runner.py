@@ -27,7 +27,7 @@ from ist_cli.io.runfile import RunFileWriter
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.pool import WorkerPool
-from ist_cli.runtime.signals import signals_ignored, sigterm_as_interrupt
+from ist_cli.runtime.signals import signals_deferred, signals_ignored, sigterm_as_interrupt
 
 TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
 
@@ -96,7 +96,8 @@ def run_experiment(
                 wall = time.perf_counter() - started
                 row = {"round": float(round_index), **metrics, **totals, "wall_time": wall,
                        "sim_time": totals["compute_time"] + totals["comm_time_model"]}
-                writer.append_metrics(row)
+                with signals_deferred():
+                    writer.append_metrics(row)
                 last_metrics.update(row)
 
             log(algorithm.evaluate(arena.arrays))
@@ -125,7 +126,8 @@ def run_experiment(
                     totals["bytes_down"] += traffic.total_down
                     totals["comm_time_model"] += network.round_time(traffic)
                     if save_every and round_index % save_every == 0:
-                        writer.append_params(round_index, algorithm.snapshot(arena.arrays))
+                        with signals_deferred():
+                            writer.append_params(round_index, algorithm.snapshot(arena.arrays))
                     metrics = None
                     if round_index % config["eval_every"] == 0 or round_index == config["rounds"]:
                         metrics = algorithm.evaluate(arena.arrays)

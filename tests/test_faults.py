@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from ist_cli.io.runfile import read_run
+from ist_cli.runtime.signals import signals_deferred, sigterm_as_interrupt
 from tests.helpers import assert_no_new_segments, files_in, shm_entries
 
 LONG_RUN = ["run", "--model", "quadratic", "--workers", "4", "--dim", "64", "--rounds", "1000000",
@@ -174,3 +175,18 @@ def test_a_worker_that_raises_fails_the_run_with_its_message(shm_guard):
                 pool.run_round(2)
         finally:
             pool.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_inside_a_deferred_write_lands_after_the_write(signum):
+    """A metrics row is written whole: Ctrl-C (or SIGTERM) mid-row interrupts after it, not inside it."""
+    written = []
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        with signals_deferred():
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)  # the signal has arrived; the write goes on
+            written.append("row")
+        written.append("after the block")  # never reached: the interrupt is delivered on exit
+    assert written == ["row"]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers

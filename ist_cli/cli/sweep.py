@@ -29,8 +29,9 @@ def _counts(counter: Counter) -> str:
 
 
 def _warn_cpu(jobs: int, max_workers: int, executor: str, scheduler: str | None) -> None:
+    """Warn when concurrent runs contend; one run wider than the machine is the user's own choice."""
     cores = available_cores()
-    if scheduler is None and jobs * max_workers > cores:
+    if scheduler is None and jobs > 1 and jobs * max_workers > cores:
         click.echo(f"ist: warning: --jobs {jobs} x {max_workers} workers per run = {jobs * max_workers} processes "
                    f"on {cores} cores; runs will contend for CPU (timing metrics inflated)", err=True)
 

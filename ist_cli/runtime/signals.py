@@ -1,5 +1,6 @@
 """Signal policy shared by ``ist run`` and ``ist sweep``: SIGTERM takes Ctrl-C's clean path,
-and cleanup, once started, is not cut short by a second signal."""
+a record being written is finished before an interrupt lands, and cleanup, once started, is
+not cut short by a second signal."""
 
 from __future__ import annotations
 
@@ -45,3 +46,25 @@ def signals_ignored() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them (main thread only).
+
+    For writes that must not stop half-way, e.g. one metrics row across several datasets:
+    an interrupt between two of them would leave a row of fill values.
+    """
+    if not _main_thread():
+        yield
+        return
+    pending: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in watched}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
