@@ -104,6 +104,7 @@ def run_experiment(
             save_every = config.get("save_params_every", 0)
             if save_every:
                 writer.append_params(0, algorithm.snapshot(arena.arrays))
+            writer.start_live()
             pool = WorkerPool(algorithm.worker_program(), arena.layout, algorithm.n_workers)
             pool.start()
             if on_start is not None:

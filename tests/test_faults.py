@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import threading
 import time
 
+import h5py
+import numpy as np
 import psutil
 import pytest
 
@@ -100,6 +103,37 @@ def test_four_worker_processes_exist_during_a_run(tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         wait_end(process, 30)
+    assert_no_new_segments(before, process.pid)
+
+
+def test_a_running_file_can_be_read_live_with_swmr(tmp_path):
+    """While the rounds run, ``long.h5.tmp`` opens with ``swmr=True`` and grows by whole rows."""
+    before = shm_entries()
+    process = start_long_run(tmp_path, [*LONG_RUN, "--save-params-every", "50"])
+    try:
+        with h5py.File(tmp_path / "long.h5.tmp", "r", libver="latest", swmr=True) as live:
+            def visible_rows() -> int:
+                for dataset in [*live["metrics"].values(), *live["params"].values()]:
+                    dataset.refresh()
+                return min(d.shape[0] for d in [*live["metrics"].values(), *live["params"].values()])
+            seen = visible_rows()
+            deadline = time.monotonic() + 20
+            while visible_rows() <= seen + 2:
+                assert time.monotonic() < deadline, "the live file did not grow"
+                time.sleep(0.2)
+            rows = visible_rows()
+            live_rounds = live["metrics/round"][:rows]
+            live_loss = live["metrics/loss"][:rows]
+            live_params = live["params/x"][:rows]
+            assert json.loads(live["config"][()])["rounds"] == 1000000
+    finally:
+        process.send_signal(signal.SIGINT)
+        wait_end(process, 30)
+    np.testing.assert_array_equal(live_rounds, 50 * np.arange(rows))
+    data = read_run(tmp_path / "long.h5")
+    assert data.status == "failed" and len(data.metrics["round"]) >= rows
+    np.testing.assert_array_equal(data.metrics["loss"][:rows], live_loss)
+    np.testing.assert_array_equal(data.params["x"][:rows], live_params)
     assert_no_new_segments(before, process.pid)
 
 

@@ -1,7 +1,9 @@
 """The HDF5 run file (schema 1, DESIGN §4): the coordinator writes it, everyone else reads it.
 
 The writer works on ``NAME.h5.tmp`` and renames it to ``NAME.h5`` only when the run has
-ended (completed, diverged or failed), so a file named ``.h5`` is always whole.
+ended (completed, diverged or failed), so a file named ``.h5`` is always whole. While the
+rounds run, the ``.tmp`` is in SWMR mode, so a live reader
+(``h5py.File(path, "r", libver="latest", swmr=True)``) sees whole rows as they land.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class RunFileWriter:
         self._rows = 0
         self._params_rows = 0
         self._closed = False
+        self._live = False
 
     # -- metrics --------------------------------------------------------------------
     def append_metrics(self, row: Mapping[str, float]) -> None:
@@ -79,9 +82,29 @@ class RunFileWriter:
     def rows(self) -> int:
         return self._rows
 
+    # -- live (SWMR) phase ------------------------------------------------------------
+    def start_live(self) -> None:
+        """Enter SWMR mode: from here on only rows are appended to datasets that exist.
+
+        Call it once every dataset the rounds append to exists (the first metrics row, the
+        first params snapshot): SWMR forbids creating objects or changing attributes.
+        """
+        self._file.flush()
+        self._file.swmr_mode = True
+        self._live = True
+
+    def _end_live(self) -> None:
+        """Leave SWMR mode (close and reopen) so the final model and status can be written."""
+        if self._live:
+            self._file.close()
+            self._file = h5py.File(self.tmp_path, "r+", libver="latest")
+            self._metrics = self._file["metrics"]
+            self._live = False
+
     # -- arrays ---------------------------------------------------------------------
     def write_group(self, group: str, arrays: Mapping[str, np.ndarray]) -> None:
         """Write whole arrays under ``/group`` (``final``, ``problem``, ...), replacing old ones."""
+        self._end_live()
         target = self._file.require_group(group)
         for name, array in arrays.items():
             if name in target:
@@ -101,6 +124,7 @@ class RunFileWriter:
         params["round"].resize((row + 1,))
         params["round"][row] = round_index
         self._params_rows += 1
+        self._file.flush()
 
     # -- end ------------------------------------------------------------------------
     def close(self, status: str, *, error: str | None = None, extra_attrs: Mapping[str, Any] | None = None) -> Path:
@@ -109,6 +133,7 @@ class RunFileWriter:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         if self._closed:
             return self.final_path
+        self._end_live()
         attrs = self._file.attrs
         attrs["status"] = status
         attrs["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
