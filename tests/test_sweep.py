@@ -147,7 +147,8 @@ def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(t
         snapshot = manifest(out)["runs"]
         finished_before = {run["id"]: file_identity(out / run["file"])
                            for run in snapshot if (out / run["file"]).exists()}
-        in_flight = {run["id"] for run in snapshot if run["status"] == "running"}
+        # a run that wrote its file just before the kill, unrecorded, is finished, not in flight
+        in_flight = {run["id"] for run in snapshot if run["status"] == "running"} - set(finished_before)
         assert finished_before and in_flight and not set(finished_before) & in_flight
         time.sleep(0.5)  # let the kernel reap the killed group
 
@@ -299,4 +300,32 @@ def test_failed_and_diverged_runs_are_recorded_and_retried_only_on_request(tmp_p
     assert file_identity(out / f"{ok}.old-1.h5") == ok_identity  # same file, new name: never overwritten
     assert_same_numbers(out / f"{ok}.h5", out / f"{ok}.old-1.h5")
     assert sorted(p.name for p in out.glob(f"{div}*.h5")) == [f"{div}.failed-1.h5", f"{div}.h5", f"{div}.old-1.h5"]
+    assert leftovers(out) == []
+
+
+def test_a_run_whose_file_landed_just_before_its_sweep_died_is_recorded_not_rerun(tmp_path):
+    """The window between a run renaming its file and its sweep writing the manifest: the next
+    sweep records the file as that attempt's outcome, removes the dead claim, runs nothing."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_4)
+    out = tmp_path / "out"
+    sweep(grid, out, "--jobs", "2")
+    data = manifest(out)
+    landed = data["runs"][0]
+    identity = file_identity(out / landed["file"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    landed["status"] = "running"  # as the dead sweep left it: attempt open, claim held
+    landed["history"][-1].update(outcome=None, sweep_pid=dead.pid)
+    (out / "sweep.json").write_text(json.dumps(data))
+    (out / f"{landed['id']}.lock").write_text(json.dumps({"run_id": landed["id"], "host": socket.gethostname(),
+                                                          "pid": dead.pid, "pid_start": None}))
+
+    _, summary = sweep(grid, out)
+    assert summary["executed"] == {} and summary["final"] == {"completed": 4}
+    run = next(run for run in manifest(out)["runs"] if run["id"] == landed["id"])
+    assert run["status"] == "completed" and run["attempts"] == 1
+    assert [entry["outcome"] for entry in run["history"]] == ["completed"]
+    assert "recorded from its run file" in run["history"][-1]["note"]
+    assert file_identity(out / landed["file"]) == identity
     assert leftovers(out) == []

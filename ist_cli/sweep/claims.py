@@ -107,6 +107,19 @@ class ClaimBook:
             return None
         return record
 
+    def remove_stale(self, run_id: str) -> bool:
+        """Delete ``run_id``'s claim if it is stale; the caller holds the directory lock.
+
+        Only an existing claim is removed, and a claim file is replaced only under that
+        lock, so this never removes a claim a live sweep has just made.
+        """
+        path = claim_path(self.directory, run_id)
+        record = read_claim(path)
+        if record is None or not claim_is_stale(record, self.stale_after):
+            return False
+        path.unlink(missing_ok=True)
+        return True
+
     def _create(self, path: Path, run_id: str) -> bool:
         """Create the claim whole: the record goes to a temporary hard-linked to ``path``.
 

@@ -81,11 +81,15 @@ def _history_entry(attempt: int, outcome: str | None = None, **extra: Any) -> di
             "sweep_pid": os.getpid(), "outcome": outcome, **extra}
 
 
+def _attempt_open(record: dict[str, Any]) -> bool:
+    history = record.get("history") or []
+    return bool(history) and history[-1].get("outcome") is None
+
+
 def _close_open_attempt(record: dict[str, Any], outcome: str, note: str) -> None:
-    """Mark the last attempt, left open by a process that died, as abandoned."""
-    history = record.setdefault("history", [])
-    if history and history[-1].get("outcome") is None:
-        history[-1].update(outcome=outcome, ended=now_iso(), note=note)
+    """Give the last attempt, left open by a process that died, its outcome."""
+    if _attempt_open(record):
+        record["history"][-1].update(outcome=outcome, ended=now_iso(), note=note)
 
 
 class SweepEngine:
@@ -111,6 +115,10 @@ class SweepEngine:
                 status = finished_status(self.out_dir / record["file"])
                 if status is not None:
                     record["status"] = status
+                    if claims.holder(record["id"]) is None:
+                        # the run wrote its file, then its sweep died before recording it
+                        _close_open_attempt(record, status, "recorded from its run file; its sweep process died")
+                        claims.remove_stale(record["id"])
                 elif record["status"] in ("completed", "diverged"):
                     record["status"] = "pending"  # the file was removed: run it again
                 elif record["status"] == "running" and claims.holder(record["id"]) is None:
