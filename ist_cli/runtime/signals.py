@@ -15,37 +15,43 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
-def sigterm_as_interrupt(on_sigterm: Callable[[], None] | None = None) -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGTERM (main thread only); ``on_sigterm`` runs first."""
+def _handled_by(handler: Any, signals: tuple[int, ...] = _INTERRUPTS) -> Iterator[None]:
+    """Install ``handler`` for ``signals`` for the duration, then restore the old handlers.
+
+    Only the main thread may set handlers; elsewhere the block runs with them unchanged.
+    """
     if not _main_thread():
         yield
         return
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
+
+@contextmanager
+def sigterm_as_interrupt(on_sigterm: Callable[[], None] | None = None) -> Iterator[None]:
+    """Raise KeyboardInterrupt on SIGTERM (main thread only); ``on_sigterm`` runs first."""
     def handler(signum: int, frame: Any) -> None:
         if on_sigterm is not None:
             on_sigterm()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
+    with _handled_by(handler, (signal.SIGTERM,)):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
 def signals_ignored() -> Iterator[None]:
     """Ignore SIGINT and SIGTERM for the duration (main thread only)."""
-    if not _main_thread():
+    with _handled_by(signal.SIG_IGN):
         yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -55,16 +61,10 @@ def signals_deferred() -> Iterator[None]:
     For writes that must not stop half-way, e.g. one metrics row across several datasets:
     an interrupt between two of them would leave a row of fill values.
     """
-    if not _main_thread():
-        yield
-        return
     pending: list[int] = []
-    watched = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in watched}
     try:
-        yield
+        with _handled_by(lambda signum, frame: pending.append(signum)):
+            yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         for sig in dict.fromkeys(pending):
             signal.raise_signal(sig)
