@@ -40,6 +40,13 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def dead_pid() -> int:
+    """The PID of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in Path(directory).iterdir()) if Path(directory).exists() else []
 

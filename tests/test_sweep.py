@@ -17,7 +17,7 @@ import pytest
 
 from ist_cli.io.runfile import read_run
 from ist_cli.runner import TIMING_METRICS
-from tests.helpers import ist
+from tests.helpers import dead_pid, ist
 
 pytestmark = pytest.mark.slow
 
@@ -313,13 +313,12 @@ def test_a_run_whose_file_landed_just_before_its_sweep_died_is_recorded_not_reru
     data = manifest(out)
     landed = data["runs"][0]
     identity = file_identity(out / landed["file"])
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead = dead_pid()
     landed["status"] = "running"  # as the dead sweep left it: attempt open, claim held
-    landed["history"][-1].update(outcome=None, sweep_pid=dead.pid)
+    landed["history"][-1].update(outcome=None, sweep_pid=dead)
     (out / "sweep.json").write_text(json.dumps(data))
     (out / f"{landed['id']}.lock").write_text(json.dumps({"run_id": landed["id"], "host": socket.gethostname(),
-                                                          "pid": dead.pid, "pid_start": None}))
+                                                          "pid": dead, "pid_start": None}))
 
     _, summary = sweep(grid, out)
     assert summary["executed"] == {} and summary["final"] == {"completed": 4}

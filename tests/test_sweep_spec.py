@@ -20,7 +20,7 @@ from ist_cli.sweep.claims import ClaimBook, claim_path
 from ist_cli.sweep.executors import set_args
 from ist_cli.sweep.files import move_aside, remove_orphaned_temporaries
 from ist_cli.sweep.spec import load_sweep
-from tests.helpers import files_in, ist, one_error_line
+from tests.helpers import dead_pid, files_in, ist, one_error_line
 
 BASE = """
 [base]
@@ -147,12 +147,6 @@ def test_changed_grid_is_refused_and_nothing_runs(tmp_path):
 
 
 # ----------------------------------------------------------------------------- claims
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     mine, other = ClaimBook(tmp_path), ClaimBook(tmp_path)
     try:
@@ -198,10 +192,9 @@ def test_move_aside_never_replaces_a_file(tmp_path):
 
 
 def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    orphans = [f".abc.lock.{dead.pid}.tmp", f".manifest.json.{dead.pid}.tmp", f".abc.h5.{dead.pid}.incoming"]
-    kept = [f".abc.lock.{os.getpid()}.tmp", "abc.h5", "abc.lock", f"abc.{dead.pid}.tmp", ".sweep.lock"]
+    dead = dead_pid()
+    orphans = [f".abc.lock.{dead}.tmp", f".manifest.json.{dead}.tmp", f".abc.h5.{dead}.tmp"]
+    kept = [f".abc.lock.{os.getpid()}.tmp", "abc.h5", "abc.lock", f"abc.{dead}.tmp", ".sweep.lock"]
     for name in orphans + kept:
         (tmp_path / name).write_text("x")
     assert sorted(remove_orphaned_temporaries(tmp_path)) == sorted(orphans)
