@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ist_cli.io.atomic import write_text_atomic
+from ist_cli.io.atomic import create_exclusive, write_text_atomic
 from ist_cli.runtime.processes import process_alive, process_start_ticks
 
 HEARTBEAT_SECONDS = 5.0
@@ -107,37 +107,33 @@ class ClaimBook:
             return None
         return record
 
-    def remove_stale(self, run_id: str) -> bool:
-        """Delete ``run_id``'s claim if it is stale; the caller holds the directory lock.
+    def release_if_unheld(self, run_id: str) -> bool:
+        """True when no live sweep holds ``run_id``; a stale claim is deleted on the way.
 
-        Only an existing claim is removed, and a claim file is replaced only under that
-        lock, so this never removes a claim a live sweep has just made.
+        The caller holds the directory lock. Only an existing claim is deleted, and a claim
+        file is replaced only under that lock, so a claim a live sweep has just made is
+        never removed.
         """
         path = claim_path(self.directory, run_id)
         record = read_claim(path)
-        if record is None or not claim_is_stale(record, self.stale_after):
+        if record is None:
+            return True
+        if not claim_is_stale(record, self.stale_after):
             return False
         path.unlink(missing_ok=True)
         return True
 
     def _create(self, path: Path, run_id: str) -> bool:
-        """Create the claim whole: the record goes to a temporary hard-linked to ``path``.
-
-        ``link`` fails if ``path`` exists, like ``O_EXCL``, and a claim never exists empty,
-        so a sweep killed mid-claim leaves one that reads as its (dead) holder's.
-        """
+        """Create the claim whole (``create_exclusive``): a sweep killed mid-claim leaves
+        one that reads as its dead holder's, never an empty one."""
         record = {
             "run_id": run_id, "host": self.host, "pid": self.pid, "pid_start": process_start_ticks(self.pid),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        tmp = path.with_name(f".{path.name}.{self.pid}.tmp")
-        tmp.write_text(json.dumps(record))
         try:
-            os.link(tmp, path)
+            create_exclusive(path, json.dumps(record).encode())
         except FileExistsError:
             return False
-        finally:
-            tmp.unlink(missing_ok=True)
         with self._guard:
             self._held[run_id] = record
         return True

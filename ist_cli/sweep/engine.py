@@ -115,10 +115,9 @@ class SweepEngine:
                 status = finished_status(self.out_dir / record["file"])
                 if status is not None:
                     record["status"] = status
-                    if claims.holder(record["id"]) is None:
+                    if claims.release_if_unheld(record["id"]):
                         # the run wrote its file, then its sweep died before recording it
                         _close_open_attempt(record, status, "recorded from its run file; its sweep process died")
-                        claims.remove_stale(record["id"])
                 elif record["status"] in ("completed", "diverged"):
                     record["status"] = "pending"  # the file was removed: run it again
                 elif record["status"] == "running" and claims.holder(record["id"]) is None:

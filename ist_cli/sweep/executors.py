@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ist_cli.errors import UserError
-from ist_cli.sweep.files import land_bytes
+from ist_cli.io.atomic import create_exclusive
 from ist_cli.sweep.remote import run_command, run_in_tempdir
 from ist_cli.sweep.spec import PlannedRun
 
@@ -178,7 +178,7 @@ class DaskExecutor:
             return Outcome(-1, "", f"dask task failed: {type(exc).__name__}: {exc}", 0.0, "dask")
         if result["file"] is not None:
             try:
-                land_bytes(result["file"], self.out_dir / f"{run_id}.h5")
+                create_exclusive(self.out_dir / f"{run_id}.h5", result["file"])
             except FileExistsError:
                 return Outcome(-1, result["stdout"], f"{run_id}.h5 appeared in --out while the run executed; "
                                "kept the existing file", result["seconds"], result["host"])

@@ -8,14 +8,11 @@ than replace an existing name.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
+from ist_cli.io.atomic import temporary_writer_pid
 from ist_cli.io.runfile import STATUSES, read_attrs
 from ist_cli.runtime.processes import process_alive
-
-# ``.NAME.PID.tmp`` (io.atomic.write_text_atomic) and ``.NAME.PID.incoming`` (land_bytes)
-_PER_PROCESS_TEMPORARY = re.compile(r"^\..+\.(\d+)\.(?:tmp|incoming)$")
 
 
 def finished_status(path: Path) -> str | None:
@@ -57,19 +54,6 @@ def move_aside(path: Path, tag: str) -> Path:
         return target
 
 
-def land_bytes(data: bytes, path: Path) -> None:
-    """Write a run file received from elsewhere as ``path`` (tmp + link: never over a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.incoming")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def remove_orphaned_temporaries(directory: Path) -> list[str]:
     """Delete the per-process temporaries a killed sweep left behind; return their names.
 
@@ -78,8 +62,8 @@ def remove_orphaned_temporaries(directory: Path) -> list[str]:
     """
     removed = []
     for path in directory.iterdir():
-        match = _PER_PROCESS_TEMPORARY.match(path.name)
-        if match and not process_alive(int(match.group(1))):
+        writer = temporary_writer_pid(path.name)
+        if writer is not None and not process_alive(writer):
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
