@@ -16,10 +16,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ist_cli.io.outputs import output_dir
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
 from ist_cli.sweep.manifest import read_manifest
-from ist_cli.sweep.spec import SweepSpec, load_sweep
+from ist_cli.sweep.spec import DEFAULT_MAX_RUNS, SweepSpec, load_sweep
 
 
 def _counts(counter: Counter) -> str:
@@ -94,17 +95,19 @@ def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
               help="Local subprocesses or tasks on a dask.distributed cluster.")
 @click.option("--scheduler", type=str, default=None, metavar="ADDRESS",
               help="dask scheduler address, e.g. tcp://HOST:8786 (default: a LocalCluster started by ist).")
+@click.option("--max-runs", type=click.IntRange(min=1), default=DEFAULT_MAX_RUNS, show_default=True,
+              help="Refuse a sweep file that expands to more runs than this (counted before expanding).")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
 def sweep_command(sweep_file: str, jobs: int | None, out_dir: str | None, dry_run: bool, rerun_failed: bool,
-                  force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool) -> None:
+                  force: bool, executor: str, scheduler: str | None, max_runs: int, quiet: bool,
+                  as_json: bool) -> None:
     """Run every run of GRID.toml once: resumable, parallel, never a run twice.
 
     Exit codes: 0 all runs completed or diverged, 1 any run failed, 130 interrupted, 2 bad input.
     """
-    spec = load_sweep(sweep_file)
-    out = Path(out_dir) if out_dir else Path("results") / spec.name
-    out = out.absolute()
+    spec = load_sweep(sweep_file, max_runs=max_runs)
+    out = output_dir(out_dir if out_dir is not None else Path("results") / spec.name, "--out").absolute()
     if scheduler and executor != "dask":
         raise click.UsageError("--scheduler is only used with --executor dask")
     planned_jobs = jobs or default_jobs(spec.max_workers())

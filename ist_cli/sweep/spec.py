@@ -3,21 +3,35 @@
 Every value is checked with the run's own option rules (``ist_cli.config``), and every
 run is the output of ``resolve_config``, so a sweep can hold only runs ``ist run`` would
 accept; the run id is the hash of the resolved config.
+
+The run count is the product of the axis lengths, known before a single point exists: a
+file that asks for more than ``max_runs`` is refused from that product alone, and the
+points are generated one at a time, so a 10^7-point grid or ``replicates = 10^9`` costs
+nothing but the refusal.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ist_cli.config import OPTIONS_BY_KEY, check_keys, config_hash, load_toml, resolve_config
-from ist_cli.errors import UserError
+from ist_cli.config import (
+    OPTIONS_BY_KEY,
+    SEED_MAX,
+    check_keys,
+    config_hash,
+    load_toml,
+    resolve_config,
+)
+from ist_cli.errors import UserError, shown
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "replicates")
+DEFAULT_MAX_RUNS = 100_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -60,18 +74,18 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
+def load_sweep(path: str | Path, *, max_runs: int = DEFAULT_MAX_RUNS) -> SweepSpec:
     """Read and expand a sweep file; any mistake is a one-line ``UserError`` naming its key path."""
     path = Path(path)
     try:
         raw = load_toml(path)
     except UserError as exc:
         raise UserError(str(exc).replace("config file", "sweep file", 1)) from None
-    return parse_sweep(raw, path)
+    return parse_sweep(raw, path, max_runs=max_runs)
 
 
-def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
-    """Expand the tables of a sweep file into its run list (grid × zip × seeds)."""
+def parse_sweep(raw: Mapping[str, Any], path: Path, *, max_runs: int = DEFAULT_MAX_RUNS) -> SweepSpec:
+    """Expand the tables of a sweep file into its run list (grid × zip × seeds), at most ``max_runs``."""
     where = path.name
     unknown = [key for key in raw if key not in TOP_LEVEL_KEYS]
     if unknown:
@@ -86,6 +100,7 @@ def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
     _check_zip_lengths(zip_axes, where)
     seeds = _seeds(raw, base, where)
     _check_overlaps(base, grid_axes, zip_axes, seeds is not None, where)
+    _check_count(grid_axes, zip_axes, seeds, max_runs, where)
 
     points = _points(grid_axes, zip_axes, seeds)
     runs: list[PlannedRun] = []
@@ -108,17 +123,17 @@ def parse_sweep(raw: Mapping[str, Any], path: Path) -> SweepSpec:
 def _sweep_name(raw: Mapping[str, Any], path: Path, where: str) -> str:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise UserError(f"{where}: name: {name!r} is not allowed; expected letters, digits, '_', '-' or '.'")
+        raise UserError(f"{where}: name: {shown(name)} is not allowed; expected letters, digits, '_', '-' or '.'")
     return name
 
 
 def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
-        raise UserError(f"{where}: {key}: {value!r} is not allowed; expected a table [{key}]")
+        raise UserError(f"{where}: {key}: {shown(value)} is not allowed; expected a table [{key}]")
     for misplaced in ("name", "seeds", "replicates"):
         if misplaced in value:  # TOML puts keys written after [table] inside that table
-            raise UserError(f"{where}: {key}.{misplaced}: {misplaced!r} is a top-level key; "
+            raise UserError(f"{where}: {key}.{misplaced}: {shown(misplaced)} is a top-level key; "
                             f"expected it above the first [table] of the file")
     return value
 
@@ -133,8 +148,8 @@ def _axes(raw: Mapping[str, Any], table: str, where: str) -> dict[str, list[tupl
     axes: dict[str, list[tuple[Any, str]]] = {}
     for key, items in check_keys(values, f"{where}: {table}").items():
         if not isinstance(items, list):
-            raise UserError(f"{where}: {table}.{key}: {items!r} is not allowed; expected an array of values, "
-                            f"e.g. {key} = [{items!r}]")
+            raise UserError(f"{where}: {table}.{key}: {shown(items)} is not allowed; expected an array of values, "
+                            f"e.g. {key} = [{shown(items)}]")
         if not items:
             raise UserError(f"{where}: {table}.{key}: empty array; expected at least one value")
         option = OPTIONS_BY_KEY[key]
@@ -156,7 +171,7 @@ def _check_zip_lengths(zip_axes: Mapping[str, list], where: str) -> None:
         raise UserError(f"{where}: zip: axes must have equal lengths ({shown})")
 
 
-def _seeds(raw: Mapping[str, Any], base: Mapping[str, Any], where: str) -> list[tuple[int, str]] | None:
+def _seeds(raw: Mapping[str, Any], base: Mapping[str, Any], where: str) -> list[tuple[int, str]] | _Replicates | None:
     """``seeds = [...]`` as given, or ``replicates = N`` as base seed .. base seed + N - 1."""
     if "seeds" in raw and "replicates" in raw:
         raise UserError(f"{where}: seeds and replicates are both set; expected one of them")
@@ -166,16 +181,47 @@ def _seeds(raw: Mapping[str, Any], base: Mapping[str, Any], where: str) -> list[
             raise UserError(f"{where}: base.seed: also given by seeds; expected one of them")
         seeds = raw["seeds"]
         if not isinstance(seeds, list) or not seeds:
-            raise UserError(f"{where}: seeds: {seeds!r} is not allowed; expected a non-empty array of integers >= 0")
+            raise UserError(f"{where}: seeds: {shown(seeds)} is not allowed; expected a non-empty array of integers >= 0")
         return [(seed_option.coerce(seed, source=f"{where}: seeds[{i}]"), f"{where}: seeds[{i}]")
                 for i, seed in enumerate(seeds)]
     if "replicates" in raw:
         count = raw["replicates"]
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise UserError(f"{where}: replicates: {count!r} is not allowed; expected an integer >= 1")
+            raise UserError(f"{where}: replicates: {shown(count)} is not allowed; expected an integer >= 1")
         first = seed_option.coerce(base.get("seed", 0), source=f"{where}: base.seed")
-        return [(first + i, f"{where}: replicates") for i in range(count)]
+        last = first + count - 1
+        if last > SEED_MAX:
+            raise UserError(f"{where}: replicates: {count} seeds from {first} end at {last}; "
+                            f"expected seeds <= {SEED_MAX}")
+        return _Replicates(first, count, f"{where}: replicates")
     return None
+
+
+class _Replicates:
+    """Seeds ``first .. first + count - 1`` as a sequence that is never materialised."""
+
+    def __init__(self, first: int, count: int, source: str) -> None:
+        self.first, self.count, self.source = first, count, source
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return ((self.first + i, self.source) for i in range(self.count))
+
+
+
+def _check_count(grid: Mapping[str, list], zipped: Mapping[str, list], seeds: Any, max_runs: int,
+                 where: str) -> None:
+    """Refuse a sweep of more than ``max_runs`` points from the axis lengths alone."""
+    zip_length = len(next(iter(zipped.values()))) if zipped else 1
+    count = math.prod(len(axis) for axis in grid.values()) * zip_length * (len(seeds) if seeds is not None else 1)
+    if count > max_runs:
+        factors = " x ".join([f"{key} {len(axis)}" for key, axis in grid.items()]
+                           + ([f"zip {zip_length}"] if zipped else [])
+                           + ([f"seeds {len(seeds)}"] if seeds is not None else []))
+        raise UserError(f"{where}: {count} runs ({factors}) exceed the cap of {max_runs}; "
+                        "expected a smaller sweep, or a higher --max-runs")
 
 
 def _check_overlaps(base: Mapping[str, Any], grid: Mapping[str, Any], zipped: Mapping[str, Any],
@@ -190,10 +236,15 @@ def _check_overlaps(base: Mapping[str, Any], grid: Mapping[str, Any], zipped: Ma
 
 
 def _points(grid: Mapping[str, list[tuple[Any, str]]], zipped: Mapping[str, list[tuple[Any, str]]],
-            seeds: list[tuple[int, str]] | None) -> list[dict[str, tuple[Any, str]]]:
-    """Grid product (first axis slowest), then the zipped rows, then seeds innermost."""
-    grid_rows = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+            seeds: Any) -> Iterator[dict[str, tuple[Any, str]]]:
+    """Grid product (first axis slowest), then the zipped rows, then seeds innermost; lazily."""
     length = len(next(iter(zipped.values()))) if zipped else 1
     zip_rows = [{key: values[i] for key, values in zipped.items()} for i in range(length)]
-    seed_rows = [{"seed": seed} for seed in seeds] if seeds is not None else [{}]
-    return [{**g, **z, **s} for g in grid_rows for z in zip_rows for s in seed_rows]
+    for combo in itertools.product(*grid.values()):
+        g = dict(zip(grid, combo, strict=True))
+        for z in zip_rows:
+            if seeds is None:
+                yield {**g, **z}
+            else:
+                for seed in seeds:
+                    yield {**g, **z, "seed": seed}
