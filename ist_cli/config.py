@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ist_cli.errors import UserError
+from ist_cli.errors import UserError, shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,10 +28,15 @@ else:  # pragma: no cover
 MODELS = ("quadratic", "mlp")
 ALGORITHMS = {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single")}
 BOTH = MODELS
+SEED_MAX = 2**63 - 1  # seeds feed numpy's SeedSequence and an HDF5 int64 attribute
 
 
 # ----------------------------------------------------------------------------- parsers
-def _int(minimum: int | None = None) -> Callable[[Any], int]:
+def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
+    expects = "an integer" if minimum is None else f"an integer >= {minimum}"
+    if maximum is not None:
+        expects = f"an integer in {minimum}..{maximum}"
+
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("an integer")
@@ -39,15 +44,17 @@ def _int(minimum: int | None = None) -> Callable[[Any], int]:
             value = int(value)
         if isinstance(value, str):
             value = value.strip()
+        if isinstance(value, float):
+            raise ValueError(expects)
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise ValueError("an integer") from None
-        if minimum is not None and number < minimum:
-            raise ValueError(f"an integer >= {minimum}")
+            raise ValueError(expects) from None
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise ValueError(expects)
         return number
 
-    parse.expects = "an integer" if minimum is None else f"an integer >= {minimum}"  # type: ignore[attr-defined]
+    parse.expects = expects  # type: ignore[attr-defined]
     return parse
 
 
@@ -59,7 +66,7 @@ def _float(positive: bool = False, nonnegative: bool = False) -> Callable[[Any],
             raise ValueError(expects)
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(expects) from None
         if not math.isfinite(number):
             raise ValueError(f"{expects} (finite)")
@@ -132,12 +139,24 @@ _SIZE_UNITS = {
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
+def _finite(value: int | float, expects: str) -> float:
+    """A TOML/JSON number as a finite float: NaN, inf and ints beyond float range are refused."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(expects) from None
+    if not math.isfinite(number):
+        raise ValueError(expects)
+    return number
+
+
 def parse_bandwidth(value: Any) -> float:
     """Bandwidth in bytes per second from e.g. ``10Gbit``, ``1.25GB`` (per second implied)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
+        value = _finite(value, "a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
+        if not value > 0:
             raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-        return float(value)
+        return value
     match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]+)(?:/s|ps)?\s*", str(value))
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _SIZE_UNITS:
@@ -154,9 +173,10 @@ def parse_bandwidth(value: Any) -> float:
 def parse_latency(value: Any) -> float:
     """Latency in seconds from e.g. ``50us``, ``1ms``, ``0``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
+        value = _finite(value, "a latency >= 0 such as 50us, 1ms or 0")
+        if not value >= 0:
             raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-        return float(value)
+        return value
     match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zµ]*)\s*", str(value))
     unit = (match.group(2) or "s") if match else ""
     if not match or unit not in _TIME_UNITS:
@@ -179,6 +199,30 @@ def _spec_string(pattern: str, expects: str) -> Callable[[Any], str]:
 
     parse.expects = expects  # type: ignore[attr-defined]
     return parse
+
+
+def _partition(value: Any) -> str:
+    """``iid``, ``dirichlet:ALPHA`` (a finite ALPHA > 0) or ``shards:K`` (K >= 1), as written."""
+    expects = "iid, dirichlet:ALPHA with ALPHA > 0 or shards:K with K >= 1"
+    if not isinstance(value, str):
+        raise ValueError(expects)
+    text = value.strip()
+    kind, _, argument = text.partition(":")
+    try:
+        if text == "iid":
+            return text
+        if kind == "dirichlet" and re.fullmatch(r"[0-9.eE+-]+", argument):
+            alpha = float(argument)
+            if alpha > 0 and math.isfinite(alpha):
+                return text
+        if kind == "shards" and re.fullmatch(r"[0-9]+", argument) and int(argument) >= 1:
+            return text
+    except ValueError:
+        pass
+    raise ValueError(expects)
+
+
+_partition.expects = "iid, dirichlet:ALPHA with ALPHA > 0 or shards:K with K >= 1"  # type: ignore[attr-defined]
 
 
 def _checked(parser: Callable[[Any], Any], check: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -227,12 +271,12 @@ class Option:
         if self.choices:
             text = str(value).strip()
             if text not in self.choices:
-                raise UserError(f"{name}: {value!r} is not allowed; expected {self.expects()}")
+                raise UserError(f"{name}: {shown(value)} is not allowed; expected {self.expects()}")
             return text
         try:
             return self.parse(value)
         except ValueError as exc:
-            raise UserError(f"{name}: {value!r} is not allowed; expected {exc}") from None
+            raise UserError(f"{name}: {shown(value)} is not allowed; expected {exc}") from None
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -242,7 +286,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),
     Option("lr", _float(positive=True), 0.1, "Step size (learning rate) > 0.", defaults_by_model={"quadratic": 0.02}),
     Option("local_steps", _int(1), 20, "Local steps per round (R).", defaults_by_model={"quadratic": 1}),
-    Option("seed", _int(0), 0, "Seed of every random stream in the run."),
+    Option("seed", _int(0, SEED_MAX), 0, "Seed of every random stream in the run."),
     Option("eval_every", _int(1), 10, "Evaluate and log every K rounds.", defaults_by_model={"quadratic": 1}),
     Option("bandwidth", _checked(_str, parse_bandwidth), "10Gbit", "Modelled link bandwidth, e.g. 10Gbit, 100Mbit, 1GB."),
     Option("latency", _checked(_str, parse_latency), "50us", "Modelled per-message latency, e.g. 50us, 1ms."),
@@ -269,9 +313,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=("mlp",)),
     Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=("mlp",)),
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),
-    Option("partition", _spec_string(r"iid|dirichlet:[0-9.eE+-]+|shards:[0-9]+",
-                                     "iid, dirichlet:ALPHA or shards:K"),
-           "iid", "How training data is split across workers.", models=("mlp",), metavar="SPEC"),
+    Option("partition", _partition, "iid", "How training data is split across workers.", models=("mlp",), metavar="SPEC"),
     Option("dtype", _str, "float32", "Floating point type of the model.", choices=("float32", "float64"), models=("mlp",)),
     Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "
            "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",)),
@@ -286,7 +328,7 @@ OPTIONS_BY_KEY: dict[str, Option] = {opt.key: opt for opt in OPTIONS}
 def _lookup(key: str, source: str) -> Option:
     normalized = key.strip().replace("-", "_")
     if normalized not in OPTIONS_BY_KEY:
-        raise UserError(f"{source}: unknown key {key!r}; allowed keys: {', '.join(OPTIONS_BY_KEY)}")
+        raise UserError(f"{source}: unknown key {shown(key)}; allowed keys: {', '.join(OPTIONS_BY_KEY)}")
     return OPTIONS_BY_KEY[normalized]
 
 
@@ -298,13 +340,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise UserError(f"config file {str(path)!r} does not exist") from None
+        raise UserError(f"config file {shown(str(path))} does not exist") from None
     except IsADirectoryError:
-        raise UserError(f"config file {str(path)!r} is a directory, expected a TOML file") from None
+        raise UserError(f"config file {shown(str(path))} is a directory, expected a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        raise UserError(f"config file {shown(str(path))} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UserError(f"config file {shown(str(path))} is nested too deeply; expected plain key = value settings") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"config file {str(path)!r} cannot be read: {exc}") from None
+        raise UserError(f"config file {shown(str(path))} cannot be read: {exc}") from None
 
 
 def parse_set_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -312,7 +356,7 @@ def parse_set_overrides(items: Iterable[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise UserError(f"--set: {item!r} is not allowed; expected key=value, e.g. local_steps=5")
+            raise UserError(f"--set: {shown(item)} is not allowed; expected key=value, e.g. local_steps=5")
         key, value = item.split("=", 1)
         option = _lookup(key, "--set")
         overrides[option.key] = value
@@ -324,7 +368,7 @@ def check_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, dict):
-            raise UserError(f"{source}: {key!r} is a table; expected a plain key = value setting")
+            raise UserError(f"{source}: {shown(key)} is a table; expected a plain key = value setting")
         checked[_lookup(key, source).key] = value
     return checked
 
@@ -333,7 +377,7 @@ def check_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
 def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = None) -> dict[str, Any]:
     """Merge layers (later wins) over the defaults and return a validated, canonical config.
 
-    Only keys of the chosen model are kept. Raises ``UserError`` on any bad value or on
+    Only keys of the chosen model are kept, but every value given is validated. Raises ``UserError`` on any bad value or on
     a combination the model cannot run (e.g. a dimension Perm-q cannot split).
     """
     source_names = list(sources) if sources is not None else ["config"] * len(layers)
@@ -341,6 +385,8 @@ def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = N
     for layer, source in zip(layers, source_names, strict=True):
         for key, value in check_keys(layer, source).items():
             if value is not None:
+                # every value is checked, also one a later layer overrides or another model ignores
+                OPTIONS_BY_KEY[key].coerce(value, source=_name(source, key))
                 merged[key] = (value, source)
 
     model_value, model_source = merged.get("model", (OPTIONS_BY_KEY["model"].default, "default"))
@@ -373,7 +419,7 @@ def _check_combination(config: dict[str, Any], merged: Mapping[str, tuple[Any, s
     model, algorithm = config["model"], config["algorithm"]
     if algorithm not in ALGORITHMS[model]:
         raise UserError(
-            f"{where('algorithm')}: {algorithm!r} is not allowed for model {model}; "
+            f"{where('algorithm')}: {shown(algorithm)} is not allowed for model {model}; "
             f"expected one of {', '.join(ALGORITHMS[model])}"
         )
     if model == "quadratic":
@@ -407,13 +453,6 @@ def _check_mlp(config: dict[str, Any], where: Callable[[str], str]) -> None:
                     f"{where('hidden')}: width {width} is smaller than the {n} workers; "
                     f"IST needs every hidden layer to have at least {n} neurons"
                 )
-    partition = config["partition"]
-    if partition.startswith("dirichlet:"):
-        alpha = float(partition.split(":", 1)[1])
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise UserError(f"{where('partition')}: {partition!r} is not allowed; expected dirichlet:ALPHA with ALPHA > 0")
-    if partition.startswith("shards:") and int(partition.split(":", 1)[1]) < 1:
-        raise UserError(f"{where('partition')}: {partition!r} is not allowed; expected shards:K with K >= 1")
 
 
 # ----------------------------------------------------------------------------- identity

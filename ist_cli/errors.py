@@ -26,3 +26,14 @@ class RunInterrupted(RunFailed):
     """Ctrl-C or SIGTERM reached the coordinator."""
 
     exit_code = 130
+
+
+SHOWN_CHARS = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to about ``SHOWN_CHARS`` characters, for quoting bad input in a message."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS - 20]}...({len(text)} chars)"
