@@ -189,9 +189,53 @@ def _attr(value: Any) -> Any:
     return value
 
 
-def _text(dataset: h5py.Dataset) -> str:
-    value = dataset[()]
-    return value.decode() if isinstance(value, bytes) else str(value)
+READ_LIMIT_BYTES = 1 << 30  # no dataset of a run file is read whole beyond this (ist writes far less)
+
+
+def _dataset(node: Any, where: str) -> h5py.Dataset:
+    """``node`` as a numeric dataset small enough to read whole, or ``RunFileError`` saying why."""
+    if not isinstance(node, h5py.Dataset):
+        raise RunFileError(f"{where} is not a dataset")
+    if node.dtype.kind not in "biuf":
+        raise RunFileError(f"{where} has dtype {node.dtype}; expected numbers")
+    nbytes = int(np.prod(node.shape, dtype=object)) * node.dtype.itemsize
+    if nbytes > READ_LIMIT_BYTES:
+        raise RunFileError(f"{where} declares shape {node.shape} ({nbytes} bytes); "
+                           f"expected at most {READ_LIMIT_BYTES} bytes")
+    return node
+
+
+def _json_object(handle: h5py.File, name: str) -> dict[str, Any]:
+    """A scalar string dataset holding a JSON object (``/config``, ``/env``)."""
+    node = handle[name]
+    if not isinstance(node, h5py.Dataset) or node.shape != () or node.dtype.kind not in "SOU":
+        raise RunFileError(f"/{name} is not a JSON string")
+    value = node[()]
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    if len(text) > READ_LIMIT_BYTES:
+        raise RunFileError(f"/{name} is {len(text)} characters long")
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RunFileError(f"/{name} is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise RunFileError(f"/{name} is a JSON {type(parsed).__name__}; expected a JSON object")
+    return parsed
+
+
+def _metrics(group: Any) -> dict[str, np.ndarray]:
+    """``/metrics``: 1-D numeric datasets, all of one length."""
+    if not isinstance(group, h5py.Group):
+        raise RunFileError("/metrics is not a group")
+    datasets = {name: _dataset(group[name], f"/metrics/{name}") for name in group}
+    lengths = {name: node.shape for name, node in datasets.items()}
+    for name, shape in lengths.items():
+        if len(shape) != 1:
+            raise RunFileError(f"/metrics/{name} has shape {shape}; expected one dimension")
+    if len({shape[0] for shape in lengths.values()}) > 1:
+        shown = ", ".join(f"{name} {shape[0]}" for name, shape in list(lengths.items())[:4])
+        raise RunFileError(f"/metrics datasets differ in length ({shown}, ...); expected one length")
+    return {name: node[()] for name, node in datasets.items()}
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
@@ -204,7 +248,11 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
 
 
 def read_run(path: str | Path, *, load_problem: bool = True) -> RunData:
-    """Load a run file; raise ``RunFileError`` for anything that is not a whole schema-1 file."""
+    """Load a run file; raise ``RunFileError`` for anything that is not a whole schema-1 file.
+
+    Every dataset's declared shape and type are checked before it is read, so a damaged or
+    hostile file is refused with a reason rather than read into memory whole.
+    """
     path = Path(path)
     try:
         with h5py.File(path, "r") as handle:
@@ -214,15 +262,18 @@ def read_run(path: str | Path, *, load_problem: bool = True) -> RunData:
                 raise RunFileError(f"unknown schema version {schema!r} (this ist reads schema {SCHEMA_VERSION})")
             if "config" not in handle or "metrics" not in handle:
                 raise RunFileError("missing /config or /metrics")
-            config = json.loads(_text(handle["config"]))
-            env = json.loads(_text(handle["env"])) if "env" in handle else {}
-            metrics = {name: handle["metrics"][name][()] for name in handle["metrics"]}
+            config = _json_object(handle, "config")
+            env = _json_object(handle, "env") if "env" in handle else {}
+            metrics = _metrics(handle["metrics"])
             groups: dict[str, dict[str, np.ndarray]] = {}
             for group in ("final", "problem", "params"):
                 if group in handle and (group != "problem" or load_problem):
-                    groups[group] = {name: handle[group][name][()] for name in handle[group]}
+                    if not isinstance(handle[group], h5py.Group):
+                        raise RunFileError(f"/{group} is not a group")
+                    groups[group] = {name: _dataset(handle[group][name], f"/{group}/{name}")[()]
+                                     for name in handle[group]}
     except RunFileError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise RunFileError(f"not a readable HDF5 run file ({exc})") from None
     return RunData(path=path, attrs=attrs, config=config, env=env, metrics=metrics, **groups)

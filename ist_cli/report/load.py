@@ -46,8 +46,11 @@ def find_run_files(paths: Iterable[str | Path]) -> list[Path]:
                 p for p in sorted(path.rglob("*"))
                 if p.is_file() and (p.name.endswith(RUN_SUFFIX) or _is_tmp(p))
             )
-        else:
+        elif path.is_file():
             found.append(path)
+        else:  # a FIFO or device: opening it could block forever or read without end
+            raise UserError(f"path {str(path)!r} is not a regular file or a directory; "
+                            "expected a run file or a directory of run files")
     unique = sorted(dict.fromkeys(found))
     if not unique:
         where = ", ".join(repr(str(p)) for p in paths)
