@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from ist_cli.errors import UserError
+from ist_cli.io.outputs import output_dir, output_file
 from ist_cli.report.figures import report_figures, save_figure
 from ist_cli.report.html import build_html, write_html
 from ist_cli.report.load import load_runs
@@ -50,6 +51,10 @@ def report_command(
     percentile-bootstrap CI over the group's runs. Unreadable files are listed on stderr.
     """
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if figures_dir is not None:
+        output_dir(figures_dir, "--figures")
+    if html_out is not None:
+        output_file(html_out, "--html")
     runs, skipped = load_runs(paths, load_problem=False)  # /problem is read only for the theory line
     for item in skipped:
         err.print(f"ist: skipped {item.path}: {item.reason}", markup=False)

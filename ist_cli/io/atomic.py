@@ -35,8 +35,12 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Replace ``path`` with ``text``: write the temporary, fsync, rename over ``path``."""
     path = Path(path)
     tmp = _temporary_beside(path)
-    _write_synced(tmp, text.encode("utf-8"))
-    os.replace(tmp, path)
+    try:
+        _write_synced(tmp, text.encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -48,8 +52,8 @@ def create_exclusive(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     tmp = _temporary_beside(path)
-    _write_synced(tmp, data)
     try:
+        _write_synced(tmp, data)
         os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

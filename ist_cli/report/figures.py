@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ist_cli.errors import UserError
+from ist_cli.io.outputs import make_dir
 from ist_cli.io.runfile import RunData, RunFileError, read_run
 from ist_cli.models.theory import ist_bias_sq
 from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, final_value, series
@@ -207,11 +209,14 @@ def report_figures(groups: Sequence[Group], metrics: Sequence[str], x: str = "ro
 
 def save_figure(fig: Figure, directory: str | Path, stem: str) -> list[Path]:
     """Write ``stem.png`` (150 dpi) and ``stem.svg`` into ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_dir(Path(directory), "--figures")
     paths = [directory / f"{stem}.png", directory / f"{stem}.svg"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    try:
+        fig.savefig(paths[0], dpi=150)
+        fig.savefig(paths[1])
+    except OSError as exc:
+        raise UserError(f"--figures: {str(directory)!r} cannot be written ({exc.strerror}); "
+                        "expected a writable directory") from None
     return paths
 
 

@@ -14,7 +14,9 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ist_cli._version import __version__
+from ist_cli.errors import UserError
 from ist_cli.io.atomic import write_text_atomic
+from ist_cli.io.outputs import make_dir
 from ist_cli.io.runfile import RunData
 from ist_cli.report.figures import png_bytes
 from ist_cli.report.load import Skipped
@@ -132,5 +134,8 @@ def build_html(
 def write_html(path: str | Path, text: str) -> Path:
     """Write atomically: a reader never sees a half-written report."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(path, text)
+    make_dir(path.parent, "--html")
+    try:
+        return write_text_atomic(path, text)
+    except OSError as exc:
+        raise UserError(f"--html: {str(path)!r} cannot be written ({exc.strerror}); expected a writable file path") from None
