@@ -9,7 +9,6 @@ after its status is written.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,10 +21,13 @@ from ist_cli.algorithms import build_algorithm
 from ist_cli.comm import NetworkModel
 from ist_cli.config import config_hash, default_run_name, resolve_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
+from ist_cli.footprint import estimate_run
+from ist_cli.io.outputs import check_file_name, make_dir, output_dir
 from ist_cli.io.provenance import environment, git_commit
-from ist_cli.io.runfile import RunFileWriter
+from ist_cli.io.runfile import TMP_SUFFIX, RunFileWriter
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
+from ist_cli.runtime.budget import check_memory
 from ist_cli.runtime.pool import WorkerPool
 from ist_cli.runtime.signals import signals_deferred, signals_ignored, sigterm_as_interrupt
 
@@ -33,16 +35,10 @@ TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
 
 
 def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Path:
-    """Create ``out_dir`` and return ``out_dir/name.h5``; refuse to clobber a finished run."""
-    if not name or "/" in name or name.startswith("."):
-        raise UserError(f"--name: {name!r} is not allowed; expected a file name without '/' or a leading '.'")
-    directory = Path(out_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out: {str(directory)!r} cannot be created ({exc.strerror}); expected a writable directory") from None
-    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
-        raise UserError(f"--out: {str(directory)!r} is not a writable directory; expected a writable directory")
+    """Check ``out_dir`` and ``name`` and return ``out_dir/name.h5``, creating nothing;
+    refuse to clobber a finished run. The directory is made only when the run file is."""
+    directory = output_dir(out_dir, "--out")
+    check_file_name(name, directory, ".h5" + TMP_SUFFIX, "--name")
     path = directory / f"{name}.h5"
     if path.exists() and not overwrite:
         raise UserError(f"{str(path)!r} already exists (finished runs are never replaced); "
@@ -68,6 +64,7 @@ def run_experiment(
     config = resolve_config(config)
     name = name or default_run_name(config)
     path = prepare_output(out_dir, name, overwrite)
+    check_memory(estimate_run(config))
     algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
     network = NetworkModel.from_config(config)
     run_id = config_hash(config)
@@ -85,6 +82,7 @@ def run_experiment(
             arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
             algorithm.initialize(arena.arrays)
             algorithm.warm_up()
+            make_dir(path.parent, "--out")
             writer = RunFileWriter(
                 path, run_id=run_id, config=config, env=environment(), seed=config["seed"],
                 version=__version__, git_commit=git_commit(),

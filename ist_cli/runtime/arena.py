@@ -7,6 +7,7 @@ Workers attach by the picklable ``ArenaLayout``; arrays are numpy views, never c
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from ist_cli.errors import UserError
+from ist_cli.runtime.budget import check_space, free_space, human_bytes
 from ist_cli.runtime.processes import process_alive
 
 SEGMENT_PREFIX = "ist_"
@@ -74,13 +77,28 @@ class Arena:
 
     @classmethod
     def create(cls, specs: ArraySpec, tag: str = "") -> Arena:
+        """A new, zeroed segment whose every page is already reserved.
+
+        ``ftruncate`` alone makes a sparse segment: the first write to a page that
+        ``/dev/shm`` has no room for kills the process with SIGBUS. Reserving the whole
+        size up front (``posix_fallocate``) turns a shortage into an error here.
+        """
         name = f"{SEGMENT_PREFIX}{tag + '_' if tag else ''}{os.getpid()}_{secrets.token_hex(4)}"
         layout = plan_layout(specs, name)
-        shm = shared_memory.SharedMemory(name=name, create=True, size=layout.size)
-        arena = cls(shm, layout, owner=True)
-        for array in arena.arrays.values():
-            array.fill(0)
-        return arena
+        if not os.path.isdir(SHM_DIR):  # no /dev/shm to reserve in (not Linux): plain POSIX segment
+            shm = shared_memory.SharedMemory(name=name, create=True, size=layout.size)
+            arena = cls(shm, layout, owner=True)
+            for array in arena.arrays.values():
+                array.fill(0)
+            return arena
+        check_space(SHM_DIR, layout.size, "the run's shared-memory arena")
+        _reserve_segment(os.path.join(SHM_DIR, name), layout.size)
+        try:
+            shm = shared_memory.SharedMemory(name=name, create=False)
+        except BaseException:
+            os.unlink(os.path.join(SHM_DIR, name))
+            raise
+        return cls(shm, layout, owner=True)  # reserved tmpfs pages read as zeros
 
     @classmethod
     def attach(cls, layout: ArenaLayout) -> Arena:
@@ -116,6 +134,27 @@ class Arena:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reserve_segment(path: str, size: int) -> None:
+    """Create the segment file ``path`` exclusively with ``size`` bytes allocated, or raise
+    a one-line ``UserError`` (and leave nothing) when ``/dev/shm`` cannot hold it."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
+                raise
+            free = free_space(SHM_DIR)
+            shown = "unknown" if free is None else human_bytes(free)
+            raise UserError(f"the run's shared-memory arena needs {human_bytes(size)} in {SHM_DIR}; "
+                            f"only {shown} could be reserved ({exc.strerror})") from None
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
 
 
 def segment_owner(name: str) -> int | None:
