@@ -114,7 +114,9 @@ _optional_str.expects = "a string"  # type: ignore[attr-defined]
 
 def _int_list(value: Any) -> list[int]:
     if isinstance(value, str):
-        parts = [p for p in re.split(r"[,\s]+", value.strip()) if p]
+        parts = [p.strip() for p in value.split(",")]
+        if any(not p for p in parts):  # "4,,8" or "4,": an empty width is a typo, not a separator
+            raise ValueError("a comma-separated list of integers >= 1")
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     elif isinstance(value, int) and not isinstance(value, bool):

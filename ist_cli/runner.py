@@ -62,7 +62,7 @@ def run_experiment(
     ``failed`` file. A diverged run returns normally with status ``diverged``.
     """
     config = resolve_config(config)
-    name = name or default_run_name(config)
+    name = default_run_name(config) if name is None else name
     path = prepare_output(out_dir, name, overwrite)
     check_memory(estimate_run(config))
     algorithm = build_algorithm(config)  # loads data / problem: may raise UserError

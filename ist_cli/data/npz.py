@@ -22,7 +22,10 @@ def load_npz(path: str, *, dtype: str = "float32") -> Dataset:
     where = f"dataset {'npz:' + path!r}"
     file = existing_file(path, where, EXPECTS)
     try:
-        with np.load(file, allow_pickle=False) as archive:
+        loaded = np.load(file, allow_pickle=False, mmap_mode="r")
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise UserError(f"{where}: a single array, not an archive; expected {EXPECTS}")
+        with loaded as archive:
             missing = [key for key in KEYS if key not in archive.files]
             if missing:
                 raise UserError(f"{where}: the archive lacks {', '.join(missing)}; expected {EXPECTS}")
