@@ -79,3 +79,17 @@ def _mlp(config: Mapping[str, Any]) -> RunEstimate:
     coordinator = data + 4 * raw + 2 * params * itemsize
     activations = 4 * int(config.get("batch_size", 32)) * sum(widths) * itemsize
     return RunEstimate(arena=arena, coordinator=coordinator, per_worker=WORKER_BASE_BYTES + activations, workers=n)
+
+
+def estimate_file_bytes(config: Mapping[str, Any]) -> int:
+    """Bytes the run file will take at most: metric rows, /params snapshots, /problem, /final."""
+    rounds = int(config["rounds"])
+    rows = rounds // int(config["eval_every"]) + 2
+    metrics = rows * 32 * 8
+    if config["model"] == "quadratic":
+        n, d = int(config["workers"]), int(config["dim"])
+        save_every = int(config.get("save_params_every") or 0)
+        snapshots = (rounds // save_every + 1) * (d + 1) * 8 if save_every else 0
+        return metrics + snapshots + n * (d * d + d) * 8 + 2 * d * 8 + 64 * 1024
+    estimate = _mlp(config)
+    return metrics + estimate.coordinator // 2 + 64 * 1024

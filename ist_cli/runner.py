@@ -21,17 +21,23 @@ from ist_cli.algorithms import build_algorithm
 from ist_cli.comm import NetworkModel
 from ist_cli.config import config_hash, default_run_name, resolve_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
-from ist_cli.footprint import estimate_run
-from ist_cli.io.outputs import check_file_name, make_dir, output_dir
+from ist_cli.footprint import estimate_file_bytes, estimate_run
+from ist_cli.io.outputs import check_file_name, first_existing, make_dir, output_dir
 from ist_cli.io.provenance import environment, git_commit
-from ist_cli.io.runfile import TMP_SUFFIX, RunFileWriter
+from ist_cli.io.runfile import TMP_SUFFIX, RunFileBusy, RunFileWriter, tmp_path_for
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
-from ist_cli.runtime.budget import check_memory
+from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_memory, check_space
 from ist_cli.runtime.pool import WorkerPool
 from ist_cli.runtime.signals import signals_deferred, signals_ignored, sigterm_as_interrupt
+from ist_cli.runtime.watchdog import RoundWatchdog
 
 TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
+
+
+def _refuse_finished(path: Path) -> UserError:
+    return UserError(f"{str(path)!r} already exists (finished runs are never replaced); "
+                     "expected a new --name, or --overwrite to replace it")
 
 
 def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Path:
@@ -41,9 +47,45 @@ def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> P
     check_file_name(name, directory, ".h5" + TMP_SUFFIX, "--name")
     path = directory / f"{name}.h5"
     if path.exists() and not overwrite:
-        raise UserError(f"{str(path)!r} already exists (finished runs are never replaced); "
-                        "expected a new --name, or --overwrite to replace it")
+        raise _refuse_finished(path)
     return path
+
+
+def _claim_run_file(path: Path, overwrite: bool, **header: Any) -> RunFileWriter:
+    """Start the run file, claiming ``NAME.h5.tmp``: a live run of the same name, or one
+    that finished since ``prepare_output`` looked, is a one-line refusal."""
+    try:
+        return RunFileWriter(path, replace=overwrite, **header)
+    except RunFileBusy:
+        raise UserError(f"{str(tmp_path_for(path))!r} is being written by another live run; "
+                        "expected a different --name or --out, or to wait for that run") from None
+    except FileExistsError:
+        raise _refuse_finished(path) from None
+
+
+def _finish_file(writer: RunFileWriter, guard: SpaceGuard, final: Mapping[str, Any], status: str,
+                 error: str | None, rounds: int) -> tuple[str, str | None, str | None]:
+    """Write ``/final`` and the status and rename the file; returns (status, error, lost).
+
+    ``/final`` is skipped, and the run marked failed, when the disk has no room for it. If
+    the file cannot be finished at all (deleted with its directory), it is dropped and
+    ``lost`` says why in one line. Never raises: cleanup after it must still run.
+    """
+    try:
+        if final:
+            guard.check(sum(np.asarray(v).nbytes for v in final.values()))
+            writer.write_group("final", {k: np.asarray(v) for k, v in final.items()})
+    except RunFailed as exc:
+        status, error = "failed", error or str(exc)
+    except (OSError, RuntimeError, ValueError) as exc:
+        status, error = "failed", error or f"the final model could not be written ({exc})"
+    try:
+        writer.close(status, error=error, extra_attrs={"rounds_completed": rounds})
+        return status, error, None
+    except (OSError, RuntimeError, ValueError) as exc:
+        writer.discard()
+        reason = error or f"{type(exc).__name__}: {exc}"
+        return "failed", error, f"the run file {str(writer.final_path)!r} could not be finished: {reason}"
 
 
 def run_experiment(
@@ -54,17 +96,21 @@ def run_experiment(
     overwrite: bool = False,
     quiet: bool = True,
     on_start: Callable[[list[int]], None] | None = None,
+    round_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Run one experiment and return its summary; the HDF5 file is the full record.
 
     ``config`` may be partial: it is resolved against the defaults. Raises ``UserError``
     for bad input (nothing written), ``RunFailed``/``RunInterrupted`` after writing a
     ``failed`` file. A diverged run returns normally with status ``diverged``.
+    ``round_timeout`` (seconds) fails a round whose workers do not all answer in time;
+    None learns a generous one from the first rounds (``runtime.watchdog``).
     """
     config = resolve_config(config)
     name = default_run_name(config) if name is None else name
     path = prepare_output(out_dir, name, overwrite)
     check_memory(estimate_run(config))
+    check_space(first_existing(path.parent), estimate_file_bytes(config) + DISK_MARGIN_BYTES, "the run file")
     algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
     network = NetworkModel.from_config(config)
     run_id = config_hash(config)
@@ -74,7 +120,8 @@ def run_experiment(
     totals = {"bytes_up": 0.0, "bytes_down": 0.0, "compute_time": 0.0, "comm_time_model": 0.0}
     last_metrics: dict[str, float] = {}
     round_index = 0
-    arena = writer = pool = None
+    watchdog = RoundWatchdog(fixed=round_timeout)
+    arena = writer = pool = guard = None
     started = time.perf_counter()
     reclaim_orphaned_segments()
     with sigterm_as_interrupt():
@@ -83,10 +130,9 @@ def run_experiment(
             algorithm.initialize(arena.arrays)
             algorithm.warm_up()
             make_dir(path.parent, "--out")
-            writer = RunFileWriter(
-                path, run_id=run_id, config=config, env=environment(), seed=config["seed"],
-                version=__version__, git_commit=git_commit(),
-            )
+            writer = _claim_run_file(path, overwrite, run_id=run_id, config=config, env=environment(),
+                                     seed=config["seed"], version=__version__, git_commit=git_commit())
+            guard = SpaceGuard(writer.tmp_path)
             problem = algorithm.problem_arrays()
             if problem:
                 writer.write_group("problem", problem)
@@ -94,6 +140,7 @@ def run_experiment(
                 wall = time.perf_counter() - started
                 row = {"round": float(round_index), **metrics, **totals, "wall_time": wall,
                        "sim_time": totals["compute_time"] + totals["comm_time_model"]}
+                guard.check()
                 with signals_deferred():
                     writer.append_metrics(row)
                 last_metrics.update(row)
@@ -114,7 +161,7 @@ def run_experiment(
                     coordinator_start = time.perf_counter()
                     payloads = algorithm.plan_round(arena.arrays, round_index)
                     plan_seconds = time.perf_counter() - coordinator_start
-                    replies = pool.run_round(round_index, payloads)
+                    replies = pool.run_round(round_index, payloads, watchdog)
                     aggregate_start = time.perf_counter()
                     algorithm.aggregate(arena.arrays, round_index, [result for _, result in replies])
                     coordinator_seconds = plan_seconds + time.perf_counter() - aggregate_start
@@ -125,6 +172,7 @@ def run_experiment(
                     totals["bytes_down"] += traffic.total_down
                     totals["comm_time_model"] += network.round_time(traffic)
                     if save_every and round_index % save_every == 0:
+                        guard.check()
                         with signals_deferred():
                             writer.append_params(round_index, algorithm.snapshot(arena.arrays))
                     metrics = None
@@ -151,16 +199,17 @@ def run_experiment(
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            lost = None
             with signals_ignored():
                 if pool is not None:
                     pool.close()
                 if writer is not None:
-                    if arena is not None and arena.arrays:
-                        final = algorithm.final_params(arena.arrays)
-                        writer.write_group("final", {k: np.asarray(v) for k, v in final.items()})
-                    writer.close(status, error=error, extra_attrs={"rounds_completed": round_index})
+                    final = algorithm.final_params(arena.arrays) if arena is not None and arena.arrays else {}
+                    status, error, lost = _finish_file(writer, guard, final, status, error, round_index)
                 if arena is not None:
                     arena.close()
+            if lost is not None:  # the file could not be finished: say so in one line, exit 1
+                raise RunFailed(lost) from None
 
     summary: dict[str, Any] = {
         "name": name,

@@ -12,8 +12,10 @@ from typing import Any
 import click
 
 from ist_cli.config import OPTIONS, check_keys, load_toml, parse_set_overrides, resolve_config
+from ist_cli.errors import UserError, shown
 from ist_cli.progress import print_summary
 from ist_cli.runner import run_experiment
+from ist_cli.runtime.watchdog import AUTO, parse_round_timeout
 
 
 def _shown(value: Any) -> str:
@@ -55,14 +57,21 @@ def _with_run_options(function):
 @click.option("--out", "out_dir", type=str, default="results", show_default=True, help="Output directory.")
 @click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME.h5.")
+@click.option("--round-timeout", "round_timeout", type=str, default=AUTO, show_default=True, metavar="SECONDS|auto",
+              help="Fail the run when a round's workers have not all answered in this time; auto: 600 s for the "
+                   "first 3 rounds, then 50x the slowest of them (at least 60 s).")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
-                overwrite: bool, quiet: bool, as_json: bool, **flags: Any) -> None:
+                overwrite: bool, round_timeout: str, quiet: bool, as_json: bool, **flags: Any) -> None:
     """Run one experiment and write DIR/NAME.h5.
 
     Exit codes: 0 completed, 3 diverged, 1 failed (worker fault), 130 interrupted, 2 bad input.
     """
+    try:
+        timeout = parse_round_timeout(round_timeout)
+    except ValueError as exc:
+        raise UserError(f"--round-timeout: {shown(round_timeout)} is not allowed; expected {exc}") from None
     layers, sources = [], []
     if config_file:
         layers.append(check_keys(load_toml(config_file), f"config file {config_file}"))
@@ -73,7 +82,8 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
     layers.append({key: value for key, value in flags.items() if value is not None})
     sources.append("cli")
     config = resolve_config(*layers, sources=sources)
-    summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
+    summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
+                             round_timeout=timeout)
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=float))
     elif not quiet:

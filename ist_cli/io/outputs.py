@@ -14,7 +14,7 @@ from pathlib import Path
 from ist_cli.errors import UserError, shown
 
 
-def _first_existing(path: Path) -> Path:
+def first_existing(path: Path) -> Path:
     """The nearest ancestor of ``path`` (or ``path`` itself) that exists."""
     for candidate in (path, *path.parents):
         if os.path.lexists(candidate):
@@ -23,7 +23,7 @@ def _first_existing(path: Path) -> Path:
 
 
 def _check_creatable_dir(path: Path, where: str) -> None:
-    existing = _first_existing(path)
+    existing = first_existing(path)
     if not existing.is_dir():
         what = "is not a directory" if existing == path else f"is under {str(existing)!r}, which is not a directory"
         raise UserError(f"{where}: {shown(str(path))} {what}; expected a directory")
@@ -71,7 +71,7 @@ def check_file_name(name: str, directory: Path, suffixes: str, where: str) -> st
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in name):
         raise UserError(f"{where}: {shown(name)} is not allowed; expected no control characters")
     try:
-        limit = os.pathconf(_first_existing(directory), "PC_NAME_MAX")
+        limit = os.pathconf(first_existing(directory), "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
     length = len((name + suffixes).encode("utf-8", "surrogateescape"))

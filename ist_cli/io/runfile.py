@@ -4,12 +4,20 @@ The writer works on ``NAME.h5.tmp`` and renames it to ``NAME.h5`` only when the 
 ended (completed, diverged or failed), so a file named ``.h5`` is always whole. While the
 rounds run, the ``.tmp`` is in SWMR mode, so a live reader
 (``h5py.File(path, "r", libver="latest", swmr=True)``) sees whole rows as they land.
+
+The ``.tmp`` is claimed before HDF5 touches it: an exclusive lock on the file, held
+until the run file is renamed. A second writer of the same name finds the lock taken and
+is refused (it never truncates a live run's file); the kernel drops the lock when its
+holder dies however it dies, so a dead run's ``.tmp`` is simply reclaimed.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +36,44 @@ def tmp_path_for(final_path: Path) -> Path:
     return final_path.with_name(final_path.name + TMP_SUFFIX)
 
 
+_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+
+
+def _lock_exclusive(fd: int) -> None:
+    """Write-lock the whole file held by ``fd``, without waiting.
+
+    Linux: an open-file-description lock (``F_OFD_SETLK``), which belongs to this descriptor
+    alone (HDF5 opening and closing the same file does not drop it) and does not conflict
+    with the ``flock`` that HDF5 readers take, so live SWMR readers still get in.
+    Elsewhere: ``flock``.
+    """
+    if _OFD_SETLK is None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    request = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock: the whole file
+    fcntl.fcntl(fd, _OFD_SETLK, request)
+
+
+class RunFileBusy(Exception):
+    """Another live process is writing this run file."""
+
+
+def claim_tmp(tmp_path: Path) -> int:
+    """Open ``tmp_path`` (created if absent) and lock it exclusively; return the descriptor.
+
+    Raises ``RunFileBusy`` when a live process holds it. Nothing is truncated here.
+    """
+    fd = os.open(tmp_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+    try:
+        _lock_exclusive(fd)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise RunFileBusy(str(tmp_path)) from None
+        raise
+    return fd
+
+
 class RunFileWriter:
     """Appends metric rows and stores the model; the only HDF5 writer of a run."""
 
@@ -41,10 +87,26 @@ class RunFileWriter:
         seed: int,
         version: str,
         git_commit: str | None = None,
+        replace: bool = True,
     ) -> None:
+        """Claim ``NAME.h5.tmp`` and start it; ``RunFileBusy`` if a live writer holds it,
+        ``FileExistsError`` if ``NAME.h5`` exists and ``replace`` is false."""
         self.final_path = Path(final_path)
         self.tmp_path = tmp_path_for(self.final_path)
-        self._file = h5py.File(self.tmp_path, "w", libver="latest")
+        self._claim: int | None = claim_tmp(self.tmp_path)
+        self._file: h5py.File | None = None
+        self._closed = False
+        try:
+            if self.final_path.exists() and not replace:  # finished while this run started
+                raise FileExistsError(errno.EEXIST, "a finished run file exists", str(self.final_path))
+            self._file = h5py.File(self.tmp_path, "w", libver="latest")
+            self._start(run_id=run_id, config=config, env=env, seed=seed, version=version, git_commit=git_commit)
+        except BaseException:
+            self._abandon()  # nothing half-made survives a failed start
+            raise
+
+    def _start(self, *, run_id: str, config: Mapping[str, Any], env: Mapping[str, Any], seed: int, version: str,
+               git_commit: str | None) -> None:
         attrs = self._file.attrs
         attrs["schema"] = SCHEMA_VERSION
         attrs["run_id"] = run_id
@@ -59,7 +121,6 @@ class RunFileWriter:
         self._metrics = self._file.create_group("metrics")
         self._rows = 0
         self._params_rows = 0
-        self._closed = False
         self._live = False
 
     # -- metrics --------------------------------------------------------------------
@@ -144,14 +205,32 @@ class RunFileWriter:
         self._file.close()
         self._closed = True
         os.replace(self.tmp_path, self.final_path)
+        self._release()
         return self.final_path
 
     def discard(self) -> None:
         """Drop the temporary file (used when the run never really started)."""
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Close without finishing and remove the ``.tmp``; never raises."""
         if not self._closed:
-            self._file.close()
             self._closed = True
-        self.tmp_path.unlink(missing_ok=True)
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except Exception:  # noqa: BLE001 - the file may be gone or half-open; it is deleted next
+                    pass
+        try:
+            self.tmp_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        self._release()
+
+    def _release(self) -> None:
+        if self._claim is not None:
+            os.close(self._claim)  # drops the flock
+            self._claim = None
 
 
 # ----------------------------------------------------------------------------- reading

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ist_cli.errors import UserError
+from ist_cli.errors import RunFailed, UserError
 
 #: private memory of one spawned worker before it touches any data (Python, numpy, numba)
 WORKER_BASE_BYTES = 80 * 2**20  # measured: about 67 MiB private per worker (Linux, Python 3.11)
@@ -96,3 +96,26 @@ def check_space(path: str | Path, needed: int, what: str) -> None:
     free = free_space(path)
     if free is not None and needed > free:
         raise UserError(f"{what} needs {human_bytes(needed)} in {str(path)!r}; only {human_bytes(free)} is free")
+
+
+class SpaceGuard:
+    """Stops a run before HDF5 is asked to write into a full disk or a deleted directory.
+
+    HDF5 does not fail cleanly on ENOSPC in the middle of an append (a coordinator was seen
+    to die with SIGSEGV), so the run checks before each write that its ``.tmp`` still exists
+    and that more than ``margin`` bytes stay free after the write; the margin is what the
+    final status then needs. ``check`` raises ``RunFailed`` with a one-line reason.
+    """
+
+    def __init__(self, path: Path, margin: int = DISK_MARGIN_BYTES) -> None:
+        self.path = Path(path)
+        self.margin = margin
+
+    def check(self, upcoming: int = 0) -> None:
+        if not self.path.exists():
+            raise RunFailed(f"the run file {str(self.path)!r} was deleted during the run "
+                            "(its output directory removed?)")
+        free = free_space(self.path.parent)
+        if free is not None and free - upcoming < self.margin:
+            raise RunFailed(f"out of disk space in {str(self.path.parent)!r}: {human_bytes(free)} free, the run "
+                            f"stops while {human_bytes(self.margin)} is left to record its status")

@@ -25,6 +25,7 @@ import numpy as np
 
 from ist_cli.errors import RunFailed
 from ist_cli.runtime.arena import Arena, ArenaLayout
+from ist_cli.runtime.watchdog import RoundWatchdog
 
 SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -133,26 +134,42 @@ class WorkerPool:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-        self._collect("start-up")
+        self._collect("start-up", RoundWatchdog())  # a worker that never attaches fails the start
 
-    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[float, Any]]:
-        """Run one round on every worker; return each worker's (compute seconds, result)."""
+    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None,
+                  watchdog: RoundWatchdog | None = None) -> list[tuple[float, Any]]:
+        """Run one round on every worker; return each worker's (compute seconds, result).
+
+        With a ``watchdog``, workers that have not answered by its deadline fail the round.
+        """
         self._round = round_index
+        started = time.monotonic()
         for worker, conn in enumerate(self._conns):
             payload = payloads[worker] if payloads is not None else None
             try:
                 conn.send(("round", round_index, payload))
             except (BrokenPipeError, OSError):
                 self._raise_dead(worker, f"round {round_index}")
-        return self._collect(f"round {round_index}")
+        replies = self._collect(f"round {round_index}", watchdog)
+        if watchdog is not None:
+            watchdog.record(time.monotonic() - started)
+        return replies
 
-    def _collect(self, phase: str) -> list[tuple[float, Any]]:
+    def _collect(self, phase: str, watchdog: RoundWatchdog | None = None) -> list[tuple[float, Any]]:
         replies: dict[int, tuple[float, Any]] = {}
         by_conn = {conn: worker for worker, conn in enumerate(self._conns)}
         by_sentinel = {p.sentinel: worker for worker, p in enumerate(self._processes)}
+        deadline = time.monotonic() + watchdog.timeout() if watchdog is not None else None
         while len(replies) < self.n_workers:
             pending = [c for c, w in by_conn.items() if w not in replies]
-            ready = wait(pending + [s for s, w in by_sentinel.items() if w not in replies])
+            remaining = None if deadline is None else deadline - time.monotonic()
+            ready = wait(pending + [s for s, w in by_sentinel.items() if w not in replies],
+                         timeout=None if remaining is None else max(0.0, remaining))
+            if not ready and remaining is not None and time.monotonic() >= deadline:
+                silent = [w for w in range(self.n_workers) if w not in replies]
+                names = ", ".join(f"{w} (pid {self._processes[w].pid})" for w in silent)
+                raise WorkerFailed(f"worker{'s' if len(silent) > 1 else ''} {names} did not answer during {phase} "
+                                   f"within {watchdog.describe()}")
             for item in ready:
                 if item in by_conn:
                     worker = by_conn[item]
