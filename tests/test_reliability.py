@@ -239,7 +239,7 @@ def test_a_disk_without_room_for_the_run_is_refused_before_starting(small_disk):
 def test_a_disk_filling_up_mid_run_records_failed(small_disk):
     before = shm_entries()
     out = small_disk / "out"
-    process = start_running(out, ["--save-params-every", "1"])
+    process = start_running(out, ["--rounds", "200000"])  # a file estimate that fits the 100 MiB disk
     fill(small_disk, 32 * 2**20)  # below the 64 MiB margin, with room for the status
     code = process.wait(timeout=90)
     stderr = process.stderr.read()
