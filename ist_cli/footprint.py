@@ -60,16 +60,27 @@ def _size_on_disk(path: Path) -> int:
         return 0
 
 
-def _mlp(config: Mapping[str, Any]) -> RunEstimate:
+def _mlp_params(config: Mapping[str, Any], widths: list[int]) -> tuple[int, int]:
+    """(parameter count, bytes per parameter) of the network ``widths``."""
     itemsize = 8 if config.get("dtype") == "float64" else 4
+    params = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths, widths[1:], strict=False))
+    if config.get("norm") == "batch":
+        params += 2 * sum(widths[1:-1])
+    return params, itemsize
+
+
+def _mlp_widths(config: Mapping[str, Any]) -> tuple[list[int], int, int]:
+    """(widths, samples, bytes of a file source) as far as the config tells."""
+    samples, features, classes, raw = _dataset_shape(config)
+    return [features, *(int(w) for w in config["hidden"]), classes], samples, raw
+
+
+def _mlp(config: Mapping[str, Any]) -> RunEstimate:
     single = config["algorithm"] == "single"
     n = 1 if single else int(config["workers"])
-    samples, features, classes, raw = _dataset_shape(config)
-    widths = [features, *(int(w) for w in config["hidden"]), classes]
-    batch_norm = config.get("norm") == "batch"
-    params = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths, widths[1:], strict=False))
-    if batch_norm:
-        params += 2 * sum(widths[1:-1])
+    widths, samples, raw = _mlp_widths(config)
+    features = widths[0]
+    params, itemsize = _mlp_params(config, widths)
     # an IST worker's buffers hold about its share of the hidden units' weights; the rest a whole replica
     buffer = params // n + sum(widths) if config["algorithm"] == "ist" else params
     buffers = (1 if config["algorithm"] == "dp" else 3) * n * buffer
@@ -91,5 +102,5 @@ def estimate_file_bytes(config: Mapping[str, Any]) -> int:
         save_every = int(config.get("save_params_every") or 0)
         snapshots = (rounds // save_every + 1) * (d + 1) * 8 if save_every else 0
         return metrics + snapshots + n * (d * d + d) * 8 + 2 * d * 8 + 64 * 1024
-    estimate = _mlp(config)
-    return metrics + estimate.coordinator // 2 + 64 * 1024
+    params, itemsize = _mlp_params(config, _mlp_widths(config)[0])
+    return metrics + params * itemsize + 64 * 1024

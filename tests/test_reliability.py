@@ -438,3 +438,25 @@ def test_no_output_directory_for_a_run_that_fails_validation_or_loading(tmp_path
                  ["--name", "a\tb"], ["--dim", "5"]):
         one_error_line(ist(*QUICK, "--rounds", "1", "--out", str(tmp_path / "out" / "deep"), *args))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("settings", [
+    {"model": "quadratic", "workers": 4, "dim": 32},
+    {"model": "quadratic", "workers": 4, "dim": 32, "heterogeneity": "homogeneous", "client_samples": 100},
+    {"model": "mlp", "algorithm": "ist", "hidden": [64, 32], "workers": 4},
+    {"model": "mlp", "algorithm": "dp", "hidden": [64, 32], "workers": 4, "dtype": "float64"},
+    {"model": "mlp", "algorithm": "local-sgd", "hidden": [48], "workers": 3, "norm": "none"},
+    {"model": "mlp", "algorithm": "single", "dataset": "synthetic", "synthetic_samples": 500,
+     "synthetic_features": 20, "synthetic_classes": 5},
+])
+def test_the_memory_estimate_covers_the_real_arena(settings):
+    """The estimate is an upper bound of the arena the method really lays out."""
+    from ist_cli.algorithms import build_algorithm
+    from ist_cli.config import resolve_config
+    from ist_cli.footprint import estimate_run
+    from ist_cli.runtime.arena import plan_layout
+
+    config = resolve_config(settings)
+    real = plan_layout(build_algorithm(config).arena_spec(), "x").size
+    estimate = estimate_run(config)
+    assert real <= estimate.arena <= 4 * real + 2**20, (real, estimate)
