@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 TIMING = {"wall_time", "compute_time", "sim_time"}
 
 
@@ -67,3 +69,15 @@ def assert_no_new_segments(before: set[str], pid: int | None = None) -> None:
     leaked = {name for name in segments_of(owner) if name not in before}
     leaked |= {name for name in shm_entries() - before if name.startswith("psm_")}
     assert not leaked, f"leaked shared-memory segments: {leaked}"
+
+
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """The run's worker processes (spawned children, not the resource tracker)."""
+    children = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                children.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return children

@@ -17,22 +17,10 @@ import pytest
 
 from ist_cli.io.runfile import read_run
 from ist_cli.runtime.signals import signals_deferred, sigterm_as_interrupt
-from tests.helpers import assert_no_new_segments, files_in, shm_entries
+from tests.helpers import assert_no_new_segments, files_in, shm_entries, worker_processes
 
 LONG_RUN = ["run", "--model", "quadratic", "--workers", "4", "--dim", "64", "--rounds", "1000000",
             "--eval-every", "50", "--name", "long"]
-
-
-def worker_processes(pid: int) -> list[psutil.Process]:
-    """The run's worker processes (spawned children, not the resource tracker)."""
-    children = []
-    for child in psutil.Process(pid).children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(child.cmdline()):
-                children.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return children
 
 
 class Run:

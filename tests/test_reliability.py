@@ -32,22 +32,18 @@ from ist_cli.runtime.watchdog import (
     RoundWatchdog,
 )
 from ist_cli.sweep.spec import load_sweep
-from tests.helpers import assert_no_new_segments, files_in, ist, one_error_line, shm_entries
+from tests.helpers import (
+    assert_no_new_segments,
+    files_in,
+    ist,
+    one_error_line,
+    shm_entries,
+    worker_processes,
+)
 
 QUICK = ["run", "--model", "quadratic", "--workers", "2", "--dim", "8", "--quiet"]
 LONG = ["run", "--model", "quadratic", "--workers", "2", "--dim", "16", "--rounds", "10000000",
         "--eval-every", "5", "--quiet", "--name", "long"]
-
-
-def workers_of(pid: int) -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process(pid).children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
 
 
 def live_rows(path: Path) -> int:
@@ -170,7 +166,7 @@ def test_round_timeout_values_are_checked(tmp_path):
 def test_a_stopped_worker_fails_the_run_naming_it(tmp_path):
     before = shm_entries()
     process = start_running(tmp_path, ["--round-timeout", "5"])
-    stopped = workers_of(process.pid)[-1]
+    stopped = worker_processes(process.pid)[-1]
     stopped.send_signal(signal.SIGSTOP)
     try:
         code = process.wait(timeout=90)
@@ -193,7 +189,7 @@ def test_deleting_the_output_directory_mid_run_fails_in_one_line(tmp_path):
     before = shm_entries()
     out = tmp_path / "out"
     process = start_running(out)
-    pids = [w.pid for w in workers_of(process.pid)]
+    pids = [w.pid for w in worker_processes(process.pid)]
     shutil.rmtree(out)
     code = process.wait(timeout=90)
     stderr = process.stderr.read()
