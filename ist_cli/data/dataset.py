@@ -108,16 +108,13 @@ def check_lengths(X: np.ndarray, y: np.ndarray, where: str, part: str) -> None:
 def count_classes(y_train: np.ndarray, y_test: np.ndarray, where: str, declared: int | None = None) -> int:
     """The number of classes K: ``declared`` if given, else the largest label + 1.
 
-    Labels must lie in ``[0, K)``; an absurd K (more classes than training samples),
-    declared or implied by a label, is taken as a sign of wrong labels rather than honoured.
+    Labels must lie in ``[0, K)``; without a declared K, an absurd K (more classes than
+    training samples) is taken as a sign of wrong labels rather than honoured.
     """
     top = int(max(y_train.max(initial=0), y_test.max(initial=0)))
     if declared is not None:
         if declared < 2:
             raise UserError(f"{where}: n_classes = {declared}; expected an integer >= 2")
-        if declared > max(2, y_train.shape[0]):  # checked before the output layer is sized by it
-            raise UserError(f"{where}: n_classes = {declared} exceeds the {y_train.shape[0]} training samples; "
-                            f"expected 2..{max(2, y_train.shape[0])}")
         if top >= declared:
             raise UserError(f"{where}: label {top} is out of range; expected labels 0..{declared - 1} (n_classes = {declared})")
         return int(declared)

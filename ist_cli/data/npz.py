@@ -41,5 +41,9 @@ def load_npz(path: str, *, dtype: str = "float32") -> Dataset:
         if declared.ndim != 0 or not np.issubdtype(declared.dtype, np.integer):
             raise UserError(f"{where}: n_classes is {declared!r}; expected an integer scalar")
         n_classes = int(declared)
+        limit = max(2, int(arrays["y_train"].shape[0]))
+        if n_classes > limit:  # it sizes the output layer: an absurd one is refused, not allocated
+            raise UserError(f"{where}: n_classes = {n_classes} exceeds the {limit} training samples; "
+                            f"expected 2..{limit}")
     return build(f"npz:{file.name}", arrays["X_train"], arrays["y_train"], arrays["X_test"], arrays["y_test"],
                  where=where, dtype=dtype, n_classes=n_classes)
