@@ -2,8 +2,10 @@
 overrides and sweep validation, so a key means the same thing everywhere.
 
 A resolved config is a plain JSON-able dict holding only the keys that matter for its
-model; its canonical JSON is what the run id hashes, so two spellings of the same run
-get the same id.
+model *and method*: each option says which models and algorithms use it (and, for a few,
+which value of another setting), and ``resolve_config`` drops what the chosen method
+ignores (or pins it, as ``single`` pins ``workers`` to 1). Its canonical JSON is what the
+run id hashes, so two spellings of the same computation get the same id.
 """
 
 from __future__ import annotations
@@ -203,6 +205,12 @@ class Option:
     help: str
     choices: tuple[str, ...] | None = None
     models: tuple[str, ...] = BOTH
+    #: algorithms that use the setting (None: every algorithm of ``models``)
+    algorithms: tuple[str, ...] | None = None
+    #: other settings the option depends on: used only when each holds one of the listed values
+    requires: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: algorithm -> the value the method always runs with (kept in the config, not user-settable)
+    pinned: Mapping[str, Any] = field(default_factory=dict)
     is_flag_pair: bool = False
     metavar: str | None = None
     defaults_by_model: Mapping[str, Any] = field(default_factory=dict)
@@ -213,6 +221,14 @@ class Option:
 
     def default_for(self, model: str) -> Any:
         return self.defaults_by_model.get(model, self.default)
+
+    def used_by(self, config: Mapping[str, Any]) -> bool:
+        """Does the method of ``config`` (model, algorithm and the settings in ``requires``) use this option?"""
+        if config["model"] not in self.models:
+            return False
+        if self.algorithms is not None and config["algorithm"] not in self.algorithms:
+            return False
+        return all(config.get(key) in values for key, values in self.requires.items())
 
     def expects(self) -> str:
         if self.choices:
@@ -235,13 +251,17 @@ class Option:
             raise UserError(f"{name}: {value!r} is not allowed; expected {exc}") from None
 
 
+GENERATED = {"problem_file": (None,)}  # settings of the generated quadratic, unused with --problem-file
+
 OPTIONS: tuple[Option, ...] = (
     Option("model", _str, "mlp", "Model to train.", choices=MODELS),
     Option("algorithm", _str, "ist", "Training algorithm (quadratic: ist|gd|dcgd; mlp: ist|dp|local-sgd|single)."),
-    Option("workers", _int(1), 8, "Number of simulated workers (one OS process each)."),
+    Option("workers", _int(1), 8, "Number of simulated workers (one OS process each); single: always 1.",
+           pinned={"single": 1}),
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),
     Option("lr", _float(positive=True), 0.1, "Step size (learning rate) > 0.", defaults_by_model={"quadratic": 0.02}),
-    Option("local_steps", _int(1), 20, "Local steps per round (R).", defaults_by_model={"quadratic": 1}),
+    Option("local_steps", _int(1), 20, "Local steps per round (R); ist, local-sgd, single.",
+           algorithms=("ist", "local-sgd", "single"), defaults_by_model={"quadratic": 1}),
     Option("seed", _int(0), 0, "Seed of every random stream in the run."),
     Option("eval_every", _int(1), 10, "Evaluate and log every K rounds.", defaults_by_model={"quadratic": 1}),
     Option("bandwidth", _checked(_str, parse_bandwidth), "10Gbit", "Modelled link bandwidth, e.g. 10Gbit, 100Mbit, 1GB."),
@@ -249,14 +269,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("topology", _str, "ps", "Modelled network: parameter server or ring.", choices=("ps", "ring")),
     # quadratic (Shulgin & Richtarik)
     Option("dim", _int(1), 64, "Dimension d of the quadratic.", models=("quadratic",)),
-    Option("sketch", _str, "perm", "Sketch C_i of IST/DCGD.", choices=("perm", "rand", "identity"), models=("quadratic",)),
-    Option("sketch_q", _int(1), None, "q of the Rand-q sketch (default d/n).", models=("quadratic",), metavar="Q"),
+    Option("sketch", _str, "perm", "Sketch C_i of IST/DCGD.", choices=("perm", "rand", "identity"), models=("quadratic",),
+           algorithms=("ist", "dcgd")),
+    Option("sketch_q", _int(1), None, "q of the Rand-q sketch (default d/n).", models=("quadratic",), metavar="Q",
+           algorithms=("ist", "dcgd"), requires={"sketch": ("rand",)}),
     Option("heterogeneity", _str, "heterogeneous", "Same A for all clients (homogeneous) or one per client.",
-           choices=("homogeneous", "heterogeneous"), models=("quadratic",)),
+           choices=("homogeneous", "heterogeneous"), models=("quadratic",), requires=GENERATED),
     Option("interpolation", _bool, False, "b_i = L_i x_true with x_true = 0: every client (and sketch) shares the optimum.",
-           models=("quadratic",), is_flag_pair=True),
-    Option("client_samples", _int(1), None, "Rows m of each A_i (default 2d).", models=("quadratic",), metavar="M"),
-    Option("l2", _float(nonnegative=True), 0.1, "Ridge term lambda added to every L_i.", models=("quadratic",)),
+           models=("quadratic",), requires=GENERATED, is_flag_pair=True),
+    Option("client_samples", _int(1), None, "Rows m of each A_i (default 2d).", models=("quadratic",), metavar="M",
+           requires=GENERATED),
+    Option("l2", _float(nonnegative=True), 0.1, "Ridge term lambda added to every L_i.", models=("quadratic",),
+           requires=GENERATED),
     Option("problem_file", _optional_str, None, "Load L (n,d,d) and b (n,d) from an .npz or .h5 file.",
            models=("quadratic",), metavar="PATH"),
     Option("save_params_every", _int(0), 0, "Store the iterate x every K rounds in /params/x (0: never).",
@@ -271,13 +295,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),
     Option("partition", _spec_string(r"iid|dirichlet:[0-9.eE+-]+|shards:[0-9]+",
                                      "iid, dirichlet:ALPHA or shards:K"),
-           "iid", "How training data is split across workers.", models=("mlp",), metavar="SPEC"),
+           "iid", "How training data is split across workers.", models=("mlp",), metavar="SPEC",
+           algorithms=("ist", "dp", "local-sgd")),
     Option("dtype", _str, "float32", "Floating point type of the model.", choices=("float32", "float64"), models=("mlp",)),
     Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "
-           "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",)),
-    Option("synthetic_samples", _int(2), 20000, "Samples of the synthetic dataset.", models=("mlp",)),
-    Option("synthetic_features", _int(1), 64, "Features of the synthetic dataset.", models=("mlp",)),
-    Option("synthetic_classes", _int(2), 10, "Classes of the synthetic dataset.", models=("mlp",)),
+           "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",),
+           algorithms=("ist",)),
+    Option("synthetic_samples", _int(2), 20000, "Samples of the synthetic dataset.", models=("mlp",),
+           requires={"dataset": ("synthetic",)}),
+    Option("synthetic_features", _int(1), 64, "Features of the synthetic dataset.", models=("mlp",),
+           requires={"dataset": ("synthetic",)}),
+    Option("synthetic_classes", _int(2), 10, "Classes of the synthetic dataset.", models=("mlp",),
+           requires={"dataset": ("synthetic",)}),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {opt.key: opt for opt in OPTIONS}
@@ -333,8 +362,9 @@ def check_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
 def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = None) -> dict[str, Any]:
     """Merge layers (later wins) over the defaults and return a validated, canonical config.
 
-    Only keys of the chosen model are kept. Raises ``UserError`` on any bad value or on
-    a combination the model cannot run (e.g. a dimension Perm-q cannot split).
+    Only keys the chosen model and method use are kept (``Option.used_by``); pinned keys
+    take the method's value. Raises ``UserError`` on any bad value or on a combination the
+    method cannot run (e.g. a dimension Perm-q cannot split).
     """
     source_names = list(sources) if sources is not None else ["config"] * len(layers)
     merged: dict[str, tuple[Any, str]] = {}
@@ -356,7 +386,11 @@ def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = N
         else:
             config[option.key] = option.default_for(model)
     config["model"] = model
-    _check_combination(config, merged)
+    _check_algorithm(config, merged)
+    given = {key: config[key] for key in merged if key in config}
+    used = {option.key: option for option in OPTIONS if option.used_by(config)}
+    config = {key: option.pinned.get(config["algorithm"], config[key]) for key, option in used.items()}
+    _more_validate(config, given, lambda key: _name(merged.get(key, (None, "cli"))[1], key))
     return config
 
 
@@ -366,48 +400,43 @@ def _name(source: str, key: str) -> str:
     return f"{source}: {key}"
 
 
-def _check_combination(config: dict[str, Any], merged: Mapping[str, tuple[Any, str]]) -> None:
-    def where(key: str) -> str:
-        return _name(merged.get(key, (None, "cli"))[1], key)
-
+def _check_algorithm(config: Mapping[str, Any], merged: Mapping[str, tuple[Any, str]]) -> None:
     model, algorithm = config["model"], config["algorithm"]
     if algorithm not in ALGORITHMS[model]:
+        where = _name(merged.get("algorithm", (None, "cli"))[1], "algorithm")
         raise UserError(
-            f"{where('algorithm')}: {algorithm!r} is not allowed for model {model}; "
-            f"expected one of {', '.join(ALGORITHMS[model])}"
+            f"{where}: {algorithm!r} is not allowed for model {model}; expected one of {', '.join(ALGORITHMS[model])}"
         )
-    if model == "quadratic":
-        _check_quadratic(config, where)
-    else:
-        _check_mlp(config, where)
 
 
-def _check_quadratic(config: dict[str, Any], where: Callable[[str], str]) -> None:
-    n, d = config["workers"], config["dim"]
-    if config["algorithm"] in ("gd", "dcgd") and config["local_steps"] != 1:
+def _more_validate(config: Mapping[str, Any], given: Mapping[str, Any], where: Callable[[str], str]) -> None:
+    """Rules that involve more than one setting (one value alone is checked by its ``Option``).
+
+    ``config`` is the resolved config, ``given`` the values the user set (parsed), so a
+    rule can refuse a setting the method would otherwise silently drop.
+    """
+    n = config["workers"]
+    if config["algorithm"] in ("gd", "dcgd") and given.get("local_steps", 1) != 1:
         raise UserError(
-            f"{where('local_steps')}: {config['local_steps']} is not allowed for {config['algorithm']}; "
+            f"{where('local_steps')}: {given['local_steps']} is not allowed for {config['algorithm']}; "
             "expected 1 (local steps are an IST setting)"
         )
-    if config["algorithm"] != "gd" and config["sketch"] == "perm" and d % n != 0:
+    if config.get("sketch") == "perm" and config["dim"] % n != 0:
+        d = config["dim"]
         raise UserError(
             f"{where('dim')}: {d} cannot be split by the Perm-q sketch over {n} workers; "
             f"expected a multiple of {n} (e.g. {max(n, d - d % n)})"
         )
-    if config["sketch_q"] is not None and config["sketch_q"] > d:
-        raise UserError(f"{where('sketch_q')}: {config['sketch_q']} is not allowed; expected 1..{d} (the dimension)")
-
-
-def _check_mlp(config: dict[str, Any], where: Callable[[str], str]) -> None:
-    n = config["workers"]
-    if config["algorithm"] == "ist":
+    if config.get("sketch_q") is not None and config["sketch_q"] > config["dim"]:
+        raise UserError(f"{where('sketch_q')}: {config['sketch_q']} is not allowed; expected 1..{config['dim']} (the dimension)")
+    if config["model"] == "mlp" and config["algorithm"] == "ist":
         for width in config["hidden"]:
             if width < n:
                 raise UserError(
                     f"{where('hidden')}: width {width} is smaller than the {n} workers; "
                     f"IST needs every hidden layer to have at least {n} neurons"
                 )
-    partition = config["partition"]
+    partition = config.get("partition", "iid")
     if partition.startswith("dirichlet:"):
         alpha = float(partition.split(":", 1)[1])
         if not (alpha > 0 and math.isfinite(alpha)):

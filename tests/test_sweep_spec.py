@@ -71,7 +71,7 @@ def test_points_resolving_to_the_same_config_run_once(tmp_path):
 algorithm = ["gd", "ist"]
 sketch = ["perm", "identity"]
 """))
-    assert spec.duplicates == 0  # sketch is a quadratic key kept for gd too
+    assert spec.duplicates == 1 and len(spec.runs) == 3  # gd's two sketch values are one run
     configs = {json.dumps(run.config, sort_keys=True) for run in spec.runs}
     assert len(configs) == len(spec.runs)
     dup = load_sweep(write(tmp_path, BASE + """

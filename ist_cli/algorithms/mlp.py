@@ -202,5 +202,5 @@ class MLPAlgorithm(Algorithm):
             "params": self.layout.size,
             "ist_bytes_per_round_per_worker": ist,
             "dp_bytes_per_round_per_worker": dp_step,
-            "dp_bytes_per_R_local_steps_per_worker": dp_step * int(self.config["local_steps"]),
+            "dp_bytes_per_R_local_steps_per_worker": dp_step * self.local_steps,
         }

@@ -51,7 +51,7 @@ class QuadraticAlgorithm(Algorithm):
         self.n_workers = self.problem.n_clients
         self.dim = self.problem.dim
         self.sketch = "identity" if self.name == "gd" else config["sketch"]
-        self.q = config["sketch_q"] or max(1, self.dim // self.n_workers)
+        self.q = config.get("sketch_q") or max(1, self.dim // self.n_workers)
         self.x_star = self.problem.x_star()
         self.f_star = self.problem.loss(self.x_star)
         self._support = np.full(self.n_workers, self.dim)
@@ -77,7 +77,7 @@ class QuadraticAlgorithm(Algorithm):
         kernels.warm_up()
 
     def worker_program(self) -> QuadraticWorker:
-        return QuadraticWorker(self.config["lr"], self.config["local_steps"])
+        return QuadraticWorker(self.config["lr"], self.config.get("local_steps", 1))
 
     # -- rounds -------------------------------------------------------------------
     def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> Sequence[Any] | None:
