@@ -44,7 +44,7 @@ def kernel_vs_numpy(dim: int, steps: int = 10, repeats: int = 200) -> tuple[floa
     scales = np.zeros(dim)
     scales[: dim // 4] = 4.0
     out = np.empty(dim)
-    sketched_local_steps(L, b, x, scales, 0.01, steps, out)
+    sketched_local_steps(L=L, b=b, start=x, scales=scales, lr=0.01, steps=steps, out=out)
 
     def numpy_version():
         z = x.copy()
@@ -54,7 +54,7 @@ def kernel_vs_numpy(dim: int, steps: int = 10, repeats: int = 200) -> tuple[floa
 
     np.testing.assert_allclose(numpy_version(), out, rtol=1e-12)
     timings = []
-    for fn in (lambda: sketched_local_steps(L, b, x, scales, 0.01, steps, out), numpy_version):
+    for fn in (lambda: sketched_local_steps(L=L, b=b, start=x, scales=scales, lr=0.01, steps=steps, out=out), numpy_version):
         start = time.perf_counter()
         for _ in range(repeats):
             fn()

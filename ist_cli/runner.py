@@ -19,15 +19,15 @@ import numpy as np
 
 from ist_cli._version import __version__
 from ist_cli.algorithms import build_algorithm
-from ist_cli.comm import NetworkModel
 from ist_cli.config import config_hash, default_run_name, resolve_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.io.provenance import environment, git_commit
 from ist_cli.io.runfile import RunFileWriter
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
-from ist_cli.runtime.pool import WorkerPool
+from ist_cli.runtime.pool import shared_memory_transport
 from ist_cli.runtime.signals import signals_deferred, signals_ignored, sigterm_as_interrupt
+from ist_cli.runtime.transport import TransportFactory
 
 TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
 
@@ -58,6 +58,7 @@ def run_experiment(
     overwrite: bool = False,
     quiet: bool = True,
     on_start: Callable[[list[int]], None] | None = None,
+    transport: TransportFactory = shared_memory_transport,
 ) -> dict[str, Any]:
     """Run one experiment and return its summary; the HDF5 file is the full record.
 
@@ -69,7 +70,7 @@ def run_experiment(
     name = name or default_run_name(config)
     path = prepare_output(out_dir, name, overwrite)
     algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
-    network = NetworkModel.from_config(config)
+    network = algorithm.settings.network
     run_id = config_hash(config)
 
     progress = RunProgress(config["rounds"], name, quiet=quiet)
@@ -105,7 +106,7 @@ def run_experiment(
             if save_every:
                 writer.append_params(0, algorithm.snapshot(arena.arrays))
             writer.start_live()
-            pool = WorkerPool(algorithm.worker_program(), arena.layout, algorithm.n_workers)
+            pool = transport(algorithm.worker_program(), arena.arrays, arena.layout, algorithm.n_workers)
             pool.start()
             if on_start is not None:
                 on_start(pool.pids)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ist_cli.runtime.transport import WorkerProgram
 
-class RaisingProgram:
+
+class RaisingProgram(WorkerProgram):
     """Worker 1 raises at ``fail_round``; others write their id into x."""
 
     def __init__(self, fail_round: int) -> None:
@@ -22,7 +24,7 @@ class RaisingProgram:
         return self.worker
 
 
-class EchoProgram:
+class EchoProgram(WorkerProgram):
     """Writes payload + worker into its slot and returns the sum it sees: shows shared views."""
 
     def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tests.test_faults as faults
-from ist_cli.algorithms.mlp import MLPAlgorithm
+from ist_cli.algorithms import build_algorithm
 from ist_cli.comm import NetworkModel
 from ist_cli.io.runfile import read_run
 from tests.helpers import TIMING, assert_no_new_segments, ist, ist_json, one_error_line, shm_entries
@@ -33,7 +33,7 @@ def test_short_runs_learn_well_above_chance_and_count_bytes_exactly(tmp_path, ex
     assert data.metrics["test_accuracy"][-1] > data.metrics["test_accuracy"][0]
     assert data.metrics["loss"][-1] < data.metrics["loss"][0]
     # cumulative bytes are 30 rounds of the closed form the algorithm states
-    traffic = MLPAlgorithm(data.config).round_traffic(1)
+    traffic = build_algorithm(data.config).round_traffic(1)
     assert data.metrics["bytes_up"][-1] == 30 * traffic.total_up
     assert data.metrics["bytes_down"][-1] == 30 * traffic.total_down
     assert data.metrics["comm_time_model"][-1] == pytest.approx(30 * NetworkModel.from_config(data.config).round_time(traffic))

@@ -4,10 +4,13 @@ into a Dataset: the one entry point the run and sweep code need."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ist_cli.data.dataset import Dataset
 from ist_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from ist_cli.settings import MLPSettings
 
 EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR or libsvm:PATH"
 
@@ -46,20 +49,26 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
     raise UserError(f"--dataset: {spec!r} is not allowed; expected {EXPECTS}")
 
 
-def dataset_from_config(config: Mapping[str, Any]) -> Dataset:
-    """The dataset of a resolved MLP config; also checks every worker can get a sample."""
+def dataset_from_settings(settings: MLPSettings) -> Dataset:
+    """The dataset of a run's settings; also checks every worker can get a sample."""
     data = load_dataset(
-        config.get("dataset", "digits"),
-        seed=int(config.get("seed", 0)),
-        dtype=config.get("dtype", "float32"),
-        synthetic_samples=int(config.get("synthetic_samples", 20000)),
-        synthetic_features=int(config.get("synthetic_features", 64)),
-        synthetic_classes=int(config.get("synthetic_classes", 10)),
+        settings.dataset,
+        seed=settings.seed,
+        dtype=settings.dtype,
+        synthetic_samples=settings.synthetic_samples,
+        synthetic_features=settings.synthetic_features,
+        synthetic_classes=settings.synthetic_classes,
     )
-    workers = int(config.get("workers", 1))
-    if data.n_train < workers:
+    if data.n_train < settings.workers:
         raise UserError(
-            f"--workers: {workers} workers but dataset {config.get('dataset')!r} has only {data.n_train} "
+            f"--workers: {settings.workers} workers but dataset {settings.dataset!r} has only {data.n_train} "
             f"training samples; expected at most {data.n_train} workers"
         )
     return data
+
+
+def dataset_from_config(config: Mapping[str, Any]) -> Dataset:
+    """The dataset of a resolved MLP config (see ``dataset_from_settings``)."""
+    from ist_cli.settings import settings_from_config
+
+    return dataset_from_settings(settings_from_config(config))  # type: ignore[arg-type]

@@ -5,16 +5,18 @@ f(x) = (1/n) sum_i f_i(x), f_i(x) = 1/2 x^T L_i x - x^T b_i.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from ist_cli.errors import UserError
 from ist_cli.seeding import stream
+
+if TYPE_CHECKING:
+    from ist_cli.settings import QuadraticSettings
 
 
 @dataclass(frozen=True)
@@ -111,23 +113,24 @@ def load_problem(path: str | Path, n_clients: int) -> QuadraticProblem:
     return QuadraticProblem(np.ascontiguousarray(L), np.ascontiguousarray(b))
 
 
-def problem_from_config(config: Mapping[str, Any]) -> QuadraticProblem:
-    if config.get("problem_file"):
-        problem = load_problem(config["problem_file"], config["workers"])
-        if problem.dim != config["dim"]:
+def problem_from_settings(settings: QuadraticSettings) -> QuadraticProblem:
+    """The problem of a run: loaded from ``--problem-file`` or generated."""
+    if settings.problem_file:
+        problem = load_problem(settings.problem_file, settings.workers)
+        if problem.dim != settings.dim:
             raise UserError(
-                f"--dim: {config['dim']} does not match the problem file's dimension {problem.dim}; "
+                f"--dim: {settings.dim} does not match the problem file's dimension {problem.dim}; "
                 f"expected --dim {problem.dim}"
             )
         return problem
     return generate_problem(
-        config["workers"],
-        config["dim"],
-        seed=config["seed"],
-        heterogeneous=config["heterogeneity"] == "heterogeneous",
-        interpolation=config["interpolation"],
-        samples=config["client_samples"],
-        l2=config["l2"],
+        settings.workers,
+        settings.dim,
+        seed=settings.seed,
+        heterogeneous=settings.heterogeneity == "heterogeneous",
+        interpolation=settings.interpolation,
+        samples=settings.client_samples,
+        l2=settings.l2,
     )
 
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def sketch_scale(kind: str, n: int, d: int, q: int) -> float:
+    """The nonzero diagonal entry of a sketch: n for Perm-q, d/q for Rand-q, 1 for the identity."""
+    return {"perm": float(n), "rand": d / q, "identity": 1.0}[kind]
+
+
 def perm_scales(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     """Perm-q (d = q n): C_i = n * sum_{j in block_i(pi)} e_j e_j^T, so (1/n) sum_i C_i = I."""
     if d % n:
         raise ValueError(f"Perm-q needs d divisible by n, got d={d}, n={n}")
     blocks = rng.permutation(d).reshape(n, d // n)
     scales = np.zeros((n, d))
-    np.put_along_axis(scales, blocks, float(n), axis=1)
+    np.put_along_axis(scales, blocks, sketch_scale("perm", n, d, d // n), axis=1)
     return scales
 
 
@@ -23,7 +28,7 @@ def rand_scales(n: int, d: int, q: int, rng: np.random.Generator) -> np.ndarray:
     """Rand-q, independent per worker: C = (d/q) sum_{j in S} e_j e_j^T, |S| = q, E[C] = I."""
     scales = np.zeros((n, d))
     for i in range(n):
-        scales[i, rng.choice(d, size=q, replace=False)] = d / q
+        scales[i, rng.choice(d, size=q, replace=False)] = sketch_scale("rand", n, d, q)
     return scales
 
 
