@@ -29,7 +29,7 @@ def round_cost(workers: int, dim: int, rounds: int = 400) -> tuple[float, float]
         config = {"model": "quadratic", "workers": workers, "dim": dim, "rounds": rounds,
                   "eval_every": rounds, "lr": 0.001}
         summary = run_experiment(config, out_dir=out, name="bench")
-        metrics = read_run(summary["file"]).metrics
+        metrics = read_run(summary.file).metrics
     # wall time from round 0's row (after start-up) to the end
     wall = (metrics["wall_time"][-1] - metrics["wall_time"][0]) / rounds
     compute = metrics["compute_time"][-1] / rounds

@@ -4,7 +4,7 @@ The library behind the ``ist`` command (docs/python-api.md)::
 
     from ist_cli import run_experiment, read_run
     summary = run_experiment({"model": "quadratic", "workers": 4, "dim": 32}, out_dir="results")
-    data = read_run(summary["file"])
+    data = read_run(summary.file)
 """
 
 from __future__ import annotations

@@ -139,7 +139,11 @@ def test_sparse_metrics_use_last_measured_value_and_diverged_runs_are_excluded(t
     assert summary.diverged == 1
     assert summary.metrics["loss"].n == 1 and summary.metrics["loss"].excluded == 1
     assert summary.metrics["loss"].mean == pytest.approx(known_metrics("ist", 0)["loss"][-1])
-    json.loads(to_json([summary]))  # valid JSON: no NaN/Infinity tokens
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON")
+
+    data = json.loads(to_json([summary]), parse_constant=refuse)  # valid JSON: no NaN/Infinity tokens
+    assert data["groups"][0]["metrics"]["loss"]["values"] == [pytest.approx(summary.metrics["loss"].mean), None]
 
 
 def test_varying_keys_grouping_and_filters(sweep: list[Path], loaded) -> None:

@@ -69,6 +69,10 @@ class Algorithm(ABC):
         """The iterate for ``/params/x`` snapshots, where the model supports them."""
         return None
 
+    def round_metrics(self, results: Sequence[Any]) -> dict[str, float]:
+        """Metrics from the workers' step results of the round just run (``[]`` before the first)."""
+        return {}
+
     def summary_extras(self) -> dict[str, Any]:
         """Extra numbers for the end-of-run summary (e.g. what DP would have sent)."""
         return {}

@@ -75,10 +75,10 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
     config = resolve_config(*layers, sources=sources)
     summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
     if as_json:
-        click.echo(json.dumps(summary, sort_keys=True, default=float))
+        click.echo(json.dumps(summary.as_dict(), sort_keys=True, default=float))
     elif not quiet:
-        print_summary(summary, sys.stderr)
-    if summary["status"] == "diverged":
-        click.echo(f"ist: run diverged at round {summary['rounds_completed']} (loss not finite); "
-                   f"recorded in {summary['file']}", err=True)
+        print_summary(summary.as_dict(), sys.stderr)
+    if summary.status == "diverged":
+        click.echo(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
+                   f"recorded in {summary.file}", err=True)
         sys.exit(3)

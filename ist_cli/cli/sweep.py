@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ist_cli.io.names import run_file_path
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
 from ist_cli.sweep.manifest import read_manifest
@@ -46,7 +47,7 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
         table.add_column(axis)
     table.add_column("status")
     for index, run in enumerate(spec.runs, 1):
-        status = finished_status(out_dir / f"{run.run_id}.h5") if out_dir.is_dir() else None
+        status = finished_status(run_file_path(out_dir, run.run_id)) if out_dir.is_dir() else None
         table.add_row(str(index), run.run_id, *(_cell(run.point.get(axis)) for axis in spec.axes), status or "pending")
     console = Console(file=sys.stdout, width=160)
     console.print(table)

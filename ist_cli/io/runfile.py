@@ -12,16 +12,22 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from ist_cli.io.names import utc_now
+
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "diverged", "failed")
 TMP_SUFFIX = ".tmp"
+
+
+def error_headline(error: Any) -> str | None:
+    """The first line of a stored ``error`` attr (the one the CLI printed); None when there is none."""
+    return str(error).strip().splitlines()[0] if error else None
 
 
 def tmp_path_for(final_path: Path) -> Path:
@@ -50,7 +56,7 @@ class RunFileWriter:
         attrs["run_id"] = run_id
         attrs["status"] = "running"
         attrs["ist_version"] = version
-        attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        attrs["created"] = utc_now()
         attrs["seed"] = int(seed)
         if git_commit:
             attrs["git_commit"] = git_commit
@@ -136,7 +142,7 @@ class RunFileWriter:
         self._end_live()
         attrs = self._file.attrs
         attrs["status"] = status
-        attrs["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        attrs["finished"] = utc_now()
         if error:
             attrs["error"] = error
         for key, value in (extra_attrs or {}).items():

@@ -36,7 +36,19 @@ SINGLE_THREAD_ENV = {
 
 
 class WorkerFailed(RunFailed):
-    """A worker raised or died; the message names it and how."""
+    """A worker raised or died; the message (one line) names it and how."""
+
+
+class RemoteTraceback(Exception):
+    """A worker's own traceback, chained as the cause of ``WorkerFailed`` (as
+    ``concurrent.futures.process`` does), so the full story is in the chained traceback."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def _worker_main(program: WorkerProgram, layout: ArenaLayout, worker: int, conn: Connection) -> None:
@@ -152,7 +164,8 @@ class WorkerPool:
                         self._raise_dead(worker, phase)
                     if kind == "error":
                         last = result.strip().splitlines()[-1] if result else "unknown error"
-                        raise WorkerFailed(f"worker {worker} raised during {phase}: {last}")
+                        raise WorkerFailed(f"worker {worker} raised during {phase}: {last}") from RemoteTraceback(
+                            f'\n"""\n{result}"""')
                     replies[worker] = (seconds, result)
             for item in ready:
                 if item in by_sentinel and by_sentinel[item] not in replies:

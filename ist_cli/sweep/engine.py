@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ist_cli.errors import RunInterrupted
+from ist_cli.io.names import run_file_path, utc_now
+from ist_cli.io.runfile import error_headline
 from ist_cli.runtime.signals import sigterm_as_interrupt
 from ist_cli.sweep.claims import STALE_AFTER_SECONDS, ClaimBook
 from ist_cli.sweep.executors import Outcome, make_executor
@@ -25,7 +27,7 @@ from ist_cli.sweep.files import (
     remove_orphaned_temporaries,
     run_file_attrs,
 )
-from ist_cli.sweep.manifest import FINISHED, Manifest, now_iso
+from ist_cli.sweep.manifest import Manifest
 from ist_cli.sweep.progress import SweepProgress
 from ist_cli.sweep.spec import PlannedRun, SweepSpec
 
@@ -56,7 +58,6 @@ class SweepResult:
     elsewhere: Counter = field(default_factory=Counter)  # finished by another sweep process meanwhile
     final: Counter = field(default_factory=Counter)      # status of every run at the end
     takeovers: int = 0
-    dropped: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -77,7 +78,7 @@ def default_jobs(max_workers: int, cores: int | None = None) -> int:
 
 
 def _history_entry(attempt: int, outcome: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"attempt": attempt, "started": now_iso(), "host": socket.gethostname(),
+    return {"attempt": attempt, "started": utc_now(), "host": socket.gethostname(),
             "sweep_pid": os.getpid(), "outcome": outcome, **extra}
 
 
@@ -89,7 +90,7 @@ def _attempt_open(record: dict[str, Any]) -> bool:
 def _close_open_attempt(record: dict[str, Any], outcome: str, note: str) -> None:
     """Give the last attempt, left open by a process that died, its outcome."""
     if _attempt_open(record):
-        record["history"][-1].update(outcome=outcome, ended=now_iso(), note=note)
+        record["history"][-1].update(outcome=outcome, ended=utc_now(), note=note)
 
 
 class SweepEngine:
@@ -146,7 +147,7 @@ class SweepEngine:
         if not claimed:
             waiting[run_id] = record
             return
-        path = self.out_dir / f"{run_id}.h5"
+        path = run_file_path(self.out_dir, run_id)
         status = finished_status(path)
         if status is not None and run_id not in self.executed_here:
             if self.options.force:
@@ -181,7 +182,7 @@ class SweepEngine:
         self.manifest.update_run(run_id, lambda entry: entry["history"][-1].update(run_pid=pid))
 
     def _finish(self, run_id: str, outcome: Outcome, claims: ClaimBook, progress: SweepProgress) -> None:
-        path = self.out_dir / f"{run_id}.h5"
+        path = run_file_path(self.out_dir, run_id)
         status = finished_status(path)
         error = None
         interrupted = self.interrupting or outcome.returncode == INTERRUPTED_EXIT
@@ -198,11 +199,11 @@ class SweepEngine:
                 error = f"run file holds run_id {attrs['run_id']}, expected {run_id}"
                 status = outcome_name = "failed"
             elif status == "failed":
-                error = attrs.get("error") or outcome.error_line()
+                error = error_headline(attrs.get("error")) or outcome.error_line()
 
         def mark_done(entry: dict[str, Any]) -> None:
             entry["status"] = status
-            entry["history"][-1].update(outcome=outcome_name, ended=now_iso(), where=outcome.where,
+            entry["history"][-1].update(outcome=outcome_name, ended=utc_now(), where=outcome.where,
                                         seconds=round(outcome.seconds, 3), exit_code=outcome.returncode)
             if error:
                 entry["error"] = error
@@ -239,7 +240,7 @@ class SweepEngine:
                       progress: SweepProgress) -> None:
         """Runs another sweep process holds: done when their file appears, ours if the claim goes."""
         for run_id in list(waiting):
-            status = finished_status(self.out_dir / f"{run_id}.h5")
+            status = finished_status(run_file_path(self.out_dir, run_id))
             if status is not None and claims.holder(run_id) is None:
                 del waiting[run_id]
                 self._record_elsewhere(run_id, status, progress)
@@ -277,7 +278,7 @@ class SweepEngine:
 def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan: Any = None) -> SweepResult:
     """Execute (or resume) a sweep in ``out_dir`` and return what happened."""
     engine = SweepEngine(spec, out_dir, options)
-    _, engine.result.dropped = engine.manifest.open(spec, force=options.force)
+    engine.manifest.open(spec, force=options.force)
     claims = ClaimBook(out_dir, stale_after=options.stale_after)
     try:
         statuses = engine.reconcile(claims)
@@ -306,4 +307,4 @@ def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan:
     return engine.result
 
 
-__all__ = ["FINISHED", "SweepOptions", "SweepResult", "run_sweep", "default_jobs", "available_cores"]
+__all__ = ["SweepOptions", "SweepResult", "run_sweep", "default_jobs", "available_cores"]

@@ -22,6 +22,7 @@ from typing import Any
 
 from ist_cli.errors import UserError
 from ist_cli.io.atomic import create_exclusive
+from ist_cli.io.names import run_file_name, run_file_path
 from ist_cli.sweep.remote import run_command, run_in_tempdir
 from ist_cli.sweep.spec import PlannedRun
 
@@ -178,9 +179,9 @@ class DaskExecutor:
             return Outcome(-1, "", f"dask task failed: {type(exc).__name__}: {exc}", 0.0, "dask")
         if result["file"] is not None:
             try:
-                create_exclusive(self.out_dir / f"{run_id}.h5", result["file"])
+                create_exclusive(run_file_path(self.out_dir, run_id), result["file"])
             except FileExistsError:
-                return Outcome(-1, result["stdout"], f"{run_id}.h5 appeared in --out while the run executed; "
+                return Outcome(-1, result["stdout"], f"{run_file_name(run_id)} appeared in --out while the run executed; "
                                "kept the existing file", result["seconds"], result["host"])
         return Outcome(result["returncode"], result["stdout"], result["stderr"], result["seconds"],
                        f"{result['host']}:{result['pid']}")

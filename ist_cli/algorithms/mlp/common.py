@@ -8,7 +8,8 @@ traffic. ``ist.py``, ``dp.py`` and ``local_sgd.py`` are the methods.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -194,6 +195,10 @@ class MLPMethod(Algorithm):
         test_loss, test_accuracy = self._scores(model, arrays["X_test"], arrays["y_test"], None)
         return {"loss": train_loss, "train_accuracy": train_accuracy, "test_loss": test_loss,
                 "test_accuracy": test_accuracy}
+
+    def round_metrics(self, results: Sequence[Any]) -> dict[str, float]:
+        """``worker_train_loss``: the workers' mean training loss over the round's local steps."""
+        return {"worker_train_loss": float(np.mean(results)) if len(results) else math.nan}
 
     def final_params(self, arrays: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return {name: view.copy() for name, view in self.layout.named(arrays["model"]).items()}
