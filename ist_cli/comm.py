@@ -7,15 +7,59 @@ into modelled seconds. Keeping the two apart lets one algorithm be priced on any
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ist_cli.config import parse_bandwidth, parse_latency
-
 INDEX_BYTES = 4  # a coordinate/neuron index travels as int32
+
+_SIZE_UNITS = {
+    "bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
+    "b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_bandwidth(value: Any) -> float:
+    """Bandwidth in bytes per second from e.g. ``10Gbit``, ``1.25GB`` (per second implied)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
+        return float(value)
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]+)(?:/s|ps)?\s*", str(value))
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
+    try:
+        number = float(match.group(1)) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
+    return number
+
+
+def parse_latency(value: Any) -> float:
+    """Latency in seconds from e.g. ``50us``, ``1ms``, ``0``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
+        return float(value)
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zµ]*)\s*", str(value))
+    unit = (match.group(2) or "s") if match else ""
+    if not match or unit not in _TIME_UNITS:
+        raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
+    try:
+        number = float(match.group(1)) * _TIME_UNITS[unit]
+    except ValueError:
+        raise ValueError("a latency >= 0 such as 50us, 1ms or 0") from None
+    if not (number >= 0 and math.isfinite(number)):
+        raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
+    return number
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ist_cli.comm import parse_bandwidth, parse_latency
+from ist_cli.data import synthetic
+from ist_cli.data.dataset import DTYPES
+from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
+from ist_cli.data.partition import partition_problem
 from ist_cli.errors import UserError
+from ist_cli.models.sketches import perm_splits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,51 +133,6 @@ def _int_list(value: Any) -> list[int]:
 
 _int_list.expects = "a comma-separated list of integers >= 1"  # type: ignore[attr-defined]
 
-_SIZE_UNITS = {
-    "bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
-    "b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def parse_bandwidth(value: Any) -> float:
-    """Bandwidth in bytes per second from e.g. ``10Gbit``, ``1.25GB`` (per second implied)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-        return float(value)
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]+)(?:/s|ps)?\s*", str(value))
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _SIZE_UNITS:
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-    try:
-        number = float(match.group(1)) * _SIZE_UNITS[unit]
-    except ValueError:
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB") from None
-    if not (number > 0 and math.isfinite(number)):
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-    return number
-
-
-def parse_latency(value: Any) -> float:
-    """Latency in seconds from e.g. ``50us``, ``1ms``, ``0``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-        return float(value)
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zµ]*)\s*", str(value))
-    unit = (match.group(2) or "s") if match else ""
-    if not match or unit not in _TIME_UNITS:
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-    try:
-        number = float(match.group(1)) * _TIME_UNITS[unit]
-    except ValueError:
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0") from None
-    if not (number >= 0 and math.isfinite(number)):
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-    return number
-
-
 def _spec_string(pattern: str, expects: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip()
@@ -181,6 +142,17 @@ def _spec_string(pattern: str, expects: str) -> Callable[[Any], str]:
 
     parse.expects = expects  # type: ignore[attr-defined]
     return parse
+
+
+def _partition(value: Any) -> str:
+    text = str(value).strip()
+    problem = partition_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+_partition.expects = PARTITION_EXPECTS  # type: ignore[attr-defined]
 
 
 def _checked(parser: Callable[[Any], Any], check: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -293,19 +265,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=("mlp",)),
     Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=("mlp",)),
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),
-    Option("partition", _spec_string(r"iid|dirichlet:[0-9.eE+-]+|shards:[0-9]+",
-                                     "iid, dirichlet:ALPHA or shards:K"),
-           "iid", "How training data is split across workers.", models=("mlp",), metavar="SPEC",
+    Option("partition", _partition, "iid", "How training data is split across workers.", models=("mlp",),
            algorithms=("ist", "dp", "local-sgd")),
-    Option("dtype", _str, "float32", "Floating point type of the model.", choices=("float32", "float64"), models=("mlp",)),
+    Option("dtype", _str, "float32", "Floating point type of the model.", choices=DTYPES, models=("mlp",)),
     Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "
            "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",),
            algorithms=("ist",)),
-    Option("synthetic_samples", _int(2), 20000, "Samples of the synthetic dataset.", models=("mlp",),
+    Option("synthetic_samples", _int(2), synthetic.SAMPLES, "Samples of the synthetic dataset.", models=("mlp",),
            requires={"dataset": ("synthetic",)}),
-    Option("synthetic_features", _int(1), 64, "Features of the synthetic dataset.", models=("mlp",),
+    Option("synthetic_features", _int(1), synthetic.FEATURES, "Features of the synthetic dataset.", models=("mlp",),
            requires={"dataset": ("synthetic",)}),
-    Option("synthetic_classes", _int(2), 10, "Classes of the synthetic dataset.", models=("mlp",),
+    Option("synthetic_classes", _int(2), synthetic.CLASSES, "Classes of the synthetic dataset.", models=("mlp",),
            requires={"dataset": ("synthetic",)}),
 )
 
@@ -421,7 +391,7 @@ def _more_validate(config: Mapping[str, Any], given: Mapping[str, Any], where: C
             f"{where('local_steps')}: {given['local_steps']} is not allowed for {config['algorithm']}; "
             "expected 1 (local steps are an IST setting)"
         )
-    if config.get("sketch") == "perm" and config["dim"] % n != 0:
+    if config.get("sketch") == "perm" and not perm_splits(config["dim"], n):
         d = config["dim"]
         raise UserError(
             f"{where('dim')}: {d} cannot be split by the Perm-q sketch over {n} workers; "
@@ -436,13 +406,18 @@ def _more_validate(config: Mapping[str, Any], given: Mapping[str, Any], where: C
                     f"{where('hidden')}: width {width} is smaller than the {n} workers; "
                     f"IST needs every hidden layer to have at least {n} neurons"
                 )
-    partition = config.get("partition", "iid")
-    if partition.startswith("dirichlet:"):
-        alpha = float(partition.split(":", 1)[1])
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise UserError(f"{where('partition')}: {partition!r} is not allowed; expected dirichlet:ALPHA with ALPHA > 0")
-    if partition.startswith("shards:") and int(partition.split(":", 1)[1]) < 1:
-        raise UserError(f"{where('partition')}: {partition!r} is not allowed; expected shards:K with K >= 1")
+
+
+def show_value(value: Any) -> str:
+    """A setting's value as text, spelled as the options parse it back: lists as ``512,512``,
+    booleans as ``true``/``false``, a missing value as ``-`` (tables, help, ``--set`` pairs)."""
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(show_value(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 # ----------------------------------------------------------------------------- identity

@@ -11,13 +11,16 @@ from typing import Any
 
 import click
 
-from ist_cli.config import OPTIONS, check_keys, load_toml, parse_set_overrides, resolve_config
+from ist_cli.config import (
+    OPTIONS,
+    check_keys,
+    load_toml,
+    parse_set_overrides,
+    resolve_config,
+    show_value,
+)
 from ist_cli.progress import print_summary
 from ist_cli.runner import run_experiment
-
-
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _option_decorators():
@@ -31,10 +34,10 @@ def _option_decorators():
             decorators.append(click.option(f"--{name}/--no-{name}", option.key, default=None, help=help_text))
         else:
             if option.defaults_by_model:
-                shown = ", ".join(f"{model} {_shown(option.default_for(model))}" for model in option.models)
+                shown = ", ".join(f"{model} {show_value(option.default_for(model))}" for model in option.models)
                 help_text += f" (default: {shown})"
             elif option.default is not None:
-                help_text += f" (default: {_shown(option.default)})"
+                help_text += f" (default: {show_value(option.default)})"
             decorators.append(
                 click.option(option.flag, option.key, type=str, default=None, metavar=option.metavar or "VALUE",
                              help=help_text)

@@ -10,12 +10,12 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from ist_cli.config import show_value
 from ist_cli.io.names import run_file_path
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
@@ -48,7 +48,7 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
     table.add_column("status")
     for index, run in enumerate(spec.runs, 1):
         status = finished_status(run_file_path(out_dir, run.run_id)) if out_dir.is_dir() else None
-        table.add_row(str(index), run.run_id, *(_cell(run.point.get(axis)) for axis in spec.axes), status or "pending")
+        table.add_row(str(index), run.run_id, *(show_value(run.point.get(axis)) for axis in spec.axes), status or "pending")
     console = Console(file=sys.stdout, width=160)
     console.print(table)
     if spec.duplicates:
@@ -58,10 +58,6 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
     click.echo("dry run: nothing executed")
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:

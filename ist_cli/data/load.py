@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ist_cli.data import synthetic
 from ist_cli.data.dataset import Dataset
 from ist_cli.errors import UserError
 
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
 EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR or libsvm:PATH"
 
 
-def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samples: int = 20000,
-                 synthetic_features: int = 64, synthetic_classes: int = 10) -> Dataset:
+def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samples: int = synthetic.SAMPLES,
+                 synthetic_features: int = synthetic.FEATURES, synthetic_classes: int = synthetic.CLASSES) -> Dataset:
     """Load and standardise the dataset named by ``spec``.
 
     Only ``synthetic`` depends on ``seed`` (its teacher and samples); every other source,

@@ -9,6 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def perm_splits(d: int, n: int) -> bool:
+    """Perm-q's one rule: the d coordinates split into n equal blocks of q = d/n."""
+    return d % n == 0
+
+
 def sketch_scale(kind: str, n: int, d: int, q: int) -> float:
     """The nonzero diagonal entry of a sketch: n for Perm-q, d/q for Rand-q, 1 for the identity."""
     return {"perm": float(n), "rand": d / q, "identity": 1.0}[kind]
@@ -16,7 +21,7 @@ def sketch_scale(kind: str, n: int, d: int, q: int) -> float:
 
 def perm_scales(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     """Perm-q (d = q n): C_i = n * sum_{j in block_i(pi)} e_j e_j^T, so (1/n) sum_i C_i = I."""
-    if d % n:
+    if not perm_splits(d, n):
         raise ValueError(f"Perm-q needs d divisible by n, got d={d}, n={n}")
     blocks = rng.permutation(d).reshape(n, d // n)
     scales = np.zeros((n, d))

@@ -5,12 +5,14 @@ of it, so the mean iterate obeys E[x⁺] = E[x] − γ(M̄ E[x] − b̄) with
 M̄ = (1/n) Σ_i E[C_i L_i C_i]. It therefore tends to x^∞ = M̄⁻¹ b̄, not to x*; the gap
 ‖x^∞ − x*‖² is IST's irreducible bias, drawn as a reference line by the report.
 
-Only numpy: the report draws it, the tests check runs against it.
+Only numpy (and the sketches' rules): the report draws it, the tests check runs against it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from ist_cli.models.sketches import perm_splits
 
 SKETCHES = ("perm", "rand", "identity")
 
@@ -18,7 +20,7 @@ SKETCHES = ("perm", "rand", "identity")
 def sketch_q(d: int, n: int, sketch: str, q: int | None) -> int:
     """The q a sketch actually uses: Perm-q needs d = q·n; Rand-q defaults to d/n (at least 1)."""
     if sketch == "perm":
-        if d % n != 0:
+        if not perm_splits(d, n):
             raise ValueError(f"Perm-q needs d divisible by n, got d={d}, n={n}")
         if q is not None and q != d // n:
             raise ValueError(f"Perm-q with d={d}, n={n} has q={d // n}, got q={q}")

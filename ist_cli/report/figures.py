@@ -75,7 +75,7 @@ def theory_value(run: RunData) -> float | None:
     cfg = run.config
     if cfg.get("model") != "quadratic" or cfg.get("algorithm") != "ist":
         return None
-    if cfg.get("local_steps", 1) != 1 or cfg.get("precondition") or cfg.get("sketch") not in ("perm", "rand"):
+    if cfg.get("local_steps", 1) != 1 or cfg.get("sketch") not in ("perm", "rand"):
         return None
     problem = run.problem
     if not problem:  # loaded without /problem (it can be large): read it now, then let it go

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ist_cli.config import show_value
 from ist_cli.errors import UserError
 from ist_cli.io.atomic import create_exclusive
 from ist_cli.io.names import run_file_name, run_file_path
@@ -48,15 +49,7 @@ def set_args(config: Mapping[str, Any]) -> list[str]:
     for key, value in config.items():
         if value is None:
             continue
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, list):
-            text = ",".join(str(item) for item in value)
-        elif isinstance(value, float):
-            text = repr(value)
-        else:
-            text = str(value)
-        args += ["--set", f"{key}={text}"]
+        args += ["--set", f"{key}={show_value(value)}"]
     return args
 
 
