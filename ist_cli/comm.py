@@ -24,42 +24,39 @@ _SIZE_UNITS = {
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
+def _quantity(value: Any, pattern: str, units: Mapping[str, float], expects: str, *, positive: bool,
+              default_unit: str | None = None) -> float:
+    """A number with a unit (``pattern`` captures both) in base units; a bare number is taken as is."""
+    def fits(number: float) -> bool:
+        return (number > 0 if positive else number >= 0) and math.isfinite(number)
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not fits(value):
+            raise ValueError(expects)
+        return float(value)
+    match = re.fullmatch(pattern, str(value))
+    unit = (match.group(2).lower() or default_unit) if match else None
+    if not match or unit not in units:
+        raise ValueError(expects)
+    try:
+        number = float(match.group(1)) * units[unit]
+    except ValueError:
+        raise ValueError(expects) from None
+    if not fits(number):
+        raise ValueError(expects)
+    return number
+
+
 def parse_bandwidth(value: Any) -> float:
     """Bandwidth in bytes per second from e.g. ``10Gbit``, ``1.25GB`` (per second implied)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-        return float(value)
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]+)(?:/s|ps)?\s*", str(value))
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _SIZE_UNITS:
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-    try:
-        number = float(match.group(1)) * _SIZE_UNITS[unit]
-    except ValueError:
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB") from None
-    if not (number > 0 and math.isfinite(number)):
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-    return number
+    return _quantity(value, r"\s*([0-9.eE+-]+)\s*([A-Za-z]+)(?:/s|ps)?\s*", _SIZE_UNITS,
+                     "a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB", positive=True)
 
 
 def parse_latency(value: Any) -> float:
     """Latency in seconds from e.g. ``50us``, ``1ms``, ``0``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-        return float(value)
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zµ]*)\s*", str(value))
-    unit = (match.group(2) or "s") if match else ""
-    if not match or unit not in _TIME_UNITS:
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-    try:
-        number = float(match.group(1)) * _TIME_UNITS[unit]
-    except ValueError:
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0") from None
-    if not (number >= 0 and math.isfinite(number)):
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-    return number
+    return _quantity(value, r"\s*([0-9.eE+-]+)\s*([a-zµ]*)\s*", _TIME_UNITS, "a latency >= 0 such as 50us, 1ms or 0",
+                     positive=False, default_unit="s")
 
 
 @dataclass(frozen=True)

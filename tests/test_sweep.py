@@ -118,29 +118,39 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
+def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """GRID_6 by ``ist sweep --jobs 2`` in its own process group (so a signal can reach all of
+    it, as a terminal's would); the process, the grid file and the output directory."""
     grid = tmp_path / "grid.toml"
     grid.write_text(GRID_6)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "ist_cli", "sweep", str(grid), "--out", str(out), "--jobs", "2",
-                             "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_ids = []
+                             "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    return proc, grid, out
+
+
+def wait_midway(proc: subprocess.Popen, out: Path) -> list[str]:
+    """Wait until two runs have completed and one is running; return every run id."""
+    deadline = time.monotonic() + 150
+    while True:
+        assert time.monotonic() < deadline, "sweep made no progress"
+        assert proc.poll() is None, "sweep ended before it could be stopped midway"
+        time.sleep(0.1)
+        try:
+            runs = manifest(out)["runs"]
+        except (FileNotFoundError, ValueError):
+            continue
+        live = [run for run in runs if run["status"] == "running" and alive(run["history"][-1].get("run_pid", 0))]
+        if sum(run["status"] == "completed" for run in runs) >= 2 and live:
+            return [run["id"] for run in runs]
+
+
+def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
+    proc, grid, out = start_sweep(tmp_path)
+    run_ids: list[str] = []
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert time.monotonic() < deadline, "sweep made no progress"
-            assert proc.poll() is None, "sweep ended before it could be killed"
-            time.sleep(0.1)
-            try:
-                runs = manifest(out)["runs"]
-            except (FileNotFoundError, ValueError):
-                continue
-            run_ids = [run["id"] for run in runs]
-            done = [run for run in runs if run["status"] == "completed"]
-            live = [run for run in runs if run["status"] == "running"
-                    and alive(run["history"][-1].get("run_pid", 0))]
-            if len(done) >= 2 and live:
-                break
+        run_ids = wait_midway(proc, out)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         killed_at = time.time()
@@ -185,28 +195,10 @@ def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(t
 def test_ctrl_c_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it): the sweep stops its
     runs, puts them back to pending and exits 130 with one line; the same command resumes."""
-    grid = tmp_path / "grid.toml"
-    grid.write_text(GRID_6)
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "ist_cli", "sweep", str(grid), "--out", str(out), "--jobs", "2",
-                             "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc, grid, out = start_sweep(tmp_path)
     run_ids: list[str] = []
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert time.monotonic() < deadline, "sweep made no progress"
-            assert proc.poll() is None, "sweep ended before it could be interrupted"
-            time.sleep(0.1)
-            try:
-                runs = manifest(out)["runs"]
-            except (FileNotFoundError, ValueError):
-                continue
-            run_ids = [run["id"] for run in runs]
-            live = [run for run in runs if run["status"] == "running"
-                    and alive(run["history"][-1].get("run_pid", 0))]
-            if sum(run["status"] == "completed" for run in runs) >= 2 and live:
-                break
+        run_ids = wait_midway(proc, out)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130

@@ -4,6 +4,12 @@ They know nothing of processes or rounds: gather a subnet out of the full model,
 for R steps (forward, softmax cross-entropy backward, SGD/momentum update), scatter it back.
 Matrix products go through ``np.dot`` (BLAS). Layer order: Linear -> [BatchNorm with batch
 statistics] -> ReLU -> times ``scale`` (IST's optional inverted-dropout scaling).
+
+Shapes and dtypes shared by every kernel: a network with L layers has ``widths`` int64 (L+1,)
+and ``offsets`` int64 (L, 4) (``ist_cli.models.mlp.NetLayout``); its parameters are one flat
+C-contiguous vector ``params`` of the model's float dtype (float32 or float64) and at least
+``size`` entries; ``X`` is (batch, widths[0]) of the same dtype, ``y`` int64 (batch,) class
+ids; neuron ids are int64. Callers outside this package pass arguments by keyword.
 """
 
 from __future__ import annotations
@@ -58,7 +64,12 @@ def _copy_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.nda
 def gather_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
                   sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
                   neurons: np.ndarray, starts: np.ndarray) -> None:
-    """sub <- the subnet of ``full`` on the neuron ids ``neurons[starts[l]:starts[l+1]]`` of layer l."""
+    """sub <- the subnet of ``full`` on the neuron ids ``neurons[starts[l]:starts[l+1]]`` of layer l.
+
+    ``full``/``sub``: flat float vectors (one dtype) with layouts (``full_offsets``,
+    ``full_widths``) and (``sub_offsets``, ``sub_widths``); ``neurons`` int64, all layers'
+    ids concatenated; ``starts`` int64 (L+2,).
+    """
     _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, False, False)
 
 
@@ -69,7 +80,8 @@ def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.n
     """The inverse of ``gather_subnet``: write the subnet's values back by index.
 
     ``skip_output_bias`` leaves the last layer's bias alone: every worker holds it, so it is
-    averaged by the coordinator rather than written by whichever worker comes last.
+    averaged by the coordinator rather than written by whichever worker comes last. Shapes as
+    in ``gather_subnet``.
     """
     _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, True,
                  skip_output_bias)
@@ -142,7 +154,8 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
 @njit(cache=True, nogil=True)
 def forward_logits(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
                    X: np.ndarray) -> np.ndarray:
-    """Logits of ``X`` (batch norm uses the statistics of ``X`` itself, as the original code did)."""
+    """Logits (batch, widths[-1]) of ``X`` (batch norm uses the statistics of ``X`` itself, as the
+    original code did); ``scale`` float multiplies hidden activations."""
     hidden = _hidden_total(widths)
     batch = X.shape[0]
     acts = np.empty(hidden * batch, dtype=params.dtype)
@@ -154,7 +167,8 @@ def forward_logits(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, 
 @njit(cache=True, nogil=True)
 def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
                   X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
-    """Mean softmax cross-entropy of the batch; its gradient w.r.t. ``params`` into ``grad[:size]``."""
+    """Mean softmax cross-entropy (float) of the batch; its gradient w.r.t. ``params`` into
+    ``grad[:size]`` (``grad``: flat, the dtype of ``params``; the rest of it is left alone)."""
     n_layers = widths.shape[0] - 1
     batch = X.shape[0]
     hidden = _hidden_total(widths)
@@ -237,7 +251,11 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
 @njit(cache=True, nogil=True)
 def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size: int, lr: float,
                momentum: float) -> None:
-    """PyTorch's SGD on the first ``size`` entries: v <- mu v + g; p <- p - lr v (plain SGD when mu = 0)."""
+    """PyTorch's SGD on the first ``size`` entries: v <- mu v + g; p <- p - lr v (plain SGD when mu = 0).
+
+    ``params``, ``grad``, ``velocity``: flat vectors of one float dtype, at least ``size`` long;
+    ``lr``, ``momentum``: floats (``velocity`` is untouched when ``momentum`` is 0).
+    """
     if momentum == 0.0:
         for k in range(size):
             params[k] -= lr * grad[k]
@@ -252,7 +270,12 @@ def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size:
 def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.ndarray, offsets: np.ndarray,
                 widths: np.ndarray, batch_norm: bool, scale: float, lr: float, momentum: float,
                 grad: np.ndarray, velocity: np.ndarray, size: int) -> float:
-    """R = ``batches.shape[0]`` SGD steps on the rows ``batches[s]`` of ``X``; returns the mean batch loss."""
+    """R = ``batches.shape[0]`` SGD steps on the rows ``batches[s]`` of ``X``; returns the mean batch loss.
+
+    ``batches`` int64 (R, batch) row ids into ``X`` (n, widths[0]) and ``y`` int64 (n,);
+    ``params``, ``grad``, ``velocity``: flat vectors of the dtype of ``X``, at least ``size`` long;
+    ``scale``, ``lr``, ``momentum``: floats.
+    """
     steps = batches.shape[0]
     total = 0.0
     for step in range(steps):
