@@ -95,11 +95,22 @@ def test_ist_round_trains_blocks_and_leaves_cross_block_weights_untouched(norm, 
         sub_layout = subnet_layout(algorithm.widths, 3, worker, bn)
         neurons, starts = neuron_index(algorithm.widths, expected_plans, worker)
         sub = np.zeros(sub_layout.size, dtype=start.dtype)
-        kernels.gather_subnet(full=start, full_offsets=layout.offsets, full_widths=layout.widths, sub=sub, sub_offsets=sub_layout.offsets, sub_widths=sub_layout.widths, neurons=neurons, starts=starts)
+        kernels.gather_subnet(
+            full=start, full_offsets=layout.offsets, full_widths=layout.widths, sub=sub,
+            sub_offsets=sub_layout.offsets, sub_widths=sub_layout.widths, neurons=neurons, starts=starts
+        )
         shard = data["shard_index"][bounds[worker] : bounds[worker + 1]]
         batches = minibatches(shard, 3, 8, stream(5, "worker", 1, worker))
-        kernels.train_steps(X=data["X_train"], y=data["y_train"], batches=batches, params=sub, offsets=sub_layout.offsets, widths=sub_layout.widths, batch_norm=bn, scale=scale, lr=0.1, momentum=0.5, grad=np.zeros_like(sub), velocity=np.zeros_like(sub), size=sub_layout.size)
-        kernels.scatter_subnet(full=reference, full_offsets=layout.offsets, full_widths=layout.widths, sub=sub, sub_offsets=sub_layout.offsets, sub_widths=sub_layout.widths, neurons=neurons, starts=starts, skip_output_bias=True)
+        kernels.train_steps(
+            X=data["X_train"], y=data["y_train"], batches=batches, params=sub, offsets=sub_layout.offsets,
+            widths=sub_layout.widths, batch_norm=bn, scale=scale, lr=0.1, momentum=0.5,
+            grad=np.zeros_like(sub), velocity=np.zeros_like(sub), size=sub_layout.size
+        )
+        kernels.scatter_subnet(
+            full=reference, full_offsets=layout.offsets, full_widths=layout.widths, sub=sub,
+            sub_offsets=sub_layout.offsets, sub_widths=sub_layout.widths, neurons=neurons, starts=starts,
+            skip_output_bias=True
+        )
         out_bias += sub_layout.vector(sub, sub_layout.n_layers - 1, 1)
     layout.vector(reference, layout.n_layers - 1, 1)[...] = out_bias / 3
     np.testing.assert_allclose(end, reference, rtol=1e-5, atol=1e-6)
@@ -162,11 +173,18 @@ def test_baseline_rounds_match_an_in_process_reference(algorithm):
             if algorithm == "dp":
                 rows = minibatches(shards[worker], 1, 8, rng)[0]
                 grad = np.zeros_like(model)
-                kernels.loss_and_grad(params=model, offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0, X=X[rows], y=y[rows], grad=grad)
+                kernels.loss_and_grad(
+                    params=model, offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0,
+                    X=X[rows], y=y[rows], grad=grad
+                )
                 outs.append(grad.astype(np.float64))
             else:
                 replica = model.copy()
-                kernels.train_steps(X=X, y=y, batches=minibatches(shards[worker], 3, 8, rng), params=replica, offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0, lr=0.1, momentum=0.5, grad=np.zeros_like(model), velocity=velocities[worker], size=layout.size)
+                kernels.train_steps(
+                    X=X, y=y, batches=minibatches(shards[worker], 3, 8, rng), params=replica,
+                    offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0, lr=0.1,
+                    momentum=0.5, grad=np.zeros_like(model), velocity=velocities[worker], size=layout.size
+                )
                 outs.append(replica.astype(np.float64))
         mean = np.mean(outs, axis=0)
         if algorithm == "dp":
