@@ -12,6 +12,7 @@ import click
 from ist_cli._version import __version__
 from ist_cli.cli.report import report_command
 from ist_cli.cli.run import run_command
+from ist_cli.cli.study import study_command
 from ist_cli.cli.sweep import sweep_command
 from ist_cli.errors import RunFailed, UserError
 
@@ -24,6 +25,7 @@ def cli() -> None:
 
 cli.add_command(run_command, "run")
 cli.add_command(sweep_command, "sweep")
+cli.add_command(study_command, "study")
 cli.add_command(report_command, "report")
 
 

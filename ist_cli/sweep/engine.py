@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,10 @@ def _close_open_attempt(record: dict[str, Any], outcome: str, note: str) -> None
 class SweepEngine:
     """One invocation of a sweep over one output directory."""
 
-    def __init__(self, spec: SweepSpec, out_dir: Path, options: SweepOptions) -> None:
+    def __init__(self, spec: SweepSpec, out_dir: Path, options: SweepOptions,
+                 prepare: Callable[[PlannedRun], PlannedRun] | None = None) -> None:
         self.spec = spec
+        self.prepare = prepare  # last look at a run before it is submitted (a study's step budget)
         self.out_dir = out_dir
         self.options = options
         self.runs: dict[str, PlannedRun] = {run.run_id: run for run in spec.runs}
@@ -175,7 +178,8 @@ class SweepEngine:
         self.manifest.update_run(run_id, mark_running)
         self.executed_here.add(run_id)
         progress.started(run_id, self.runs[run_id].label())
-        executor.submit(self.runs[run_id], lambda pid: self._on_pid(claims, run_id, pid))
+        run = self.runs[run_id] if self.prepare is None else self.prepare(self.runs[run_id])
+        executor.submit(run, lambda pid: self._on_pid(claims, run_id, pid))
 
     def _on_pid(self, claims: ClaimBook, run_id: str, pid: int) -> None:
         claims.set_run_pid(run_id, pid)
@@ -275,9 +279,10 @@ class SweepEngine:
         self.result.final = Counter(record["status"] for record in data["runs"])
 
 
-def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan: Any = None) -> SweepResult:
+def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan: Any = None,
+              prepare: Callable[[PlannedRun], PlannedRun] | None = None) -> SweepResult:
     """Execute (or resume) a sweep in ``out_dir`` and return what happened."""
-    engine = SweepEngine(spec, out_dir, options)
+    engine = SweepEngine(spec, out_dir, options, prepare)
     engine.manifest.open(spec, force=options.force)
     claims = ClaimBook(out_dir, stale_after=options.stale_after)
     try:

@@ -72,7 +72,7 @@ class LocalExecutor:
 
     def _execute(self, run: PlannedRun, on_pid: Callable[[int], None]) -> Outcome:
         started = time.perf_counter()
-        command = run_command(set_args(run.config), run.run_id, str(self.out_dir))
+        command = run_command(set_args(run.config) + list(run.run_args), run.run_id, str(self.out_dir))
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with self._guard:
             self._procs[run.run_id] = proc
@@ -145,7 +145,7 @@ class DaskExecutor:
         self._futures: dict[Any, str] = {}
 
     def submit(self, run: PlannedRun, on_pid: Callable[[int], None]) -> None:
-        future = self._client.submit(run_in_tempdir, run.run_id, set_args(run.config),
+        future = self._client.submit(run_in_tempdir, run.run_id, set_args(run.config) + list(run.run_args),
                                      key=f"ist-run-{run.run_id}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
         self._futures[future] = run.run_id
 

@@ -30,11 +30,16 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of the sweep: the grid point that made it and its resolved config."""
+    """One run of the sweep: the grid point that made it and its resolved config.
+
+    ``run_args``: extra ``ist run`` flags that control the execution but are not part of the
+    config or the run id (a study's step budget).
+    """
 
     run_id: str
     point: dict[str, Any]
     config: dict[str, Any]
+    run_args: tuple[str, ...] = ()
 
     def label(self) -> str:
         """Short human name: the id prefix and the varied settings."""
