@@ -11,9 +11,15 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from ist_cli.cli.sweep import _dry_run, _report, _warn_cpu
+from ist_cli.report.figures import save_figure
+from ist_cli.report.html import write_html
+from ist_cli.report.study import fit_rows, markdown, study_figures, study_html, table_rows, to_csv
 from ist_cli.study.pruning import TrialPruner
+from ist_cli.study.results import load_study_result, to_json_text
 from ist_cli.study.search import SAMPLERS
 from ist_cli.study.spec import load_study
 from ist_cli.sweep.engine import SweepOptions, default_jobs, run_sweep
@@ -72,3 +78,32 @@ def study_command(study_file: str, sampler: str | None, prune: bool, jobs: int |
         click.echo(f"study {spec.name}: steps-to-result per batch size: ist report {out}", err=True)
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+def report_study(directory: Path, fmt: str, figures_dir: str | None, html_out: str | None) -> None:
+    """``ist report OUT`` for the output directory of a study (called by ``ist report``)."""
+    result = load_study_result(directory)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if fmt == "table":
+        out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        for caption, (header, rows) in (("steps to result", table_rows(result)), ("fit", fit_rows(result))):
+            table = Table(title=f"study {result.name}: {caption}")
+            for column in header:
+                table.add_column(column)
+            for row in rows:
+                table.add_row(*row)
+            out.print(table)
+    elif fmt == "md":
+        click.echo(markdown(result), nl=False)
+    elif fmt == "csv":
+        click.echo(to_csv(result), nl=False)
+    else:
+        click.echo(to_json_text(result))
+    if figures_dir or html_out:
+        figures = study_figures(result)
+        if figures_dir:
+            for name, fig in figures.items():
+                for path in save_figure(fig, figures_dir, name):
+                    err.print(f"ist: wrote {path}", markup=False)
+        if html_out:
+            err.print(f"ist: wrote {write_html(html_out, study_html(result, figures))}", markup=False)

@@ -110,6 +110,9 @@ def parse_study(raw: Mapping[str, Any], path: Path, sampler: str | None = None) 
     if "name" in raw:
         sweep_raw["name"] = raw["name"]
     sweep = parse_sweep(sweep_raw, path)
+    for run in sweep.runs:
+        if "batch_size" not in run.config:
+            raise UserError(f"{where}: base.model: {run.config['model']!r} has no batch size; expected model = \"mlp\"")
     stored = {**raw, "study": {**study, "sampler": sampler}}
     sweep.raw = stored  # the manifest records the study as written, with the sampler used
     group_axes = [key for key in axes if key != "batch_size"]
