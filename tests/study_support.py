@@ -33,7 +33,8 @@ def error_curve(batch_size: int, trial: int, group: int, rows: int = 100) -> np.
 
 
 def write_trial(directory: Path, run_id: str, config: dict, errors: np.ndarray, *, status: str = "completed",
-                budget: int | None = None, goal_attrs: bool = True, max_steps: int = 9900) -> Path:
+                budget: int | None = None, goal_attrs: bool = True, max_steps: int = 9900,
+                extra_metrics: dict[str, float] | None = None) -> Path:
     """One trial as ist run writes it: stops at the first evaluation with error <= goal or at
     the budget; ``budget`` is recorded as ``step_budget``."""
     steps = np.arange(errors.size) * EVERY
@@ -44,7 +45,8 @@ def write_trial(directory: Path, run_id: str, config: dict, errors: np.ndarray, 
                            "max_steps": max_steps}, env=ENV, seed=config["seed"], version="0.1.0")
     for k in range(end + 1):
         writer.append_metrics({"round": float(k), "step": float(steps[k]), "val_error": float(errors[k]),
-                               "loss": float(errors[k])})
+                               "loss": float(errors[k]), **{name: value * (k + 1) for name, value
+                                                            in (extra_metrics or {}).items()}})
     attrs = {}
     if goal_attrs:
         attrs = {"goal_reached": bool(hit.size), "steps_to_result": int(steps[end]) if hit.size else -1}

@@ -172,3 +172,25 @@ def test_pruning_changes_no_answer_in_any_order(tmp_path, order_seed):
             assert pb.counts["reached"] <= pa.counts["reached"]
             assert pa.counts["pruned"] == 0
     assert sum(p.counts["pruned"] for g in b.groups for p in g.points) > 0
+
+
+def test_noise_scale_at_the_goal_and_lipschitz_are_summarised(tmp_path):
+    """B_simple: the median over trials that reached the goal of their last logged value;
+    L-hat: the median over every logged row. Metric values here are value x (row + 1)."""
+    spec = make_study(trials=3, batch_sizes=(128,))
+    group = spec.trials[0].group
+    members = [(t, r) for t, r in zip(spec.trials, spec.sweep.runs, strict=True) if t.group == group]
+    Manifest(tmp_path).open(spec.sweep, force=False)
+    reached_rows, lipschitz = [], []
+    for (trial, run), scale in zip(members, (10.0, 20.0, 40.0), strict=True):
+        errors = error_curve(trial.batch_size, trial.index, 0)
+        path = write_trial(tmp_path, trial.run_id, run.config, errors,
+                           extra_metrics={"noise_scale": scale, "lipschitz": scale / 10})
+        with h5py.File(path, "r") as handle:
+            rows = handle["metrics/step"].size
+            reached_rows.append(scale * rows if handle.attrs["goal_reached"] else None)
+            lipschitz.extend((scale / 10) * np.arange(1, rows + 1))
+    result = load_study_result(tmp_path, resamples=10)
+    found = next(g for g in result.groups if g.group == group)
+    assert found.noise_scale == pytest.approx(np.median([v for v in reached_rows if v is not None]))
+    assert found.lipschitz == pytest.approx(np.median(lipschitz))
