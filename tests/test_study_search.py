@@ -132,6 +132,7 @@ BAD = [
     ({"search": {"momentum": {"uniform": [-1.0, 0.5]}}}, "s.toml: search.momentum (value"),
     ({"base": {"model": "quadratic", "algorithm": "gd", "workers": 2, "dim": 8}}, "s.toml: base.model: 'quadratic' has no batch size"),
     ({"extra": 1}, "s.toml: unknown key 'extra'"),
+    ({"search": {"dim": {"int": [4, 8]}}}, "s.toml: search.dim: not a setting of model 'mlp'"),
 ]
 
 

@@ -113,6 +113,10 @@ def parse_study(raw: Mapping[str, Any], path: Path, sampler: str | None = None) 
     for run in sweep.runs:
         if "batch_size" not in run.config:
             raise UserError(f"{where}: base.model: {run.config['model']!r} has no batch size; expected model = \"mlp\"")
+        for dim in dimensions:
+            if dim.key not in run.config:
+                raise UserError(f"{where}: search.{dim.key}: not a setting of model {run.config['model']!r}; "
+                                "expected a setting the runs use")
     stored = {**raw, "study": {**study, "sampler": sampler}}
     sweep.raw = stored  # the manifest records the study as written, with the sampler used
     group_axes = [key for key in axes if key != "batch_size"]
