@@ -124,6 +124,7 @@ BAD = [
     ({"study": {"batch_sizes": [2, 2.5], "trials": 2}}, "s.toml: study.batch_sizes[1]: 2.5 is not allowed"),
     ({"study": {"batch_sizes": [], "trials": 2}}, "s.toml: study.batch_sizes: [] is not allowed"),
     ({"study": {"batch_sizes": [2], "trials": 0}}, "s.toml: study.trials: 0 is not allowed"),
+    ({"study": {"batch_sizes": [2, 4], "trials": 10**9}}, "s.toml: study.trials: 1000000000 trials x 2 grid points"),
     ({"study": {"batch_sizes": [2], "trials": 2, "tirals": 3}}, "s.toml: study.tirals: unknown key"),
     ({"study": None}, "s.toml: study: missing"),
     ({"grid": {"lr": [0.1, 0.2]}}, "s.toml: search.lr: also an axis (grid.lr)"),

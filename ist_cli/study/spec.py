@@ -9,6 +9,7 @@ file, and resume, claims, ``--jobs`` and the executors are the sweep's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ist_cli.sweep.spec import SweepSpec, _table, parse_sweep
 TOP_LEVEL_KEYS = ("name", "description", "base", "study", "grid", "search")
 STUDY_KEYS = ("batch_sizes", "sparsities", "trials", "sampler")
 DEFAULT_SAMPLER = "sobol"
+MAX_RUNS = 100_000  # checked before any point is drawn
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ def parse_study(raw: Mapping[str, Any], path: Path, sampler: str | None = None) 
             raise UserError(f"{where}: grid.{key}: set by {origin}; expected it there only")
         axes[key] = values
 
+    runs_asked = trials * math.prod(len(values) if isinstance(values, list) else 1 for values in axes.values())
+    if runs_asked > MAX_RUNS:
+        raise UserError(f"{where}: study.trials: {trials} trials x {runs_asked // trials} grid points = {runs_asked} "
+                        f"runs; expected at most {MAX_RUNS}")
     dimensions = _dimensions(raw, where, base, axes)
     first_seed = OPTIONS_BY_KEY["seed"].coerce(base.get("seed", 0), source=f"{where}: base.seed")
     points = sample_points(dimensions, trials, sampler, seed=first_seed)
