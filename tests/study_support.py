@@ -1,6 +1,6 @@
 """A study's output directory fabricated with the real writers: the manifest of the parsed
 study and one run file per trial in the documented schema (``/metrics/step``, the goal
-metric, root attrs ``goal_reached``, ``steps_to_result``, ``step_budget``)."""
+metric, root attrs ``goal_reached``, ``steps_to_result``, ``step_budget``, ``budget_stopped``)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,17 @@ def error_curve(batch_size: int, trial: int, group: int, rows: int = 100) -> np.
 def write_trial(directory: Path, run_id: str, config: dict, errors: np.ndarray, *, status: str = "completed",
                 budget: int | None = None, goal_attrs: bool = True, max_steps: int = 9900,
                 extra_metrics: dict[str, float] | None = None) -> Path:
-    """One trial as ist run writes it: stops at the first evaluation with error <= goal or at
-    the budget; ``budget`` is recorded as ``step_budget``."""
+    """One trial as ist run writes it, one evaluation per row: at each, the goal first, then
+    the budget (stop once steps >= budget without the goal); the run ends at ``max_steps``."""
     steps = np.arange(errors.size) * EVERY
-    limit = min(max_steps, budget if budget is not None else max_steps)
-    hit = np.flatnonzero((errors <= GOAL) & (steps <= limit))
-    end = hit[0] if hit.size else int(np.flatnonzero(steps <= limit)[-1])
+    end, hit, stopped = int(np.flatnonzero(steps <= max_steps)[-1]), False, False
+    for k in range(end + 1):
+        if errors[k] <= GOAL:
+            end, hit = k, True
+            break
+        if budget is not None and steps[k] >= budget:
+            end, stopped = k, True
+            break
     writer = RunFileWriter(directory / f"{run_id}.h5", run_id=run_id, config={**config, "goal_error": GOAL,
                            "max_steps": max_steps}, env=ENV, seed=config["seed"], version="0.1.0")
     for k in range(end + 1):
@@ -49,9 +54,9 @@ def write_trial(directory: Path, run_id: str, config: dict, errors: np.ndarray, 
                                                             in (extra_metrics or {}).items()}})
     attrs = {}
     if goal_attrs:
-        attrs = {"goal_reached": bool(hit.size), "steps_to_result": int(steps[end]) if hit.size else -1}
+        attrs = {"goal_reached": hit, "steps_to_result": int(steps[end]) if hit else -1}
     if budget is not None:
-        attrs["step_budget"] = int(budget)
+        attrs.update(step_budget=int(budget), budget_stopped=stopped)
     return writer.close(status, extra_attrs=attrs)
 
 

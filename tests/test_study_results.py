@@ -172,6 +172,9 @@ def test_pruning_changes_no_answer_in_any_order(tmp_path, order_seed):
             assert pb.counts["reached"] <= pa.counts["reached"]
             assert pa.counts["pruned"] == 0
     assert sum(p.counts["pruned"] for g in b.groups for p in g.points) > 0
+    for trial in spec.trials:  # only the stopped trials' records differ
+        with_pruning = read_outcome(pruned / f"{trial.run_id}.h5")
+        assert with_pruning.outcome == "pruned" or with_pruning == read_outcome(plain / f"{trial.run_id}.h5")
 
 
 def test_noise_scale_at_the_goal_and_lipschitz_are_summarised(tmp_path):

@@ -1,24 +1,29 @@
 """What one trial's run file says about the goal: reached (at which step), or why not.
 
-Read from the run file alone (root attrs and ``/config``). ``ist run`` writes
-``goal_reached`` and ``steps_to_result`` when it trains to a goal, and ``step_budget`` when
-the study gave it one; a file without the goal attrs is ``incomplete``.
+Read from the run file's root attrs alone. ``ist run`` writes ``goal_reached`` and
+``steps_to_result`` when it trains to a goal; a run started with ``--step-budget N``
+records ``step_budget = N`` and, if the budget stopped it, ``budget_stopped = true``.
+A file without the goal attrs is ``incomplete``.
+
+The contract of ``--step-budget N`` that makes pruning change no answer: the run evaluates
+on its own schedule (no extra evaluation); at each evaluation it first applies the goal,
+then, if it has taken at least N steps without reaching it, stops (status ``completed``,
+``goal_reached`` false). Every evaluation up to that point is the one the run would have
+made without a budget.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import h5py
 
 from ist_cli.io.runfile import read_attrs
 
 # Shallue et al.'s COMPLETE / INFEASIBLE / INCOMPLETE, plus pruning and the sweep's states.
 OUTCOMES = ("reached", "incomplete", "infeasible", "pruned", "failed", "not run")
-BUDGET_FLAG = "--step-budget"  # the ist run option a pruned trial is started with
-BUDGET_ATTR = "step_budget"    # the root attr the run records it in
+BUDGET_FLAG = "--step-budget"       # the ist run option a trial is started with
+BUDGET_ATTR = "step_budget"         # the root attr the run records the budget in
+STOPPED_ATTR = "budget_stopped"     # true when the budget ended the run
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,8 @@ class Outcome:
     steps: int | None = None
 
 
-def classify(attrs: dict, max_steps: int | None) -> Outcome:
-    """The outcome from a finished run's root attrs (``max_steps``: its config's budget, if any)."""
+def classify(attrs: dict) -> Outcome:
+    """The outcome from a finished run's root attrs."""
     status = str(attrs.get("status", "failed"))
     if status == "diverged":
         return Outcome("infeasible")
@@ -40,10 +45,7 @@ def classify(attrs: dict, max_steps: int | None) -> Outcome:
         return Outcome("incomplete")
     if bool(attrs["goal_reached"]):
         return Outcome("reached", int(attrs["steps_to_result"]))
-    budget = attrs.get(BUDGET_ATTR)
-    if budget is not None and int(budget) >= 0 and (max_steps is None or int(budget) < max_steps):
-        return Outcome("pruned")
-    return Outcome("incomplete")
+    return Outcome("pruned" if bool(attrs.get(STOPPED_ATTR, False)) else "incomplete")
 
 
 def read_outcome(path: Path) -> Outcome:
@@ -51,11 +53,6 @@ def read_outcome(path: Path) -> Outcome:
     if not path.exists():
         return Outcome("not run")
     try:
-        attrs = read_attrs(path)
-        with h5py.File(path, "r") as handle:
-            raw = handle["config"][()]
-        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except (OSError, KeyError, ValueError):
+        return classify(read_attrs(path))
+    except OSError:
         return Outcome("failed")
-    max_steps = config.get("max_steps")
-    return classify(attrs, int(max_steps) if max_steps not in (None, 0) else None)
