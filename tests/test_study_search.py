@@ -146,6 +146,7 @@ def test_bad_study_files_name_the_key_path(tables, message):
     assert "\n" not in text
 
 
+@pytest.mark.slow
 def test_cli_bad_study_file_is_one_line_exit_2_and_nothing_run(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('name = "t"\n[base]\nmodel = "mlp"\n[study]\nbatch_sizes = [2, 4]\ntrials = 2\n'
