@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ist_cli.config import show_value
 from ist_cli.io.names import run_file_path
+from ist_cli.io.runfile import STATUSES
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
 from ist_cli.sweep.manifest import read_manifest
@@ -26,7 +27,7 @@ from ist_cli.sweep.spec import PlannedRun, SweepSpec, load_sweep
 
 
 def _counts(counter: Counter) -> str:
-    order = ("completed", "diverged", "failed", "pending", "running")
+    order = (*STATUSES, "pending", "running")
     parts = [f"{counter[key]} {key}" for key in order if counter.get(key)]
     return ", ".join(parts) if parts else "none"
 

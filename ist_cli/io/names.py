@@ -11,9 +11,12 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+RUN_SUFFIX = ".h5"
+
+
 def run_file_name(stem: str) -> str:
     """The file name of a run called ``stem`` (a ``--name``, or a sweep's run id)."""
-    return f"{stem}.h5"
+    return stem + RUN_SUFFIX
 
 
 def run_file_path(directory: str | Path, stem: str) -> Path:

@@ -21,7 +21,8 @@ import numpy as np
 from ist_cli.io.names import utc_now
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "diverged", "failed")
+RESULT_STATUSES = ("completed", "diverged")  # the run produced a result (a diverged run is one)
+STATUSES = (*RESULT_STATUSES, "failed")  # how a finished run file can end
 TMP_SUFFIX = ".tmp"
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ist_cli.errors import RunInterrupted
 from ist_cli.io.names import run_file_path, utc_now
-from ist_cli.io.runfile import error_headline
+from ist_cli.io.runfile import RESULT_STATUSES, error_headline
 from ist_cli.runtime.signals import sigterm_as_interrupt
 from ist_cli.sweep.claims import STALE_AFTER_SECONDS, ClaimBook
 from ist_cli.sweep.executors import Outcome, make_executor
@@ -122,7 +122,7 @@ class SweepEngine:
                     if claims.release_if_unheld(record["id"]):
                         # the run wrote its file, then its sweep died before recording it
                         _close_open_attempt(record, status, "recorded from its run file; its sweep process died")
-                elif record["status"] in ("completed", "diverged"):
+                elif record["status"] in RESULT_STATUSES:
                     record["status"] = "pending"  # the file was removed: run it again
                 elif record["status"] == "running" and claims.holder(record["id"]) is None:
                     record["status"] = "pending"
