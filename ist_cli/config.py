@@ -26,7 +26,8 @@ from ist_cli.data.dataset import DTYPES
 from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
 from ist_cli.data.partition import partition_problem
 from ist_cli.errors import UserError
-from ist_cli.models.sketches import perm_splits
+from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits
+from ist_cli.models.theory import SERVER_UPDATE_DEFAULT, SERVER_UPDATES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -241,10 +242,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("topology", _str, "ps", "Modelled network: parameter server or ring.", choices=("ps", "ring")),
     # quadratic (Shulgin & Richtarik)
     Option("dim", _int(1), 64, "Dimension d of the quadratic.", models=("quadratic",)),
-    Option("sketch", _str, "perm", "Sketch C_i of IST/DCGD.", choices=("perm", "rand", "identity"), models=("quadratic",),
-           algorithms=("ist", "dcgd")),
+    Option("sketch", _str, "perm", "Sketch C_i of IST/DCGD (perm-precond: Perm-q scaled by sqrt(n) L_i[j,j]^-1/2).",
+           choices=SKETCHES, models=("quadratic",), algorithms=("ist", "dcgd")),
     Option("sketch_q", _int(1), None, "q of the Rand-q sketch (default d/n).", models=("quadratic",), metavar="Q",
            algorithms=("ist", "dcgd"), requires={"sketch": ("rand",)}),
+    Option("server_update", _str, SERVER_UPDATE_DEFAULT, "IST: the server averages the workers' models (average) or "
+           "adds their mean update z_i - C_i x to x (delta).", choices=SERVER_UPDATES, models=("quadratic",),
+           algorithms=("ist",)),
     Option("heterogeneity", _str, "heterogeneous", "Same A for all clients (homogeneous) or one per client.",
            choices=("homogeneous", "heterogeneous"), models=("quadratic",), requires=GENERATED),
     Option("interpolation", _bool, False, "b_i = L_i x_true with x_true = 0: every client (and sketch) shares the optimum.",
@@ -391,7 +395,7 @@ def _more_validate(config: Mapping[str, Any], given: Mapping[str, Any], where: C
             f"{where('local_steps')}: {given['local_steps']} is not allowed for {config['algorithm']}; "
             "expected 1 (local steps are an IST setting)"
         )
-    if config.get("sketch") == "perm" and not perm_splits(config["dim"], n):
+    if config.get("sketch") in PARTITIONED and not perm_splits(config["dim"], n):
         d = config["dim"]
         raise UserError(
             f"{where('dim')}: {d} cannot be split by the Perm-q sketch over {n} workers; "

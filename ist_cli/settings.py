@@ -36,6 +36,7 @@ class QuadraticSettings(RunSettings):
     dim: int
     sketch: str
     sketch_q: int | None
+    server_update: str
     heterogeneity: str
     interpolation: bool
     client_samples: int | None

@@ -11,7 +11,7 @@ VALUES = {
     "model": None, "algorithm": None,  # they choose the method: never "ignored"
     "workers": (2, 4), "rounds": (3, 4), "lr": (0.01, 0.02), "local_steps": (5, 2), "seed": (0, 1),
     "eval_every": (1, 2), "bandwidth": ("10Gbit", "1Gbit"), "latency": ("50us", "1ms"), "topology": ("ps", "ring"),
-    "dim": (8, 16), "sketch": ("perm", "rand"), "sketch_q": (2, 3), "heterogeneity": ("homogeneous", "heterogeneous"),
+    "dim": (8, 16), "sketch": ("perm", "rand"), "sketch_q": (2, 3), "server_update": ("average", "delta"), "heterogeneity": ("homogeneous", "heterogeneous"),
     "interpolation": (False, True), "client_samples": (9, 17), "l2": (0.1, 0.2), "problem_file": (None, "p.npz"),
     "save_params_every": (0, 2), "hidden": ([8], [8, 8]), "dataset": ("digits", "synthetic"), "batch_size": (4, 8),
     "momentum": (0.0, 0.5), "norm": ("none", "batch"), "partition": ("iid", "shards:2"),

@@ -105,7 +105,7 @@ BAD_FILES = [
     ("invalid TOML", BASE + "[grid\nlr = [0.1]\n", "is not valid TOML"),
     ("seeds and replicates", "seeds = [1]\nreplicates = 2\n" + BASE, "seeds and replicates are both set"),
     ("bad seed", "seeds = [1, -2]\n" + BASE, "seeds[1]: -2 is not allowed"),
-    ("bad choice", BASE + "[grid]\nsketch = ['perm', 'sparse']\n", "grid.sketch[1]: 'sparse' is not allowed; expected one of perm, rand, identity"),
+    ("bad choice", BASE + "[grid]\nsketch = ['perm', 'sparse']\n", "grid.sketch[1]: 'sparse' is not allowed; expected one of perm, perm-precond, rand, identity"),
     ("bad combination", BASE + "[grid]\nworkers = [2, 3]\n", "dim: 8 cannot be split"),
 ]
 

@@ -1,7 +1,8 @@
 """IST, GD and DCGD on the quadratic model (DESIGN §2.1).
 
-All three share one worker kernel, z <- z - lr C_i grad f_i(z) from a start point, and
-one aggregation, x <- mean_i z_i; they differ in the start point, the sketch and so in
+All three share one worker kernel, z <- z - lr C_i grad f_i(z) from a start point w_i, and
+one aggregation, x <- mean_i z_i (IST's ``--server-update delta``: x <- x + mean_i (z_i - w_i),
+the same when mean_i C_i = I; docs/theory.md); they differ in the start point, the sketch and so in
 what crosses the network: IST sends C_i x down (its block: values and indices) and the
 block's values up; GD (C_i = I) sends x down and z up; DCGD sends x down and gets the
 sketched coordinates (values and indices) back, the worker drawing C_i from the shared seed.
@@ -21,10 +22,10 @@ import numpy as np
 
 from ist_cli.algorithms.base import Algorithm
 from ist_cli.comm import INDEX_BYTES, Traffic, averaging_traffic, server_traffic
+from ist_cli.errors import UserError
 from ist_cli.kernels import quadratic as kernels
 from ist_cli.models.quadratic import initial_point, problem_from_settings
-from ist_cli.models.sketches import draw_scales, identity_scales, sketch_scale
-from ist_cli.models.theory import sketch_q
+from ist_cli.models.sketches import draw_support, sketch_law, worker_weights
 from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.transport import Exchange, Region, WorkerProgram
 from ist_cli.seeding import stream
@@ -60,6 +61,8 @@ class DenseWorker(WorkerProgram):
         self.down, self.down_ids = arrays["down"][worker], arrays["down_ids"][worker]
         self.up, self.up_ids = arrays["up"][worker], arrays["up_ids"][worker]
         self.z_start, self.z_scales, self.z_out = (arrays[name][worker] for name in ("z_start", "z_scales", "z_out"))
+        p = self.problem  # the sketch's weights on this worker's coordinates: from its own L_i, never sent
+        self.weights = worker_weights(p.sketch, self.L, p.n_workers, p.dim, p.q)
         kernels.warm_up()  # load the compiled kernel now, not inside round 1's timing
 
     def resident(self, worker: int) -> tuple[Region, ...]:
@@ -103,7 +106,7 @@ class ISTWorker(DenseWorker):
         self.z_start[:] = 0.0
         self.z_start[ids] = self.down[: p.q]
         self.z_scales[:] = 0.0
-        self.z_scales[ids] = sketch_scale(p.sketch, p.n_workers, p.dim, p.q)
+        self.z_scales[ids] = self.weights[ids]
         self.local_steps(self.z_start, self.z_scales, self.z_out)
         self.up[: p.q] = self.z_out[ids]
 
@@ -123,7 +126,7 @@ class DCGDWorker(DenseWorker):
     def step(self, round_index: int, payload: Any) -> None:
         p = self.problem
         rng = stream(p.seed, "plan", round_index)
-        self.z_scales[:] = draw_scales(p.sketch, p.n_workers, p.dim, p.q, rng)[self.worker]
+        self.z_scales[:] = np.where(draw_support(p.sketch, p.n_workers, p.dim, p.q, rng)[self.worker], self.weights, 0.0)
         self.local_steps(self.down, self.z_scales, self.z_out)
         ids = np.flatnonzero(self.z_scales)
         self.up_ids[: p.q] = ids
@@ -146,7 +149,11 @@ class QuadraticMethod(Algorithm):
         self.n_workers = self.problem.n_clients
         self.dim = self.problem.dim
         self.sketch = self.sketch_of(settings)
-        self.q = sketch_q(self.dim, self.n_workers, self.sketch, settings.sketch_q)
+        try:
+            self.law = sketch_law(self.sketch, self.problem.L, settings.sketch_q)
+        except ValueError as exc:
+            raise UserError(f"--sketch {self.sketch}: {exc}") from None
+        self.q = self.law.q
         self.x_star = self.problem.x_star()
         self.f_star = self.problem.loss(self.x_star)
         self._support = np.full(self.n_workers, self.dim)
@@ -182,11 +189,8 @@ class QuadraticMethod(Algorithm):
 
     # -- rounds -------------------------------------------------------------------
     def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> None:
-        n, d = self.n_workers, self.dim
-        if self.sketch == "identity":
-            scales = identity_scales(n, d)
-        else:
-            scales = draw_scales(self.sketch, n, d, self.q, stream(self.settings.seed, "plan", round_index))
+        rng = None if self.sketch == "identity" else stream(self.settings.seed, "plan", round_index)
+        scales = self.law.draw(rng)
         arrays["scales"][...] = scales
         arrays["start"][...] = self.start_point(scales, arrays["x"])
         self._support = np.count_nonzero(scales, axis=1)
@@ -228,6 +232,12 @@ class IST(QuadraticMethod):
 
     def start_point(self, scales: np.ndarray, x: np.ndarray) -> np.ndarray:
         return scales * x
+
+    def aggregate(self, arrays: dict[str, np.ndarray], round_index: int, results: Sequence[Any]) -> None:
+        if self.settings.server_update == "delta":  # x + (1/n) Σ (z_i − w_i): the gradient form of the method
+            arrays["x"] += (arrays["out"] - arrays["start"]).mean(axis=0)
+        else:
+            super().aggregate(arrays, round_index, results)
 
     def round_traffic(self, round_index: int) -> Traffic:
         """The worker receives its block of C_i x with indices and returns the values (the server knows the block)."""

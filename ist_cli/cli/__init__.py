@@ -14,6 +14,7 @@ from ist_cli.cli.report import report_command
 from ist_cli.cli.run import run_command
 from ist_cli.cli.study import study_command
 from ist_cli.cli.sweep import sweep_command
+from ist_cli.cli.theory import theory_command
 from ist_cli.errors import RunFailed, UserError
 
 
@@ -27,6 +28,7 @@ cli.add_command(run_command, "run")
 cli.add_command(sweep_command, "sweep")
 cli.add_command(study_command, "study")
 cli.add_command(report_command, "report")
+cli.add_command(theory_command, "theory")
 
 
 def fail(message: str, code: int) -> None:

@@ -23,9 +23,11 @@ from ist_cli.progress import print_summary
 from ist_cli.runner import run_experiment
 
 
-def _option_decorators():
+def _option_decorators(model: str | None, exclude: tuple[str, ...]):
     decorators = []
     for option in OPTIONS:
+        if option.key in exclude or (model is not None and model not in option.models):
+            continue
         help_text = option.help
         if option.choices:
             help_text += f" [{'|'.join(option.choices)}]"
@@ -33,8 +35,10 @@ def _option_decorators():
             name = option.key.replace("_", "-")
             decorators.append(click.option(f"--{name}/--no-{name}", option.key, default=None, help=help_text))
         else:
-            if option.defaults_by_model:
-                shown = ", ".join(f"{model} {show_value(option.default_for(model))}" for model in option.models)
+            if option.defaults_by_model and model is not None:
+                help_text += f" (default: {show_value(option.default_for(model))})"
+            elif option.defaults_by_model:
+                shown = ", ".join(f"{name} {show_value(option.default_for(name))}" for name in option.models)
                 help_text += f" (default: {shown})"
             elif option.default is not None:
                 help_text += f" (default: {show_value(option.default)})"
@@ -45,14 +49,33 @@ def _option_decorators():
     return decorators
 
 
-def _with_run_options(function):
-    for decorator in reversed(_option_decorators()):
-        function = decorator(function)
-    return function
+def with_run_options(model: str | None = None, exclude: tuple[str, ...] = ()):
+    """Click options for every run setting (of ``model`` only, when given), from the option table."""
+
+    def apply(function):
+        for decorator in reversed(_option_decorators(model, exclude)):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def config_layers(config_file: str | None, overrides: tuple[str, ...], flags: dict[str, Any]):
+    """(layers, sources) for ``resolve_config``: ``--config`` file, then ``--set``, then flags."""
+    layers, sources = [], []
+    if config_file:
+        layers.append(check_keys(load_toml(config_file), f"config file {config_file}"))
+        sources.append(f"config file {config_file}")
+    if overrides:
+        layers.append(parse_set_overrides(overrides))
+        sources.append("--set")
+    layers.append({key: value for key, value in flags.items() if value is not None})
+    sources.append("cli")
+    return layers, sources
 
 
 @click.command(context_settings={"max_content_width": 110})
-@_with_run_options
+@with_run_options()
 @click.option("--config", "config_file", type=str, default=None, metavar="FILE.toml", help="Settings from a TOML file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
 @click.option("--out", "out_dir", type=str, default="results", show_default=True, help="Output directory.")
@@ -66,15 +89,7 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
 
     Exit codes: 0 completed, 3 diverged, 1 failed (worker fault), 130 interrupted, 2 bad input.
     """
-    layers, sources = [], []
-    if config_file:
-        layers.append(check_keys(load_toml(config_file), f"config file {config_file}"))
-        sources.append(f"config file {config_file}")
-    if overrides:
-        layers.append(parse_set_overrides(overrides))
-        sources.append("--set")
-    layers.append({key: value for key, value in flags.items() if value is not None})
-    sources.append("cli")
+    layers, sources = config_layers(config_file, overrides, flags)
     config = resolve_config(*layers, sources=sources)
     summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
     if as_json:

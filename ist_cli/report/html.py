@@ -103,7 +103,7 @@ def build_html(
     parts.append(_table(header, rows, n_left=max(n_keys, 1)))
     if figures:
         parts.append(f"<h2>Figures</h2><p class=\"meta\">x axis of the curves: {_e(x)}; line = mean over the"
-                     " group's runs, band = 95% bootstrap CI, dashed = theory ‖x^∞−x*‖² (DESIGN §2.1).</p>")
+                     " group's runs, band = 95% bootstrap CI, dashed = theory ‖x^∞−x*‖², dotted = ‖E[x^k]−x*‖² (the exact mean trajectory, a lower bound by Jensen; docs/theory.md).</p>")
         parts.append('<div class="figs">')
         for name, fig in figures.items():
             data = base64.b64encode(png_bytes(fig)).decode()
