@@ -194,7 +194,6 @@ def test_divergence_is_recorded_with_no_goal(tmp_path):
     (["--validation-fraction", "0.999"], ["--validation-fraction", "0.999", "empty training part"]),
     (["--validation-fraction", "1"], ["--validation-fraction", "'1'", "[0, 1)"]),
     (["--lr-schedule", "linear-decay", "--decay-steps", "0"], ["--decay-steps", "'0'", ">= 1"]),
-    (["--lr-schedule", "linear-decay"], ["--decay-steps", "missing"]),
     (["--optimizer", "adam"], ["--optimizer", "'adam'", "sgd, momentum, nesterov"]),
     (["--optimizer", "sgd", "--momentum", "0.9"], ["--momentum", "0.9", "--optimizer momentum|nesterov"]),
     (["--snip-batches", "some", "--sparsity", "0.5"], ["--snip-batches", "'some'", "or all"]),
