@@ -128,8 +128,8 @@ class Case:
         lay = self.layout
         return kernels.train_steps(
             X=self.X, y=self.y, batches=batches, params=self.params, offsets=lay.offsets, widths=lay.widths,
-            batch_norm=lay.batch_norm, scale=self.scale, lr=LR, momentum=0.0, grad=self.grad,
-            velocity=self.velocity, size=lay.size
+            batch_norm=lay.batch_norm, scale=self.scale, lrs=np.full(len(batches), LR), momentum=0.0,
+            nesterov=False, mask=self.params[:0], grad=self.grad, velocity=self.velocity, size=lay.size
         )
 
     def torch_steps(self, batches: torch.Tensor) -> float:

@@ -16,7 +16,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MODELS = ("quadratic", "mlp")
+STUDY_SECTION = "Optimizer, sparsity and training to a goal (mlp; docs/sparsity.md)"
+OPTIMIZERS = ("sgd", "momentum", "nesterov")
+SCHEDULES = ("constant", "linear-decay")
+GOAL_METRICS = ("val_error", "test_error", "train_error")
+PRUNE_METHODS = ("snip", "random", "magnitude")
 ALGORITHMS = {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single")}
 BOTH = MODELS
 
@@ -134,6 +139,36 @@ def _int_list(value: Any) -> list[int]:
 
 _int_list.expects = "a comma-separated list of integers >= 1"  # type: ignore[attr-defined]
 
+def _fraction(low_open: bool, high_open: bool) -> Callable[[Any], float]:
+    """A number in [0, 1] with either end open, e.g. sparsity in [0, 1), a goal error in (0, 1]."""
+    expects = f"a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    number = _float()
+
+    def parse(value: Any) -> float:
+        try:
+            x = number(value)
+        except ValueError:
+            raise ValueError(expects) from None
+        if x < 0 or x > 1 or (low_open and x == 0) or (high_open and x == 1):
+            raise ValueError(expects)
+        return x
+
+    parse.expects = expects  # type: ignore[attr-defined]
+    return parse
+
+
+def _int_or_all(value: Any) -> int | str:
+    if str(value).strip() == "all":
+        return "all"
+    try:
+        return _int(1)(value)
+    except ValueError:
+        raise ValueError("an integer >= 1 or all") from None
+
+
+_int_or_all.expects = "an integer >= 1 or all"  # type: ignore[attr-defined]
+
+
 def _spec_string(pattern: str, expects: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip()
@@ -187,6 +222,7 @@ class Option:
     is_flag_pair: bool = False
     metavar: str | None = None
     defaults_by_model: Mapping[str, Any] = field(default_factory=dict)
+    section: str = ""  # heading of its group in ``ist run --help`` ("" = the general options)
 
     @property
     def flag(self) -> str:
@@ -263,8 +299,8 @@ OPTIONS: tuple[Option, ...] = (
            models=("quadratic",)),
     # mlp (Yuan et al.)
     Option("hidden", _int_list, [512, 512], "Hidden widths, comma separated.", models=("mlp",), metavar="W1,W2"),
-    Option("dataset", _spec_string(r"digits|synthetic|(npz|mnist|libsvm):.+",
-                                   "digits, synthetic, npz:PATH, mnist:DIR or libsvm:PATH"),
+    Option("dataset", _spec_string(r"digits|synthetic|mnist1d(:[0-9]+)?|(npz|mnist|libsvm):.+",
+                                   "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH or mnist1d[:N]"),
            "digits", "Training data.", models=("mlp",), metavar="SPEC"),
     Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=("mlp",)),
     Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=("mlp",)),
@@ -281,6 +317,38 @@ OPTIONS: tuple[Option, ...] = (
            requires={"dataset": ("synthetic",)}),
     Option("synthetic_classes", _int(2), synthetic.CLASSES, "Classes of the synthetic dataset.", models=("mlp",),
            requires={"dataset": ("synthetic",)}),
+    # mlp: optimizer, sparsity and training to a goal (Shallue et al.; Lee et al.; docs/sparsity.md).
+    # A setting that only matters for some value of another (prune without sparsity, goal_metric
+    # without goal_error, optimizer without momentum) is dropped in _check_training.
+    *(replace(option, models=("mlp",), section=STUDY_SECTION) for option in (
+        Option("optimizer", _str, None, "Update rule; default: momentum when --momentum > 0, else sgd.",
+               choices=OPTIMIZERS),
+        Option("lr_schedule", _str, "constant", "Learning rate over SGD steps: constant, or linear from --lr to "
+               "--lr x --end-lr-factor over --decay-steps steps, then constant.", choices=SCHEDULES),
+        Option("decay_steps", _int(1), None, "Steps of the linear decay (default: the run's whole step budget).",
+               metavar="N", requires={"lr_schedule": ("linear-decay",)}),
+        Option("end_lr_factor", _fraction(False, False), 0.01, "Final learning rate / --lr of the linear decay.",
+               metavar="F", requires={"lr_schedule": ("linear-decay",)}),
+        Option("eval_every_steps", _int(0), 0, "Also evaluate whenever the step count passes a multiple of K (0: off).",
+               metavar="K"),
+        Option("validation_fraction", _fraction(False, True), 0.0, "Share of each class of the training set held "
+               "out for val_loss/val_error (fixed seed; 0: none).", metavar="F"),
+        Option("goal_error", _fraction(True, False), None, "Stop at the first evaluation whose --goal-metric is <= E.",
+               metavar="E"),
+        Option("goal_metric", _str, "val_error", "The error the goal is measured on.", choices=GOAL_METRICS),
+        Option("max_steps", _int(0), 0, "Step budget: replaces --rounds by the rounds needed for S steps (0: off).",
+               metavar="S"),
+        Option("sparsity", _fraction(False, True), 0.0, "Fraction of prunable weights removed at initialisation.",
+               metavar="S"),
+        Option("prune", _str, "snip", "How weights are scored for pruning.", choices=PRUNE_METHODS),
+        Option("snip_batches", _int_or_all, 1, "Training batches SNIP sums its gradient over (all: the whole set).",
+               metavar="K|all", requires={"prune": ("snip",)}),
+        Option("prune_biases", _bool, False, "Biases are prunable too (weights only by default).", is_flag_pair=True),
+        Option("noise_scale_every", _int(0), 0, "Log the gradient noise scale every K evaluations (0: off).",
+               metavar="K"),
+        Option("lipschitz_every", _int(0), 0, "Log the local Lipschitz estimate every K evaluations (0: off).",
+               metavar="K"),
+    )),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {opt.key: opt for opt in OPTIONS}
@@ -383,7 +451,7 @@ def _check_algorithm(config: Mapping[str, Any], merged: Mapping[str, tuple[Any, 
         )
 
 
-def _more_validate(config: Mapping[str, Any], given: Mapping[str, Any], where: Callable[[str], str]) -> None:
+def _more_validate(config: dict[str, Any], given: Mapping[str, Any], where: Callable[[str], str]) -> None:
     """Rules that involve more than one setting (one value alone is checked by its ``Option``).
 
     ``config`` is the resolved config, ``given`` the values the user set (parsed), so a
@@ -410,6 +478,35 @@ def _more_validate(config: Mapping[str, Any], given: Mapping[str, Any], where: C
                     f"{where('hidden')}: width {width} is smaller than the {n} workers; "
                     f"IST needs every hidden layer to have at least {n} neurons"
                 )
+    if config["model"] == "mlp":
+        _check_training(config, where)
+
+
+def steps_per_round(config: Mapping[str, Any]) -> int:
+    """SGD steps one worker takes per round: R local steps, or 1 for data-parallel SGD."""
+    return 1 if config["algorithm"] == "dp" else int(config["local_steps"])
+
+
+def _check_training(config: dict[str, Any], where: Callable[[str], str]) -> None:
+    """Resolve the optimizer and drop what another setting makes irrelevant (one computation,
+    one run id), then check what involves several of the study's settings."""
+    if config.get("optimizer") == "sgd" and config["momentum"] > 0:
+        raise UserError(f"{where('momentum')}: {config['momentum']} is not allowed with --optimizer sgd; "
+                        "expected 0, or --optimizer momentum|nesterov")
+    if config["momentum"] == 0:
+        config.pop("optimizer", None)  # momentum and Nesterov with mu = 0 are plain SGD
+    elif config.get("optimizer") is None:
+        config["optimizer"] = "momentum"  # --momentum > 0 alone has always meant heavy ball
+    if config["sparsity"] == 0:
+        for key in ("prune", "snip_batches", "prune_biases"):
+            config.pop(key, None)
+    if config.get("goal_error") is None:
+        config.pop("goal_metric", None)
+    elif config["goal_metric"] == "val_error" and config["validation_fraction"] == 0:
+        raise UserError(f"{where('goal_metric')}: val_error needs a validation set; expected "
+                        "--validation-fraction F > 0, or --goal-metric test_error|train_error")
+    if config["max_steps"]:
+        config["rounds"] = -(-config["max_steps"] // steps_per_round(config))
 
 
 def show_value(value: Any) -> str:

@@ -35,6 +35,7 @@ from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.pool import shared_memory_transport
 from ist_cli.runtime.signals import signals_deferred, signals_ignored, sigterm_as_interrupt
 from ist_cli.runtime.transport import Transport, TransportFactory
+from ist_cli.training.goal import EvalSchedule, Goal
 
 TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
 
@@ -186,6 +187,11 @@ def run_experiment(
     save_every = getattr(settings, "save_params_every", 0)
 
     progress = RunProgress(settings.rounds, name, quiet=quiet)
+    steps_per_round = getattr(algorithm, "steps_per_round", None)  # MLP methods log /metrics/step
+    schedule = EvalSchedule(settings.eval_every, getattr(settings, "eval_every_steps", 0), steps_per_round or 1,
+                            settings.rounds)
+    goal = Goal.from_settings(settings)
+    goal_attrs: dict[str, Any] = {"goal_reached": False, "steps_to_result": -1} if goal is not None else {}
     policy = FaultPolicy()
     totals = Totals(settings.network)
     last_metrics: dict[str, float] = {}
@@ -197,10 +203,19 @@ def run_experiment(
     reclaim_orphaned_segments()
 
     def log(metrics: Mapping[str, float]) -> None:
-        row = {"round": float(round_index), **metrics, **totals.row(), "wall_time": time.perf_counter() - started}
+        steps = {"step": float(round_index * steps_per_round)} if steps_per_round else {}
+        row = {"round": float(round_index), **steps, **metrics, **totals.row(),
+               "wall_time": time.perf_counter() - started}
         with signals_deferred():
             writer.append_metrics(row)
         last_metrics.update(row)
+
+    def reached(metrics: Mapping[str, float]) -> bool:
+        """Is the goal met at this evaluation? Records steps-to-result if so."""
+        if goal is None or not goal.reached(metrics):
+            return False
+        goal_attrs.update(goal_reached=True, steps_to_result=round_index * (steps_per_round or 1))
+        return True
 
     with sigterm_as_interrupt():
         try:
@@ -214,7 +229,10 @@ def run_experiment(
                 problem = algorithm.problem_arrays()
                 if problem:
                     writer.write_group("problem", problem)
-                log({**algorithm.evaluate(arrays), **algorithm.round_metrics([])})
+                for group, values in algorithm.run_file_groups().items():
+                    writer.write_group(group, values)
+                initial = {**algorithm.evaluate(arrays), **algorithm.round_metrics([])}
+                log(initial)
                 if save_every:
                     writer.append_params(0, algorithm.snapshot(arrays))
                 writer.start_live()
@@ -224,19 +242,23 @@ def run_experiment(
                     on_start(workers.pids)
 
                 policy.status = "completed"
+                done_early = reached(initial)  # the initial model may already meet the goal
                 with progress:
-                    for round_index in range(1, settings.rounds + 1):
+                    for round_index in range(1, 0 if done_early else settings.rounds + 1):
                         done = run_round(algorithm, workers, arrays, round_index)
                         totals.add(done)
                         if save_every and round_index % save_every == 0:
                             with signals_deferred():
                                 writer.append_params(round_index, algorithm.snapshot(arrays))
                         metrics = None
-                        if round_index % settings.eval_every == 0 or round_index == settings.rounds:
+                        if schedule.due(round_index):
                             metrics = {**algorithm.evaluate(arrays), **algorithm.round_metrics(done.results)}
                             log(metrics)
                             if not math.isfinite(metrics["loss"]):
                                 policy.status = "diverged"
+                                break
+                            if reached(metrics):
+                                progress.update(round_index, metrics)
                                 break
                         progress.update(round_index, metrics)
         finally:
@@ -249,7 +271,8 @@ def run_experiment(
                     if arena is not None and arena.arrays:
                         final = algorithm.final_params(arena.arrays)
                         writer.write_group("final", {k: np.asarray(v) for k, v in final.items()})
-                    writer.close(policy.status, error=policy.error, extra_attrs={"rounds_completed": round_index})
+                    writer.close(policy.status, error=policy.error, extra_attrs={"rounds_completed": round_index,
+                                                                                     **goal_attrs})
                 if arena is not None:
                     arena.close()
 
@@ -257,5 +280,5 @@ def run_experiment(
         name=name, run_id=run_id, status=policy.status, file=str(path), rounds_completed=round_index,
         workers=algorithm.n_workers, last_metrics={k: v for k, v in last_metrics.items() if k != "round"},
         bytes_per_round_per_worker=(totals.bytes_up + totals.bytes_down) / max(round_index, 1) / algorithm.n_workers,
-        extras=algorithm.summary_extras(),
+        extras={**goal_attrs, **algorithm.summary_extras()},
     )

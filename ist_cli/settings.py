@@ -58,6 +58,22 @@ class MLPSettings(RunSettings):
     synthetic_samples: int
     synthetic_features: int
     synthetic_classes: int
+    # optimizer, sparsity, training to a goal (docs/sparsity.md)
+    optimizer: str | None
+    lr_schedule: str
+    decay_steps: int | None
+    end_lr_factor: float
+    eval_every_steps: int
+    validation_fraction: float
+    goal_error: float | None
+    goal_metric: str
+    max_steps: int
+    sparsity: float
+    prune: str
+    snip_batches: int | str
+    prune_biases: bool
+    noise_scale_every: int
+    lipschitz_every: int
 
     @property
     def batch_norm(self) -> bool:

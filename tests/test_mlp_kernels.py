@@ -191,7 +191,8 @@ def test_train_steps_equal_reference_sgd(momentum):
     grad, velocity = np.zeros_like(params), np.zeros_like(params)
     kernels.train_steps(
         X=X, y=y, batches=batches, params=got, offsets=layout.offsets, widths=layout.widths, batch_norm=True,
-        scale=2.0, lr=lr, momentum=momentum, grad=grad, velocity=velocity, size=layout.size
+        scale=2.0, lrs=np.full(len(batches), lr), momentum=momentum, nesterov=False, mask=got[:0], grad=grad,
+        velocity=velocity, size=layout.size
     )
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     if momentum:

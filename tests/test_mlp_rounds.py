@@ -11,6 +11,7 @@ import pytest
 from ist_cli.algorithms import build_algorithm
 from ist_cli.algorithms.mlp import MLPMethod
 from ist_cli.algorithms.mlp.common import minibatches
+from ist_cli.algorithms.mlp.study import StudySettings
 from ist_cli.config import resolve_config
 from ist_cli.kernels import mlp as kernels
 from ist_cli.models.subnet import block_sizes, draw_partition, neuron_index, subnet_layout
@@ -31,6 +32,7 @@ def run_rounds(algorithm: MLPMethod, rounds: int, lr: float | None = None):
     """Initial model, final model and the arena arrays' plans after ``rounds`` real rounds."""
     if lr is not None:
         algorithm.settings = replace(algorithm.settings, lr=lr)  # the CLI refuses lr = 0; the math must still hold
+        algorithm.study = StudySettings.from_settings(algorithm.settings, algorithm.steps_per_round)
     with Arena.create(algorithm.arena_spec()) as arena:
         arrays = arena.arrays
         algorithm.initialize(arrays)
@@ -103,8 +105,8 @@ def test_ist_round_trains_blocks_and_leaves_cross_block_weights_untouched(norm, 
         batches = minibatches(shard, 3, 8, stream(5, "worker", 1, worker))
         kernels.train_steps(
             X=data["X_train"], y=data["y_train"], batches=batches, params=sub, offsets=sub_layout.offsets,
-            widths=sub_layout.widths, batch_norm=bn, scale=scale, lr=0.1, momentum=0.5,
-            grad=np.zeros_like(sub), velocity=np.zeros_like(sub), size=sub_layout.size
+            widths=sub_layout.widths, batch_norm=bn, scale=scale, lrs=np.full(3, 0.1), momentum=0.5, nesterov=False,
+            mask=sub[:0], grad=np.zeros_like(sub), velocity=np.zeros_like(sub), size=sub_layout.size
         )
         kernels.scatter_subnet(
             full=reference, full_offsets=layout.offsets, full_widths=layout.widths, sub=sub,
@@ -182,8 +184,9 @@ def test_baseline_rounds_match_an_in_process_reference(algorithm):
                 replica = model.copy()
                 kernels.train_steps(
                     X=X, y=y, batches=minibatches(shards[worker], 3, 8, rng), params=replica,
-                    offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0, lr=0.1,
-                    momentum=0.5, grad=np.zeros_like(model), velocity=velocities[worker], size=layout.size
+                    offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0, lrs=np.full(3, 0.1),
+                    momentum=0.5, nesterov=False, mask=model[:0], grad=np.zeros_like(model),
+                    velocity=velocities[worker], size=layout.size
                 )
                 outs.append(replica.astype(np.float64))
         mean = np.mean(outs, axis=0)

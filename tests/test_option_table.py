@@ -17,6 +17,12 @@ VALUES = {
     "momentum": (0.0, 0.5), "norm": ("none", "batch"), "partition": ("iid", "shards:2"),
     "dtype": ("float32", "float64"), "subnet_scale": ("none", "width"), "synthetic_samples": (100, 200),
     "synthetic_features": (4, 5), "synthetic_classes": (2, 3),
+    "optimizer": ("momentum", "nesterov"), "lr_schedule": ("constant", "linear-decay"), "decay_steps": (10, 20),
+    "end_lr_factor": (0.01, 0.1), "eval_every_steps": (0, 5), "validation_fraction": (0.0, 0.1),
+    "goal_error": None,  # needs a goal metric it can be measured on: covered in test_study_cli.py
+    "goal_metric": ("test_error", "train_error"), "max_steps": (0, 10), "sparsity": (0.0, 0.5),
+    "prune": ("snip", "random"), "snip_batches": (1, 2), "prune_biases": (False, True),
+    "noise_scale_every": (0, 1), "lipschitz_every": (0, 1),
 }
 BASE = {"workers": 2, "dim": 8, "hidden": [8]}
 

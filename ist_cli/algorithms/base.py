@@ -65,6 +65,10 @@ class Algorithm(ABC):
         """Arrays to store under ``/problem`` (empty when the model has none)."""
         return {}
 
+    def run_file_groups(self) -> Mapping[str, Mapping[str, np.ndarray]]:
+        """Groups written once before the rounds (e.g. ``/mask``), group -> name -> array."""
+        return {}
+
     def snapshot(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
         """The iterate for ``/params/x`` snapshots, where the model supports them."""
         return None

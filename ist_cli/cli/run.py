@@ -49,6 +49,21 @@ def _option_decorators(model: str | None, exclude: tuple[str, ...]):
     return decorators
 
 
+class SectionedCommand(click.Command):
+    """``--help`` lists the options of each ``Option.section`` under its own heading."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        section_of = {option.key: option.section for option in OPTIONS}
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                groups.setdefault(section_of.get(param.name or "", ""), []).append(record)
+        for title, records in sorted(groups.items(), key=lambda item: item[0] != ""):
+            with formatter.section(title or "Options"):
+                formatter.write_dl(records)
+
+
 def with_run_options(model: str | None = None, exclude: tuple[str, ...] = ()):
     """Click options for every run setting (of ``model`` only, when given), from the option table."""
 
@@ -74,7 +89,7 @@ def config_layers(config_file: str | None, overrides: tuple[str, ...], flags: di
     return layers, sources
 
 
-@click.command(context_settings={"max_content_width": 110})
+@click.command(cls=SectionedCommand, context_settings={"max_content_width": 110})
 @with_run_options()
 @click.option("--config", "config_file", type=str, default=None, metavar="FILE.toml", help="Settings from a TOML file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")

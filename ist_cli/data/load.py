@@ -1,4 +1,4 @@
-"""Turn a dataset spec (``digits``, ``synthetic``, ``npz:PATH``, ``mnist:DIR``, ``libsvm:PATH``)
+"""Turn a dataset spec (``digits``, ``synthetic``, ``mnist1d[:N]``, ``npz:PATH``, ``mnist:DIR``, ``libsvm:PATH``)
 into a Dataset: the one entry point the run and sweep code need."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ist_cli.data import synthetic
-from ist_cli.data.dataset import Dataset
+from ist_cli.data.dataset import Dataset, with_validation
 from ist_cli.errors import UserError
 
 if TYPE_CHECKING:
     from ist_cli.settings import MLPSettings
 
-EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR or libsvm:PATH"
+EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH or mnist1d[:N]"
 
 
 def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samples: int = synthetic.SAMPLES,
@@ -34,6 +34,10 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
 
         return load_synthetic(seed=seed, dtype=dtype, samples=synthetic_samples, features=synthetic_features,
                               classes=synthetic_classes)
+    if kind == "mnist1d":
+        from ist_cli.data.mnist1d import load_mnist1d, parse_samples
+
+        return load_mnist1d(parse_samples(arg.strip()), dtype=dtype)
     if colon and arg.strip():
         if kind == "npz":
             from ist_cli.data.npz import load_npz
@@ -51,7 +55,8 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
 
 
 def dataset_from_settings(settings: MLPSettings) -> Dataset:
-    """The dataset of a run's settings; also checks every worker can get a sample."""
+    """The dataset of a run's settings, with its validation split if one is asked for; also
+    checks every worker can get a training sample."""
     data = load_dataset(
         settings.dataset,
         seed=settings.seed,
@@ -60,6 +65,7 @@ def dataset_from_settings(settings: MLPSettings) -> Dataset:
         synthetic_features=settings.synthetic_features,
         synthetic_classes=settings.synthetic_classes,
     )
+    data = with_validation(data, settings.validation_fraction)
     if data.n_train < settings.workers:
         raise UserError(
             f"--workers: {settings.workers} workers but dataset {settings.dataset!r} has only {data.n_train} "

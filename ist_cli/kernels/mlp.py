@@ -1,7 +1,7 @@
 """Numba kernels of the MLP on flat parameter vectors (layout: ``ist_cli.models.mlp``).
 
 They know nothing of processes or rounds: gather a subnet out of the full model, train it
-for R steps (forward, softmax cross-entropy backward, SGD/momentum update), scatter it back.
+for R steps (forward, softmax cross-entropy backward, SGD/momentum/Nesterov update, optionally masked), scatter it back.
 Matrix products go through ``np.dot`` (BLAS). Layer order: Linear -> [BatchNorm with batch
 statistics] -> ReLU -> times ``scale`` (IST's optional inverted-dropout scaling).
 
@@ -249,16 +249,44 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
 
 # ----------------------------------------------------------------------------- update / training
 @njit(cache=True, nogil=True)
-def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size: int, lr: float,
-               momentum: float) -> None:
-    """PyTorch's SGD on the first ``size`` entries: v <- mu v + g; p <- p - lr v (plain SGD when mu = 0).
+def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, mask: np.ndarray, size: int,
+               lr: float, momentum: float, nesterov: bool) -> None:
+    """PyTorch's SGD on the first ``size`` entries of the float vectors ``params``, ``grad``, ``velocity``.
 
-    ``params``, ``grad``, ``velocity``: flat vectors of one float dtype, at least ``size`` long;
-    ``lr``, ``momentum``: floats (``velocity`` is untouched when ``momentum`` is 0).
+    v <- mu v + g; heavy ball: p <- p - lr v; Nesterov: p <- p - lr (g + mu v); plain SGD
+    (p <- p - lr g, velocity untouched) when mu = 0. ``mask`` (same dtype, 0/1, length
+    >= ``size``, or empty for a dense model) marks pruned entries with 0: their gradient and
+    velocity are multiplied by it (exactly 0) and the parameter moves by lr * 0, so a pruned
+    weight that starts at 0 stays exactly 0; kept entries get the dense update bit for bit.
     """
-    if momentum == 0.0:
+    if mask.shape[0] > 0:  # one branch-free pass: a pruned entry's g and v become 0, p - lr*0 = p
+        if momentum == 0.0:
+            for k in range(size):
+                g = grad[k] * mask[k]
+                grad[k] = g
+                params[k] -= lr * g
+        elif nesterov:
+            for k in range(size):
+                g = grad[k] * mask[k]
+                grad[k] = g
+                v = (momentum * velocity[k] + g) * mask[k]
+                velocity[k] = v
+                params[k] -= lr * (g + momentum * v)
+        else:
+            for k in range(size):
+                g = grad[k] * mask[k]
+                grad[k] = g
+                v = (momentum * velocity[k] + g) * mask[k]
+                velocity[k] = v
+                params[k] -= lr * v
+    elif momentum == 0.0:
         for k in range(size):
             params[k] -= lr * grad[k]
+    elif nesterov:
+        for k in range(size):
+            v = momentum * velocity[k] + grad[k]
+            velocity[k] = v
+            params[k] -= lr * (grad[k] + momentum * v)
     else:
         for k in range(size):
             v = momentum * velocity[k] + grad[k]
@@ -268,13 +296,14 @@ def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size:
 
 @njit(cache=True, nogil=True)
 def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.ndarray, offsets: np.ndarray,
-                widths: np.ndarray, batch_norm: bool, scale: float, lr: float, momentum: float,
-                grad: np.ndarray, velocity: np.ndarray, size: int) -> float:
-    """R = ``batches.shape[0]`` SGD steps on the rows ``batches[s]`` of ``X``; returns the mean batch loss.
+                widths: np.ndarray, batch_norm: bool, scale: float, lrs: np.ndarray, momentum: float,
+                nesterov: bool, mask: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size: int) -> float:
+    """R = ``batches.shape[0]`` SGD steps on the rows ``batches[s]`` (int64 (R, batch)) of ``X``.
 
-    ``batches`` int64 (R, batch) row ids into ``X`` (n, widths[0]) and ``y`` int64 (n,);
-    ``params``, ``grad``, ``velocity``: flat vectors of the dtype of ``X``, at least ``size`` long;
-    ``scale``, ``lr``, ``momentum``: floats.
+    ``X`` (n, widths[0]) and ``y`` int64 (n,); ``params``, ``grad``, ``velocity``: flat vectors of
+    the dtype of ``X``, at least ``size`` long; step s uses learning rate ``lrs[s]`` (float64
+    (R,): the schedule is the caller's); ``mask`` as in ``sgd_update``; ``scale``, ``momentum``:
+    floats. Returns the mean batch loss.
     """
     steps = batches.shape[0]
     total = 0.0
@@ -283,7 +312,7 @@ def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.nd
         Xb = X[rows]
         yb = y[rows]
         total += loss_and_grad(params, offsets, widths, batch_norm, scale, Xb, yb, grad)
-        sgd_update(params, grad, velocity, size, lr, momentum)
+        sgd_update(params, grad, velocity, mask, size, lrs[step], momentum, nesterov)
     return total / max(steps, 1)
 
 
@@ -308,5 +337,9 @@ def warm_up(dtype: str = "float32") -> None:
         gather_subnet(params, o, w, other, o, w, neurons, starts)
         scatter_subnet(params, o, w, other, o, w, neurons, starts, True)
         forward_logits(params, o, w, batch_norm, 1.0, X)
-        train_steps(X, y, batches, params, o, w, batch_norm, 1.0, 0.0, 0.0, grad, velocity, layout.size)
-        train_steps(X, y, batches, params, o, w, batch_norm, 1.0, 0.0, 0.9, grad, velocity, layout.size)
+        lrs = np.zeros(1)
+        dense = params[:0]
+        mask = np.ones_like(params)
+        for momentum, nesterov, pruned in ((0.0, False, dense), (0.9, False, dense), (0.9, True, mask)):
+            train_steps(X, y, batches, params, o, w, batch_norm, 1.0, lrs, momentum, nesterov, pruned, grad,
+                        velocity, layout.size)

@@ -16,6 +16,13 @@ from typing import Any
 import numpy as np
 
 from ist_cli.algorithms.base import Algorithm
+from ist_cli.algorithms.mlp.study import (
+    NoiseScaleMeter,
+    StudySettings,
+    lipschitz,
+    named_mask,
+    pruning_mask,
+)
 from ist_cli.comm import INDEX_BYTES, averaging_traffic
 from ist_cli.data import dataset_from_settings, partition_indices
 from ist_cli.kernels import mlp as kernels
@@ -39,8 +46,7 @@ class Training:
     dtype: str
     n_workers: int
     seed: int
-    lr: float
-    momentum: float
+    study: StudySettings  # optimizer, learning-rate schedule, pruning
     batch_size: int
     local_steps: int
     scale: float  # IST's activation scaling (1.0: none)
@@ -77,23 +83,29 @@ class MLPWorker(WorkerProgram):
         self.shard = arrays["shard_index"][bounds[worker] : bounds[worker + 1]]
         self.model = arrays["model"]
         self.full = net_layout(t.widths, t.batch_norm)
+        self.mask = arrays["mask"] if t.study.sparse else self.model[:0]  # empty: a dense model
         kernels.warm_up(t.dtype)  # load compiled kernels now, not inside round 1's timing
 
     def resident(self, worker: int) -> tuple[Region, ...]:
-        return (Region("X_train"), Region("y_train"), Region("shard_index"), Region("shard_bounds"))
+        # the pruning mask is fixed and known to every worker: sent once, never per round
+        mask = (Region("mask"),) if self.training.study.sparse else ()
+        return (Region("X_train"), Region("y_train"), Region("shard_index"), Region("shard_bounds"), *mask)
 
     def batches(self, round_index: int, steps: int) -> np.ndarray:
         rng = stream(self.training.seed, "worker", round_index, self.worker)
         return minibatches(self.shard, steps, self.training.batch_size, rng)
 
     def train(self, layout: NetLayout, params: np.ndarray, grad: np.ndarray, velocity: np.ndarray,
-              round_index: int) -> float:
-        """R local SGD steps on ``params`` (a network with ``layout``); the mean batch loss."""
-        t = self.training
+              round_index: int, mask: np.ndarray) -> float:
+        """R local steps on ``params`` (a network with ``layout``, pruned where ``mask`` is 0);
+        the mean batch loss. Global step numbers (the schedule's) continue across rounds."""
+        t, study = self.training, self.training.study
+        steps = t.local_steps
         return float(kernels.train_steps(
-            X=self.X, y=self.y, batches=self.batches(round_index, t.local_steps), params=params,
-            offsets=layout.offsets, widths=layout.widths, batch_norm=t.batch_norm, scale=t.scale, lr=t.lr,
-            momentum=t.momentum, grad=grad, velocity=velocity, size=layout.size,
+            X=self.X, y=self.y, batches=self.batches(round_index, steps), params=params,
+            offsets=layout.offsets, widths=layout.widths, batch_norm=t.batch_norm, scale=t.scale,
+            lrs=study.schedule.for_steps((round_index - 1) * steps, steps), momentum=study.momentum,
+            nesterov=study.nesterov, mask=mask, grad=grad, velocity=velocity, size=layout.size,
         ))
 
 
@@ -101,6 +113,8 @@ class MLPMethod(Algorithm):
     """The coordinator half every MLP method shares."""
 
     worker_class: type[MLPWorker]
+    #: SGD steps one worker takes per round (/metrics/step, the schedule); DP takes one
+    local_steps_per_round = True
 
     def __init__(self, settings: MLPSettings) -> None:
         self.settings = settings
@@ -113,6 +127,12 @@ class MLPMethod(Algorithm):
         self.layout = net_layout(self.widths, self.batch_norm)
         self.shards = self.make_shards()
         self._eval_rows = self._training_subset()
+        self.steps_per_round = settings.local_steps if self.local_steps_per_round else 1
+        self.study = StudySettings.from_settings(settings, self.steps_per_round)
+        self.keep: np.ndarray | None = None  # bool over the flat model: the pruning mask, once chosen
+        self._noise = NoiseScaleMeter() if self.study.noise_scale_every else None
+        self._before: np.ndarray | None = None  # the server model before the last round (Lipschitz)
+        self._evaluations = 0
 
     # -- hooks a method overrides -------------------------------------------------
     def make_shards(self) -> list[np.ndarray]:
@@ -126,7 +146,7 @@ class MLPMethod(Algorithm):
     def training(self) -> Training:
         s = self.settings
         return Training(widths=self.widths, batch_norm=self.batch_norm, dtype=self.dtype.name,
-                        n_workers=self.n_workers, seed=s.seed, lr=s.lr, momentum=s.momentum,
+                        n_workers=self.n_workers, seed=s.seed, study=self.study,
                         batch_size=s.batch_size, local_steps=s.local_steps, scale=1.0)
 
     # -- arena --------------------------------------------------------------------
@@ -141,6 +161,9 @@ class MLPMethod(Algorithm):
             "shard_index": ((sum(s.size for s in self.shards),), "i8"),
             "shard_bounds": ((n + 1,), "i8"),
             "model": ((self.layout.size,), dt),
+            **({"mask": ((self.layout.size,), dt)} if self.study.sparse else {}),
+            **({"X_val": ((self.data.n_val, features), dt), "y_val": ((self.data.n_val,), "i8")}
+               if self.data.n_val else {}),
             **self.buffers(),
         }
 
@@ -152,16 +175,32 @@ class MLPMethod(Algorithm):
         arrays["shard_index"][...] = np.concatenate(self.shards)
         arrays["shard_bounds"][1:] = np.cumsum([s.size for s in self.shards])
         arrays["model"][...] = initial_params(self.layout, self.settings.seed, self.dtype)
+        if self.data.n_val:
+            arrays["X_val"][...] = self.data.X_val
+            arrays["y_val"][...] = self.data.y_val
+        if self.study.sparse:
+            self.keep = pruning_mask(self.study, arrays["model"], self.layout, self.batch_norm, self.data.X_train,
+                                     self.data.y_train, self.settings.batch_size, self.settings.seed)
+            arrays["mask"][...] = self.keep
+            arrays["model"][~self.keep] = 0.0
         # The arena now holds the data; drop the loader's copy so the parent keeps one
         # (fresh empty arrays: a [:0] view would keep the loader's buffer alive).
         empty = np.empty((0, self.widths[0]), dtype=self.dtype)
-        self.data = replace(self.data, X_train=empty, X_test=empty)
+        self.data = replace(self.data, X_train=empty, X_test=empty, X_val=empty if self.data.n_val else None)
 
     def warm_up(self) -> None:
         kernels.warm_up(self.dtype.name)
 
     def worker_program(self) -> WorkerProgram:
         return self.worker_class(self.training())
+
+    def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> None:
+        if self.study.lipschitz_every:
+            self._before = arrays["model"].copy()
+
+    def kept_total(self) -> int:
+        """Values of the full model that cross the network: all of them, or the kept ones."""
+        return int(self.keep.sum()) if self.keep is not None else self.layout.size
 
     # -- results ------------------------------------------------------------------
     def _training_subset(self) -> np.ndarray:
@@ -193,8 +232,39 @@ class MLPMethod(Algorithm):
         rows = None if self._eval_rows.size == arrays["X_train"].shape[0] else self._eval_rows
         train_loss, train_accuracy = self._scores(model, arrays["X_train"], arrays["y_train"], rows)
         test_loss, test_accuracy = self._scores(model, arrays["X_test"], arrays["y_test"], None)
-        return {"loss": train_loss, "train_accuracy": train_accuracy, "test_loss": test_loss,
-                "test_accuracy": test_accuracy}
+        metrics = {"loss": train_loss, "train_accuracy": train_accuracy, "test_loss": test_loss,
+                   "test_accuracy": test_accuracy}
+        if "X_val" in arrays:
+            val_loss, val_accuracy = self._scores(model, arrays["X_val"], arrays["y_val"], None)
+            metrics.update(val_loss=val_loss, val_accuracy=val_accuracy, val_error=1.0 - val_accuracy)
+        metrics.update(self._measurements(arrays))
+        self._evaluations += 1
+        return metrics
+
+    def noise_from_workers(self) -> bool:
+        """Does the method observe the noise scale every round from its workers' gradients?"""
+        return False
+
+    def _measurements(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Noise scale and Lipschitz estimate on every K-th evaluation (NaN on the others)."""
+        out: dict[str, float] = {}
+        count, study, model, s = self._evaluations, self.study, arrays["model"], self.settings
+        X, y = arrays["X_train"], arrays["y_train"]
+        if self._noise is not None:
+            due = count % study.noise_scale_every == 0
+            if due and not self.noise_from_workers():
+                self._noise.observe_micro_batches(model, self.layout, self.batch_norm, X, y, self.keep,
+                                                  s.batch_size, s.seed, count)
+            out.update(self._noise.metrics() if due else dict.fromkeys(self._noise.metrics(), float("nan")))
+        if study.lipschitz_every:
+            due = count % study.lipschitz_every == 0 and self._before is not None
+            with np.errstate(all="ignore"):
+                out["lipschitz"] = lipschitz(self._before, model, self.layout, self.batch_norm, X, y, self.keep) \
+                    if due else float("nan")
+        return out
+
+    def run_file_groups(self) -> dict[str, Mapping[str, np.ndarray]]:
+        return {"mask": named_mask(self.layout, self.keep)} if self.keep is not None else {}
 
     def round_metrics(self, results: Sequence[Any]) -> dict[str, float]:
         """``worker_train_loss``: the workers' mean training loss over the round's local steps."""
@@ -208,7 +278,7 @@ class MLPMethod(Algorithm):
         n, value = self.n_workers, self.dtype.itemsize
         values, indices = ist_subnet_sizes(self.widths, max(n, 1), self.batch_norm)
         ist = float((2 * values * value + indices * INDEX_BYTES).mean())
-        dp = averaging_traffic(n, float(self.layout.size * value), self.settings.network.topology)
+        dp = averaging_traffic(n, float(self.kept_total() * value), self.settings.network.topology)
         dp_step = (dp.total_up + dp.total_down) / n
         return {
             "params": self.layout.size,

@@ -44,6 +44,7 @@ class ISTWorker(MLPWorker):
         self.grad = arrays["grad"][worker]
         self.velocity = arrays["velocity"][worker]
         self.hidden = int(self.layout.widths[1:-1].sum())
+        self.submask = arrays["submask"][worker] if "submask" in arrays else self.mask
 
     def exchange(self, round_index: int) -> Exchange:
         values = Region("sub", self.worker, self.layout.size)
@@ -60,8 +61,21 @@ class ISTWorker(MLPWorker):
         self.ids[: self.hidden] = neurons[starts[1] : starts[-2]]  # what the worker is told: its hidden neurons
 
     def step(self, round_index: int, payload: Any) -> float:
+        if self.mask.size:
+            self._gather_mask()
         self.velocity[: self.layout.size] = 0.0  # a new subnet each round: momentum starts afresh
-        return self.train(self.layout, self.sub, self.grad, self.velocity, round_index)
+        return self.train(self.layout, self.sub, self.grad, self.velocity, round_index, self.submask)
+
+    def _gather_mask(self) -> None:
+        """The subnet's part of the fixed pruning mask (resident), gathered like its weights from
+        the hidden-neuron ids the worker was sent: the mask itself never crosses per round."""
+        widths = self.layout.widths
+        neurons = np.concatenate([np.arange(widths[0]), self.ids[: self.hidden].astype(np.int64),
+                                  np.arange(widths[-1])])
+        starts = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+        full, layout = self.full, self.layout
+        kernels.gather_subnet(full=self.mask, full_offsets=full.offsets, full_widths=full.widths, sub=self.submask,
+                              sub_offsets=layout.offsets, sub_widths=layout.widths, neurons=neurons, starts=starts)
 
     def unpack_up(self, round_index: int) -> None:
         # Safe in parallel: other workers' blocks touch other entries of the model; the
@@ -103,12 +117,29 @@ class IST(MLPMethod):
         }
         for h, width in enumerate(self.widths[1:-1]):
             spec[f"plan{h}"] = ((n, int(block_sizes(width, n).max())), "i8")
+        if self.study.sparse:
+            spec["submask"] = ((n, int(values.max())), dt)  # each worker's share of the mask, private
         return spec
 
     def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> None:
+        super().plan_round(arrays, round_index)
         plans = draw_partition(self.widths[1:-1], self.n_workers, self.settings.seed, round_index)
         for h, plan in enumerate(plans):
             arrays[f"plan{h}"][...] = plan
+        if self.study.sparse:
+            self._kept_per_worker = self._kept_values(arrays["mask"], plans)
+
+    def _kept_values(self, mask: np.ndarray, plans: Sequence[np.ndarray]) -> np.ndarray:
+        """Per worker: the kept values of its subnet this round (what its messages carry)."""
+        full, kept = self.layout, np.zeros(self.n_workers)
+        for worker in range(self.n_workers):
+            layout = subnet_layout(self.widths, self.n_workers, worker, self.batch_norm)
+            neurons, starts = neuron_index(self.widths, plans, worker)
+            part = np.empty(layout.size, dtype=mask.dtype)
+            kernels.gather_subnet(full=mask, full_offsets=full.offsets, full_widths=full.widths, sub=part,
+                                  sub_offsets=layout.offsets, sub_widths=layout.widths, neurons=neurons, starts=starts)
+            kept[worker] = part.sum(dtype=np.float64)
+        return kept
 
     def aggregate(self, arrays: dict[str, np.ndarray], round_index: int, results: Sequence[Any]) -> None:
         """Blocks were written back by the workers; only the shared output bias is averaged."""
@@ -123,5 +154,7 @@ class IST(MLPMethod):
     def round_traffic(self, round_index: int) -> Traffic:
         """Worker i receives its subnet's P_i values plus the ids of its hidden neurons and returns P_i values."""
         values, indices = ist_subnet_sizes(self.widths, self.n_workers, self.batch_norm)
+        if self.study.sparse:  # the mask is known to all: only kept values cross, no index for them
+            values = self._kept_per_worker
         value = self.dtype.itemsize
         return server_traffic(values * value, values * value + indices * INDEX_BYTES)

@@ -34,7 +34,7 @@ class ReplicaWorker(MLPWorker):
         self.sub[: self.full.size] = self.model
 
     def step(self, round_index: int, payload: Any) -> float:
-        return self.train(self.full, self.sub, self.grad, self.velocity, round_index)
+        return self.train(self.full, self.sub, self.grad, self.velocity, round_index, self.mask)
 
 
 class LocalSGD(MLPMethod):
@@ -48,8 +48,8 @@ class LocalSGD(MLPMethod):
         arrays["model"][...] = arrays["sub"][:, : self.layout.size].sum(axis=0, dtype=np.float64) / self.n_workers
 
     def round_traffic(self, round_index: int) -> Traffic:
-        """The replica averaged once per round (ring: all-reduce)."""
-        payload = float(self.layout.size * self.dtype.itemsize)
+        """The replica averaged once per round (ring: all-reduce); with a mask, only its kept values."""
+        payload = float(self.kept_total() * self.dtype.itemsize)
         return averaging_traffic(self.n_workers, payload, self.settings.network.topology)
 
 
