@@ -45,6 +45,7 @@ if __name__ == "__main__":
             transport.run_round(2)
         except WorkerFailed as exc:
             report["error"] = str(exc)
+            report["cause"] = str(exc.__cause__)
         finally:
             release_workers(comm)
         print(json.dumps(report))

@@ -196,6 +196,7 @@ def test_a_raising_worker_rank_fails_the_run_with_its_error(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["error"].startswith("worker 1 (rank 2) raised during round 2: ValueError: planned failure")
     assert report["x_after_round_1"] == [10.0, 11.0]
+    assert "Traceback" in report["cause"] and 'raise ValueError("planned failure")' in report["cause"]
 
 
 @pytest.mark.slow

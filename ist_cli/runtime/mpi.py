@@ -34,7 +34,7 @@ import numpy as np
 
 from ist_cli.errors import UserError
 from ist_cli.runtime.arena import SHM_DIR
-from ist_cli.runtime.pool import WorkerFailed
+from ist_cli.runtime.pool import RemoteTraceback, WorkerFailed
 from ist_cli.runtime.transport import WorkerProgram
 
 TAG_SETUP, TAG_HEADER, TAG_DATA, TAG_ERROR, TAG_STOP = range(1, 6)
@@ -251,7 +251,8 @@ class MPITransport:
             if tag == TAG_ERROR:
                 text = _receive(self.comm, status, np.dtype(np.uint8)).tobytes().decode(errors="replace")
                 last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
-                raise WorkerFailed(f"worker {worker} (rank {rank}) raised during {phase}: {last}")
+                raise WorkerFailed(f"worker {worker} (rank {rank}) raised during {phase}: {last}") from RemoteTraceback(
+                    f'\n"""\n{text}"""')
             if tag == TAG_DATA and received[worker] < len(ups[worker]):
                 target = ups[worker][received[worker]].view(self.arrays)
                 self.comm.Recv(target, source=rank, tag=TAG_DATA)
@@ -318,5 +319,21 @@ def serve_worker(comm: Any | None = None) -> None:
 
 
 def mpi_transport(program: WorkerProgram, arrays: dict[str, np.ndarray], layout: Any, n_workers: int) -> MPITransport:
-    """The ``TransportFactory`` of ``--transport mpi`` (on rank 0 of a job with ``n_workers + 1`` ranks)."""
+    """The ``TransportFactory`` of ``--transport mpi`` (on rank 0 of a job with ``n_workers + 1`` ranks).
+
+    No other process attaches to rank 0's arena, so its name is removed at once: MPICH
+    kills every rank when one dies, resource tracker included, and the segment would leak.
+    """
+    unlink_name(layout.segment)
     return MPITransport(program, arrays, layout, n_workers)
+
+
+def unlink_name(segment: str) -> None:
+    """Remove a shared-memory name this process keeps mapped (and its resource-tracker entry)."""
+    from multiprocessing import resource_tracker  # noqa: PLC0415
+
+    try:
+        os.unlink(os.path.join(SHM_DIR, segment))
+    except OSError:
+        return
+    resource_tracker.unregister(f"/{segment}", "shared_memory")
