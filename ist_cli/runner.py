@@ -37,7 +37,7 @@ from ist_cli.runtime.signals import signals_deferred, signals_ignored, sigterm_a
 from ist_cli.runtime.transport import Transport, TransportFactory
 from ist_cli.training.goal import EvalSchedule, Goal
 
-TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
+TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time", "comm_time_measured")
 
 
 # ----------------------------------------------------------------------------- one round
@@ -204,7 +204,7 @@ def run_experiment(
 
     def log(metrics: Mapping[str, float]) -> None:
         steps = {"step": float(round_index * steps_per_round)} if steps_per_round else {}
-        row = {"round": float(round_index), **steps, **metrics, **totals.row(),
+        row = {"round": float(round_index), **steps, **metrics, **totals.row(), **transport_metrics(workers),
                "wall_time": time.perf_counter() - started}
         with signals_deferred():
             writer.append_metrics(row)
@@ -226,6 +226,8 @@ def run_experiment(
                 algorithm.warm_up()
                 writer = RunFileWriter(path, run_id=run_id, config=config, env=environment(), seed=settings.seed,
                                        version=__version__, git_commit=git_commit())
+                # built (not started) before row 0, whose columns include the transport's own metrics
+                workers = transport(algorithm.worker_program(), arrays, arena.layout, algorithm.n_workers)
                 problem = algorithm.problem_arrays()
                 if problem:
                     writer.write_group("problem", problem)
@@ -236,7 +238,6 @@ def run_experiment(
                 if save_every:
                     writer.append_params(0, algorithm.snapshot(arrays))
                 writer.start_live()
-                workers = transport(algorithm.worker_program(), arrays, arena.layout, algorithm.n_workers)
                 workers.start()
                 if on_start is not None:
                     on_start(workers.pids)
@@ -271,8 +272,8 @@ def run_experiment(
                     if arena is not None and arena.arrays:
                         final = algorithm.final_params(arena.arrays)
                         writer.write_group("final", {k: np.asarray(v) for k, v in final.items()})
-                    writer.close(policy.status, error=policy.error, extra_attrs={"rounds_completed": round_index,
-                                                                                     **goal_attrs})
+                    writer.close(policy.status, error=policy.error,
+                                 extra_attrs={"rounds_completed": round_index, **goal_attrs, **transport_attrs(workers)})
                 if arena is not None:
                     arena.close()
 
@@ -280,5 +281,15 @@ def run_experiment(
         name=name, run_id=run_id, status=policy.status, file=str(path), rounds_completed=round_index,
         workers=algorithm.n_workers, last_metrics={k: v for k, v in last_metrics.items() if k != "round"},
         bytes_per_round_per_worker=(totals.bytes_up + totals.bytes_down) / max(round_index, 1) / algorithm.n_workers,
-        extras={**goal_attrs, **algorithm.summary_extras()},
+        extras={**goal_attrs, **algorithm.summary_extras(), **transport_attrs(workers)},
     )
+
+
+def transport_metrics(workers: Transport | None) -> dict[str, float]:
+    """Cumulative metrics a transport measures itself (MPI: bytes moved, time in messages)."""
+    return dict(workers.metrics()) if workers is not None and hasattr(workers, "metrics") else {}
+
+
+def transport_attrs(workers: Transport | None) -> dict[str, Any]:
+    """Run-file attributes a transport records (MPI: start-up and control bytes)."""
+    return dict(workers.attrs()) if workers is not None and hasattr(workers, "attrs") else {}

@@ -10,6 +10,7 @@ import sys
 import click
 
 from ist_cli._version import __version__
+from ist_cli.cli.calibrate import calibrate_command
 from ist_cli.cli.report import report_command
 from ist_cli.cli.run import run_command
 from ist_cli.cli.study import study_command
@@ -29,6 +30,7 @@ cli.add_command(sweep_command, "sweep")
 cli.add_command(study_command, "study")
 cli.add_command(report_command, "report")
 cli.add_command(theory_command, "theory")
+cli.add_command(calibrate_command, "calibrate")
 
 
 def fail(message: str, code: int) -> None:

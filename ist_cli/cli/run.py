@@ -14,13 +14,26 @@ import click
 from ist_cli.config import (
     OPTIONS,
     check_keys,
+    default_run_name,
     load_toml,
     parse_set_overrides,
     resolve_config,
     show_value,
 )
 from ist_cli.progress import print_summary
-from ist_cli.runner import run_experiment
+from ist_cli.runner import RunSummary, prepare_output, run_experiment
+from ist_cli.runtime.mpi import (
+    abort_at_exit,
+    check_launcher_size,
+    check_topology,
+    mpi_transport,
+    release_workers,
+    serve_worker,
+    world,
+)
+from ist_cli.runtime.mpi_launch import launcher_rank, mpiexec_path, relaunch, require_mpi4py
+
+TRANSPORTS = ("shm", "mpi")  # workers as processes on shared memory, or as MPI ranks
 
 
 def _option_decorators(model: str | None, exclude: tuple[str, ...]):
@@ -98,15 +111,25 @@ def config_layers(config_file: str | None, overrides: tuple[str, ...], flags: di
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME.h5.")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default="shm", show_default=True,
+              help="Workers as processes over shared memory, or as MPI ranks (docs/cluster.md).")
 def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
-                overwrite: bool, quiet: bool, as_json: bool, **flags: Any) -> None:
+                overwrite: bool, quiet: bool, as_json: bool, transport: str, **flags: Any) -> None:
     """Run one experiment and write DIR/NAME.h5.
 
     Exit codes: 0 completed, 3 diverged, 1 failed (worker fault), 130 interrupted, 2 bad input.
     """
+    rank = launcher_rank() if transport == "mpi" else None
+    if rank is not None and rank > 0:
+        require_mpi4py()
+        serve_worker()  # a worker rank: rank 0 reads the settings and sends what it needs
+        return
     layers, sources = config_layers(config_file, overrides, flags)
     config = resolve_config(*layers, sources=sources)
-    summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
+    if transport == "mpi":
+        summary = _run_on_mpi(config, out_dir, name, overwrite, quiet, launched=rank is not None)
+    else:
+        summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True, default=float))
     elif not quiet:
@@ -115,3 +138,26 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
         click.echo(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
                    f"recorded in {summary.file}", err=True)
         sys.exit(3)
+
+
+def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrite: bool, quiet: bool,
+                launched: bool) -> RunSummary:
+    """Rank 0 of an MPI job; outside any launcher, check the input, then become ``mpiexec``."""
+    require_mpi4py()
+    check_topology(config["topology"])
+    if not launched:
+        mpiexec_path()  # a missing launcher is reported before the output directory is made
+        prepare_output(out_dir, name or default_run_name(config), overwrite)
+        relaunch(config["workers"] + 1, sys.argv[1:])  # single has workers pinned to 1
+    comm = world()
+    started: list[int] = []
+    try:
+        check_launcher_size(comm, config["workers"])
+        return run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
+                              on_start=started.extend, transport=mpi_transport)
+    except BaseException as exc:
+        if started:  # workers may be mid-round: the launcher must end them
+            abort_at_exit(comm, getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 1))
+        raise
+    finally:
+        release_workers(comm)

@@ -24,15 +24,8 @@ import numpy as np
 
 from ist_cli.errors import RunFailed
 from ist_cli.runtime.arena import Arena, ArenaLayout
+from ist_cli.runtime.threads import SINGLE_THREAD_ENV
 from ist_cli.runtime.transport import WorkerProgram
-
-SINGLE_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-    "VECLIB_MAXIMUM_THREADS": "1",
-}
 
 
 class WorkerFailed(RunFailed):
