@@ -7,10 +7,12 @@ Skipped files go to stderr; only the requested format goes to stdout.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
 
+from ist_cli.cli.study import report_study
 from ist_cli.errors import UserError
 from ist_cli.io.outputs import output_dir, output_file
 from ist_cli.report.figures import report_figures, save_figure
@@ -20,6 +22,7 @@ from ist_cli.report.metrics import X_AXES, available_metrics, default_metrics
 from ist_cli.report.render import FORMATS, markdown, rich_table, to_csv, to_json
 from ist_cli.report.stats import summarize
 from ist_cli.report.table import filter_runs, group_runs, parse_where
+from ist_cli.study.results import is_study_dir
 
 PIPE_WIDTH = 160  # rich assumes 80 columns when stdout is not a terminal; tables need more
 
@@ -50,6 +53,11 @@ def report_command(
     Runs that differ only by seed form a group; each metric is reported as the mean and a 95%
     percentile-bootstrap CI over the group's runs. Unreadable files are listed on stderr.
     """
+    if any(is_study_dir(Path(path)) for path in paths):
+        if len(paths) > 1:
+            raise UserError(f"PATH: {', '.join(paths)}: a study's directory is reported alone; expected one PATH")
+        report_study(Path(paths[0]), fmt, figures_dir, html_out)
+        return
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if figures_dir is not None:
         output_dir(figures_dir, "--figures")

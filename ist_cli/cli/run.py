@@ -11,20 +11,38 @@ from typing import Any
 
 import click
 
-from ist_cli.config import OPTIONS, check_keys, load_toml, parse_set_overrides, resolve_config
+from ist_cli.config import (
+    OPTIONS,
+    check_keys,
+    default_run_name,
+    load_toml,
+    parse_set_overrides,
+    resolve_config,
+    show_value,
+)
 from ist_cli.errors import UserError, shown
 from ist_cli.progress import print_summary
-from ist_cli.runner import run_experiment
+from ist_cli.runner import RunSummary, prepare_output, run_experiment
+from ist_cli.runtime.mpi import (
+    abort_at_exit,
+    check_launcher_size,
+    check_topology,
+    mpi_transport,
+    release_workers,
+    serve_worker,
+    world,
+)
+from ist_cli.runtime.mpi_launch import launcher_rank, mpiexec_path, relaunch, require_mpi4py
 from ist_cli.runtime.watchdog import AUTO, parse_round_timeout
 
-
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+TRANSPORTS = ("shm", "mpi")  # workers as processes on shared memory, or as MPI ranks
 
 
-def _option_decorators():
+def _option_decorators(model: str | None, exclude: tuple[str, ...]):
     decorators = []
     for option in OPTIONS:
+        if option.key in exclude or (model is not None and model not in option.models):
+            continue
         help_text = option.help
         if option.choices:
             help_text += f" [{'|'.join(option.choices)}]"
@@ -32,11 +50,13 @@ def _option_decorators():
             name = option.key.replace("_", "-")
             decorators.append(click.option(f"--{name}/--no-{name}", option.key, default=None, help=help_text))
         else:
-            if option.defaults_by_model:
-                shown = ", ".join(f"{model} {_shown(option.default_for(model))}" for model in option.models)
+            if option.defaults_by_model and model is not None:
+                help_text += f" (default: {show_value(option.default_for(model))})"
+            elif option.defaults_by_model:
+                shown = ", ".join(f"{name} {show_value(option.default_for(name))}" for name in option.models)
                 help_text += f" (default: {shown})"
             elif option.default is not None:
-                help_text += f" (default: {_shown(option.default)})"
+                help_text += f" (default: {show_value(option.default)})"
             decorators.append(
                 click.option(option.flag, option.key, type=str, default=None, metavar=option.metavar or "VALUE",
                              help=help_text)
@@ -44,34 +64,34 @@ def _option_decorators():
     return decorators
 
 
-def _with_run_options(function):
-    for decorator in reversed(_option_decorators()):
-        function = decorator(function)
-    return function
+class SectionedCommand(click.Command):
+    """``--help`` lists the options of each ``Option.section`` under its own heading."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        section_of = {option.key: option.section for option in OPTIONS}
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                groups.setdefault(section_of.get(param.name or "", ""), []).append(record)
+        for title, records in sorted(groups.items(), key=lambda item: item[0] != ""):
+            with formatter.section(title or "Options"):
+                formatter.write_dl(records)
 
 
-@click.command(context_settings={"max_content_width": 110})
-@_with_run_options
-@click.option("--config", "config_file", type=str, default=None, metavar="FILE.toml", help="Settings from a TOML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
-@click.option("--out", "out_dir", type=str, default="results", show_default=True, help="Output directory.")
-@click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME.h5.")
-@click.option("--round-timeout", "round_timeout", type=str, default=AUTO, show_default=True, metavar="SECONDS|auto",
-              help="Fail the run when a round's workers have not all answered in this time; auto: 600 s for the "
-                   "first 3 rounds, then 50x the slowest of them (at least 60 s).")
-@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
-                overwrite: bool, round_timeout: str, quiet: bool, as_json: bool, **flags: Any) -> None:
-    """Run one experiment and write DIR/NAME.h5.
+def with_run_options(model: str | None = None, exclude: tuple[str, ...] = ()):
+    """Click options for every run setting (of ``model`` only, when given), from the option table."""
 
-    Exit codes: 0 completed, 3 diverged, 1 failed (worker fault), 130 interrupted, 2 bad input.
-    """
-    try:
-        timeout = parse_round_timeout(round_timeout)
-    except ValueError as exc:
-        raise UserError(f"--round-timeout: {shown(round_timeout)} is not allowed; expected {exc}") from None
+    def apply(function):
+        for decorator in reversed(_option_decorators(model, exclude)):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def config_layers(config_file: str | None, overrides: tuple[str, ...], flags: dict[str, Any]):
+    """(layers, sources) for ``resolve_config``: ``--config`` file, then ``--set``, then flags."""
     layers, sources = [], []
     if config_file:
         layers.append(check_keys(load_toml(config_file), f"config file {config_file}"))
@@ -81,14 +101,74 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
         sources.append("--set")
     layers.append({key: value for key, value in flags.items() if value is not None})
     sources.append("cli")
+    return layers, sources
+
+
+@click.command(cls=SectionedCommand, context_settings={"max_content_width": 110})
+@with_run_options()
+@click.option("--config", "config_file", type=str, default=None, metavar="FILE.toml", help="Settings from a TOML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
+@click.option("--out", "out_dir", type=str, default="results", show_default=True, help="Output directory.")
+@click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME.h5.")
+@click.option("--round-timeout", "round_timeout", type=str, default=AUTO, show_default=True, metavar="SECONDS|auto",
+              help="Fail the run when a round's workers have not all answered in this time; auto: 600 s for the "
+                   "first 3 rounds, then 50x the slowest of them (at least 60 s; shared-memory transport).")
+@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default="shm", show_default=True,
+              help="Workers as processes over shared memory, or as MPI ranks (docs/cluster.md).")
+def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
+                overwrite: bool, round_timeout: str, quiet: bool, as_json: bool, transport: str,
+                **flags: Any) -> None:
+    """Run one experiment and write DIR/NAME.h5.
+
+    Exit codes: 0 completed, 3 diverged, 1 failed (worker fault), 130 interrupted, 2 bad input.
+    """
+    try:
+        timeout = parse_round_timeout(round_timeout)
+    except ValueError as exc:
+        raise UserError(f"--round-timeout: {shown(round_timeout)} is not allowed; expected {exc}") from None
+    rank = launcher_rank() if transport == "mpi" else None
+    if rank is not None and rank > 0:
+        require_mpi4py()
+        serve_worker()  # a worker rank: rank 0 reads the settings and sends what it needs
+        return
+    layers, sources = config_layers(config_file, overrides, flags)
     config = resolve_config(*layers, sources=sources)
-    summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
-                             round_timeout=timeout)
+    if transport == "mpi":
+        summary = _run_on_mpi(config, out_dir, name, overwrite, quiet, launched=rank is not None)
+    else:
+        summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
+                                 round_timeout=timeout)
     if as_json:
-        click.echo(json.dumps(summary, sort_keys=True, default=float))
+        click.echo(json.dumps(summary.as_dict(), sort_keys=True, default=float))
     elif not quiet:
-        print_summary(summary, sys.stderr)
-    if summary["status"] == "diverged":
-        click.echo(f"ist: run diverged at round {summary['rounds_completed']} (loss not finite); "
-                   f"recorded in {summary['file']}", err=True)
+        print_summary(summary.as_dict(), sys.stderr)
+    if summary.status == "diverged":
+        click.echo(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
+                   f"recorded in {summary.file}", err=True)
         sys.exit(3)
+
+
+def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrite: bool, quiet: bool,
+                launched: bool) -> RunSummary:
+    """Rank 0 of an MPI job; outside any launcher, check the input, then become ``mpiexec``."""
+    require_mpi4py()
+    check_topology(config["topology"])
+    if not launched:
+        mpiexec_path()  # a missing launcher is reported before the output directory is made
+        prepare_output(out_dir, name or default_run_name(config), overwrite)
+        relaunch(config["workers"] + 1, sys.argv[1:])  # single has workers pinned to 1
+    comm = world()
+    started: list[int] = []
+    try:
+        check_launcher_size(comm, config["workers"])
+        return run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
+                              on_start=started.extend, transport=mpi_transport)
+    except BaseException as exc:
+        if started:  # workers may be mid-round: the launcher must end them
+            abort_at_exit(comm, getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 1))
+        raise
+    finally:
+        release_workers(comm)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from matplotlib.figure import Figure
 from ist_cli._version import __version__
 from ist_cli.errors import UserError
 from ist_cli.io.atomic import write_text_atomic
+from ist_cli.io.names import utc_now
 from ist_cli.io.outputs import make_dir
 from ist_cli.io.runfile import RunData
 from ist_cli.report.figures import png_bytes
@@ -90,7 +90,7 @@ def build_html(
     sources: Sequence[str] = (),
 ) -> str:
     """The report as one HTML string."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = utc_now()
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<title>ist report</title>", f"<style>{CSS}</style></head><body>",
@@ -105,7 +105,7 @@ def build_html(
     parts.append(_table(header, rows, n_left=max(n_keys, 1)))
     if figures:
         parts.append(f"<h2>Figures</h2><p class=\"meta\">x axis of the curves: {_e(x)}; line = mean over the"
-                     " group's runs, band = 95% bootstrap CI, dashed = theory ‖x^∞−x*‖² (DESIGN §2.1).</p>")
+                     " group's runs, band = 95% bootstrap CI, dashed = theory ‖x^∞−x*‖², dotted = ‖E[x^k]−x*‖² (the exact mean trajectory, a lower bound by Jensen; docs/theory.md).</p>")
         parts.append('<div class="figs">')
         for name, fig in figures.items():
             data = base64.b64encode(png_bytes(fig)).decode()

@@ -1,10 +1,9 @@
-"""Persistent worker processes that compute in place on a shared-memory arena.
+"""The shared-memory transport: persistent worker processes computing in place on the arena.
 
-The transport is deliberately narrow: per round the coordinator sends each worker a
-small picklable payload over a pipe and gets back its measured compute seconds and a
-small result; all bulk data moves through the arena. A ``WorkerProgram`` (the
-algorithm's worker half) never sees pipes or processes, so the same program could run
-over MPI ranks later.
+Per round the coordinator sends each worker a small picklable payload over a pipe and gets
+back its measured seconds and a small result; all bulk data stays in the arena, so a
+worker runs all three phases of its ``WorkerProgram`` (pack_down, step, unpack_up) itself
+and nothing is copied (``runtime.transport`` has the contract).
 
 Faults fail fast: the coordinator waits on the pipes *and* the process sentinels, so a
 worker that dies (even by SIGKILL) is noticed at once, never waited for.
@@ -19,35 +18,31 @@ import time
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ist_cli.errors import RunFailed
 from ist_cli.runtime.arena import Arena, ArenaLayout
+from ist_cli.runtime.threads import SINGLE_THREAD_ENV
+from ist_cli.runtime.transport import WorkerProgram
 from ist_cli.runtime.watchdog import RoundWatchdog
-
-SINGLE_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-    "VECLIB_MAXIMUM_THREADS": "1",
-}
-
-
-class WorkerProgram(Protocol):
-    """The worker half of an algorithm. Must be picklable (it is sent to spawned processes)."""
-
-    def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
-        """Bind to the arena's arrays once, before the first round."""
-
-    def step(self, round_index: int, payload: Any) -> Any:
-        """Compute one round in place on this worker's regions; return a small result."""
 
 
 class WorkerFailed(RunFailed):
-    """A worker raised or died; the message names it and how."""
+    """A worker raised or died; the message (one line) names it and how."""
+
+
+class RemoteTraceback(Exception):
+    """A worker's own traceback, chained as the cause of ``WorkerFailed`` (as
+    ``concurrent.futures.process`` does), so the full story is in the chained traceback."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def _worker_main(program: WorkerProgram, layout: ArenaLayout, worker: int, conn: Connection) -> None:
@@ -64,7 +59,9 @@ def _worker_main(program: WorkerProgram, layout: ArenaLayout, worker: int, conn:
                 break
             _, round_index, payload = message
             start = time.perf_counter()
+            program.pack_down(round_index)
             result = program.step(round_index, payload)
+            program.unpack_up(round_index)
             conn.send(("done", time.perf_counter() - start, result))
     except (EOFError, BrokenPipeError):
         pass  # the coordinator is gone; nothing left to report to
@@ -98,14 +95,16 @@ class WorkerPool:
         n_workers: int,
         *,
         start_method: str = "spawn",
+        round_timeout: float | None = None,
     ) -> None:
+        """``round_timeout``: seconds a round may take (``--round-timeout``), None to learn it."""
         self.program = program
         self.layout = layout
         self.n_workers = n_workers
         self._context = mp.get_context(start_method)
         self._processes: list[mp.process.BaseProcess] = []
         self._conns: list[Connection] = []
-        self._round: int | None = None
+        self._watchdog = RoundWatchdog(round_timeout)
 
     @property
     def pids(self) -> list[int]:
@@ -136,13 +135,11 @@ class WorkerPool:
                     os.environ[key] = value
         self._collect("start-up", RoundWatchdog())  # a worker that never attaches fails the start
 
-    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None,
-                  watchdog: RoundWatchdog | None = None) -> list[tuple[float, Any]]:
+    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[float, Any]]:
         """Run one round on every worker; return each worker's (compute seconds, result).
 
-        With a ``watchdog``, workers that have not answered by its deadline fail the round.
+        Workers that have not answered by the round watchdog's deadline fail the round.
         """
-        self._round = round_index
         started = time.monotonic()
         for worker, conn in enumerate(self._conns):
             payload = payloads[worker] if payloads is not None else None
@@ -150,9 +147,8 @@ class WorkerPool:
                 conn.send(("round", round_index, payload))
             except (BrokenPipeError, OSError):
                 self._raise_dead(worker, f"round {round_index}")
-        replies = self._collect(f"round {round_index}", watchdog)
-        if watchdog is not None:
-            watchdog.record(time.monotonic() - started)
+        replies = self._collect(f"round {round_index}", self._watchdog)
+        self._watchdog.record(time.monotonic() - started)
         return replies
 
     def _collect(self, phase: str, watchdog: RoundWatchdog | None = None) -> list[tuple[float, Any]]:
@@ -179,7 +175,8 @@ class WorkerPool:
                         self._raise_dead(worker, phase)
                     if kind == "error":
                         last = result.strip().splitlines()[-1] if result else "unknown error"
-                        raise WorkerFailed(f"worker {worker} raised during {phase}: {last}")
+                        raise WorkerFailed(f"worker {worker} raised during {phase}: {last}") from RemoteTraceback(
+                            f'\n"""\n{result}"""')
                     replies[worker] = (seconds, result)
             for item in ready:
                 if item in by_sentinel and by_sentinel[item] not in replies:
@@ -220,3 +217,10 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shared_memory_transport(program: WorkerProgram, arrays: dict[str, np.ndarray], layout: ArenaLayout,
+                            n_workers: int, *, round_timeout: float | None = None) -> WorkerPool:
+    """The default ``TransportFactory``: workers attach to the coordinator's arena; a round that
+    takes longer than ``round_timeout`` seconds (None: learned, see ``runtime.watchdog``) fails."""
+    return WorkerPool(program, layout, n_workers, round_timeout=round_timeout)
