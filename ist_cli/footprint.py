@@ -16,10 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ist_cli.data import mnist1d
 from ist_cli.runtime.budget import WORKER_BASE_BYTES, RunEstimate
 
 #: (samples, features, classes) of the built-in digits dataset
 DIGITS_SHAPE = (1797, 64, 10)
+#: (features, classes) of mnist1d (its samples are ``mnist1d:N``)
+MNIST1D_SHAPE = (40, 10)
 
 
 def estimate_run(config: Mapping[str, Any]) -> RunEstimate:
@@ -34,7 +37,8 @@ def _quadratic(config: Mapping[str, Any]) -> RunEstimate:
     m = int(config.get("client_samples") or 2 * d)
     count = n if config.get("heterogeneity") == "heterogeneous" else 1
     matrices = n * d * d * 8
-    arena = matrices + 5 * n * d * 8
+    # L; per worker 9 float64 rows (b, start, scales, out, down, up, z_*) and 2 int32 ones; x; alignment
+    arena = matrices + 10 * n * d * 8 + d * 8 + 64 * 16
     # generation: A (count, m, d), the einsum result and its symmetrised copy, repeated to n clients
     coordinator = 8 * count * m * d + 3 * matrices
     return RunEstimate(arena=arena, coordinator=coordinator, per_worker=WORKER_BASE_BYTES + 3 * d * 8, workers=n)
@@ -47,6 +51,10 @@ def _dataset_shape(config: Mapping[str, Any]) -> tuple[int, int, int, int]:
         return (*DIGITS_SHAPE, 0)
     if spec == "synthetic":
         return int(config["synthetic_samples"]), int(config["synthetic_features"]), int(config["synthetic_classes"]), 0
+    if spec.split(":")[0] == "mnist1d":
+        _, _, count = spec.partition(":")
+        samples = int(count) if count.isdigit() else mnist1d.DEFAULT_SAMPLES
+        return samples, *MNIST1D_SHAPE, 8 * samples * MNIST1D_SHAPE[0]  # generated in float64
     _, _, argument = spec.partition(":")
     return 0, 1, 2, _size_on_disk(Path(argument).expanduser())
 
@@ -81,11 +89,15 @@ def _mlp(config: Mapping[str, Any]) -> RunEstimate:
     widths, samples, raw = _mlp_widths(config)
     features = widths[0]
     params, itemsize = _mlp_params(config, widths)
+    sparse = float(config.get("sparsity") or 0) > 0
     # an IST worker's buffers hold about its share of the hidden units' weights; the rest a whole replica
-    buffer = params // n + sum(widths) if config["algorithm"] == "ist" else params
-    buffers = (1 if config["algorithm"] == "dp" else 3) * n * buffer
+    ist = config["algorithm"] == "ist"
+    buffer = params // n + sum(widths) if ist else params
+    # dp: grad; ist: sub, grad, velocity (and its share of the mask when sparse); local sgd: grad, sub, velocity
+    buffers = (1 if config["algorithm"] == "dp" else 3 + (ist and sparse)) * n * buffer
     data = samples * (features * itemsize + 16)
-    arena = data + (params + buffers) * itemsize + 8 * sum(widths)
+    model = params * (2 if sparse else 1)  # the model, and the pruning mask of a sparse run
+    arena = data + (model + buffers) * itemsize + 8 * sum(widths)
     # the loaded dataset (or its file, several times over while parsed) plus the initial model and DP's velocity
     coordinator = data + 4 * raw + 2 * params * itemsize
     activations = 4 * int(config.get("batch_size", 32)) * sum(widths) * itemsize

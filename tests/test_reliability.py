@@ -444,6 +444,12 @@ def test_no_output_directory_for_a_run_that_fails_validation_or_loading(tmp_path
     {"model": "mlp", "algorithm": "local-sgd", "hidden": [48], "workers": 3, "norm": "none"},
     {"model": "mlp", "algorithm": "single", "dataset": "synthetic", "synthetic_samples": 500,
      "synthetic_features": 20, "synthetic_classes": 5},
+    # sparse runs add the pruning mask (and IST's per-worker share of it) to the arena
+    {"model": "mlp", "algorithm": "ist", "hidden": [64, 32], "workers": 4, "sparsity": 0.5, "prune": "random"},
+    {"model": "mlp", "algorithm": "dp", "hidden": [64, 32], "workers": 4, "sparsity": 0.9, "prune": "magnitude"},
+    {"model": "mlp", "algorithm": "local-sgd", "hidden": [48], "workers": 3, "sparsity": 0.5, "prune": "random",
+     "validation_fraction": 0.2},
+    {"model": "mlp", "algorithm": "ist", "hidden": [32], "workers": 2, "dataset": "mnist1d:500"},
 ])
 def test_the_memory_estimate_covers_the_real_arena(settings):
     """The estimate is an upper bound of the arena the method really lays out."""
