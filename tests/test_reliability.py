@@ -337,6 +337,17 @@ def test_a_billion_replicates_are_refused_fast_and_the_cap_is_settable(tmp_path)
     assert not (tmp_path / "s").exists()
 
 
+def test_a_study_file_has_the_same_cap(tmp_path):
+    """``ist study`` shares the engine options: 2 batch sizes x 3 trials = 6 runs > --max-runs 5."""
+    path = tmp_path / "study.toml"
+    path.write_text('[base]\nmodel = "mlp"\nalgorithm = "single"\n[study]\nbatch_sizes = [4, 16]\ntrials = 3\n'
+                    '[search]\nlr = { log = [0.01, 1.0] }\n')
+    line = one_error_line(ist("study", str(path), "--max-runs", "5", "--out", str(tmp_path / "s")))
+    assert "6 runs" in line and "at most 5" in line
+    assert not (tmp_path / "s").exists()
+    dry = ist("study", str(path), "--max-runs", "6", "--dry-run", "--out", str(tmp_path / "s"))
+    assert dry.returncode == 0, dry.stderr
+
 # ----------------------------------------------------------------------------- 8: report inputs
 def make_run_file(path: Path, mutate) -> Path:
     with h5py.File(path, "w") as handle:
