@@ -195,7 +195,8 @@ def _finish_file(writer: RunFileWriter, guard: SpaceGuard, final: Mapping[str, A
         return status, error, None
     except (OSError, RuntimeError, ValueError) as exc:
         writer.discard()
-        reason = error or f"{type(exc).__name__}: {exc}"
+        # the stored error is the full story (message, then traceback): the line names the message only
+        reason = error.splitlines()[0] if error else f"{type(exc).__name__}: {exc}"
         return "failed", error, f"the run file {str(writer.final_path)!r} could not be finished: {reason}"
 
 
