@@ -36,6 +36,7 @@ CASES = {
     # pruned (docs/sparsity.md): only the entries the fixed mask keeps cross, packed
     "mlp-ist-sparse": [*MLP, "--algorithm", "ist", "--sparsity", "0.5"],
     "mlp-dp-sparse": [*MLP, "--algorithm", "dp", "--sparsity", "0.5", "--momentum", "0.9"],
+    "mlp-local-sgd-sparse": [*MLP, "--algorithm", "local-sgd", "--sparsity", "0.5"],
     "quadratic-ist-perm": [*QUADRATIC, "--algorithm", "ist", "--local-steps", "3"],
     "quadratic-ist-rand": [*QUADRATIC, "--algorithm", "ist", "--sketch", "rand", "--sketch-q", "5"],
     "quadratic-ist-identity": [*QUADRATIC, "--algorithm", "ist", "--sketch", "identity"],
