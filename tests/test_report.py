@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from ist_cli.errors import UserError
@@ -99,7 +100,7 @@ def test_band_equals_pointwise_bootstrap_and_skips_missing_points() -> None:
 def test_summary_numbers_equal_the_hdf5_values(sweep: list[Path], loaded) -> None:
     groups = group_runs(loaded)
     assert sorted(g.label for g in groups) == ["algorithm=gd", "algorithm=ist"]
-    summaries = summarize(groups, ["loss", "bytes"])
+    summaries = summarize(groups, ["loss", "bytes"], ci="bootstrap")
     for summary in summaries:
         files = [p for p in sweep if p.name.startswith(summary.group.key["algorithm"] + "-")]
         assert sorted(str(r.path) for r in summary.group.runs) == sorted(map(str, files))
@@ -222,14 +223,20 @@ def test_single_run_group_has_a_line_but_no_band(tmp_path: Path) -> None:
     assert not [c for c in ax.collections if c.get_gid() == "ci"]
 
 
-def test_comm_figure_has_one_point_per_group_coloured_by_algorithm(loaded) -> None:
-    fig = comm_figure(group_runs(loaded))
+def test_comm_figure_has_one_point_per_group_in_the_groups_colour(loaded) -> None:
+    groups = group_runs(loaded)
+    fig = comm_figure(groups)
     ax = fig.axes[0]
     assert len(ax.containers) == 2
-    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["gd", "ist"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["algorithm=gd (n=4)", "algorithm=ist (n=4)"]
     points = sorted((c.lines[0].get_xdata()[0], c.lines[0].get_ydata()[0]) for c in ax.containers)
     assert points[0][0] == pytest.approx(96 * 2.5 * 20)  # ist: final bytes_up + bytes_down
     assert coloured_fraction(fig) > 0.001
+    # one colour per group in every figure of a report
+    curves = [line for line in metric_figure(groups, "loss").axes[0].get_lines() if line.get_gid() == "mean"]
+    point_colours = [to_hex(c.lines[0].get_color()) for c in ax.containers]
+    assert point_colours == [to_hex(line.get_color()) for line in curves]
+    assert len(set(point_colours)) == 2
 
 
 def test_theory_line_sits_at_the_predicted_bias(loaded) -> None:

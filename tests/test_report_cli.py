@@ -35,7 +35,8 @@ def files_of(paths: list[Path], algorithm: str) -> list[Path]:
 
 
 def test_csv_numbers_equal_the_hdf5_files(sweep: list[Path]) -> None:
-    result = ist("report", str(sweep[0].parent), "--format", "csv", "--metric", "loss", "--metric", "bytes")
+    result = ist("report", str(sweep[0].parent), "--format", "csv", "--metric", "loss", "--metric", "bytes",
+                 "--ci", "bootstrap")
     assert result.returncode == 0, result.stderr
     rows = {row["algorithm"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
     assert set(rows) == {"ist", "gd"}
@@ -51,7 +52,8 @@ def test_csv_numbers_equal_the_hdf5_files(sweep: list[Path]) -> None:
 
 
 def test_json_carries_values_groups_and_method(sweep: list[Path]) -> None:
-    result = ist("report", str(sweep[0].parent), "--format", "json", "--where", "algorithm=ist", "--best")
+    result = ist("report", str(sweep[0].parent), "--format", "json", "--where", "algorithm=ist", "--best",
+                 "--ci", "bootstrap")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["which"] == "best" and doc["ci"]["resamples"] == 10_000 and doc["skipped"] == []
