@@ -12,13 +12,10 @@ import click
 from rich.console import Console
 
 from ist_cli.errors import UserError
-from ist_cli.report.figures import DEFAULT_FIGSIZE, FIGSIZES, report_figures, save_figure
-from ist_cli.report.html import build_html, write_html
+from ist_cli.report.choices import CI_METHODS, DEFAULT_CI, DEFAULT_FIGSIZE, FIGSIZES
 from ist_cli.report.load import load_runs
 from ist_cli.report.metrics import X_AXES, available_metrics
 from ist_cli.report.render import FORMATS, markdown, natural_width, terminal_table, to_csv, to_json
-from ist_cli.report.sections import build_sections
-from ist_cli.report.stats import CI_METHODS, DEFAULT_CI
 from ist_cli.report.table import filter_runs, parse_where
 
 
@@ -54,6 +51,8 @@ def report_command(
     as the mean and a 95% CI over the group's runs (--ci). A run found twice (same run id) counts
     once. Unreadable and duplicate files are listed on stderr.
     """
+    from ist_cli.report.sections import build_sections  # matplotlib and scipy: only when reporting
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     runs, skipped = load_runs(paths, load_problem=False)  # /problem is read only for the theory line
     for item in skipped:
@@ -95,6 +94,9 @@ def report_command(
         click.echo(to_json(summaries, skipped))
 
     if figures_dir or html_out:
+        from ist_cli.report.figures import report_figures, save_figure
+        from ist_cli.report.html import build_html, write_html
+
         for section in sections:
             section.figures = report_figures(section.groups, section.metrics, x_axis, ci=ci, size=figsize, logx=logx)
         if figures_dir:

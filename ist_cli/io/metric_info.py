@@ -37,7 +37,7 @@ METRICS: dict[str, MetricInfo] = {
     "comm_time_model": MetricInfo("s", "cumulative communication time of the alpha-beta network model",
                                   "modelled communication time [s]"),
     "sim_time": MetricInfo("s", "compute_time + comm_time_model", "modelled time [s]"),
-    "wall_time": MetricInfo("s", "measured elapsed time since the run started its rounds' set-up",
+    "wall_time": MetricInfo("s", "measured elapsed time since the coordinator began setting up the run",
                             "wall time [s]"),
 }
 

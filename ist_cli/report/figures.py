@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from ist_cli.io.metric_info import metric_label
 from ist_cli.io.runfile import RunData, RunFileError, read_run
 from ist_cli.models.theory import ist_bias_sq
+from ist_cli.report.choices import DEFAULT_FIGSIZE, FIGSIZES
 from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, final_value, series
 from ist_cli.report.stats import CI_LEVEL, DEFAULT_CI, band, ci_caption, summarize_values
 from ist_cli.report.table import Group
@@ -35,9 +36,6 @@ from ist_cli.report.table import Group
 MAX_POINTS = 400
 LOG_DECADES = 2.0
 THEORY_METRIC = "dist_to_opt_sq"
-# (width, height) in inches: a one-column figure of a two-column paper, and a full-width one
-FIGSIZES = {"column": (3.4, 2.4), "page": (7.0, 3.0)}
-DEFAULT_FIGSIZE = "column"
 LEGEND_ROW_INCHES = 0.17
 STYLE = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,

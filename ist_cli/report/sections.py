@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from ist_cli.io.runfile import RunData
 from ist_cli.report.metrics import available_metrics, default_metrics
 from ist_cli.report.stats import DEFAULT_CI, GroupSummary, summarize
 from ist_cli.report.table import Group, group_runs, split_by_model
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as scipy_stats
 
+from ist_cli.report.choices import CI_METHODS, CI_NAMES, DEFAULT_CI
 from ist_cli.report.metrics import run_value
 from ist_cli.report.table import Group
 from ist_cli.seeding import stream
@@ -33,9 +33,7 @@ N_RESAMPLES = 10_000
 BAND_RESAMPLES = 1_000  # per-point bands on figures: many points, so fewer resamples
 CI_LEVEL = 0.95
 BOOTSTRAP_SEED = 0
-CI_METHODS = ("t", "bootstrap", "bca")
-DEFAULT_CI = "t"
-CI_NAMES = {"t": "Student-t", "bootstrap": "percentile bootstrap", "bca": "BCa bootstrap"}
+__all__ = ["CI_METHODS", "CI_NAMES", "DEFAULT_CI"]  # re-exported: the stats API names its methods
 
 
 def ci_caption(method: str, level: float = CI_LEVEL) -> str:
@@ -51,6 +49,8 @@ def t_ci(values: Sequence[float] | np.ndarray, *, level: float = CI_LEVEL) -> tu
     mean = float(x.mean())
     if x.size == 1:
         return mean, mean, mean
+    from scipy import stats as scipy_stats  # lazily: scipy.stats takes a second to import
+
     half = float(scipy_stats.t.ppf((1.0 + level) / 2.0, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
     return mean, mean - half, mean + half
 
@@ -64,6 +64,8 @@ def bca_ci(
     if x.size <= 1:
         return t_ci(x, level=level)
     mean = float(x.mean())
+    from scipy import stats as scipy_stats
+
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # degenerate samples: NaN, said in the docs
         warnings.simplefilter("ignore")
         result = scipy_stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=level,
@@ -118,6 +120,8 @@ def bootstrap_ci(
 def t_band(curves: np.ndarray, *, level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pointwise mean and Student-t CI of ``curves`` (runs × points) over the finite entries
     of each point; a point with one value has the band [x, x]."""
+    from scipy import stats as scipy_stats
+
     Y = np.asarray(curves, dtype=np.float64)
     ok = np.isfinite(Y)
     n = ok.sum(axis=0)
