@@ -1,6 +1,6 @@
 """One experiment from config to HDF5 file: the coordinator's round loop and its fault policy.
 
-Order of work keeps the promises of DESIGN §3/§4: the config and the output directory
+Order of work keeps the run file's promises (docs/schema.md): the config and the output directory
 are checked before anything is created; the arena, the temporary file and the worker
 pool are torn down in ``finally`` whatever happens; the file is renamed to ``.h5`` only
 after its status is written.

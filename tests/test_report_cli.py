@@ -157,7 +157,7 @@ def test_figures_and_self_contained_html(sweep: list[Path], tmp_path: Path) -> N
 
 
 def test_end_to_end_with_ist_run(tmp_path: Path) -> None:
-    """Real runs of the engine: report numbers equal the files, theory line where §2.1 puts it."""
+    """Real runs of the engine: report numbers equal the files, theory line where docs/algorithms.md puts it."""
     if shutil.which("ist") is None and ist("run", "--help").returncode != 0:
         pytest.skip("ist run is not available")
     results = tmp_path / "results"

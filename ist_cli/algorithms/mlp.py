@@ -1,4 +1,4 @@
-"""IST, data-parallel SGD, local SGD and single-worker SGD on the MLP (DESIGN §2.2).
+"""IST, data-parallel SGD, local SGD and single-worker SGD on the MLP (docs/algorithms.md).
 
 Coordinator half. The arena holds the dataset once, the full model as one flat vector
 (``ist_cli.models.mlp`` layout), each worker's shard of row ids, per-worker buffers

@@ -1,4 +1,4 @@
-"""Random diagonal sketches C_i of DESIGN §2.1, drawn per round by the coordinator.
+"""Random diagonal sketches C_i (docs/algorithms.md), drawn per round by the coordinator.
 
 Every sketch here is diagonal, so it is stored as its diagonal: ``scales[i, j]`` is
 C_i[j, j]. Zero entries are coordinates worker i neither receives nor returns.

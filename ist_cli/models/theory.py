@@ -1,4 +1,4 @@
-"""Theory overlay for the quadratic model (DESIGN §2.1, Shulgin & Richtárik).
+"""Theory overlay for the quadratic model (Shulgin & Richtárik; derivation in docs/algorithms.md).
 
 With R = 1 local step the IST update is affine in the iterate and the sketch is independent
 of it, so the mean iterate obeys E[x⁺] = E[x] − γ(M̄ E[x] − b̄) with
