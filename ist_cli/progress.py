@@ -1,4 +1,5 @@
-"""Live progress of a run: a rich bar on a terminal, plain lines otherwise, nothing when quiet."""
+"""Live progress of a run: start-up stages from the first second (loading data, kernels,
+starting workers), then a rich bar on a terminal or plain lines otherwise; nothing when quiet."""
 
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ class RunProgress:
         self._task = None
         self._last_line = 0.0
         self._first: tuple[float, int] | None = None
+        self._created = time.perf_counter()
+
+    def stage(self, text: str) -> None:
+        """One start-up status line (``NAME: loading data``), with the time since the run began."""
+        if self.quiet:
+            return
+        line = f"{self.label}: {text} ({time.perf_counter() - self._created:.1f}s)"
+        if self.console.is_terminal:
+            self.console.print(line, style="dim", highlight=False)
+        else:
+            print(line, file=self.stream, flush=True)
 
     def __enter__(self) -> RunProgress:
         if not self.quiet and self.console.is_terminal:
@@ -33,7 +45,9 @@ class RunProgress:
                 BarColumn(),
                 TextColumn("round {task.completed}/{task.total}"),
                 TextColumn("{task.fields[loss]}"),
+                TextColumn("elapsed"),
                 TimeElapsedColumn(),
+                TextColumn("remaining"),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
@@ -57,8 +71,9 @@ class RunProgress:
             self._last_line = now
             since, first_round = self._first
             done = round_index - first_round
-            eta = f" eta {(self.total - round_index) * (now - since) / done:.0f}s" if done > 0 else ""
-            print(f"{self.label}: round {round_index}/{self.total} {loss}{eta}", file=self.stream, flush=True)
+            elapsed = f" elapsed {now - self._created:.0f}s"
+            eta = f" remaining ~{(self.total - round_index) * (now - since) / done:.0f}s" if done > 0 else ""
+            print(f"{self.label}: round {round_index}/{self.total} {loss}{elapsed}{eta}", file=self.stream, flush=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

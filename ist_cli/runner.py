@@ -68,11 +68,12 @@ def run_experiment(
     config = resolve_config(config)
     name = name or default_run_name(config)
     path = prepare_output(out_dir, name, overwrite)
+    progress = RunProgress(config["rounds"], name, quiet=quiet)
+    progress.stage("loading data" if config["model"] == "mlp" else "building the problem")
     algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
     network = NetworkModel.from_config(config)
     run_id = config_hash(config)
 
-    progress = RunProgress(config["rounds"], name, quiet=quiet)
     status, error = "failed", None
     totals = {"bytes_up": 0.0, "bytes_down": 0.0, "compute_time": 0.0, "comm_time_model": 0.0}
     last_metrics: dict[str, float] = {}
@@ -84,6 +85,7 @@ def run_experiment(
         try:
             arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
             algorithm.initialize(arena.arrays)
+            progress.stage("compiling or loading the numba kernels")
             algorithm.warm_up()
             writer = RunFileWriter(
                 path, run_id=run_id, config=config, env=environment(), seed=config["seed"],
@@ -105,6 +107,7 @@ def run_experiment(
             if save_every:
                 writer.append_params(0, algorithm.snapshot(arena.arrays))
             writer.start_live()
+            progress.stage(f"starting {algorithm.n_workers} worker processes")
             pool = WorkerPool(algorithm.worker_program(), arena.layout, algorithm.n_workers)
             pool.start()
             if on_start is not None:
