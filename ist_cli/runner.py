@@ -23,7 +23,7 @@ from ist_cli.comm import NetworkModel
 from ist_cli.config import config_hash, default_run_name, resolve_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.io.provenance import environment, git_commit
-from ist_cli.io.runfile import RunFileWriter
+from ist_cli.io.runfile import RunFileError, RunFileWriter, read_run
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.pool import WorkerPool
@@ -33,7 +33,7 @@ TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time")
 
 
 def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Path:
-    """Create ``out_dir`` and return ``out_dir/name.h5``; refuse to clobber a finished run."""
+    """Create ``out_dir`` and return ``out_dir/name.h5`` (``existing_run`` decides about a file there)."""
     if not name or "/" in name or name.startswith("."):
         raise UserError(f"--name: {name!r} is not allowed; expected a file name without '/' or a leading '.'")
     directory = Path(out_dir)
@@ -43,11 +43,38 @@ def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> P
         raise UserError(f"--out: {str(directory)!r} cannot be created ({exc.strerror}); expected a writable directory") from None
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
         raise UserError(f"--out: {str(directory)!r} is not a writable directory; expected a writable directory")
-    path = directory / f"{name}.h5"
-    if path.exists() and not overwrite:
-        raise UserError(f"{str(path)!r} already exists (finished runs are never replaced); "
-                        "expected a new --name, or --overwrite to replace it")
-    return path
+    return directory / f"{name}.h5"
+
+
+REUSABLE_STATUSES = ("completed", "diverged")
+
+
+def existing_run(path: Path, run_id: str) -> dict[str, Any] | None:
+    """The summary of the finished run already at ``path`` when it is this very run (same
+    ``run_id``, completed or diverged), so re-running the same command costs nothing, as a
+    sweep skips finished runs. None when there is no file. Anything else at ``path`` (another
+    config under the same ``--name``, a failed run) is refused: finished files are never
+    replaced without ``--overwrite``."""
+    if not path.exists():
+        return None
+    refuse = UserError(f"{str(path)!r} already exists and holds a different run or a failed one (finished "
+                       "runs are never replaced); expected a new --name, or --overwrite to replace it")
+    try:
+        run = read_run(path, load_problem=False)
+    except RunFileError:
+        raise refuse from None
+    if run.run_id != run_id or run.status not in REUSABLE_STATUSES:
+        raise refuse
+    last = {}
+    for key, values in run.metrics.items():
+        measured = values[~np.isnan(values)] if run.status == "completed" else values
+        if key != "round" and measured.size:
+            last[key] = float(measured[-1])
+    rounds = int(run.attrs.get("rounds_completed", run.metrics["round"][-1]))
+    return {
+        "name": path.stem, "run_id": run_id, "status": run.status, "file": str(path), "rounds_completed": rounds,
+        "reused": True, **last,
+    }
 
 
 def run_experiment(
@@ -68,11 +95,15 @@ def run_experiment(
     config = resolve_config(config)
     name = name or default_run_name(config)
     path = prepare_output(out_dir, name, overwrite)
+    run_id = config_hash(config)
+    if not overwrite:
+        previous = existing_run(path, run_id)
+        if previous is not None:
+            return previous
     progress = RunProgress(config["rounds"], name, quiet=quiet)
     progress.stage("loading data" if config["model"] == "mlp" else "building the problem")
     algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
     network = NetworkModel.from_config(config)
-    run_id = config_hash(config)
 
     status, error = "failed", None
     totals = {"bytes_up": 0.0, "bytes_down": 0.0, "compute_time": 0.0, "comm_time_model": 0.0}

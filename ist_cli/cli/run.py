@@ -54,7 +54,7 @@ def _with_run_options(function):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
 @click.option("--out", "out_dir", type=str, default="results", show_default=True, help="Output directory.")
 @click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME.h5.")
+@click.option("--overwrite", is_flag=True, help="Recompute and replace DIR/NAME.h5 (without it, an identical finished run is reported, not rerun).")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
@@ -74,6 +74,9 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
     sources.append("cli")
     config = resolve_config(*layers, sources=sources)
     summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
+    if summary.get("reused") and not quiet:
+        click.echo(f"ist: {summary['file']} already holds this run ({summary['status']}); not recomputed "
+                   "(--overwrite recomputes it)", err=True)
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=float))
     elif not quiet:
