@@ -48,6 +48,7 @@ def _int(minimum: int | None = None) -> Callable[[Any], int]:
         return number
 
     parse.expects = "an integer" if minimum is None else f"an integer >= {minimum}"  # type: ignore[attr-defined]
+    parse.range = (int, minimum, False)  # type: ignore[attr-defined]  # (kind, min, min_open): --help and completion
     return parse
 
 
@@ -70,6 +71,7 @@ def _float(positive: bool = False, nonnegative: bool = False) -> Callable[[Any],
         return number
 
     parse.expects = expects  # type: ignore[attr-defined]
+    parse.range = (float, 0.0 if positive or nonnegative else None, positive)  # type: ignore[attr-defined]
     return parse
 
 

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.status import Status
 from rich.table import Table
 
 
@@ -27,18 +28,31 @@ class RunProgress:
         self._last_line = 0.0
         self._first: tuple[float, int] | None = None
         self._created = time.perf_counter()
+        self._status: Status | None = None
 
     def stage(self, text: str) -> None:
-        """One start-up status line (``NAME: loading data``), with the time since the run began."""
-        if self.quiet:
+        """Show what start-up is doing (``NAME: loading data (0.4s)``) on a terminal.
+
+        A transient status line: it is replaced by the bar, and erased by ``end_stage`` when
+        start-up fails, so a bad input still leaves exactly one line on stderr. Nothing is
+        printed off a terminal (logs get the per-round lines).
+        """
+        if self.quiet or not self.console.is_terminal:
             return
         line = f"{self.label}: {text} ({time.perf_counter() - self._created:.1f}s)"
-        if self.console.is_terminal:
-            self.console.print(line, style="dim", highlight=False)
+        if self._status is None:
+            self._status = self.console.status(line)
+            self._status.start()
         else:
-            print(line, file=self.stream, flush=True)
+            self._status.update(line)
+
+    def end_stage(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
     def __enter__(self) -> RunProgress:
+        self.end_stage()
         if not self.quiet and self.console.is_terminal:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),

@@ -102,7 +102,11 @@ def run_experiment(
             return previous
     progress = RunProgress(config["rounds"], name, quiet=quiet)
     progress.stage("loading data" if config["model"] == "mlp" else "building the problem")
-    algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
+    try:
+        algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
+    except BaseException:
+        progress.end_stage()
+        raise
     network = NetworkModel.from_config(config)
 
     status, error = "failed", None
@@ -187,6 +191,7 @@ def run_experiment(
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            progress.end_stage()
             with signals_ignored():
                 if pool is not None:
                     pool.close()

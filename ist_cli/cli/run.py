@@ -11,34 +11,116 @@ from typing import Any
 
 import click
 
-from ist_cli.config import OPTIONS, check_keys, load_toml, parse_set_overrides, resolve_config
+from ist_cli.config import (
+    ALGORITHMS,
+    OPTIONS,
+    Option,
+    check_keys,
+    load_toml,
+    parse_set_overrides,
+    resolve_config,
+)
 from ist_cli.progress import print_summary
 from ist_cli.runner import run_experiment
+
+# --help sections, in order; options of the table go to one by their model (network keys apart)
+SECTIONS = ("common", "quadratic", "MLP", "network model", "input and output")
+NETWORK_KEYS = ("bandwidth", "latency", "topology")
+ALL_ALGORITHMS = tuple(dict.fromkeys(name for names in ALGORITHMS.values() for name in names))
+
+
+def _section(option: Option) -> str:
+    if option.key in NETWORK_KEYS:
+        return "network model"
+    if option.models == ("quadratic",):
+        return "quadratic"
+    if option.models == ("mlp",):
+        return "MLP"
+    return "common"
+
+
+class _Unchecked:
+    """Mixin for click types: show the type, range and choices in --help and completion, but
+    hand the raw string on, so ``config.resolve_config`` checks every source (flags, TOML,
+    --set) with the same one-line messages."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return value
+
+
+class ChoiceShown(_Unchecked, click.Choice):
+    pass
+
+
+class IntRangeShown(_Unchecked, click.IntRange):
+    pass
+
+
+class FloatRangeShown(_Unchecked, click.FloatRange):
+    pass
+
+
+def click_type(option: Option) -> click.ParamType:
+    """The click type of a table option: Choice, IntRange or FloatRange where the table says
+    so (``--algorithm`` offers every model's algorithms), else a string."""
+    if option.choices:
+        return ChoiceShown(option.choices)
+    if option.key == "algorithm":
+        return ChoiceShown(ALL_ALGORITHMS)
+    kind, minimum, open_ = getattr(option.parse, "range", (None, None, False))
+    if kind is int:
+        return IntRangeShown(min=minimum)
+    if kind is float:
+        return FloatRangeShown(min=minimum, min_open=open_)
+    return click.STRING
+
+
+class SectionedCommand(click.Command):
+    """--help with the options grouped into ``SECTIONS`` (each param carries ``section``)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: dict[str, list[tuple[str, str]]] = {name: [] for name in SECTIONS}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows[getattr(param, "section", "input and output")].append(record)
+        for name in SECTIONS:
+            if rows[name]:
+                with formatter.section(f"{name[0].upper()}{name[1:]} options"):
+                    formatter.write_dl(rows[name])
 
 
 def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
+def _in_section(decorator, section: str):
+    def apply(function):
+        function = decorator(function)
+        function.__click_params__[-1].section = section
+        return function
+
+    return apply
+
+
 def _option_decorators():
     decorators = []
     for option in OPTIONS:
         help_text = option.help
-        if option.choices:
-            help_text += f" [{'|'.join(option.choices)}]"
         if option.is_flag_pair:
             name = option.key.replace("_", "-")
-            decorators.append(click.option(f"--{name}/--no-{name}", option.key, default=None, help=help_text))
+            decorators.append(_in_section(click.option(f"--{name}/--no-{name}", option.key, default=None,
+                                                       help=help_text), _section(option)))
         else:
             if option.defaults_by_model:
                 shown = ", ".join(f"{model} {_shown(option.default_for(model))}" for model in option.models)
                 help_text += f" (default: {shown})"
             elif option.default is not None:
                 help_text += f" (default: {_shown(option.default)})"
-            decorators.append(
-                click.option(option.flag, option.key, type=str, default=None, metavar=option.metavar or "VALUE",
-                             help=help_text)
-            )
+            decorators.append(_in_section(
+                click.option(option.flag, option.key, type=click_type(option), default=None, metavar=option.metavar,
+                             help=help_text),
+                _section(option)))
     return decorators
 
 
@@ -48,11 +130,12 @@ def _with_run_options(function):
     return function
 
 
-@click.command(context_settings={"max_content_width": 110})
+@click.command(cls=SectionedCommand, context_settings={"max_content_width": 110})
 @_with_run_options
-@click.option("--config", "config_file", type=str, default=None, metavar="FILE.toml", help="Settings from a TOML file.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml",
+              help="Settings from a TOML file (keys as the options, e.g. lr = 0.01).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
-@click.option("--out", "out_dir", type=str, default="results", show_default=True, help="Output directory.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True, help="Output directory.")
 @click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
 @click.option("--overwrite", is_flag=True, help="Recompute and replace DIR/NAME.h5 (without it, an identical finished run is reported, not rerun).")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
