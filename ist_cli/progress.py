@@ -11,7 +11,9 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.status import Status
-from rich.table import Table
+from rich.table import Column, Table
+
+WIDE_TERMINAL = 120
 
 
 class RunProgress:
@@ -39,7 +41,7 @@ class RunProgress:
         """
         if self.quiet or not self.console.is_terminal:
             return
-        line = f"{self.label}: {text} ({time.perf_counter() - self._created:.1f}s)"
+        line = f"{self.label}: {text} (since {time.perf_counter() - self._created:.1f} s)"
         if self._status is None:
             self._status = self.console.status(line)
             self._status.start()
@@ -54,15 +56,24 @@ class RunProgress:
     def __enter__(self) -> RunProgress:
         self.end_stage()
         if not self.quiet and self.console.is_terminal:
+            # bar, round count, loss and both labelled times always fit: on a terminal narrower
+            # than WIDE_TERMINAL the run's name goes on its own line above the bar
+            fixed = {"table_column": Column(no_wrap=True)}
+            columns = [
+                BarColumn(bar_width=16),
+                TextColumn("round {task.completed}/{task.total}", **fixed),
+                TextColumn("{task.fields[loss]}", **fixed),
+                TextColumn("elapsed", **fixed),
+                TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+                TextColumn("remaining", **fixed),
+                TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)),
+            ]
+            if self.console.width >= WIDE_TERMINAL:
+                columns.insert(0, TextColumn("[bold]{task.description}", **fixed))
+            else:
+                self.console.print(self.label, style="bold", highlight=False)
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("round {task.completed}/{task.total}"),
-                TextColumn("{task.fields[loss]}"),
-                TextColumn("elapsed"),
-                TimeElapsedColumn(),
-                TextColumn("remaining"),
-                TimeRemainingColumn(),
+                *columns,
                 console=self.console,
                 transient=False,
             )
@@ -73,7 +84,7 @@ class RunProgress:
     def update(self, round_index: int, metrics: Mapping[str, float] | None) -> None:
         if self.quiet:
             return
-        loss = f"loss {metrics['loss']:.6g}" if metrics else None
+        loss = f"loss {metrics['loss']:.4g}" if metrics else None
         if self._bar is not None:
             fields = {"loss": loss} if loss else {}
             self._bar.update(self._task, completed=round_index, **fields)

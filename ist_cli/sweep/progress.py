@@ -17,6 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 
@@ -49,8 +50,10 @@ class SweepProgress:
     def __enter__(self) -> SweepProgress:
         if not self.quiet and self.console.is_terminal:
             self._bar = _BarWithFlight(
-                TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
-                TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("remaining"), TimeRemainingColumn(),
+                TextColumn("[bold]{task.description}",
+                           table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=6)),
+                BarColumn(bar_width=24), MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
+                TextColumn("remaining"), TimeRemainingColumn(),
                 console=self.console,
             )
             self._bar.start()
