@@ -86,7 +86,7 @@ def provenance_rows(runs: Sequence[RunData]) -> list[list[str]]:
 def _figure(name: str, fig: Figure, ci: str) -> str:
     data = base64.b64encode(png_bytes(fig)).decode()
     width = round(fig.get_size_inches()[0] * CSS_PX_PER_INCH)
-    return (f'<figure><img alt="{_e(name)}" width="{width}" src="data:image/png;base64,{data}">'
+    return (f'<figure style="width:{width}px"><img alt="{_e(name)}" width="{width}" src="data:image/png;base64,{data}">'
             f"<figcaption><b>{_e(name)}</b>: {_e(figure_caption(fig, name, ci))}</figcaption></figure>")
 
 
