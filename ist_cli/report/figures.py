@@ -24,6 +24,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ist_cli.io.metric_info import metric_label
 from ist_cli.io.runfile import RunData, RunFileError, read_run
@@ -202,6 +203,7 @@ def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, the
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a log axis collide
     ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel(metric_label(metric))
     ax.grid(True, which="major", alpha=0.3)
@@ -258,6 +260,7 @@ def comm_figure(groups: Sequence[Group], metric: str | None = None, which: str =
         ys_all.extend([low, high])
     if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 10:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if ys_all and wants_log(np.asarray(ys_all)):
         ax.set_yscale("log")
     ax.set_xlabel("total bytes communicated (all workers)")
