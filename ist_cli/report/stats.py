@@ -41,14 +41,23 @@ def ci_caption(method: str, level: float = CI_LEVEL) -> str:
     return f"{level:.0%} {CI_NAMES[method]} CI"
 
 
-def t_ci(values: Sequence[float] | np.ndarray, *, level: float = CI_LEVEL) -> tuple[float, float, float]:
-    """(mean, low, high): mean ± t_{(1+level)/2, n-1} · s/√n; [x, x] for one value."""
+def _sample(values: Sequence[float] | np.ndarray) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    """The values as a flat float array, and the interval when there is nothing to estimate:
+    NaN for no value, [x, x] for one."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(x.mean())
+        return x, (float("nan"), float("nan"), float("nan"))
     if x.size == 1:
-        return mean, mean, mean
+        return x, (float(x[0]),) * 3
+    return x, None
+
+
+def t_ci(values: Sequence[float] | np.ndarray, *, level: float = CI_LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high): mean ± t_{(1+level)/2, n-1} · s/√n; [x, x] for one value."""
+    x, trivial = _sample(values)
+    if trivial is not None:
+        return trivial
+    mean = float(x.mean())
     from scipy import stats as scipy_stats  # lazily: scipy.stats takes a second to import
 
     half = float(scipy_stats.t.ppf((1.0 + level) / 2.0, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
@@ -60,9 +69,9 @@ def bca_ci(
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float, float]:
     """(mean, low, high) by scipy's BCa bootstrap; the interval is NaN where BCa is undefined."""
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size <= 1:
-        return t_ci(x, level=level)
+    x, trivial = _sample(values)
+    if trivial is not None:
+        return trivial
     mean = float(x.mean())
     from scipy import stats as scipy_stats
 
@@ -104,12 +113,10 @@ def bootstrap_ci(
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float, float]:
     """(mean, low, high) of ``values`` with the percentile-bootstrap CI described above."""
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan")
+    x, trivial = _sample(values)
+    if trivial is not None:
+        return trivial
     mean = float(x.mean())
-    if x.size == 1:
-        return mean, mean, mean
     counts = resample_counts(x.size, n_resamples, stream(seed, "bootstrap"))
     means = counts @ x / x.size
     tail = 100.0 * (1.0 - level) / 2.0
