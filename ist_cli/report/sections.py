@@ -35,10 +35,13 @@ def build_sections(
 ) -> list[Section]:
     """One ``Section`` per model (sorted by name). ``metrics`` (default: the model's main ones)
     are kept per model where its runs have them. Figures are left to the caller."""
+    if group_by is not None:  # a key of one model only (``dim``) groups that model's section
+        group_runs(runs, group_by)  # raises the one-line error for a key no run has
     sections = []
     for model, model_runs in split_by_model(runs).items():
         present = set(available_metrics(model_runs))
         chosen = [m for m in metrics if m in present] if metrics else default_metrics(model_runs)
-        groups = group_runs(model_runs, group_by)
+        by = None if group_by is None else [k for k in group_by if any(k in run.config for run in model_runs)]
+        groups = group_runs(model_runs, by)
         sections.append(Section(model, model_runs, groups, chosen, summarize(groups, chosen, which, ci=ci)))
     return sections
