@@ -84,6 +84,7 @@ def test_existing_run_file_is_never_overwritten(tmp_path):
     assert (tmp_path / "r.h5").read_bytes() != before  # recomputed: new timestamps and timings
 
 
+@pytest.mark.slow
 def test_rerunning_an_identical_finished_run_reports_it_without_recomputing(tmp_path):
     args = (*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path))
     first = ist_json(*args)

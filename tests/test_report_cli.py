@@ -186,6 +186,7 @@ def test_end_to_end_with_ist_run(tmp_path: Path) -> None:
         assert 0.5 * biases[-1] < float(np.mean(tail)) < 3.0 * biases[-1]
 
 
+@pytest.mark.slow
 def test_two_models_and_a_duplicate_give_two_sections_whole_numbers_no_warning(tmp_path: Path) -> None:
     """Acceptance: runs of both models and one run copied to a second directory."""
     results = tmp_path / "results"
@@ -220,6 +221,7 @@ def test_two_models_and_a_duplicate_give_two_sections_whole_numbers_no_warning(t
     assert mlp_row["seeds"] == "2 10"
 
 
+@pytest.mark.slow
 def test_svg_text_stays_text_and_pdf_is_written(sweep: list[Path], tmp_path: Path) -> None:
     result = ist("report", str(sweep[0].parent), "--figures", str(tmp_path), "--format", "csv", "--x", "bytes",
                  "--logx")

@@ -14,6 +14,7 @@ import pytest
 from tests.helpers import ist_json
 
 SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
+pytestmark = pytest.mark.slow  # two real runs
 
 
 @pytest.fixture(scope="module")
