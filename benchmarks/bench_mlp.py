@@ -84,10 +84,10 @@ def memory(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as out:
         summary = run_experiment(config, out_dir=out, name="bench", quiet=True, on_start=on_start)
     sampler.stop()
-    print(f"dataset (X and y, train+test) = {dataset_mb:.0f} MB; model params = {summary['params']} "
-          f"({summary['params'] * 4 / MB:.1f} MB float32); algorithm {args.algorithm}, {args.workers} workers, "
+    print(f"dataset (X and y, train+test) = {dataset_mb:.0f} MB; model params = {summary.extras['params']} "
+          f"({summary.extras['params'] * 4 / MB:.1f} MB float32); algorithm {args.algorithm}, {args.workers} workers, "
           f"hidden {args.hidden}, {args.rounds} rounds x {args.local_steps} local steps; "
-          f"wall {time.perf_counter() - started:.1f} s; test accuracy {summary['test_accuracy']:.3f}")
+          f"wall {time.perf_counter() - started:.1f} s; test accuracy {summary.last_metrics['test_accuracy']:.3f}")
     print()
     print("| process | peak RSS (MB) | peak USS (MB) | peak PSS (MB) |")
     print("|---|---:|---:|---:|")

@@ -29,7 +29,7 @@ def round_cost(workers: int, dim: int, rounds: int = 400) -> tuple[float, float]
         config = {"model": "quadratic", "workers": workers, "dim": dim, "rounds": rounds,
                   "eval_every": rounds, "lr": 0.001}
         summary = run_experiment(config, out_dir=out, name="bench")
-        metrics = read_run(summary["file"]).metrics
+        metrics = read_run(summary.file).metrics
     # wall time from round 0's row (after start-up) to the end
     wall = (metrics["wall_time"][-1] - metrics["wall_time"][0]) / rounds
     compute = metrics["compute_time"][-1] / rounds
@@ -44,7 +44,7 @@ def kernel_vs_numpy(dim: int, steps: int = 10, repeats: int = 200) -> tuple[floa
     scales = np.zeros(dim)
     scales[: dim // 4] = 4.0
     out = np.empty(dim)
-    sketched_local_steps(L, b, x, scales, 0.01, steps, out)
+    sketched_local_steps(L=L, b=b, start=x, scales=scales, lr=0.01, steps=steps, out=out)
 
     def numpy_version():
         z = x.copy()
@@ -54,7 +54,10 @@ def kernel_vs_numpy(dim: int, steps: int = 10, repeats: int = 200) -> tuple[floa
 
     np.testing.assert_allclose(numpy_version(), out, rtol=1e-12)
     timings = []
-    for fn in (lambda: sketched_local_steps(L, b, x, scales, 0.01, steps, out), numpy_version):
+    def kernel_version():
+        sketched_local_steps(L=L, b=b, start=x, scales=scales, lr=0.01, steps=steps, out=out)
+
+    for fn in (kernel_version, numpy_version):
         start = time.perf_counter()
         for _ in range(repeats):
             fn()

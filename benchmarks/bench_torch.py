@@ -126,8 +126,11 @@ class Case:
 
     def numba_steps(self, batches: np.ndarray) -> float:
         lay = self.layout
-        return kernels.train_steps(self.X, self.y, batches, self.params, lay.offsets, lay.widths, lay.batch_norm,
-                                   self.scale, LR, 0.0, self.grad, self.velocity, lay.size)
+        return kernels.train_steps(
+            X=self.X, y=self.y, batches=batches, params=self.params, offsets=lay.offsets, widths=lay.widths,
+            batch_norm=lay.batch_norm, scale=self.scale, lrs=np.full(len(batches), LR), momentum=0.0,
+            nesterov=False, mask=self.params[:0], grad=self.grad, velocity=self.velocity, size=lay.size
+        )
 
     def torch_steps(self, batches: torch.Tensor) -> float:
         total = 0.0
@@ -205,13 +208,18 @@ class GatherScatter:
 
     def numba_gather(self) -> None:
         f, s = self.full, self.sub_layout
-        kernels.gather_subnet(self.model, f.offsets, f.widths, self.sub, s.offsets, s.widths, self.neurons,
-                              self.starts)
+        kernels.gather_subnet(
+            full=self.model, full_offsets=f.offsets, full_widths=f.widths, sub=self.sub,
+            sub_offsets=s.offsets, sub_widths=s.widths, neurons=self.neurons, starts=self.starts
+        )
 
     def numba_scatter(self) -> None:
         f, s = self.full, self.sub_layout
-        kernels.scatter_subnet(self.model, f.offsets, f.widths, self.sub, s.offsets, s.widths, self.neurons,
-                               self.starts, True)
+        kernels.scatter_subnet(
+            full=self.model, full_offsets=f.offsets, full_widths=f.widths, sub=self.sub,
+            sub_offsets=s.offsets, sub_widths=s.widths, neurons=self.neurons, starts=self.starts,
+            skip_output_bias=True
+        )
 
     def torch_gather(self) -> None:
         for name, full in self.tensors.items():

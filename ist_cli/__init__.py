@@ -4,7 +4,7 @@ The library behind the ``ist`` command (docs/python-api.md)::
 
     from ist_cli import run_experiment, read_run
     summary = run_experiment({"model": "quadratic", "workers": 4, "dim": 32}, out_dir="results")
-    data = read_run(summary["file"])
+    data = read_run(summary.file)
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from importlib import import_module
 from typing import Any
 
 from ist_cli._version import __version__
+from ist_cli.runtime.mpi_launch import pin_worker_threads
+
+pin_worker_threads()  # an MPI worker rank computes on one thread; must precede numpy's import
 
 # name -> module; imported on first use so `ist --help` stays fast
 _EXPORTS = {

@@ -7,15 +7,56 @@ into modelled seconds. Keeping the two apart lets one algorithm be priced on any
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ist_cli.config import parse_bandwidth, parse_latency
-
 INDEX_BYTES = 4  # a coordinate/neuron index travels as int32
+
+_SIZE_UNITS = {
+    "bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
+    "b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def _quantity(value: Any, pattern: str, units: Mapping[str, float], expects: str, *, positive: bool,
+              default_unit: str | None = None) -> float:
+    """A number with a unit (``pattern`` captures both) in base units; a bare number is taken as is."""
+    def fits(number: float) -> bool:
+        return (number > 0 if positive else number >= 0) and math.isfinite(number)
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not fits(value):
+            raise ValueError(expects)
+        return float(value)
+    match = re.fullmatch(pattern, str(value))
+    unit = (match.group(2).lower() or default_unit) if match else None
+    if not match or unit not in units:
+        raise ValueError(expects)
+    try:
+        number = float(match.group(1)) * units[unit]
+    except ValueError:
+        raise ValueError(expects) from None
+    if not fits(number):
+        raise ValueError(expects)
+    return number
+
+
+def parse_bandwidth(value: Any) -> float:
+    """Bandwidth in bytes per second from e.g. ``10Gbit``, ``1.25GB`` (per second implied)."""
+    return _quantity(value, r"\s*([0-9.eE+-]+)\s*([A-Za-z]+)(?:/s|ps)?\s*", _SIZE_UNITS,
+                     "a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB", positive=True)
+
+
+def parse_latency(value: Any) -> float:
+    """Latency in seconds from e.g. ``50us``, ``1ms``, ``0``."""
+    return _quantity(value, r"\s*([0-9.eE+-]+)\s*([a-zµ]*)\s*", _TIME_UNITS, "a latency >= 0 such as 50us, 1ms or 0",
+                     positive=False, default_unit="s")
 
 
 @dataclass(frozen=True)

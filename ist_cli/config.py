@@ -2,8 +2,10 @@
 overrides and sweep validation, so a key means the same thing everywhere.
 
 A resolved config is a plain JSON-able dict holding only the keys that matter for its
-model; its canonical JSON is what the run id hashes, so two spellings of the same run
-get the same id.
+model *and method*: each option says which models and algorithms use it (and, for a few,
+which value of another setting), and ``resolve_config`` drops what the chosen method
+ignores (or pins it, as ``single`` pins ``workers`` to 1). Its canonical JSON is what the
+run id hashes, so two spellings of the same computation get the same id.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ist_cli.comm import parse_bandwidth, parse_latency
+from ist_cli.data import synthetic
+from ist_cli.data.dataset import DTYPES
+from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
+from ist_cli.data.partition import partition_problem
 from ist_cli.errors import UserError
+from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits
+from ist_cli.models.theory import SERVER_UPDATE_DEFAULT, SERVER_UPDATES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +35,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MODELS = ("quadratic", "mlp")
+STUDY_SECTION = "MLP optimizer, sparsity and goal"  # their ``ist run --help`` section (docs/sparsity.md)
+OPTIMIZERS = ("sgd", "momentum", "nesterov")
+SCHEDULES = ("constant", "linear-decay")
+GOAL_METRICS = ("val_error", "test_error", "train_error")
+PRUNE_METHODS = ("snip", "random", "magnitude")
 ALGORITHMS = {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single")}
 BOTH = MODELS
 
@@ -127,49 +141,35 @@ def _int_list(value: Any) -> list[int]:
 
 _int_list.expects = "a comma-separated list of integers >= 1"  # type: ignore[attr-defined]
 
-_SIZE_UNITS = {
-    "bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
-    "b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+def _fraction(low_open: bool, high_open: bool) -> Callable[[Any], float]:
+    """A number in [0, 1] with either end open, e.g. sparsity in [0, 1), a goal error in (0, 1]."""
+    expects = f"a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    number = _float()
+
+    def parse(value: Any) -> float:
+        try:
+            x = number(value)
+        except ValueError:
+            raise ValueError(expects) from None
+        if x < 0 or x > 1 or (low_open and x == 0) or (high_open and x == 1):
+            raise ValueError(expects)
+        return x
+
+    parse.expects = expects  # type: ignore[attr-defined]
+    parse.range = (float, 0.0, low_open, 1.0, high_open)  # type: ignore[attr-defined]
+    return parse
 
 
-def parse_bandwidth(value: Any) -> float:
-    """Bandwidth in bytes per second from e.g. ``10Gbit``, ``1.25GB`` (per second implied)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-        return float(value)
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]+)(?:/s|ps)?\s*", str(value))
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _SIZE_UNITS:
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
+def _int_or_all(value: Any) -> int | str:
+    if str(value).strip() == "all":
+        return "all"
     try:
-        number = float(match.group(1)) * _SIZE_UNITS[unit]
+        return _int(1)(value)
     except ValueError:
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB") from None
-    if not (number > 0 and math.isfinite(number)):
-        raise ValueError("a bandwidth > 0 such as 10Gbit, 100Mbit or 1GB")
-    return number
+        raise ValueError("an integer >= 1 or all") from None
 
 
-def parse_latency(value: Any) -> float:
-    """Latency in seconds from e.g. ``50us``, ``1ms``, ``0``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-        return float(value)
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zµ]*)\s*", str(value))
-    unit = (match.group(2) or "s") if match else ""
-    if not match or unit not in _TIME_UNITS:
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-    try:
-        number = float(match.group(1)) * _TIME_UNITS[unit]
-    except ValueError:
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0") from None
-    if not (number >= 0 and math.isfinite(number)):
-        raise ValueError("a latency >= 0 such as 50us, 1ms or 0")
-    return number
+_int_or_all.expects = "an integer >= 1 or all"  # type: ignore[attr-defined]
 
 
 def _spec_string(pattern: str, expects: str) -> Callable[[Any], str]:
@@ -181,6 +181,17 @@ def _spec_string(pattern: str, expects: str) -> Callable[[Any], str]:
 
     parse.expects = expects  # type: ignore[attr-defined]
     return parse
+
+
+def _partition(value: Any) -> str:
+    text = str(value).strip()
+    problem = partition_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+_partition.expects = PARTITION_EXPECTS  # type: ignore[attr-defined]
 
 
 def _checked(parser: Callable[[Any], Any], check: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -205,9 +216,16 @@ class Option:
     help: str
     choices: tuple[str, ...] | None = None
     models: tuple[str, ...] = BOTH
+    #: algorithms that use the setting (None: every algorithm of ``models``)
+    algorithms: tuple[str, ...] | None = None
+    #: other settings the option depends on: used only when each holds one of the listed values
+    requires: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: algorithm -> the value the method always runs with (kept in the config, not user-settable)
+    pinned: Mapping[str, Any] = field(default_factory=dict)
     is_flag_pair: bool = False
     metavar: str | None = None
     defaults_by_model: Mapping[str, Any] = field(default_factory=dict)
+    section: str = ""  # its ``ist run --help`` section ("" = by its models: common, quadratic or MLP)
 
     @property
     def flag(self) -> str:
@@ -215,6 +233,14 @@ class Option:
 
     def default_for(self, model: str) -> Any:
         return self.defaults_by_model.get(model, self.default)
+
+    def used_by(self, config: Mapping[str, Any]) -> bool:
+        """Does the method of ``config`` (model, algorithm and the settings in ``requires``) use this option?"""
+        if config["model"] not in self.models:
+            return False
+        if self.algorithms is not None and config["algorithm"] not in self.algorithms:
+            return False
+        return all(config.get(key) in values for key, values in self.requires.items())
 
     def expects(self) -> str:
         if self.choices:
@@ -237,13 +263,17 @@ class Option:
             raise UserError(f"{name}: {value!r} is not allowed; expected {exc}") from None
 
 
+GENERATED = {"problem_file": (None,)}  # settings of the generated quadratic, unused with --problem-file
+
 OPTIONS: tuple[Option, ...] = (
     Option("model", _str, "mlp", "Model to train.", choices=MODELS),
     Option("algorithm", _str, "ist", "Training algorithm (quadratic: ist|gd|dcgd; mlp: ist|dp|local-sgd|single)."),
-    Option("workers", _int(1), 8, "Number of simulated workers (one OS process each)."),
+    Option("workers", _int(1), 8, "Number of simulated workers (one OS process each); single: always 1.",
+           pinned={"single": 1}),
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),
     Option("lr", _float(positive=True), 0.1, "Step size (learning rate) > 0.", defaults_by_model={"quadratic": 0.02}),
-    Option("local_steps", _int(1), 20, "Local steps per round (R).", defaults_by_model={"quadratic": 1}),
+    Option("local_steps", _int(1), 20, "Local steps per round (R); ist, local-sgd, single.",
+           algorithms=("ist", "local-sgd", "single"), defaults_by_model={"quadratic": 1}),
     Option("seed", _int(0), 0, "Seed of every random stream in the run."),
     Option("eval_every", _int(1), 10, "Evaluate and log every K rounds.", defaults_by_model={"quadratic": 1}),
     Option("bandwidth", _checked(_str, parse_bandwidth), "10Gbit", "Modelled link bandwidth, e.g. 10Gbit, 100Mbit, 1GB."),
@@ -251,35 +281,77 @@ OPTIONS: tuple[Option, ...] = (
     Option("topology", _str, "ps", "Modelled network: parameter server or ring.", choices=("ps", "ring")),
     # quadratic (Shulgin & Richtarik)
     Option("dim", _int(1), 64, "Dimension d of the quadratic.", models=("quadratic",)),
-    Option("sketch", _str, "perm", "Sketch C_i of IST/DCGD.", choices=("perm", "rand", "identity"), models=("quadratic",)),
-    Option("sketch_q", _int(1), None, "q of the Rand-q sketch (default d/n).", models=("quadratic",), metavar="Q"),
+    Option("sketch", _str, "perm", "Sketch C_i of IST/DCGD (perm-precond: Perm-q scaled by sqrt(n) L_i[j,j]^-1/2).",
+           choices=SKETCHES, models=("quadratic",), algorithms=("ist", "dcgd")),
+    Option("sketch_q", _int(1), None, "q of the Rand-q sketch (default d/n).", models=("quadratic",), metavar="Q",
+           algorithms=("ist", "dcgd"), requires={"sketch": ("rand",)}),
+    Option("server_update", _str, SERVER_UPDATE_DEFAULT, "IST: the server averages the workers' models (average) or "
+           "adds their mean update z_i - C_i x to x (delta).", choices=SERVER_UPDATES, models=("quadratic",),
+           algorithms=("ist",)),
     Option("heterogeneity", _str, "heterogeneous", "Same A for all clients (homogeneous) or one per client.",
-           choices=("homogeneous", "heterogeneous"), models=("quadratic",)),
+           choices=("homogeneous", "heterogeneous"), models=("quadratic",), requires=GENERATED),
     Option("interpolation", _bool, False, "b_i = L_i x_true with x_true = 0: every client (and sketch) shares the optimum.",
-           models=("quadratic",), is_flag_pair=True),
-    Option("client_samples", _int(1), None, "Rows m of each A_i (default 2d).", models=("quadratic",), metavar="M"),
-    Option("l2", _float(nonnegative=True), 0.1, "Ridge term lambda added to every L_i.", models=("quadratic",)),
+           models=("quadratic",), requires=GENERATED, is_flag_pair=True),
+    Option("client_samples", _int(1), None, "Rows m of each A_i (default 2d).", models=("quadratic",), metavar="M",
+           requires=GENERATED),
+    Option("l2", _float(nonnegative=True), 0.1, "Ridge term lambda added to every L_i.", models=("quadratic",),
+           requires=GENERATED),
     Option("problem_file", _optional_str, None, "Load L (n,d,d) and b (n,d) from an .npz or .h5 file.",
            models=("quadratic",), metavar="PATH"),
     Option("save_params_every", _int(0), 0, "Store the iterate x every K rounds in /params/x (0: never).",
            models=("quadratic",)),
     # mlp (Yuan et al.)
     Option("hidden", _int_list, [512, 512], "Hidden widths, comma separated.", models=("mlp",), metavar="W1,W2"),
-    Option("dataset", _spec_string(r"digits|synthetic|(npz|mnist|libsvm):.+",
-                                   "digits, synthetic, npz:PATH, mnist:DIR or libsvm:PATH"),
+    Option("dataset", _spec_string(r"digits|synthetic|mnist1d(:[0-9]+)?|(npz|mnist|libsvm):.+",
+                                   "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH or mnist1d[:N]"),
            "digits", "Training data.", models=("mlp",), metavar="SPEC"),
     Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=("mlp",)),
     Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=("mlp",)),
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),
-    Option("partition", _spec_string(r"iid|dirichlet:[0-9.eE+-]+|shards:[0-9]+",
-                                     "iid, dirichlet:ALPHA or shards:K"),
-           "iid", "How training data is split across workers.", models=("mlp",), metavar="SPEC"),
-    Option("dtype", _str, "float32", "Floating point type of the model.", choices=("float32", "float64"), models=("mlp",)),
+    Option("partition", _partition, "iid", "How training data is split across workers.", models=("mlp",),
+           algorithms=("ist", "dp", "local-sgd")),
+    Option("dtype", _str, "float32", "Floating point type of the model.", choices=DTYPES, models=("mlp",)),
     Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "
-           "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",)),
-    Option("synthetic_samples", _int(2), 20000, "Samples of the synthetic dataset.", models=("mlp",)),
-    Option("synthetic_features", _int(1), 64, "Features of the synthetic dataset.", models=("mlp",)),
-    Option("synthetic_classes", _int(2), 10, "Classes of the synthetic dataset.", models=("mlp",)),
+           "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",),
+           algorithms=("ist",)),
+    Option("synthetic_samples", _int(2), synthetic.SAMPLES, "Samples of the synthetic dataset.", models=("mlp",),
+           requires={"dataset": ("synthetic",)}),
+    Option("synthetic_features", _int(1), synthetic.FEATURES, "Features of the synthetic dataset.", models=("mlp",),
+           requires={"dataset": ("synthetic",)}),
+    Option("synthetic_classes", _int(2), synthetic.CLASSES, "Classes of the synthetic dataset.", models=("mlp",),
+           requires={"dataset": ("synthetic",)}),
+    # mlp: optimizer, sparsity and training to a goal (Shallue et al.; Lee et al.; docs/sparsity.md).
+    # A setting that only matters for some value of another (prune without sparsity, goal_metric
+    # without goal_error, optimizer without momentum) is dropped in _check_training.
+    *(replace(option, models=("mlp",), section=STUDY_SECTION) for option in (
+        Option("optimizer", _str, None, "Update rule; default: momentum when --momentum > 0, else sgd.",
+               choices=OPTIMIZERS),
+        Option("lr_schedule", _str, "constant", "Learning rate over SGD steps: constant, or linear from --lr to "
+               "--lr x --end-lr-factor over --decay-steps steps, then constant.", choices=SCHEDULES),
+        Option("decay_steps", _int(1), None, "Steps of the linear decay (default: the run's whole step budget).",
+               metavar="N", requires={"lr_schedule": ("linear-decay",)}),
+        Option("end_lr_factor", _fraction(False, False), 0.01, "Final learning rate / --lr of the linear decay.",
+               metavar="F", requires={"lr_schedule": ("linear-decay",)}),
+        Option("eval_every_steps", _int(0), 0, "Also evaluate whenever the step count passes a multiple of K (0: off).",
+               metavar="K"),
+        Option("validation_fraction", _fraction(False, True), 0.0, "Share of each class of the training set held "
+               "out for val_loss/val_error (fixed seed; 0: none).", metavar="F"),
+        Option("goal_error", _fraction(True, False), None, "Stop at the first evaluation whose --goal-metric is <= E.",
+               metavar="E"),
+        Option("goal_metric", _str, "val_error", "The error the goal is measured on.", choices=GOAL_METRICS),
+        Option("max_steps", _int(0), 0, "Step budget: replaces --rounds by the rounds needed for S steps (0: off).",
+               metavar="S"),
+        Option("sparsity", _fraction(False, True), 0.0, "Fraction of prunable weights removed at initialisation.",
+               metavar="S"),
+        Option("prune", _str, "snip", "How weights are scored for pruning.", choices=PRUNE_METHODS),
+        Option("snip_batches", _int_or_all, 1, "Training batches SNIP sums its gradient over (all: the whole set).",
+               metavar="K|all", requires={"prune": ("snip",)}),
+        Option("prune_biases", _bool, False, "Biases are prunable too (weights only by default).", is_flag_pair=True),
+        Option("noise_scale_every", _int(0), 0, "Log the gradient noise scale every K evaluations (0: off).",
+               metavar="K"),
+        Option("lipschitz_every", _int(0), 0, "Log the local Lipschitz estimate every K evaluations (0: off).",
+               metavar="K"),
+    )),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {opt.key: opt for opt in OPTIONS}
@@ -335,8 +407,9 @@ def check_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
 def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = None) -> dict[str, Any]:
     """Merge layers (later wins) over the defaults and return a validated, canonical config.
 
-    Only keys of the chosen model are kept. Raises ``UserError`` on any bad value or on
-    a combination the model cannot run (e.g. a dimension Perm-q cannot split).
+    Only keys the chosen model and method use are kept (``Option.used_by``); pinned keys
+    take the method's value. Raises ``UserError`` on any bad value or on a combination the
+    method cannot run (e.g. a dimension Perm-q cannot split).
     """
     source_names = list(sources) if sources is not None else ["config"] * len(layers)
     merged: dict[str, tuple[Any, str]] = {}
@@ -358,7 +431,11 @@ def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = N
         else:
             config[option.key] = option.default_for(model)
     config["model"] = model
-    _check_combination(config, merged)
+    _check_algorithm(config, merged)
+    given = {key: config[key] for key in merged if key in config}
+    used = {option.key: option for option in OPTIONS if option.used_by(config)}
+    config = {key: option.pinned.get(config["algorithm"], config[key]) for key, option in used.items()}
+    _more_validate(config, given, lambda key: _name(merged.get(key, (None, "cli"))[1], key))
     return config
 
 
@@ -368,54 +445,83 @@ def _name(source: str, key: str) -> str:
     return f"{source}: {key}"
 
 
-def _check_combination(config: dict[str, Any], merged: Mapping[str, tuple[Any, str]]) -> None:
-    def where(key: str) -> str:
-        return _name(merged.get(key, (None, "cli"))[1], key)
-
+def _check_algorithm(config: Mapping[str, Any], merged: Mapping[str, tuple[Any, str]]) -> None:
     model, algorithm = config["model"], config["algorithm"]
     if algorithm not in ALGORITHMS[model]:
+        where = _name(merged.get("algorithm", (None, "cli"))[1], "algorithm")
         raise UserError(
-            f"{where('algorithm')}: {algorithm!r} is not allowed for model {model}; "
-            f"expected one of {', '.join(ALGORITHMS[model])}"
+            f"{where}: {algorithm!r} is not allowed for model {model}; expected one of {', '.join(ALGORITHMS[model])}"
         )
-    if model == "quadratic":
-        _check_quadratic(config, where)
-    else:
-        _check_mlp(config, where)
 
 
-def _check_quadratic(config: dict[str, Any], where: Callable[[str], str]) -> None:
-    n, d = config["workers"], config["dim"]
-    if config["algorithm"] in ("gd", "dcgd") and config["local_steps"] != 1:
+def _more_validate(config: dict[str, Any], given: Mapping[str, Any], where: Callable[[str], str]) -> None:
+    """Rules that involve more than one setting (one value alone is checked by its ``Option``).
+
+    ``config`` is the resolved config, ``given`` the values the user set (parsed), so a
+    rule can refuse a setting the method would otherwise silently drop.
+    """
+    n = config["workers"]
+    if config["algorithm"] in ("gd", "dcgd") and given.get("local_steps", 1) != 1:
         raise UserError(
-            f"{where('local_steps')}: {config['local_steps']} is not allowed for {config['algorithm']}; "
+            f"{where('local_steps')}: {given['local_steps']} is not allowed for {config['algorithm']}; "
             "expected 1 (local steps are an IST setting)"
         )
-    if config["algorithm"] != "gd" and config["sketch"] == "perm" and d % n != 0:
+    if config.get("sketch") in PARTITIONED and not perm_splits(config["dim"], n):
+        d = config["dim"]
         raise UserError(
             f"{where('dim')}: {d} cannot be split by the Perm-q sketch over {n} workers; "
             f"expected a multiple of {n} (e.g. {max(n, d - d % n)})"
         )
-    if config["sketch_q"] is not None and config["sketch_q"] > d:
-        raise UserError(f"{where('sketch_q')}: {config['sketch_q']} is not allowed; expected 1..{d} (the dimension)")
-
-
-def _check_mlp(config: dict[str, Any], where: Callable[[str], str]) -> None:
-    n = config["workers"]
-    if config["algorithm"] == "ist":
+    if config.get("sketch_q") is not None and config["sketch_q"] > config["dim"]:
+        raise UserError(f"{where('sketch_q')}: {config['sketch_q']} is not allowed; expected 1..{config['dim']} (the dimension)")
+    if config["model"] == "mlp" and config["algorithm"] == "ist":
         for width in config["hidden"]:
             if width < n:
                 raise UserError(
                     f"{where('hidden')}: width {width} is smaller than the {n} workers; "
                     f"IST needs every hidden layer to have at least {n} neurons"
                 )
-    partition = config["partition"]
-    if partition.startswith("dirichlet:"):
-        alpha = float(partition.split(":", 1)[1])
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise UserError(f"{where('partition')}: {partition!r} is not allowed; expected dirichlet:ALPHA with ALPHA > 0")
-    if partition.startswith("shards:") and int(partition.split(":", 1)[1]) < 1:
-        raise UserError(f"{where('partition')}: {partition!r} is not allowed; expected shards:K with K >= 1")
+    if config["model"] == "mlp":
+        _check_training(config, where)
+
+
+def steps_per_round(config: Mapping[str, Any]) -> int:
+    """SGD steps one worker takes per round: R local steps, or 1 for data-parallel SGD."""
+    return 1 if config["algorithm"] == "dp" else int(config["local_steps"])
+
+
+def _check_training(config: dict[str, Any], where: Callable[[str], str]) -> None:
+    """Resolve the optimizer and drop what another setting makes irrelevant (one computation,
+    one run id), then check what involves several of the study's settings."""
+    if config.get("optimizer") == "sgd" and config["momentum"] > 0:
+        raise UserError(f"{where('momentum')}: {config['momentum']} is not allowed with --optimizer sgd; "
+                        "expected 0, or --optimizer momentum|nesterov")
+    if config["momentum"] == 0:
+        config.pop("optimizer", None)  # momentum and Nesterov with mu = 0 are plain SGD
+    elif config.get("optimizer") is None:
+        config["optimizer"] = "momentum"  # --momentum > 0 alone has always meant heavy ball
+    if config["sparsity"] == 0:
+        for key in ("prune", "snip_batches", "prune_biases"):
+            config.pop(key, None)
+    if config.get("goal_error") is None:
+        config.pop("goal_metric", None)
+    elif config["goal_metric"] == "val_error" and config["validation_fraction"] == 0:
+        raise UserError(f"{where('goal_metric')}: val_error needs a validation set; expected "
+                        "--validation-fraction F > 0, or --goal-metric test_error|train_error")
+    if config["max_steps"]:
+        config["rounds"] = -(-config["max_steps"] // steps_per_round(config))
+
+
+def show_value(value: Any) -> str:
+    """A setting's value as text, spelled as the options parse it back: lists as ``512,512``,
+    booleans as ``true``/``false``, a missing value as ``-`` (tables, help, ``--set`` pairs)."""
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(show_value(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 # ----------------------------------------------------------------------------- identity

@@ -25,7 +25,7 @@ QUAD = ["run", "--model", "quadratic", "--rounds", "3", "--quiet"]
         (["--lr", "-1"], ["--lr", "'-1'", "> 0"]),
         (["--lr", "nan"], ["--lr", "'nan'"]),
         (["--algorithm", "adam"], ["--algorithm", "'adam'", "ist, gd, dcgd"]),
-        (["--sketch", "gauss"], ["--sketch", "'gauss'", "perm, rand, identity"]),
+        (["--sketch", "gauss"], ["--sketch", "'gauss'", "perm, perm-precond, rand, identity"]),
         (["--set", "bogus=1"], ["--set", "'bogus'", "allowed keys"]),
         (["--set", "local_steps"], ["--set", "key=value"]),
         (["--set", "lr=abc"], ["lr", "'abc'", "number"]),

@@ -30,6 +30,8 @@ def test_later_layers_win_and_only_model_keys_are_kept():
 def test_model_specific_defaults():
     assert resolve_config({"model": "quadratic"})["local_steps"] == 1
     assert resolve_config({"model": "mlp"})["local_steps"] > 1
+    assert resolve_config({"model": "mlp"})["local_steps"] == 20  # the documented default of the MLP
+    assert resolve_config({"model": "mlp", "algorithm": "local-sgd"})["local_steps"] == 20
 
 
 def test_same_run_spelled_differently_has_the_same_id():

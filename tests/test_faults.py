@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -140,7 +141,8 @@ def test_a_running_file_can_be_read_live_with_swmr(tmp_path):
 def test_sigkill_of_a_worker_fails_the_run_fast(tmp_path):
     before = shm_entries()
     process = start_long_run(tmp_path)
-    victim = worker_processes(process.pid)[1]
+    workers = worker_processes(process.pid)
+    victim, others = workers[1], [w for w in workers if w.pid != workers[1].pid]
     victim.send_signal(signal.SIGKILL)
     code, stderr, seconds = wait_end(process, 30)
     assert seconds < 10
@@ -151,6 +153,8 @@ def test_sigkill_of_a_worker_fails_the_run_fast(tmp_path):
     assert_failed_file(tmp_path, "SIGKILL")
     assert_no_new_segments(before, process.pid)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in [victim])
+    assert len(others) == 3
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in others)  # the pool closed them
 
 
 def test_ctrl_c_fails_the_run_cleanly(tmp_path):
@@ -206,10 +210,39 @@ def test_a_worker_that_raises_fails_the_run_with_its_message(shm_guard):
         try:
             pool.start()
             pool.run_round(1)
-            with pytest.raises(WorkerFailed, match="worker 1 raised during round 2: ValueError: planned failure"):
+            with pytest.raises(WorkerFailed, match="worker 1 raised during round 2: ValueError: planned failure") as info:
                 pool.run_round(2)
         finally:
             pool.close()
+    remote = str(info.value.__cause__)  # the worker's whole traceback, chained as concurrent.futures does
+    assert "Traceback (most recent call last)" in remote and "programs.py" in remote and "in step" in remote
+    assert "\n" not in str(info.value)  # the message itself stays one line
+
+
+def test_a_raising_worker_stores_its_traceback_and_the_cli_prints_one_line(tmp_path):
+    """``ist run`` whose worker 1 raises in round 3 (the real CLI, with a test transport that wraps
+    the method's program): exit 1, one line on stderr, the whole traceback in the file's error."""
+    code = ("import functools, sys; import ist_cli.cli.run as run_cli; from ist_cli.runner import run_experiment; "
+            "from tests.programs import failing_transport; "
+            "run_cli.run_experiment = functools.partial(run_experiment, transport=failing_transport(3)); "
+            "from ist_cli.cli import main; main(sys.argv[1:])")
+    before = shm_entries()
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "run", "--model", "quadratic", "--workers", "2", "--dim", "8", "--rounds", "10",
+         "--out", str(tmp_path), "--name", "boom", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines == ["ist: error: worker 1 raised during round 3: ValueError: planned failure in step"]
+    data = read_run(tmp_path / "boom.h5")
+    assert data.status == "failed" and data.attrs["rounds_completed"] == 3
+    error = data.attrs["error"]
+    assert error.splitlines()[0] == "worker 1 raised during round 3: ValueError: planned failure in step"
+    assert "Traceback (most recent call last)" in error and "programs.py" in error and "in step" in error
+    assert "The above exception was the direct cause" in error  # the remote traceback is chained
+    assert_no_new_segments(before, process.pid)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -112,9 +112,14 @@ def test_kernel_forward_loss_and_gradient_match_reference(bn, scale):
     named = layout.named(params)
     loss, logits, _, _ = ref_loss(named, X, y, bn, scale, layout.n_layers)
     np.testing.assert_allclose(
-        kernels.forward_logits(params, layout.offsets, layout.widths, bn, scale, X), logits, rtol=1e-5, atol=1e-5)
+        kernels.forward_logits(
+            params=params, offsets=layout.offsets, widths=layout.widths, batch_norm=bn, scale=scale, X=X
+        ), logits, rtol=1e-5, atol=1e-5)
     grad = np.full(layout.size + 4, 7.0)  # longer than needed: the tail must stay untouched
-    got = kernels.loss_and_grad(params, layout.offsets, layout.widths, bn, scale, X, y, grad)
+    got = kernels.loss_and_grad(
+        params=params, offsets=layout.offsets, widths=layout.widths, batch_norm=bn, scale=scale, X=X, y=y,
+        grad=grad
+    )
     assert got == pytest.approx(loss, rel=1e-5, abs=1e-5)
     grads = ref_grad(named, X, y, bn, scale, layout.n_layers)
     for name, view in layout.named(grad[: layout.size]).items():
@@ -133,8 +138,10 @@ def test_gather_and_scatter_match_numpy_fancy_indexing(bn):
         neurons, starts = neuron_index(WIDTHS, plans, worker)
         sets = [neurons[starts[i] : starts[i + 1]] for i in range(len(WIDTHS))]
         sub = np.zeros(sub_layout.size + 3)
-        kernels.gather_subnet(model, full.offsets, full.widths, sub, sub_layout.offsets, sub_layout.widths,
-                              neurons, starts)
+        kernels.gather_subnet(
+            full=model, full_offsets=full.offsets, full_widths=full.widths, sub=sub,
+            sub_offsets=sub_layout.offsets, sub_widths=sub_layout.widths, neurons=neurons, starts=starts
+        )
         named_full, named_sub = full.named(model), sub_layout.named(sub)
         for layer in range(full.n_layers):
             np.testing.assert_array_equal(named_sub[f"W{layer}"], named_full[f"W{layer}"][np.ix_(sets[layer], sets[layer + 1])])
@@ -146,8 +153,11 @@ def test_gather_and_scatter_match_numpy_fancy_indexing(bn):
         # scatter new values back: exactly the subnet's entries change, the output bias does not
         sub[: sub_layout.size] = -np.arange(1, sub_layout.size + 1)
         target = model.copy()
-        kernels.scatter_subnet(target, full.offsets, full.widths, sub, sub_layout.offsets, sub_layout.widths,
-                               neurons, starts, True)
+        kernels.scatter_subnet(
+            full=target, full_offsets=full.offsets, full_widths=full.widths, sub=sub,
+            sub_offsets=sub_layout.offsets, sub_widths=sub_layout.widths, neurons=neurons, starts=starts,
+            skip_output_bias=True
+        )
         expected = model.copy()
         named_exp = full.named(expected)
         for layer in range(full.n_layers):
@@ -179,8 +189,11 @@ def test_train_steps_equal_reference_sgd(momentum):
         expected -= lr * (velocity_ref if momentum else g)
     got = params.copy()
     grad, velocity = np.zeros_like(params), np.zeros_like(params)
-    kernels.train_steps(X, y, batches, got, layout.offsets, layout.widths, True, 2.0, lr, momentum, grad, velocity,
-                        layout.size)
+    kernels.train_steps(
+        X=X, y=y, batches=batches, params=got, offsets=layout.offsets, widths=layout.widths, batch_norm=True,
+        scale=2.0, lrs=np.full(len(batches), lr), momentum=momentum, nesterov=False, mask=got[:0], grad=grad,
+        velocity=velocity, size=layout.size
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     if momentum:
         np.testing.assert_allclose(velocity, velocity_ref, rtol=1e-5, atol=1e-7)
@@ -190,8 +203,13 @@ def test_float32_kernels_agree_with_float64():
     layout, params, X, y = problem(True, seed=8)
     grad64 = np.zeros(layout.size)
     grad32 = np.zeros(layout.size, dtype=np.float32)
-    loss64 = kernels.loss_and_grad(params, layout.offsets, layout.widths, True, 1.0, X, y, grad64)
-    loss32 = kernels.loss_and_grad(params.astype(np.float32), layout.offsets, layout.widths, True, 1.0,
-                                   X.astype(np.float32), y, grad32)
+    loss64 = kernels.loss_and_grad(
+        params=params, offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0, X=X, y=y,
+        grad=grad64
+    )
+    loss32 = kernels.loss_and_grad(
+        params=params.astype(np.float32), offsets=layout.offsets, widths=layout.widths, batch_norm=True,
+        scale=1.0, X=X.astype(np.float32), y=y, grad=grad32
+    )
     assert loss32 == pytest.approx(loss64, rel=1e-4)
     np.testing.assert_allclose(grad32, grad64, rtol=1e-3, atol=1e-4)

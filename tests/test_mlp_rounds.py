@@ -3,11 +3,15 @@ invariants, and the exact traffic of every method."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from ist_cli.algorithms.mlp import MLPAlgorithm
-from ist_cli.algorithms.mlp_workers import minibatches
+from ist_cli.algorithms import build_algorithm
+from ist_cli.algorithms.mlp import MLPMethod
+from ist_cli.algorithms.mlp.common import minibatches
+from ist_cli.algorithms.mlp.study import StudySettings
 from ist_cli.config import resolve_config
 from ist_cli.kernels import mlp as kernels
 from ist_cli.models.subnet import block_sizes, draw_partition, neuron_index, subnet_layout
@@ -18,16 +22,17 @@ from ist_cli.seeding import stream
 HIDDEN = [10, 7]  # ragged over 3 workers: blocks of 4,3,3 and 3,2,2
 
 
-def make(algorithm: str, **overrides) -> MLPAlgorithm:
+def make(algorithm: str, **overrides) -> MLPMethod:
     config = resolve_config({"model": "mlp", "algorithm": algorithm, "workers": 3, "hidden": HIDDEN,
                              "local_steps": 3, "batch_size": 8, "seed": 5, **overrides})
-    return MLPAlgorithm(config)
+    return build_algorithm(config)
 
 
-def run_rounds(algorithm: MLPAlgorithm, rounds: int, lr: float | None = None):
+def run_rounds(algorithm: MLPMethod, rounds: int, lr: float | None = None):
     """Initial model, final model and the arena arrays' plans after ``rounds`` real rounds."""
     if lr is not None:
-        algorithm.config["lr"] = lr  # the CLI refuses lr = 0; the math must still hold
+        algorithm.settings = replace(algorithm.settings, lr=lr)  # the CLI refuses lr = 0; the math must still hold
+        algorithm.study = StudySettings.from_settings(algorithm.settings, algorithm.steps_per_round)
     with Arena.create(algorithm.arena_spec()) as arena:
         arrays = arena.arrays
         algorithm.initialize(arrays)
@@ -92,14 +97,22 @@ def test_ist_round_trains_blocks_and_leaves_cross_block_weights_untouched(norm, 
         sub_layout = subnet_layout(algorithm.widths, 3, worker, bn)
         neurons, starts = neuron_index(algorithm.widths, expected_plans, worker)
         sub = np.zeros(sub_layout.size, dtype=start.dtype)
-        kernels.gather_subnet(start, layout.offsets, layout.widths, sub, sub_layout.offsets, sub_layout.widths,
-                              neurons, starts)
+        kernels.gather_subnet(
+            full=start, full_offsets=layout.offsets, full_widths=layout.widths, sub=sub,
+            sub_offsets=sub_layout.offsets, sub_widths=sub_layout.widths, neurons=neurons, starts=starts
+        )
         shard = data["shard_index"][bounds[worker] : bounds[worker + 1]]
         batches = minibatches(shard, 3, 8, stream(5, "worker", 1, worker))
-        kernels.train_steps(data["X_train"], data["y_train"], batches, sub, sub_layout.offsets, sub_layout.widths,
-                            bn, scale, 0.1, 0.5, np.zeros_like(sub), np.zeros_like(sub), sub_layout.size)
-        kernels.scatter_subnet(reference, layout.offsets, layout.widths, sub, sub_layout.offsets,
-                               sub_layout.widths, neurons, starts, True)
+        kernels.train_steps(
+            X=data["X_train"], y=data["y_train"], batches=batches, params=sub, offsets=sub_layout.offsets,
+            widths=sub_layout.widths, batch_norm=bn, scale=scale, lrs=np.full(3, 0.1), momentum=0.5, nesterov=False,
+            mask=sub[:0], grad=np.zeros_like(sub), velocity=np.zeros_like(sub), size=sub_layout.size
+        )
+        kernels.scatter_subnet(
+            full=reference, full_offsets=layout.offsets, full_widths=layout.widths, sub=sub,
+            sub_offsets=sub_layout.offsets, sub_widths=sub_layout.widths, neurons=neurons, starts=starts,
+            skip_output_bias=True
+        )
         out_bias += sub_layout.vector(sub, sub_layout.n_layers - 1, 1)
     layout.vector(reference, layout.n_layers - 1, 1)[...] = out_bias / 3
     np.testing.assert_allclose(end, reference, rtol=1e-5, atol=1e-6)
@@ -162,13 +175,19 @@ def test_baseline_rounds_match_an_in_process_reference(algorithm):
             if algorithm == "dp":
                 rows = minibatches(shards[worker], 1, 8, rng)[0]
                 grad = np.zeros_like(model)
-                kernels.loss_and_grad(model, layout.offsets, layout.widths, True, 1.0, X[rows], y[rows], grad)
+                kernels.loss_and_grad(
+                    params=model, offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0,
+                    X=X[rows], y=y[rows], grad=grad
+                )
                 outs.append(grad.astype(np.float64))
             else:
                 replica = model.copy()
-                kernels.train_steps(X, y, minibatches(shards[worker], 3, 8, rng), replica, layout.offsets,
-                                    layout.widths, True, 1.0, 0.1, 0.5, np.zeros_like(model), velocities[worker],
-                                    layout.size)
+                kernels.train_steps(
+                    X=X, y=y, batches=minibatches(shards[worker], 3, 8, rng), params=replica,
+                    offsets=layout.offsets, widths=layout.widths, batch_norm=True, scale=1.0, lrs=np.full(3, 0.1),
+                    momentum=0.5, nesterov=False, mask=model[:0], grad=np.zeros_like(model),
+                    velocity=velocities[worker], size=layout.size
+                )
                 outs.append(replica.astype(np.float64))
         mean = np.mean(outs, axis=0)
         if algorithm == "dp":

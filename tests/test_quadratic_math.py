@@ -15,7 +15,7 @@ BASE = {"model": "quadratic", "workers": 4, "dim": 16, "seed": 3}
 
 def run(tmp_path, name, **settings):
     summary = run_experiment({**BASE, **settings}, out_dir=tmp_path, name=name)
-    assert summary["status"] == "completed"
+    assert summary.status == "completed"
     return read_run(tmp_path / f"{name}.h5")
 
 

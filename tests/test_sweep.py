@@ -118,29 +118,39 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
+def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """GRID_6 by ``ist sweep --jobs 2`` in its own process group (so a signal can reach all of
+    it, as a terminal's would); the process, the grid file and the output directory."""
     grid = tmp_path / "grid.toml"
     grid.write_text(GRID_6)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "ist_cli", "sweep", str(grid), "--out", str(out), "--jobs", "2",
-                             "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_ids = []
+                             "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    return proc, grid, out
+
+
+def wait_midway(proc: subprocess.Popen, out: Path) -> list[str]:
+    """Wait until two runs have completed and one is running; return every run id."""
+    deadline = time.monotonic() + 150
+    while True:
+        assert time.monotonic() < deadline, "sweep made no progress"
+        assert proc.poll() is None, "sweep ended before it could be stopped midway"
+        time.sleep(0.1)
+        try:
+            runs = manifest(out)["runs"]
+        except (FileNotFoundError, ValueError):
+            continue
+        live = [run for run in runs if run["status"] == "running" and alive(run["history"][-1].get("run_pid", 0))]
+        if sum(run["status"] == "completed" for run in runs) >= 2 and live:
+            return [run["id"] for run in runs]
+
+
+def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
+    proc, grid, out = start_sweep(tmp_path)
+    run_ids: list[str] = []
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert time.monotonic() < deadline, "sweep made no progress"
-            assert proc.poll() is None, "sweep ended before it could be killed"
-            time.sleep(0.1)
-            try:
-                runs = manifest(out)["runs"]
-            except (FileNotFoundError, ValueError):
-                continue
-            run_ids = [run["id"] for run in runs]
-            done = [run for run in runs if run["status"] == "completed"]
-            live = [run for run in runs if run["status"] == "running"
-                    and alive(run["history"][-1].get("run_pid", 0))]
-            if len(done) >= 2 and live:
-                break
+        run_ids = wait_midway(proc, out)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         killed_at = time.time()
@@ -179,6 +189,44 @@ def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(t
         if run_id not in finished_before:
             created = read_run(out / run["file"], load_problem=False).attrs["created"]
             assert time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone >= int(killed_at) - 1
+    assert leftovers(out) == []
+
+
+def test_ctrl_c_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it): the sweep stops its
+    runs, puts them back to pending and exits 130 with one line; the same command resumes."""
+    proc, grid, out = start_sweep(tmp_path)
+    run_ids: list[str] = []
+    try:
+        run_ids = wait_midway(proc, out)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert lines[-1].startswith("ist: error: sweep six interrupted") and "Traceback" not in stderr
+        snapshot = manifest(out)["runs"]
+        assert not any(run["status"] == "running" for run in snapshot)  # nothing left claimed
+        interrupted = {run["id"] for run in snapshot if run["history"] and run["history"][-1]["outcome"] == "interrupted"}
+        finished_before = {run["id"]: file_identity(out / run["file"]) for run in snapshot if run["status"] == "completed"}
+        assert interrupted and finished_before and all(
+            run["status"] == "pending" for run in snapshot if run["id"] in interrupted)
+        assert leftovers(out) == [] and segments_of_runs(run_ids) == []
+
+        _, summary = sweep(grid, out, "--jobs", "2")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        remove_segments(run_ids)
+
+    assert summary["final"] == {"completed": 6}
+    assert summary["executed"] == {"completed": 6 - len(finished_before)}
+    for run in manifest(out)["runs"]:
+        outcomes = [entry["outcome"] for entry in run["history"]]
+        assert run["status"] == "completed" and outcomes.count("completed") == 1, outcomes
+        if run["id"] in finished_before:  # untouched by the resume
+            assert outcomes == ["completed"] and file_identity(out / run["file"]) == finished_before[run["id"]]
+        elif run["id"] in interrupted:
+            assert outcomes == ["interrupted", "completed"], outcomes
     assert leftovers(out) == []
 
 

@@ -71,7 +71,7 @@ def test_points_resolving_to_the_same_config_run_once(tmp_path):
 algorithm = ["gd", "ist"]
 sketch = ["perm", "identity"]
 """))
-    assert spec.duplicates == 0  # sketch is a quadratic key kept for gd too
+    assert spec.duplicates == 1 and len(spec.runs) == 3  # gd's two sketch values are one run
     configs = {json.dumps(run.config, sort_keys=True) for run in spec.runs}
     assert len(configs) == len(spec.runs)
     dup = load_sweep(write(tmp_path, BASE + """
@@ -105,7 +105,7 @@ BAD_FILES = [
     ("invalid TOML", BASE + "[grid\nlr = [0.1]\n", "is not valid TOML"),
     ("seeds and replicates", "seeds = [1]\nreplicates = 2\n" + BASE, "seeds and replicates are both set"),
     ("bad seed", "seeds = [1, -2]\n" + BASE, "seeds[1]: -2 is not allowed"),
-    ("bad choice", BASE + "[grid]\nsketch = ['perm', 'sparse']\n", "grid.sketch[1]: 'sparse' is not allowed; expected one of perm, rand, identity"),
+    ("bad choice", BASE + "[grid]\nsketch = ['perm', 'sparse']\n", "grid.sketch[1]: 'sparse' is not allowed; expected one of perm, perm-precond, rand, identity"),
     ("bad combination", BASE + "[grid]\nworkers = [2, 3]\n", "dim: 8 cannot be split"),
 ]
 

@@ -15,14 +15,16 @@ import numpy as np
 
 from ist_cli.comm import Traffic
 from ist_cli.runtime.arena import ArraySpec
-from ist_cli.runtime.pool import WorkerProgram
+from ist_cli.runtime.transport import WorkerProgram
+from ist_cli.settings import RunSettings
 
 
 class Algorithm(ABC):
     """One training method on one model, as seen by the coordinator."""
 
-    #: processes the run needs (``single`` needs one whatever ``--workers`` says)
+    #: processes the run needs
     n_workers: int
+    settings: RunSettings
 
     @abstractmethod
     def arena_spec(self) -> ArraySpec:
@@ -39,9 +41,9 @@ class Algorithm(ABC):
     def worker_program(self) -> WorkerProgram:
         """The picklable worker half, sent to every worker process."""
 
-    @abstractmethod
     def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> Sequence[Any] | None:
         """Write the round's plan into the arena; return small per-worker payloads (or None)."""
+        return None
 
     @abstractmethod
     def aggregate(self, arrays: dict[str, np.ndarray], round_index: int, results: Sequence[Any]) -> None:
@@ -63,9 +65,17 @@ class Algorithm(ABC):
         """Arrays to store under ``/problem`` (empty when the model has none)."""
         return {}
 
+    def run_file_groups(self) -> Mapping[str, Mapping[str, np.ndarray]]:
+        """Groups written once before the rounds (e.g. ``/mask``), group -> name -> array."""
+        return {}
+
     def snapshot(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
         """The iterate for ``/params/x`` snapshots, where the model supports them."""
         return None
+
+    def round_metrics(self, results: Sequence[Any]) -> dict[str, float]:
+        """Metrics from the workers' step results of the round just run (``[]`` before the first)."""
+        return {}
 
     def summary_extras(self) -> dict[str, Any]:
         """Extra numbers for the end-of-run summary (e.g. what DP would have sent)."""

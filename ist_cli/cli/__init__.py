@@ -12,9 +12,12 @@ import sys
 import click
 
 from ist_cli._version import __version__
+from ist_cli.cli.calibrate import calibrate_command
 from ist_cli.cli.report import report_command
 from ist_cli.cli.run import run_command
+from ist_cli.cli.study import study_command
 from ist_cli.cli.sweep import sweep_command
+from ist_cli.cli.theory import theory_command
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
 
 
@@ -26,7 +29,10 @@ def cli() -> None:
 
 cli.add_command(run_command, "run")
 cli.add_command(sweep_command, "sweep")
+cli.add_command(study_command, "study")
 cli.add_command(report_command, "report")
+cli.add_command(theory_command, "theory")
+cli.add_command(calibrate_command, "calibrate")
 
 
 def fail(message: str, code: int) -> None:

@@ -7,16 +7,19 @@ Skipped files go to stderr; only the requested format goes to stdout.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
 
+from ist_cli.cli.study import report_study
 from ist_cli.errors import UserError
 from ist_cli.report.choices import CI_METHODS, DEFAULT_CI, DEFAULT_FIGSIZE, FIGSIZES
 from ist_cli.report.load import load_runs
 from ist_cli.report.metrics import X_AXES, available_metrics
 from ist_cli.report.render import FORMATS, markdown, natural_width, terminal_table, to_csv, to_json
 from ist_cli.report.table import filter_runs, parse_where
+from ist_cli.study.results import is_study_dir
 
 
 @click.command(context_settings={"max_content_width": 110})
@@ -51,6 +54,11 @@ def report_command(
     as the mean and a 95% CI over the group's runs (--ci). A run found twice (same run id) counts
     once. Unreadable and duplicate files are listed on stderr.
     """
+    if any(is_study_dir(Path(path)) for path in paths):
+        if len(paths) > 1:
+            raise UserError(f"PATH: {', '.join(paths)}: a study's directory is reported alone; expected one PATH")
+        report_study(Path(paths[0]), fmt, figures_dir, html_out)
+        return
     from ist_cli.report.sections import build_sections  # matplotlib and scipy: only when reporting
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -14,22 +14,40 @@ import click
 from ist_cli.config import (
     ALGORITHMS,
     OPTIONS,
+    STUDY_SECTION,
     Option,
     check_keys,
+    default_run_name,
     load_toml,
     parse_set_overrides,
     resolve_config,
+    show_value,
 )
 from ist_cli.progress import print_summary
-from ist_cli.runner import run_experiment
+from ist_cli.runner import RunSummary, prepare_output, run_experiment
+from ist_cli.runtime.mpi import (
+    abort_at_exit,
+    check_launcher_size,
+    check_topology,
+    mpi_transport,
+    release_workers,
+    serve_worker,
+    world,
+)
+from ist_cli.runtime.mpi_launch import launcher_rank, mpiexec_path, relaunch, require_mpi4py
 
-# --help sections, in order; options of the table go to one by their model (network keys apart)
-SECTIONS = ("common", "quadratic", "MLP", "network model", "input and output")
+TRANSPORTS = ("shm", "mpi")  # workers as processes on shared memory, or as MPI ranks
+
+# --help sections, in order; options of the table go to their ``Option.section`` if they name one,
+# else to one by their model (network keys apart)
+SECTIONS = ("common", "quadratic", "MLP", STUDY_SECTION, "network model", "input and output")
 NETWORK_KEYS = ("bandwidth", "latency", "topology")
 ALL_ALGORITHMS = tuple(dict.fromkeys(name for names in ALGORITHMS.values() for name in names))
 
 
 def _section(option: Option) -> str:
+    if option.section:
+        return option.section
     if option.key in NETWORK_KEYS:
         return "network model"
     if option.models == ("quadratic",):
@@ -67,11 +85,12 @@ def click_type(option: Option) -> click.ParamType:
         return ChoiceShown(option.choices)
     if option.key == "algorithm":
         return ChoiceShown(ALL_ALGORITHMS)
-    kind, minimum, open_ = getattr(option.parse, "range", (None, None, False))
+    kind, minimum, min_open, *upper = getattr(option.parse, "range", (None, None, False))
+    maximum, max_open = upper or (None, False)
     if kind is int:
-        return IntRangeShown(min=minimum)
+        return IntRangeShown(min=minimum, max=maximum)
     if kind is float:
-        return FloatRangeShown(min=minimum, min_open=open_)
+        return FloatRangeShown(min=minimum, min_open=min_open, max=maximum, max_open=max_open)
     return click.STRING
 
 
@@ -90,10 +109,6 @@ class SectionedCommand(click.Command):
                     formatter.write_dl(rows[name])
 
 
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
 def _in_section(decorator, section: str):
     def apply(function):
         function = decorator(function)
@@ -103,20 +118,24 @@ def _in_section(decorator, section: str):
     return apply
 
 
-def _option_decorators():
+def _option_decorators(model: str | None, exclude: tuple[str, ...]):
     decorators = []
     for option in OPTIONS:
+        if option.key in exclude or (model is not None and model not in option.models):
+            continue
         help_text = option.help
         if option.is_flag_pair:
             name = option.key.replace("_", "-")
             decorators.append(_in_section(click.option(f"--{name}/--no-{name}", option.key, default=None,
                                                        help=help_text), _section(option)))
         else:
-            if option.defaults_by_model:
-                shown = ", ".join(f"{model} {_shown(option.default_for(model))}" for model in option.models)
+            if option.defaults_by_model and model is not None:
+                help_text += f" (default: {show_value(option.default_for(model))})"
+            elif option.defaults_by_model:
+                shown = ", ".join(f"{name} {show_value(option.default_for(name))}" for name in option.models)
                 help_text += f" (default: {shown})"
             elif option.default is not None:
-                help_text += f" (default: {_shown(option.default)})"
+                help_text += f" (default: {show_value(option.default)})"
             decorators.append(_in_section(
                 click.option(option.flag, option.key, type=click_type(option), default=None, metavar=option.metavar,
                              help=help_text),
@@ -124,28 +143,20 @@ def _option_decorators():
     return decorators
 
 
-def _with_run_options(function):
-    for decorator in reversed(_option_decorators()):
-        function = decorator(function)
-    return function
+def with_run_options(model: str | None = None, exclude: tuple[str, ...] = ()):
+    """Click options for every run setting (of ``model`` only, when given), from the option table,
+    typed (``click_type``) and placed in their --help section (``_section``)."""
+
+    def apply(function):
+        for decorator in reversed(_option_decorators(model, exclude)):
+            function = decorator(function)
+        return function
+
+    return apply
 
 
-@click.command(cls=SectionedCommand, context_settings={"max_content_width": 110})
-@_with_run_options
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml",
-              help="Settings from a TOML file (keys as the options, e.g. lr = 0.01).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True, help="Output directory.")
-@click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
-@click.option("--overwrite", is_flag=True, help="Recompute and replace DIR/NAME.h5 (without it, an identical finished run is reported, not rerun).")
-@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
-                overwrite: bool, quiet: bool, as_json: bool, **flags: Any) -> None:
-    """Run one experiment and write DIR/NAME.h5.
-
-    Exit codes: 0 completed, 3 diverged, 1 failed (worker fault), 130 interrupted, 2 bad input.
-    """
+def config_layers(config_file: str | None, overrides: tuple[str, ...], flags: dict[str, Any]):
+    """(layers, sources) for ``resolve_config``: ``--config`` file, then ``--set``, then flags."""
     layers, sources = [], []
     if config_file:
         layers.append(check_keys(load_toml(config_file), f"config file {config_file}"))
@@ -155,16 +166,70 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
         sources.append("--set")
     layers.append({key: value for key, value in flags.items() if value is not None})
     sources.append("cli")
+    return layers, sources
+
+
+@click.command(cls=SectionedCommand, context_settings={"max_content_width": 110})
+@with_run_options()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml",
+              help="Settings from a TOML file (keys as the options, e.g. lr = 0.01).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True, help="Output directory.")
+@click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
+@click.option("--overwrite", is_flag=True, help="Recompute and replace DIR/NAME.h5 (without it, an identical finished run is reported, not rerun).")
+@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@_in_section(click.option("--transport", type=click.Choice(TRANSPORTS), default="shm", show_default=True,
+                          help="Workers as processes over shared memory, or as MPI ranks (docs/cluster.md)."),
+             "common")
+def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
+                overwrite: bool, quiet: bool, as_json: bool, transport: str, **flags: Any) -> None:
+    """Run one experiment and write DIR/NAME.h5.
+
+    Exit codes: 0 completed, 3 diverged, 1 failed (worker fault), 130 interrupted, 2 bad input.
+    """
+    rank = launcher_rank() if transport == "mpi" else None
+    if rank is not None and rank > 0:
+        require_mpi4py()
+        serve_worker()  # a worker rank: rank 0 reads the settings and sends what it needs
+        return
+    layers, sources = config_layers(config_file, overrides, flags)
     config = resolve_config(*layers, sources=sources)
-    summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
-    if summary.get("reused") and not quiet:
-        click.echo(f"ist: {summary['file']} already holds this run ({summary['status']}); not recomputed "
+    if transport == "mpi":
+        summary = _run_on_mpi(config, out_dir, name, overwrite, quiet, launched=rank is not None)
+    else:
+        summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet)
+    if summary.extras.get("reused") and not quiet:
+        click.echo(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
                    "(--overwrite recomputes it)", err=True)
     if as_json:
-        click.echo(json.dumps(summary, sort_keys=True, default=float))
+        click.echo(json.dumps(summary.as_dict(), sort_keys=True, default=float))
     elif not quiet:
-        print_summary(summary, sys.stderr)
-    if summary["status"] == "diverged":
-        click.echo(f"ist: run diverged at round {summary['rounds_completed']} (loss not finite); "
-                   f"recorded in {summary['file']}", err=True)
+        print_summary(summary.as_dict(), sys.stderr)
+    if summary.status == "diverged":
+        click.echo(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
+                   f"recorded in {summary.file}", err=True)
         sys.exit(3)
+
+
+def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrite: bool, quiet: bool,
+                launched: bool) -> RunSummary:
+    """Rank 0 of an MPI job; outside any launcher, check the input, then become ``mpiexec``."""
+    require_mpi4py()
+    check_topology(config["topology"])
+    if not launched:
+        mpiexec_path()  # a missing launcher is reported before the output directory is made
+        prepare_output(out_dir, name or default_run_name(config), overwrite)
+        relaunch(config["workers"] + 1, sys.argv[1:])  # single has workers pinned to 1
+    comm = world()
+    started: list[int] = []
+    try:
+        check_launcher_size(comm, config["workers"])
+        return run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
+                              on_start=started.extend, transport=mpi_transport)
+    except BaseException as exc:
+        if started:  # workers may be mid-round: the launcher must end them
+            abort_at_exit(comm, getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 1))
+        raise
+    finally:
+        release_workers(comm)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ist_cli.config import show_value
+from ist_cli.io.names import run_file_path
+from ist_cli.io.runfile import STATUSES
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
 from ist_cli.sweep.manifest import read_manifest
-from ist_cli.sweep.spec import SweepSpec, load_sweep
+from ist_cli.sweep.spec import PlannedRun, SweepSpec, load_sweep
 
 
 def _counts(counter: Counter) -> str:
-    order = ("completed", "diverged", "failed", "pending", "running")
+    order = (*STATUSES, "pending", "running")
     parts = [f"{counter[key]} {key}" for key in order if counter.get(key)]
     return ", ".join(parts) if parts else "none"
 
@@ -46,8 +50,8 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
         table.add_column(axis)
     table.add_column("status")
     for index, run in enumerate(spec.runs, 1):
-        status = finished_status(out_dir / f"{run.run_id}.h5") if out_dir.is_dir() else None
-        table.add_row(str(index), run.run_id, *(_cell(run.point.get(axis)) for axis in spec.axes), status or "pending")
+        status = finished_status(run_file_path(out_dir, run.run_id)) if out_dir.is_dir() else None
+        table.add_row(str(index), run.run_id, *(show_value(run.point.get(axis)) for axis in spec.axes), status or "pending")
     console = Console(file=sys.stdout, width=160)
     console.print(table)
     if spec.duplicates:
@@ -57,10 +61,6 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
     click.echo("dry run: nothing executed")
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
@@ -81,28 +81,35 @@ def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
                    "retry them with --rerun-failed", err=True)
 
 
-@click.command(context_settings={"max_content_width": 110})
-@click.argument("sweep_file", metavar="GRID.toml", type=str)
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-              help="Runs at once (default: cores // workers per run; dask --scheduler: the cluster's threads).")
-@click.option("--out", "out_dir", type=str, default=None, help="Output directory (default: results/<sweep name>).")
-@click.option("--dry-run", is_flag=True, help="Print the run table; execute nothing.")
-@click.option("--rerun-failed", is_flag=True, help="Run failed and diverged runs again (old files kept as ID.failed-N.h5).")
-@click.option("--force", is_flag=True,
-              help="Adopt a changed run list and re-run every run (old files kept as ID.old-N.h5).")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="Local subprocesses or tasks on a dask.distributed cluster.")
-@click.option("--scheduler", type=str, default=None, metavar="ADDRESS",
-              help="dask scheduler address, e.g. tcp://HOST:8786 (default: a LocalCluster started by ist).")
-@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
-@click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout.")
-def sweep_command(sweep_file: str, jobs: int | None, out_dir: str | None, dry_run: bool, rerun_failed: bool,
-                  force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool) -> None:
-    """Run every run of GRID.toml once: resumable, parallel, never a run twice.
+ENGINE_OPTIONS = (
+    click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+                 help="Runs at once (default: cores // workers per run; dask --scheduler: the cluster's threads)."),
+    click.option("--out", "out_dir", type=str, default=None, help="Output directory (default: results/<name>)."),
+    click.option("--dry-run", is_flag=True, help="Print the run table; execute nothing."),
+    click.option("--rerun-failed", is_flag=True,
+                 help="Run failed and diverged runs again (old files kept as ID.failed-N.h5)."),
+    click.option("--force", is_flag=True,
+                 help="Adopt a changed run list and re-run every run (old files kept as ID.old-N.h5)."),
+    click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                 help="Local subprocesses or tasks on a dask.distributed cluster."),
+    click.option("--scheduler", type=str, default=None, metavar="ADDRESS",
+                 help="dask scheduler address, e.g. tcp://HOST:8786 (default: a LocalCluster started by ist)."),
+    click.option("--quiet", is_flag=True, help="No progress or summary on stderr."),
+    click.option("--json", "as_json", is_flag=True, help="Print the end summary as JSON on stdout."),
+)
 
-    Exit codes: 0 all runs completed or diverged, 1 any run failed, 130 interrupted, 2 bad input.
-    """
-    spec = load_sweep(sweep_file)
+
+def engine_options(function):
+    """The options of every command that runs a sweep (``ist sweep``, ``ist study``)."""
+    for decorator in reversed(ENGINE_OPTIONS):
+        function = decorator(function)
+    return function
+
+
+def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: bool, rerun_failed: bool,
+            force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool,
+            prepare: Callable[[PlannedRun], PlannedRun] | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Dry-run or run ``spec`` with the engine and print what happened; exit 1 if a run failed."""
     out = Path(out_dir) if out_dir else Path("results") / spec.name
     out = out.absolute()
     if scheduler and executor != "dask":
@@ -121,14 +128,26 @@ def sweep_command(sweep_file: str, jobs: int | None, out_dir: str | None, dry_ru
 
     options = SweepOptions(jobs=jobs, executor=executor, scheduler=scheduler, force=force,
                            rerun_failed=rerun_failed, quiet=quiet)
-    result = run_sweep(spec, out, options, on_plan=on_plan)
+    result = run_sweep(spec, out, options, on_plan=on_plan, prepare=prepare)
     if as_json:
         click.echo(json.dumps({
             "name": spec.name, "out": str(out), "total": result.total, "executed": dict(result.executed),
             "skipped": dict(result.skipped), "elsewhere": dict(result.elsewhere), "final": dict(result.final),
             "takeovers": result.takeovers, "duplicates": spec.duplicates, "exit_code": result.exit_code,
+            **(extra or {}),
         }, sort_keys=True))
     if not quiet:
         _report(spec, out, result)
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+@click.command(context_settings={"max_content_width": 110})
+@click.argument("sweep_file", metavar="GRID.toml", type=str)
+@engine_options
+def sweep_command(sweep_file: str, **options: Any) -> None:
+    """Run every run of GRID.toml once: resumable, parallel, never a run twice.
+
+    Exit codes: 0 all runs completed or diverged, 1 any run failed, 130 interrupted, 2 bad input.
+    """
+    execute(load_sweep(sweep_file), **options)

@@ -8,7 +8,7 @@ int64 labels in ``[0, n_classes)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +40,8 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    X_val: np.ndarray | None = None  # carved out of training by ``with_validation``; None without
+    y_val: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -52,6 +54,10 @@ class Dataset:
     @property
     def n_test(self) -> int:
         return int(self.X_test.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return 0 if self.X_val is None else int(self.X_val.shape[0])
 
 
 def check_dtype(dtype: str) -> np.dtype:
@@ -129,26 +135,59 @@ def count_classes(y_train: np.ndarray, y_test: np.ndarray, where: str, declared:
     return classes
 
 
-def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def _class_counts(y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, their sizes and round(fraction x size) per label (the stratified split's rule)."""
+    labels, sizes = np.unique(y, return_counts=True)
+    return labels, sizes, np.round(fraction * sizes).astype(np.int64)
+
+
+def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED,
+                     purpose: str = "data-split") -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train, test) row indices with about ``test_fraction`` of each class in test.
 
     Each class keeps at least one training sample, so a class seen in test is never unseen
-    in training.
+    in training. ``purpose`` names the random stream, so different splits do not correlate.
     """
-    rng = stream(seed, "data-split")
+    rng = stream(seed, purpose)
     test_parts = []
-    for label in np.unique(y):
+    labels, sizes, takes = _class_counts(y, test_fraction)
+    for label, size, take in zip(labels, sizes, takes, strict=True):
         members = np.flatnonzero(y == label)
-        take = min(int(round(test_fraction * members.size)), members.size - 1)
-        test_parts.append(rng.permutation(members)[:take])
+        test_parts.append(rng.permutation(members)[: min(int(take), int(size) - 1)])
     test = np.sort(np.concatenate(test_parts)).astype(np.int64) if test_parts else np.zeros(0, np.int64)
     mask = np.ones(y.shape[0], dtype=bool)
     mask[test] = False
     return np.flatnonzero(mask).astype(np.int64), test
 
 
-def standardise(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scale both sets in place to zero mean, unit std per feature using *training* statistics.
+def with_validation(data: Dataset, fraction: float) -> Dataset:
+    """``data`` with a stratified ``fraction`` of its training set moved to ``X_val``/``y_val``.
+
+    The split has a fixed seed (``SPLIT_SEED``, its own stream), so every run of a study is
+    measured on the same validation rows; all three sets are then re-standardised with the
+    remaining training rows' statistics (an affine map of an affine map: the same as
+    standardising the raw data with them). Every class must keep at least one row on each
+    side, else a UserError names the fraction. ``fraction`` 0 returns ``data`` untouched.
+    """
+    if fraction <= 0:
+        return data
+    labels, sizes, takes = _class_counts(data.y_train, fraction)
+    for label, size, take in zip(labels, sizes, takes, strict=True):
+        if take < 1 or take >= size:
+            side = "validation" if take < 1 else "training"
+            raise UserError(
+                f"--validation-fraction: {fraction} leaves class {int(label)} ({int(size)} training samples) with "
+                f"an empty {side} part; expected a fraction that keeps every class on both sides "
+                f"(between {1 / (2 * int(size)):.3g} and {1 - 1 / (2 * int(size)):.3g} for this class)"
+            )
+    train, val = stratified_split(data.y_train, fraction, SPLIT_SEED, purpose="validation-split")
+    X_train, X_val = data.X_train[train], data.X_train[val]
+    standardise(X_train, X_val, data.X_test)
+    return replace(data, X_train=X_train, y_train=data.y_train[train], X_val=X_val, y_val=data.y_train[val])
+
+
+def standardise(X_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Scale every set in place to zero mean, unit std per feature using *training* statistics.
 
     Features constant in training become 0 (in test as well), so they carry no signal and
     never divide by zero. Statistics are accumulated in float64 over row chunks.
@@ -166,11 +205,11 @@ def standardise(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
     # Relative threshold: float32 rounding leaves a tiny std on constant columns.
     constant = std <= 1e-7 * np.maximum(1.0, np.abs(mean))
     scale = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, std))
-    for X in (X_train, X_test):
+    for X in (X_train, *others):
         for start in range(0, X.shape[0], rows):
             block = X[start : start + rows]
             block[...] = (block - mean) * scale
-    return X_train, X_test
+    return (X_train, *others)
 
 
 def build(name: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,

@@ -1,19 +1,23 @@
-"""Turn a dataset spec (``digits``, ``synthetic``, ``npz:PATH``, ``mnist:DIR``, ``libsvm:PATH``)
+"""Turn a dataset spec (``digits``, ``synthetic``, ``mnist1d[:N]``, ``npz:PATH``, ``mnist:DIR``, ``libsvm:PATH``)
 into a Dataset: the one entry point the run and sweep code need."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ist_cli.data.dataset import Dataset
+from ist_cli.data import synthetic
+from ist_cli.data.dataset import Dataset, with_validation
 from ist_cli.errors import UserError
 
-EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR or libsvm:PATH"
+if TYPE_CHECKING:
+    from ist_cli.settings import MLPSettings
+
+EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH or mnist1d[:N]"
 
 
-def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samples: int = 20000,
-                 synthetic_features: int = 64, synthetic_classes: int = 10) -> Dataset:
+def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samples: int = synthetic.SAMPLES,
+                 synthetic_features: int = synthetic.FEATURES, synthetic_classes: int = synthetic.CLASSES) -> Dataset:
     """Load and standardise the dataset named by ``spec``.
 
     Only ``synthetic`` depends on ``seed`` (its teacher and samples); every other source,
@@ -30,6 +34,10 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
 
         return load_synthetic(seed=seed, dtype=dtype, samples=synthetic_samples, features=synthetic_features,
                               classes=synthetic_classes)
+    if kind == "mnist1d":
+        from ist_cli.data.mnist1d import load_mnist1d, parse_samples
+
+        return load_mnist1d(parse_samples(arg.strip()), dtype=dtype)
     if colon and arg.strip():
         if kind == "npz":
             from ist_cli.data.npz import load_npz
@@ -46,20 +54,28 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
     raise UserError(f"--dataset: {spec!r} is not allowed; expected {EXPECTS}")
 
 
-def dataset_from_config(config: Mapping[str, Any]) -> Dataset:
-    """The dataset of a resolved MLP config; also checks every worker can get a sample."""
+def dataset_from_settings(settings: MLPSettings) -> Dataset:
+    """The dataset of a run's settings, with its validation split if one is asked for; also
+    checks every worker can get a training sample."""
     data = load_dataset(
-        config.get("dataset", "digits"),
-        seed=int(config.get("seed", 0)),
-        dtype=config.get("dtype", "float32"),
-        synthetic_samples=int(config.get("synthetic_samples", 20000)),
-        synthetic_features=int(config.get("synthetic_features", 64)),
-        synthetic_classes=int(config.get("synthetic_classes", 10)),
+        settings.dataset,
+        seed=settings.seed,
+        dtype=settings.dtype,
+        synthetic_samples=settings.synthetic_samples,
+        synthetic_features=settings.synthetic_features,
+        synthetic_classes=settings.synthetic_classes,
     )
-    workers = int(config.get("workers", 1))
-    if data.n_train < workers:
+    data = with_validation(data, settings.validation_fraction)
+    if data.n_train < settings.workers:
         raise UserError(
-            f"--workers: {workers} workers but dataset {config.get('dataset')!r} has only {data.n_train} "
+            f"--workers: {settings.workers} workers but dataset {settings.dataset!r} has only {data.n_train} "
             f"training samples; expected at most {data.n_train} workers"
         )
     return data
+
+
+def dataset_from_config(config: Mapping[str, Any]) -> Dataset:
+    """The dataset of a resolved MLP config (see ``dataset_from_settings``)."""
+    from ist_cli.settings import settings_from_config
+
+    return dataset_from_settings(settings_from_config(config))  # type: ignore[arg-type]

@@ -37,16 +37,17 @@ def partition_indices(y: np.ndarray, n_workers: int, spec: str, seed: int) -> li
             f"--workers: {n_workers} workers but only {n} training samples; expected at most {n} workers"
         )
     spec = str(spec).strip()
+    problem = partition_problem(spec)
+    if problem:
+        raise UserError(f"--partition: {spec!r} is not allowed; expected {problem}")
     kind, _, arg = spec.partition(":")
     rng = stream(seed, "data-partition")
-    if kind == "iid" and not arg:
+    if kind == "iid":
         parts = np.array_split(rng.permutation(n), n_workers)
-    elif kind == "dirichlet" and arg:
-        parts = _dirichlet(y, n_workers, _alpha(spec, arg), rng)
-    elif kind == "shards" and arg:
-        parts = _shards(y, n_workers, _shard_count(spec, arg, n, n_workers), rng)
+    elif kind == "dirichlet":
+        parts = _dirichlet(y, n_workers, float(arg), rng)
     else:
-        raise UserError(f"--partition: {spec!r} is not allowed; expected {EXPECTS}")
+        parts = _shards(y, n_workers, _shard_count(spec, int(arg), n, n_workers), rng)
     result = [np.sort(part).astype(np.int64) for part in parts]
     for worker, part in enumerate(result):
         if part.size == 0:  # defensive: each scheme above guarantees non-empty parts
@@ -54,23 +55,31 @@ def partition_indices(y: np.ndarray, n_workers: int, spec: str, seed: int) -> li
     return result
 
 
-def _alpha(spec: str, arg: str) -> float:
-    try:
-        alpha = float(arg)
-    except ValueError:
-        alpha = math.nan
-    if not (alpha > 0 and math.isfinite(alpha)):
-        raise UserError(f"--partition: {spec!r} is not allowed; expected dirichlet:ALPHA with ALPHA > 0")
-    return alpha
+def partition_problem(spec: str) -> str | None:
+    """What a partition spec should look like, when it does not (None when it is fine).
+
+    The one home of the spec's rules: the option table's parser and ``partition_indices``
+    both ask here, so a spec is refused with the same words wherever it comes from.
+    """
+    kind, colon, arg = str(spec).strip().partition(":")
+    if kind == "iid" and not colon:
+        return None
+    if kind == "dirichlet" and arg:
+        try:
+            alpha = float(arg)
+        except ValueError:
+            alpha = math.nan
+        return None if alpha > 0 and math.isfinite(alpha) else "dirichlet:ALPHA with ALPHA > 0"
+    if kind == "shards" and arg:
+        try:
+            k = int(arg)
+        except ValueError:
+            k = 0
+        return None if k >= 1 else "shards:K with K >= 1"
+    return EXPECTS
 
 
-def _shard_count(spec: str, arg: str, n: int, n_workers: int) -> int:
-    try:
-        k = int(arg)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise UserError(f"--partition: {spec!r} is not allowed; expected shards:K with K >= 1")
+def _shard_count(spec: str, k: int, n: int, n_workers: int) -> int:
     if n_workers * k > n:
         raise UserError(
             f"--partition: {spec!r} needs {n_workers} x {k} shards but there are only {n} training samples; "

@@ -33,6 +33,9 @@ def teacher(features: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndar
     return W1, b1, W2 * scale, -probe.mean(axis=0) * scale
 
 
+SAMPLES, FEATURES, CLASSES = 20000, 64, 10  # the defaults of --synthetic-samples/-features/-classes
+
+
 def make_synthetic(samples: int, features: int, classes: int, seed: int, *, dtype: str = "float32",
                    label_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Raw inputs X ~ N(0, I) of ``dtype`` and teacher labels; ``label_noise`` of them redrawn uniformly.
@@ -58,8 +61,8 @@ def make_synthetic(samples: int, features: int, classes: int, seed: int, *, dtyp
     return X, y
 
 
-def load_synthetic(*, seed: int, dtype: str = "float32", samples: int = 20000, features: int = 64,
-                   classes: int = 10, label_noise: float = 0.0) -> Dataset:
+def load_synthetic(*, seed: int, dtype: str = "float32", samples: int = SAMPLES, features: int = FEATURES,
+                   classes: int = CLASSES, label_noise: float = 0.0) -> Dataset:
     """The synthetic dataset of ``seed``: the first 80% of rows train, the last 20% test.
 
     Rows are i.i.d., so a prefix split is as good as a shuffled one and needs no copy.

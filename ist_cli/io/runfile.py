@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,17 @@ import h5py
 import numpy as np
 
 from ist_cli.io.metric_info import METRICS
+from ist_cli.io.names import utc_now
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "diverged", "failed")
+RESULT_STATUSES = ("completed", "diverged")  # the run produced a result (a diverged run is one)
+STATUSES = (*RESULT_STATUSES, "failed")  # how a finished run file can end
 TMP_SUFFIX = ".tmp"
+
+
+def error_headline(error: Any) -> str | None:
+    """The first line of a stored ``error`` attr (the one the CLI printed); None when there is none."""
+    return str(error).strip().splitlines()[0] if error else None
 
 
 def tmp_path_for(final_path: Path) -> Path:
@@ -52,7 +58,7 @@ class RunFileWriter:
         attrs["run_id"] = run_id
         attrs["status"] = "running"
         attrs["ist_version"] = version
-        attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        attrs["created"] = utc_now()
         attrs["seed"] = int(seed)
         if git_commit:
             attrs["git_commit"] = git_commit
@@ -155,7 +161,7 @@ class RunFileWriter:
         self._end_live()
         attrs = self._file.attrs
         attrs["status"] = status
-        attrs["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        attrs["finished"] = utc_now()
         if error:
             attrs["error"] = error
         for key, value in (extra_attrs or {}).items():

@@ -1,9 +1,15 @@
 """Numba kernels of the MLP on flat parameter vectors (layout: ``ist_cli.models.mlp``).
 
 They know nothing of processes or rounds: gather a subnet out of the full model, train it
-for R steps (forward, softmax cross-entropy backward, SGD/momentum update), scatter it back.
+for R steps (forward, softmax cross-entropy backward, SGD/momentum/Nesterov update, optionally masked), scatter it back.
 Matrix products go through ``np.dot`` (BLAS). Layer order: Linear -> [BatchNorm with batch
 statistics] -> ReLU -> times ``scale`` (IST's optional inverted-dropout scaling).
+
+Shapes and dtypes shared by every kernel: a network with L layers has ``widths`` int64 (L+1,)
+and ``offsets`` int64 (L, 4) (``ist_cli.models.mlp.NetLayout``); its parameters are one flat
+C-contiguous vector ``params`` of the model's float dtype (float32 or float64) and at least
+``size`` entries; ``X`` is (batch, widths[0]) of the same dtype, ``y`` int64 (batch,) class
+ids; neuron ids are int64. Callers outside this package pass arguments by keyword.
 """
 
 from __future__ import annotations
@@ -58,7 +64,12 @@ def _copy_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.nda
 def gather_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
                   sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
                   neurons: np.ndarray, starts: np.ndarray) -> None:
-    """sub <- the subnet of ``full`` on the neuron ids ``neurons[starts[l]:starts[l+1]]`` of layer l."""
+    """sub <- the subnet of ``full`` on the neuron ids ``neurons[starts[l]:starts[l+1]]`` of layer l.
+
+    ``full``/``sub``: flat float vectors (one dtype) with layouts (``full_offsets``,
+    ``full_widths``) and (``sub_offsets``, ``sub_widths``); ``neurons`` int64, all layers'
+    ids concatenated; ``starts`` int64 (L+2,).
+    """
     _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, False, False)
 
 
@@ -69,7 +80,8 @@ def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.n
     """The inverse of ``gather_subnet``: write the subnet's values back by index.
 
     ``skip_output_bias`` leaves the last layer's bias alone: every worker holds it, so it is
-    averaged by the coordinator rather than written by whichever worker comes last.
+    averaged by the coordinator rather than written by whichever worker comes last. Shapes as
+    in ``gather_subnet``.
     """
     _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, True,
                  skip_output_bias)
@@ -142,7 +154,8 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
 @njit(cache=True, nogil=True)
 def forward_logits(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
                    X: np.ndarray) -> np.ndarray:
-    """Logits of ``X`` (batch norm uses the statistics of ``X`` itself, as the original code did)."""
+    """Logits (batch, widths[-1]) of ``X`` (batch norm uses the statistics of ``X`` itself, as the
+    original code did); ``scale`` float multiplies hidden activations."""
     hidden = _hidden_total(widths)
     batch = X.shape[0]
     acts = np.empty(hidden * batch, dtype=params.dtype)
@@ -154,7 +167,8 @@ def forward_logits(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, 
 @njit(cache=True, nogil=True)
 def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
                   X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
-    """Mean softmax cross-entropy of the batch; its gradient w.r.t. ``params`` into ``grad[:size]``."""
+    """Mean softmax cross-entropy (float) of the batch; its gradient w.r.t. ``params`` into
+    ``grad[:size]`` (``grad``: flat, the dtype of ``params``; the rest of it is left alone)."""
     n_layers = widths.shape[0] - 1
     batch = X.shape[0]
     hidden = _hidden_total(widths)
@@ -235,12 +249,44 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
 
 # ----------------------------------------------------------------------------- update / training
 @njit(cache=True, nogil=True)
-def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size: int, lr: float,
-               momentum: float) -> None:
-    """PyTorch's SGD on the first ``size`` entries: v <- mu v + g; p <- p - lr v (plain SGD when mu = 0)."""
-    if momentum == 0.0:
+def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, mask: np.ndarray, size: int,
+               lr: float, momentum: float, nesterov: bool) -> None:
+    """PyTorch's SGD on the first ``size`` entries of the float vectors ``params``, ``grad``, ``velocity``.
+
+    v <- mu v + g; heavy ball: p <- p - lr v; Nesterov: p <- p - lr (g + mu v); plain SGD
+    (p <- p - lr g, velocity untouched) when mu = 0. ``mask`` (same dtype, 0/1, length
+    >= ``size``, or empty for a dense model) marks pruned entries with 0: their gradient and
+    velocity are multiplied by it (exactly 0) and the parameter moves by lr * 0, so a pruned
+    weight that starts at 0 stays exactly 0; kept entries get the dense update bit for bit.
+    """
+    if mask.shape[0] > 0:  # one branch-free pass: a pruned entry's g and v become 0, p - lr*0 = p
+        if momentum == 0.0:
+            for k in range(size):
+                g = grad[k] * mask[k]
+                grad[k] = g
+                params[k] -= lr * g
+        elif nesterov:
+            for k in range(size):
+                g = grad[k] * mask[k]
+                grad[k] = g
+                v = (momentum * velocity[k] + g) * mask[k]
+                velocity[k] = v
+                params[k] -= lr * (g + momentum * v)
+        else:
+            for k in range(size):
+                g = grad[k] * mask[k]
+                grad[k] = g
+                v = (momentum * velocity[k] + g) * mask[k]
+                velocity[k] = v
+                params[k] -= lr * v
+    elif momentum == 0.0:
         for k in range(size):
             params[k] -= lr * grad[k]
+    elif nesterov:
+        for k in range(size):
+            v = momentum * velocity[k] + grad[k]
+            velocity[k] = v
+            params[k] -= lr * (grad[k] + momentum * v)
     else:
         for k in range(size):
             v = momentum * velocity[k] + grad[k]
@@ -250,9 +296,15 @@ def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size:
 
 @njit(cache=True, nogil=True)
 def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.ndarray, offsets: np.ndarray,
-                widths: np.ndarray, batch_norm: bool, scale: float, lr: float, momentum: float,
-                grad: np.ndarray, velocity: np.ndarray, size: int) -> float:
-    """R = ``batches.shape[0]`` SGD steps on the rows ``batches[s]`` of ``X``; returns the mean batch loss."""
+                widths: np.ndarray, batch_norm: bool, scale: float, lrs: np.ndarray, momentum: float,
+                nesterov: bool, mask: np.ndarray, grad: np.ndarray, velocity: np.ndarray, size: int) -> float:
+    """R = ``batches.shape[0]`` SGD steps on the rows ``batches[s]`` (int64 (R, batch)) of ``X``.
+
+    ``X`` (n, widths[0]) and ``y`` int64 (n,); ``params``, ``grad``, ``velocity``: flat vectors of
+    the dtype of ``X``, at least ``size`` long; step s uses learning rate ``lrs[s]`` (float64
+    (R,): the schedule is the caller's); ``mask`` as in ``sgd_update``; ``scale``, ``momentum``:
+    floats. Returns the mean batch loss.
+    """
     steps = batches.shape[0]
     total = 0.0
     for step in range(steps):
@@ -260,7 +312,7 @@ def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.nd
         Xb = X[rows]
         yb = y[rows]
         total += loss_and_grad(params, offsets, widths, batch_norm, scale, Xb, yb, grad)
-        sgd_update(params, grad, velocity, size, lr, momentum)
+        sgd_update(params, grad, velocity, mask, size, lrs[step], momentum, nesterov)
     return total / max(steps, 1)
 
 
@@ -285,5 +337,9 @@ def warm_up(dtype: str = "float32") -> None:
         gather_subnet(params, o, w, other, o, w, neurons, starts)
         scatter_subnet(params, o, w, other, o, w, neurons, starts, True)
         forward_logits(params, o, w, batch_norm, 1.0, X)
-        train_steps(X, y, batches, params, o, w, batch_norm, 1.0, 0.0, 0.0, grad, velocity, layout.size)
-        train_steps(X, y, batches, params, o, w, batch_norm, 1.0, 0.0, 0.9, grad, velocity, layout.size)
+        lrs = np.zeros(1)
+        dense = params[:0]
+        mask = np.ones_like(params)
+        for momentum, nesterov, pruned in ((0.0, False, dense), (0.9, False, dense), (0.9, True, mask)):
+            train_steps(X, y, batches, params, o, w, batch_norm, 1.0, lrs, momentum, nesterov, pruned, grad,
+                        velocity, layout.size)

@@ -13,6 +13,8 @@ def sketched_local_steps(L: np.ndarray, b: np.ndarray, start: np.ndarray, scales
 
     One kernel serves IST (start = C x), GD (C = I, start = x) and DCGD (start = x):
     the algorithms differ only in what the coordinator writes and how it averages.
+    ``L`` float64 (d, d); ``b``, ``start``, ``scales``, ``out`` float64 (d,); ``lr`` float;
+    ``steps`` int. Callers outside this package pass arguments by keyword.
     """
     d = start.shape[0]
     for j in range(d):

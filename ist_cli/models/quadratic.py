@@ -5,16 +5,17 @@ f(x) = (1/n) sum_i f_i(x), f_i(x) = 1/2 x^T L_i x - x^T b_i.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
+from ist_cli.data.problem_file import load_problem_file
 from ist_cli.errors import UserError
 from ist_cli.seeding import stream
+
+if TYPE_CHECKING:
+    from ist_cli.settings import QuadraticSettings
 
 
 @dataclass(frozen=True)
@@ -79,55 +80,24 @@ def generate_problem(
     return QuadraticProblem(np.ascontiguousarray(L), np.ascontiguousarray(b))
 
 
-def load_problem(path: str | Path, n_clients: int) -> QuadraticProblem:
-    """Read L (n,d,d) and b (n,d) from an .npz or .h5 (top level or /problem, as ist writes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--problem-file: {str(path)!r} does not exist; expected an .npz or .h5 file with L and b")
-    try:
-        if path.suffix in (".h5", ".hdf5"):
-            with h5py.File(path, "r") as handle:
-                group: Any = handle["problem"] if "problem" in handle else handle
-                L, b = np.asarray(group["L"][()], dtype=np.float64), np.asarray(group["b"][()], dtype=np.float64)
-        else:
-            with np.load(path) as data:
-                L, b = np.asarray(data["L"], dtype=np.float64), np.asarray(data["b"], dtype=np.float64)
-    except KeyError:
-        raise UserError(f"--problem-file: {str(path)!r} has no arrays 'L' and 'b'") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"--problem-file: {str(path)!r} cannot be read ({exc})") from None
-    if L.ndim != 3 or L.shape[1] != L.shape[2] or b.shape != L.shape[:2]:
-        raise UserError(f"--problem-file: {str(path)!r} has L{L.shape}, b{b.shape}; expected L (n,d,d) and b (n,d)")
-    if L.shape[0] != n_clients:
-        raise UserError(f"--problem-file: {str(path)!r} holds {L.shape[0]} clients; expected --workers {L.shape[0]}")
-    if not (np.isfinite(L).all() and np.isfinite(b).all()):
-        raise UserError(f"--problem-file: {str(path)!r} contains NaN or inf")
-    if not np.allclose(L, np.transpose(L, (0, 2, 1)), atol=1e-10):
-        raise UserError(f"--problem-file: {str(path)!r} has non-symmetric L_i; expected symmetric matrices")
-    try:
-        np.linalg.cholesky(L.mean(axis=0))
-    except np.linalg.LinAlgError:
-        raise UserError(f"--problem-file: {str(path)!r} has a singular mean L; expected it positive definite") from None
-    return QuadraticProblem(np.ascontiguousarray(L), np.ascontiguousarray(b))
-
-
-def problem_from_config(config: Mapping[str, Any]) -> QuadraticProblem:
-    if config.get("problem_file"):
-        problem = load_problem(config["problem_file"], config["workers"])
-        if problem.dim != config["dim"]:
+def problem_from_settings(settings: QuadraticSettings) -> QuadraticProblem:
+    """The problem of a run: loaded from ``--problem-file`` or generated."""
+    if settings.problem_file:
+        problem = QuadraticProblem(*load_problem_file(settings.problem_file, settings.workers))
+        if problem.dim != settings.dim:
             raise UserError(
-                f"--dim: {config['dim']} does not match the problem file's dimension {problem.dim}; "
+                f"--dim: {settings.dim} does not match the problem file's dimension {problem.dim}; "
                 f"expected --dim {problem.dim}"
             )
         return problem
     return generate_problem(
-        config["workers"],
-        config["dim"],
-        seed=config["seed"],
-        heterogeneous=config["heterogeneity"] == "heterogeneous",
-        interpolation=config["interpolation"],
-        samples=config["client_samples"],
-        l2=config["l2"],
+        settings.workers,
+        settings.dim,
+        seed=settings.seed,
+        heterogeneous=settings.heterogeneity == "heterogeneous",
+        interpolation=settings.interpolation,
+        samples=settings.client_samples,
+        l2=settings.l2,
     )
 
 

@@ -1,74 +1,187 @@
-"""Theory overlay for the quadratic model (Shulgin & Richtárik; derivation in docs/algorithms.md).
+"""Exact mean dynamics of the quadratic methods (Shulgin & Richtárik; docs/theory.md).
 
-With R = 1 local step the IST update is affine in the iterate and the sketch is independent
-of it, so the mean iterate obeys E[x⁺] = E[x] − γ(M̄ E[x] − b̄) with
-M̄ = (1/n) Σ_i E[C_i L_i C_i]. It therefore tends to x^∞ = M̄⁻¹ b̄, not to x*; the gap
-‖x^∞ − x*‖² is IST's irreducible bias, drawn as a reference line by the report.
+The round map x ↦ x⁺ is affine in x for a fixed draw of the sketches, and the draw is
+independent of x, so the mean iterate obeys E[x^{k+1}] = P·E[x^k] + c exactly, with
+P = E[round matrix] and c = E[round offset]. With one local step P and c are closed forms
+of E[C_i] and E[C_i L_i C_i] (``models.sketches``); with R > 1 steps they are estimated by
+Monte Carlo over sketch draws, with standard errors from the spread over batches.
 
-Only numpy: the report draws it, the tests check runs against it.
+IST (one step, z_i = C_i x − γ C_i (L_i C_i x − b_i)), with C̄ = (1/n)Σ C_i and
+B̄ = (1/n)Σ C_i L_i C_i:
+  average  x⁺ = (1/n)Σ z_i           P = E[C̄] − γ E[B̄]
+  delta    x⁺ = x + (1/n)Σ(z_i − C_i x)  P = I − γ E[B̄]
+  both     c = γ (1/n) Σ E[C_i] b_i.
+DCGD: P = I − γ (1/n)Σ E[C_i] L_i, same c. GD: IST with the identity sketch.
+
+Only numpy: the report draws it, ``ist theory`` prints it, the tests check runs against it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-SKETCHES = ("perm", "rand", "identity")
+from ist_cli.models.sketches import (
+    SKETCHES,
+    SketchLaw,
+    expected_clc,
+    mean_sketch,
+    sketch_law,
+    sketch_q,
+)
+from ist_cli.seeding import stream
+
+SERVER_UPDATES = ("average", "delta")
+SERVER_UPDATE_DEFAULT = "average"  # also what runs written before the setting existed did
+METHODS = ("ist", "gd", "dcgd")
+MC_BATCHES = 20  # batches for the Monte-Carlo standard errors (grouped jackknife)
+
+__all__ = [
+    "SERVER_UPDATES", "SKETCHES", "MeanDynamics", "Method", "expected_clc", "ist_bias_sq", "ist_limit",
+    "mean_dynamics", "mean_trajectory", "optimum", "sketch_q",
+]
 
 
-def sketch_q(d: int, n: int, sketch: str, q: int | None) -> int:
-    """The q a sketch actually uses: Perm-q needs d = q·n; Rand-q defaults to d/n (at least 1)."""
-    if sketch == "perm":
-        if d % n != 0:
-            raise ValueError(f"Perm-q needs d divisible by n, got d={d}, n={n}")
-        if q is not None and q != d // n:
-            raise ValueError(f"Perm-q with d={d}, n={n} has q={d // n}, got q={q}")
-        return d // n
-    if sketch == "rand":
-        q = max(1, d // n) if q is None else int(q)
-        if not 1 <= q <= d:
-            raise ValueError(f"Rand-q needs 1 <= q <= d={d}, got q={q}")
-        return q
-    if sketch == "identity":
-        return d
-    raise ValueError(f"unknown sketch {sketch!r}; expected one of {', '.join(SKETCHES)}")
+@dataclass(frozen=True)
+class Method:
+    """What the mean dynamics depend on: the algorithm, its sketch law and its step settings."""
+
+    algorithm: str  # ist | gd | dcgd
+    law: SketchLaw
+    server_update: str = "average"
+    lr: float = 0.02
+    local_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in METHODS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; expected one of {', '.join(METHODS)}")
+        if self.server_update not in SERVER_UPDATES:
+            raise ValueError(f"unknown server update {self.server_update!r}; expected one of {', '.join(SERVER_UPDATES)}")
+        if self.algorithm != "ist" and self.local_steps != 1:
+            raise ValueError(f"{self.algorithm} takes one local step per round, got {self.local_steps}")
 
 
-def expected_clc(L_i: np.ndarray, sketch: str, q: int, n: int) -> np.ndarray:
-    """E[C L_i C] for one client's sketch C (d×d).
+@dataclass(frozen=True)
+class MeanDynamics:
+    """E[x^{k+1}] = P E[x^k] + c. ``samples`` = 0 means exact; otherwise ``batches`` holds the
+    per-batch estimates (P_b, c_b, size_b) behind the standard errors."""
 
-    Perm-q (d = q·n, C = n·Σ_{j∈block} e_j e_jᵀ) and Rand-q (C = (d/q)·Σ_{j∈S} e_j e_jᵀ,
-    |S| = q) share one formula with scale c = d/q (= n for Perm-q): a diagonal entry survives
-    with probability q/d, an off-diagonal pair with probability q(q−1)/(d(d−1)), so
-    E[C L C] = c·D + c²·q(q−1)/(d(d−1))·(L − D), D = Diag(L). Identity: C L C = L.
-    """
-    L_i = np.asarray(L_i, dtype=np.float64)
-    d = L_i.shape[0]
-    if sketch == "identity":
-        return L_i.copy()
-    q = sketch_q(d, n, sketch, q)
-    scale = d / q
-    D = np.diag(np.diag(L_i))
-    pair = q * (q - 1) / (d * (d - 1)) if d > 1 else 0.0
-    return scale * D + scale**2 * pair * (L_i - D)
+    P: np.ndarray  # (d, d)
+    c: np.ndarray  # (d,)
+    samples: int = 0
+    batches: tuple[tuple[np.ndarray, np.ndarray, int], ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        return self.samples == 0
+
+    def spectral_radius(self) -> float:
+        return float(np.max(np.abs(np.linalg.eigvals(self.P))))
+
+    def limit(self) -> np.ndarray | None:
+        """x^∞ = (I − P)⁻¹ c when ρ(P) < 1, else None (the mean does not settle)."""
+        if not self.spectral_radius() < 1:
+            return None
+        return np.linalg.solve(np.eye(self.P.shape[0]) - self.P, self.c)
+
+    def standard_error(self, quantity: Callable[[np.ndarray, np.ndarray], np.ndarray | float]) -> np.ndarray | float:
+        """Grouped-jackknife standard error of ``quantity(P, c)`` (0 when exact): recompute it
+        leaving out one batch of samples at a time."""
+        if self.exact or len(self.batches) < 2:
+            return 0.0 * np.asarray(quantity(self.P, self.c))
+        total = self.samples
+        values = []
+        for P_b, c_b, size in self.batches:
+            rest = total - size
+            values.append(np.asarray(quantity((total * self.P - size * P_b) / rest, (total * self.c - size * c_b) / rest)))
+        values = np.array(values)
+        g = len(values)
+        return np.sqrt((g - 1) / g * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
 
 
-def mean_sketched_hessian(L: np.ndarray, n: int, sketch: str, q: int | None = None) -> np.ndarray:
-    """M̄ = (1/n) Σ_i E[C_i L_i C_i] for L of shape (n, d, d)."""
-    L = np.asarray(L, dtype=np.float64)
-    if L.ndim != 3 or L.shape[0] != n or L.shape[1] != L.shape[2]:
-        raise ValueError(f"L must have shape (n={n}, d, d), got {L.shape}")
-    d = L.shape[1]
-    q_used = sketch_q(d, n, sketch, q)
-    return np.mean([expected_clc(L[i], sketch, q_used, n) for i in range(n)], axis=0)
+def method_for(algorithm: str, sketch: str, L: np.ndarray, *, q: int | None = None, server_update: str = "average",
+               lr: float = 0.02, local_steps: int = 1) -> Method:
+    """The Method of a run's settings (GD is IST with the identity sketch)."""
+    kind = "identity" if algorithm == "gd" else sketch
+    return Method(algorithm, sketch_law(kind, L, q), server_update, lr, local_steps)
 
 
-def ist_limit(L: np.ndarray, b: np.ndarray, n: int, sketch: str, q: int | None = None) -> np.ndarray:
-    """x^∞ = M̄⁻¹ b̄: where IST's mean iterate converges (R = 1, no preconditioning)."""
-    b = np.asarray(b, dtype=np.float64)
-    if b.ndim != 2 or b.shape[0] != n:
-        raise ValueError(f"b must have shape (n={n}, d), got {b.shape}")
-    M = mean_sketched_hessian(L, n, sketch, q)
-    return np.linalg.solve(M, b.mean(axis=0))
+def mean_dynamics(method: Method, L: np.ndarray, b: np.ndarray, *, samples: int | None = None,
+                  seed: int = 0) -> MeanDynamics:
+    """P and c of ``method`` on clients (L (n,d,d), b (n,d)): closed form for one local step,
+    Monte Carlo over ``samples`` sketch draws otherwise (or when ``samples`` is given)."""
+    L, b = np.asarray(L, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if samples is None:
+        if method.local_steps != 1:
+            raise ValueError(f"with {method.local_steps} local steps the mean dynamics have no closed form; "
+                             "they need Monte-Carlo samples")
+        return _closed_form(method, L, b)
+    if samples < 2:
+        raise ValueError(f"Monte Carlo needs at least 2 samples, got {samples}")
+    return _monte_carlo(method, L, b, samples, seed)
+
+
+def _closed_form(method: Method, L: np.ndarray, b: np.ndarray) -> MeanDynamics:
+    law, lr = method.law, method.lr
+    d = law.d
+    mean_c = mean_sketch(law)  # (n, d): diag E[C_i]
+    c = lr * np.mean(mean_c * b, axis=0)
+    if method.algorithm == "dcgd":
+        P = np.eye(d) - lr * np.mean(mean_c[:, :, None] * L, axis=0)
+    else:
+        B = expected_clc(law, L).mean(axis=0)
+        start = np.eye(d) if method.server_update == "delta" else np.diag(mean_c.mean(axis=0))
+        P = start - lr * B
+    return MeanDynamics(P, c)
+
+
+def round_map(method: Method, L: np.ndarray, b: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The round's affine map x ↦ P_s x + c_s for one draw of the sketches ``scales`` (n, d)."""
+    n, d = scales.shape
+    lr, steps = method.lr, method.local_steps
+    P, c = np.zeros((d, d)), np.zeros(d)
+    for i in range(n):
+        s = scales[i]
+        start = np.diag(s) if method.algorithm == "ist" else np.eye(d)
+        Z, z = start.copy(), np.zeros(d)  # z_i = Z x + z after each local step
+        for _ in range(steps):
+            Z -= lr * s[:, None] * (L[i] @ Z)
+            z -= lr * s * (L[i] @ z - b[i])
+        P += Z - start if method.server_update == "delta" else Z
+        c += z
+    P /= n
+    c /= n
+    if method.server_update == "delta":
+        P += np.eye(d)
+    return P, c
+
+
+def _monte_carlo(method: Method, L: np.ndarray, b: np.ndarray, samples: int, seed: int) -> MeanDynamics:
+    law = method.law
+    d = law.d
+    groups = np.array_split(np.arange(samples), min(MC_BATCHES, samples))
+    batches = []
+    for group in groups:
+        P_b, c_b = np.zeros((d, d)), np.zeros(d)
+        for s in group:
+            P_s, c_s = round_map(method, L, b, law.draw(stream(seed, "theory", int(s))))
+            P_b += P_s
+            c_b += c_s
+        batches.append((P_b / group.size, c_b / group.size, int(group.size)))
+    P = sum(P_b * size for P_b, _, size in batches) / samples
+    c = sum(c_b * size for _, c_b, size in batches) / samples
+    return MeanDynamics(P, c, samples, tuple(batches))
+
+
+def mean_trajectory(P: np.ndarray, c: np.ndarray, x0: np.ndarray, rounds: int) -> np.ndarray:
+    """E[x^k] for k = 0..rounds (rounds+1, d), from x^0 = ``x0``."""
+    xs = np.empty((rounds + 1, x0.shape[0]))
+    xs[0] = x0
+    for k in range(rounds):
+        xs[k + 1] = P @ xs[k] + c
+    return xs
 
 
 def optimum(L: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -76,10 +189,29 @@ def optimum(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.solve(np.asarray(L, dtype=np.float64).mean(axis=0), np.asarray(b, dtype=np.float64).mean(axis=0))
 
 
-def ist_bias_sq(
-    L: np.ndarray, b: np.ndarray, n: int, sketch: str, q: int | None = None, x_star: np.ndarray | None = None
-) -> float:
+def ist_limit(L: np.ndarray, b: np.ndarray, n: int, sketch: str, q: int | None = None, *,
+              server_update: str = "average", lr: float | None = None) -> np.ndarray:
+    """x^∞ of IST with one local step: E[B̄]⁻¹ (1/n)Σ E[C_i] b_i when it does not depend on the
+    step size (delta form, or E[C̄] = I as for Perm-q, Rand-q, identity); the average form of
+    perm-precond needs ``lr``."""
+    L, b = np.asarray(L, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if L.ndim != 3 or L.shape[0] != n or b.shape != L.shape[:2]:
+        raise ValueError(f"L and b must have shapes (n={n}, d, d) and (n, d), got {L.shape} and {b.shape}")
+    law = sketch_law(sketch, L, q)
+    mean_c = mean_sketch(law)
+    if server_update == "average" and not np.allclose(mean_c.mean(axis=0), 1.0, rtol=0, atol=1e-12):
+        if lr is None:
+            raise ValueError(f"the average form of {sketch} has a limit that depends on the step size; give lr")
+        limit = mean_dynamics(Method("ist", law, server_update, lr), L, b).limit()
+        if limit is None:
+            raise ValueError(f"the mean of {sketch} (average form, lr {lr}) does not converge: ρ(P) >= 1")
+        return limit
+    return np.linalg.solve(expected_clc(law, L).mean(axis=0), np.mean(mean_c * b, axis=0))
+
+
+def ist_bias_sq(L: np.ndarray, b: np.ndarray, n: int, sketch: str, q: int | None = None,
+                x_star: np.ndarray | None = None, *, server_update: str = "average", lr: float | None = None) -> float:
     """‖x^∞ − x*‖², the predicted limit of ``dist_to_opt_sq`` for IST's mean iterate."""
     x_star = optimum(L, b) if x_star is None else np.asarray(x_star, dtype=np.float64)
-    gap = ist_limit(L, b, n, sketch, q) - x_star
+    gap = ist_limit(L, b, n, sketch, q, server_update=server_update, lr=lr) - x_star
     return float(gap @ gap)

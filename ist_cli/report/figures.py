@@ -1,4 +1,5 @@
-"""Figures of the report: metric curves with CI bands, the theory overlay, and
+"""Figures of the report: metric curves with CI bands, the theory overlay (the mean's
+limit as a dashed line, its exact trajectory as a dotted curve), and
 communication vs accuracy. Built on ``matplotlib.figure.Figure`` (Agg, no pyplot, no
 display), returned as objects so a notebook or a test can inspect the lines and bands.
 
@@ -28,11 +29,12 @@ from matplotlib.ticker import NullFormatter
 
 from ist_cli.io.metric_info import metric_label
 from ist_cli.io.runfile import RunData, RunFileError, read_run
-from ist_cli.models.theory import ist_bias_sq
+from ist_cli.models.analysis import Analysis, analyze, run_inputs
 from ist_cli.report.choices import DEFAULT_FIGSIZE, FIGSIZES
 from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, final_value, series
 from ist_cli.report.stats import CI_LEVEL, DEFAULT_CI, band, ci_caption, summarize_values
 from ist_cli.report.table import Group
+from ist_cli.settings import settings_from_config
 
 MAX_POINTS = 400
 LOG_DECADES = 2.0
@@ -136,13 +138,11 @@ def wants_log(values: np.ndarray) -> bool:
     return bool(finite.size and finite.min() > 0 and np.log10(finite.max() / finite.min()) > LOG_DECADES)
 
 
-def theory_value(run: RunData) -> float | None:
-    """Predicted ‖x^∞ − x*‖² for a quadratic IST run (R = 1, no preconditioning, a non-identity
-    sketch, /problem stored); None when the theory does not apply to this run."""
+def run_analysis(run: RunData) -> Analysis | None:
+    """The exact theory of a quadratic run with one local step (``models.analysis``, the numbers
+    ``ist theory RUN.h5`` prints); None when it does not apply or /problem is missing."""
     cfg = run.config
-    if cfg.get("model") != "quadratic" or cfg.get("algorithm") != "ist":
-        return None
-    if cfg.get("local_steps", 1) != 1 or cfg.get("precondition") or cfg.get("sketch") not in ("perm", "rand"):
+    if cfg.get("model") != "quadratic" or cfg.get("local_steps", 1) != 1:
         return None
     problem = run.problem
     if not problem:  # loaded without /problem (it can be large): read it now, then let it go
@@ -152,11 +152,35 @@ def theory_value(run: RunData) -> float | None:
             return None
     if "L" not in problem or "b" not in problem:
         return None
-    L, b = problem["L"], problem["b"]
     try:
-        return ist_bias_sq(L, b, L.shape[0], cfg["sketch"], cfg.get("sketch_q"), problem.get("x_star"))
-    except (ValueError, np.linalg.LinAlgError):  # a problem/sketch the formula does not cover
+        settings = settings_from_config(cfg)
+        L, b, x0 = run_inputs(settings, problem, run.params)
+        return analyze(settings, L, b, x0, theorems=False)
+    except (ValueError, KeyError, np.linalg.LinAlgError):  # a problem/setting the theory does not cover
         return None
+
+
+def theory_value(run: RunData) -> float | None:
+    """Predicted ‖x^∞ − x*‖² of a quadratic IST run with a random sketch (the mean's irreducible
+    bias); None when the theory does not apply or the mean does not settle."""
+    if run.config.get("algorithm") != "ist" or run.config.get("sketch") == "identity":
+        return None
+    analysis = run_analysis(run)
+    return None if analysis is None else analysis.bias_sq
+
+
+def theory_curve(run: RunData, x: str = "round") -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, ‖E[x^k] − x*‖²) at the run's logged rounds: the exact mean trajectory, a lower bound
+    of the expected dist_to_opt_sq by Jensen."""
+    rounds, xs = series(run, "round"), series(run, X_AXES[x])
+    if rounds is None or xs is None:
+        return None
+    analysis = run_analysis(run)
+    if analysis is None:
+        return None
+    index = rounds.astype(int)
+    keep = index < analysis.mean_dist_sq.size
+    return xs[keep], analysis.mean_dist_sq[index[keep]]
 
 
 def group_theory(group: Group) -> float | None:
@@ -167,11 +191,21 @@ def group_theory(group: Group) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def group_theory_curve(group: Group, x: str = "round") -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean over the group's runs of their theory curves (runs logged at the same rounds)."""
+    curves = [c for c in (theory_curve(run, x) for run in group.runs) if c is not None]
+    curves = [c for c in curves if curves and c[0].shape == curves[0][0].shape]
+    if not curves:
+        return None
+    return np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0)
+
+
 @styled
 def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, theory: bool = True,
                   ci: str = DEFAULT_CI, size: str = DEFAULT_FIGSIZE, logx: bool = False) -> Figure:
     """``metric`` vs ``x`` (round|bytes|time|sim_time): a mean line (gid ``mean``) and CI band
-    (gid ``ci``) per group, plus dashed theory lines (gid ``theory``) on dist_to_opt_sq.
+    (gid ``ci``) per group, plus on dist_to_opt_sq the theory: dashed limit lines (gid ``theory``)
+    and dotted exact mean trajectories (gid ``theory-curve``).
     ``logx`` puts the x axis on a log scale (bytes and times span decades)."""
     fig = new_figure(size)
     ax = fig.add_subplot()
@@ -192,13 +226,24 @@ def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, the
             shade.set_gid("ci")  # not in ``plotted``: a t band may dip below 0 where the means do not
     log = bool(plotted) and wants_log(np.concatenate(plotted))
     if theory and metric == THEORY_METRIC:
+        # the group's colour says whose theory a line is; the legend explains the two styles once
+        styles: dict[str, str] = {}
         for index, group in enumerate(groups):
+            curve = group_theory_curve(group, x)
+            if curve is not None:
+                xs, ys = curve
+                shown = np.isfinite(ys) & (ys > 0 if log else True) & (xs > 0 if logx else True)
+                (line,) = ax.plot(xs[shown], ys[shown], color=color(index), ls=":", lw=1.4)
+                line.set_gid("theory-curve")
+                styles[":"] = r"theory $\|E[x^k] - x^*\|^2$ (exact mean)"
             value = group_theory(group)
             if value is None or (log and value <= 0):
                 continue
-            line = ax.axhline(value, color=color(index), ls="--", lw=1.0,
-                              label=rf"theory $\|x^\infty - x^\star\|^2$, {short(group.label, 40)}")
+            line = ax.axhline(value, color=color(index), ls="--", lw=1.0)
             line.set_gid("theory")
+            styles["--"] = r"theory $\|x^\infty - x^*\|^2$ (limit of the mean)"
+        for style, label in styles.items():
+            ax.plot([], [], color="0.4", ls=style, lw=1.2, label=label)
     if log:
         ax.set_yscale("log")
     if logx:
@@ -212,8 +257,13 @@ def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, the
     return fig
 
 
-def has_theory(fig: Figure) -> bool:
-    return any(line.get_gid() == "theory" for ax in fig.axes for line in ax.lines)
+THEORY_GIDS = ("theory", "theory-curve")
+
+
+def has_theory(fig: Figure, gid: str | None = None) -> bool:
+    """Whether the figure draws a theory line (``gid`` one of THEORY_GIDS; None: either)."""
+    gids = THEORY_GIDS if gid is None else (gid,)
+    return any(line.get_gid() in gids for ax in fig.axes for line in ax.lines)
 
 
 def figure_caption(fig: Figure, name: str, ci: str = DEFAULT_CI) -> str:
@@ -223,8 +273,10 @@ def figure_caption(fig: Figure, name: str, ci: str = DEFAULT_CI) -> str:
     else:
         method = ci if ci == "t" else "bootstrap"  # bands of bca reports use the percentile bootstrap
         text = f"line = mean over the group's runs; band = {ci_caption(method, CI_LEVEL)} pointwise"
-    if has_theory(fig):
+    if has_theory(fig, "theory"):
         text += "; dashed = theory: limit ‖x^∞ − x*‖² of IST's mean iterate"
+    if has_theory(fig, "theory-curve"):
+        text += "; dotted = theory: ‖E[x^k] − x*‖², the exact mean trajectory (a lower bound by Jensen)"
     return text
 
 

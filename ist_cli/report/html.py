@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from matplotlib.figure import Figure
 
 from ist_cli._version import __version__
 from ist_cli.io.atomic import write_text_atomic
+from ist_cli.io.names import utc_now
 from ist_cli.io.runfile import RunData
 from ist_cli.report.figures import figure_caption, png_bytes
 from ist_cli.report.load import Skipped
@@ -105,7 +105,7 @@ def build_html(
     sources: Sequence[str] = (),
 ) -> str:
     """The report as one HTML string: one section per model, then skipped files and provenance."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = utc_now()
     ci = sections[0].summaries[0].ci if sections and sections[0].summaries else DEFAULT_CI
     n_groups = sum(len(section.groups) for section in sections)
     parts = [

@@ -12,10 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ist_cli.errors import UserError
-from ist_cli.io.runfile import TMP_SUFFIX, RunData, RunFileError, read_run
-
-RUN_SUFFIX = ".h5"
-REPORTED_STATUSES = ("completed", "diverged")
+from ist_cli.io.names import RUN_SUFFIX
+from ist_cli.io.runfile import (
+    RESULT_STATUSES,
+    TMP_SUFFIX,
+    RunData,
+    RunFileError,
+    error_headline,
+    read_run,
+)
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,9 @@ def load_runs(paths: Iterable[str | Path], *, load_problem: bool = True) -> tupl
         except RunFileError as exc:
             skipped.append(Skipped(path, str(exc)))
             continue
-        if run.status not in REPORTED_STATUSES:
-            error = run.attrs.get("error")
-            detail = f": {' '.join(str(error).split())}" if error else ""
+        if run.status not in RESULT_STATUSES:
+            error = error_headline(run.attrs.get("error"))
+            detail = f": {error}" if error else ""
             skipped.append(Skipped(path, f"status {run.status!r}{detail}"))
             continue
         if run.run_id in first_of:

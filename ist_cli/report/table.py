@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ist_cli.config import show_value
 from ist_cli.errors import UserError
 from ist_cli.io.runfile import RunData
 from ist_cli.report.metrics import run_value
@@ -22,15 +23,7 @@ def canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def show(value: Any) -> str:
-    """How a config value reads in a table: lists as ``512,512``, missing as ``-``."""
-    if value is None:
-        return "-"
-    if isinstance(value, (list, tuple)):
-        return ",".join(show(v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+show = show_value  # how a config value reads in a table
 
 
 FIRST_KEYS = ("model", "algorithm")

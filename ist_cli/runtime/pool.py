@@ -1,10 +1,9 @@
-"""Persistent worker processes that compute in place on a shared-memory arena.
+"""The shared-memory transport: persistent worker processes computing in place on the arena.
 
-The transport is deliberately narrow: per round the coordinator sends each worker a
-small picklable payload over a pipe and gets back its measured compute seconds and a
-small result; all bulk data moves through the arena. A ``WorkerProgram`` (the
-algorithm's worker half) never sees pipes or processes, so the same program could run
-over MPI ranks later.
+Per round the coordinator sends each worker a small picklable payload over a pipe and gets
+back its measured seconds and a small result; all bulk data stays in the arena, so a
+worker runs all three phases of its ``WorkerProgram`` (pack_down, step, unpack_up) itself
+and nothing is copied (``runtime.transport`` has the contract).
 
 Faults fail fast: the coordinator waits on the pipes *and* the process sentinels, so a
 worker that dies (even by SIGKILL) is noticed at once, never waited for.
@@ -19,34 +18,30 @@ import time
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ist_cli.errors import RunFailed
 from ist_cli.runtime.arena import Arena, ArenaLayout
-
-SINGLE_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-    "VECLIB_MAXIMUM_THREADS": "1",
-}
-
-
-class WorkerProgram(Protocol):
-    """The worker half of an algorithm. Must be picklable (it is sent to spawned processes)."""
-
-    def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
-        """Bind to the arena's arrays once, before the first round."""
-
-    def step(self, round_index: int, payload: Any) -> Any:
-        """Compute one round in place on this worker's regions; return a small result."""
+from ist_cli.runtime.threads import SINGLE_THREAD_ENV
+from ist_cli.runtime.transport import WorkerProgram
 
 
 class WorkerFailed(RunFailed):
-    """A worker raised or died; the message names it and how."""
+    """A worker raised or died; the message (one line) names it and how."""
+
+
+class RemoteTraceback(Exception):
+    """A worker's own traceback, chained as the cause of ``WorkerFailed`` (as
+    ``concurrent.futures.process`` does), so the full story is in the chained traceback."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def _worker_main(program: WorkerProgram, layout: ArenaLayout, worker: int, conn: Connection) -> None:
@@ -63,7 +58,9 @@ def _worker_main(program: WorkerProgram, layout: ArenaLayout, worker: int, conn:
                 break
             _, round_index, payload = message
             start = time.perf_counter()
+            program.pack_down(round_index)
             result = program.step(round_index, payload)
+            program.unpack_up(round_index)
             conn.send(("done", time.perf_counter() - start, result))
     except (EOFError, BrokenPipeError):
         pass  # the coordinator is gone; nothing left to report to
@@ -104,7 +101,6 @@ class WorkerPool:
         self._context = mp.get_context(start_method)
         self._processes: list[mp.process.BaseProcess] = []
         self._conns: list[Connection] = []
-        self._round: int | None = None
 
     @property
     def pids(self) -> list[int]:
@@ -137,7 +133,6 @@ class WorkerPool:
 
     def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[float, Any]]:
         """Run one round on every worker; return each worker's (compute seconds, result)."""
-        self._round = round_index
         for worker, conn in enumerate(self._conns):
             payload = payloads[worker] if payloads is not None else None
             try:
@@ -162,7 +157,8 @@ class WorkerPool:
                         self._raise_dead(worker, phase)
                     if kind == "error":
                         last = result.strip().splitlines()[-1] if result else "unknown error"
-                        raise WorkerFailed(f"worker {worker} raised during {phase}: {last}")
+                        raise WorkerFailed(f"worker {worker} raised during {phase}: {last}") from RemoteTraceback(
+                            f'\n"""\n{result}"""')
                     replies[worker] = (seconds, result)
             for item in ready:
                 if item in by_sentinel and by_sentinel[item] not in replies:
@@ -203,3 +199,9 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shared_memory_transport(program: WorkerProgram, arrays: dict[str, np.ndarray], layout: ArenaLayout,
+                            n_workers: int) -> WorkerPool:
+    """The default ``TransportFactory``: workers attach to the coordinator's arena."""
+    return WorkerPool(program, layout, n_workers)

@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ist_cli.io.atomic import create_exclusive, write_text_atomic
+from ist_cli.io.names import utc_now
 from ist_cli.runtime.processes import process_alive, process_start_ticks
 
 HEARTBEAT_SECONDS = 5.0
@@ -128,7 +128,7 @@ class ClaimBook:
         one that reads as its dead holder's, never an empty one."""
         record = {
             "run_id": run_id, "host": self.host, "pid": self.pid, "pid_start": process_start_ticks(self.pid),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": utc_now(),
         }
         try:
             create_exclusive(path, json.dumps(record).encode())

@@ -11,11 +11,14 @@ import os
 import socket
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ist_cli.errors import RunInterrupted
+from ist_cli.io.names import run_file_path, utc_now
+from ist_cli.io.runfile import RESULT_STATUSES, error_headline
 from ist_cli.runtime.signals import sigterm_as_interrupt
 from ist_cli.sweep.claims import STALE_AFTER_SECONDS, ClaimBook
 from ist_cli.sweep.executors import Outcome, make_executor
@@ -25,7 +28,7 @@ from ist_cli.sweep.files import (
     remove_orphaned_temporaries,
     run_file_attrs,
 )
-from ist_cli.sweep.manifest import FINISHED, Manifest, now_iso
+from ist_cli.sweep.manifest import Manifest
 from ist_cli.sweep.progress import SweepProgress
 from ist_cli.sweep.spec import PlannedRun, SweepSpec
 
@@ -56,7 +59,6 @@ class SweepResult:
     elsewhere: Counter = field(default_factory=Counter)  # finished by another sweep process meanwhile
     final: Counter = field(default_factory=Counter)      # status of every run at the end
     takeovers: int = 0
-    dropped: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -77,7 +79,7 @@ def default_jobs(max_workers: int, cores: int | None = None) -> int:
 
 
 def _history_entry(attempt: int, outcome: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"attempt": attempt, "started": now_iso(), "host": socket.gethostname(),
+    return {"attempt": attempt, "started": utc_now(), "host": socket.gethostname(),
             "sweep_pid": os.getpid(), "outcome": outcome, **extra}
 
 
@@ -89,14 +91,16 @@ def _attempt_open(record: dict[str, Any]) -> bool:
 def _close_open_attempt(record: dict[str, Any], outcome: str, note: str) -> None:
     """Give the last attempt, left open by a process that died, its outcome."""
     if _attempt_open(record):
-        record["history"][-1].update(outcome=outcome, ended=now_iso(), note=note)
+        record["history"][-1].update(outcome=outcome, ended=utc_now(), note=note)
 
 
 class SweepEngine:
     """One invocation of a sweep over one output directory."""
 
-    def __init__(self, spec: SweepSpec, out_dir: Path, options: SweepOptions) -> None:
+    def __init__(self, spec: SweepSpec, out_dir: Path, options: SweepOptions,
+                 prepare: Callable[[PlannedRun], PlannedRun] | None = None) -> None:
         self.spec = spec
+        self.prepare = prepare  # last look at a run before it is submitted (a study's step budget)
         self.out_dir = out_dir
         self.options = options
         self.runs: dict[str, PlannedRun] = {run.run_id: run for run in spec.runs}
@@ -118,7 +122,7 @@ class SweepEngine:
                     if claims.release_if_unheld(record["id"]):
                         # the run wrote its file, then its sweep died before recording it
                         _close_open_attempt(record, status, "recorded from its run file; its sweep process died")
-                elif record["status"] in ("completed", "diverged"):
+                elif record["status"] in RESULT_STATUSES:
                     record["status"] = "pending"  # the file was removed: run it again
                 elif record["status"] == "running" and claims.holder(record["id"]) is None:
                     record["status"] = "pending"
@@ -146,7 +150,7 @@ class SweepEngine:
         if not claimed:
             waiting[run_id] = record
             return
-        path = self.out_dir / f"{run_id}.h5"
+        path = run_file_path(self.out_dir, run_id)
         status = finished_status(path)
         if status is not None and run_id not in self.executed_here:
             if self.options.force:
@@ -174,14 +178,15 @@ class SweepEngine:
         self.manifest.update_run(run_id, mark_running)
         self.executed_here.add(run_id)
         progress.started(run_id, self.runs[run_id].label())
-        executor.submit(self.runs[run_id], lambda pid: self._on_pid(claims, run_id, pid))
+        run = self.runs[run_id] if self.prepare is None else self.prepare(self.runs[run_id])
+        executor.submit(run, lambda pid: self._on_pid(claims, run_id, pid))
 
     def _on_pid(self, claims: ClaimBook, run_id: str, pid: int) -> None:
         claims.set_run_pid(run_id, pid)
         self.manifest.update_run(run_id, lambda entry: entry["history"][-1].update(run_pid=pid))
 
     def _finish(self, run_id: str, outcome: Outcome, claims: ClaimBook, progress: SweepProgress) -> None:
-        path = self.out_dir / f"{run_id}.h5"
+        path = run_file_path(self.out_dir, run_id)
         status = finished_status(path)
         error = None
         interrupted = self.interrupting or outcome.returncode == INTERRUPTED_EXIT
@@ -198,11 +203,11 @@ class SweepEngine:
                 error = f"run file holds run_id {attrs['run_id']}, expected {run_id}"
                 status = outcome_name = "failed"
             elif status == "failed":
-                error = attrs.get("error") or outcome.error_line()
+                error = error_headline(attrs.get("error")) or outcome.error_line()
 
         def mark_done(entry: dict[str, Any]) -> None:
             entry["status"] = status
-            entry["history"][-1].update(outcome=outcome_name, ended=now_iso(), where=outcome.where,
+            entry["history"][-1].update(outcome=outcome_name, ended=utc_now(), where=outcome.where,
                                         seconds=round(outcome.seconds, 3), exit_code=outcome.returncode)
             if error:
                 entry["error"] = error
@@ -239,7 +244,7 @@ class SweepEngine:
                       progress: SweepProgress) -> None:
         """Runs another sweep process holds: done when their file appears, ours if the claim goes."""
         for run_id in list(waiting):
-            status = finished_status(self.out_dir / f"{run_id}.h5")
+            status = finished_status(run_file_path(self.out_dir, run_id))
             if status is not None and claims.holder(run_id) is None:
                 del waiting[run_id]
                 self._record_elsewhere(run_id, status, progress)
@@ -274,10 +279,11 @@ class SweepEngine:
         self.result.final = Counter(record["status"] for record in data["runs"])
 
 
-def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan: Any = None) -> SweepResult:
+def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan: Any = None,
+              prepare: Callable[[PlannedRun], PlannedRun] | None = None) -> SweepResult:
     """Execute (or resume) a sweep in ``out_dir`` and return what happened."""
-    engine = SweepEngine(spec, out_dir, options)
-    _, engine.result.dropped = engine.manifest.open(spec, force=options.force)
+    engine = SweepEngine(spec, out_dir, options, prepare)
+    engine.manifest.open(spec, force=options.force)
     claims = ClaimBook(out_dir, stale_after=options.stale_after)
     try:
         statuses = engine.reconcile(claims)
@@ -306,4 +312,4 @@ def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan:
     return engine.result
 
 
-__all__ = ["FINISHED", "SweepOptions", "SweepResult", "run_sweep", "default_jobs", "available_cores"]
+__all__ = ["SweepOptions", "SweepResult", "run_sweep", "default_jobs", "available_cores"]

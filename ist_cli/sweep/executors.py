@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ist_cli.config import show_value
 from ist_cli.errors import UserError
 from ist_cli.io.atomic import create_exclusive
+from ist_cli.io.names import run_file_name, run_file_path
 from ist_cli.sweep.remote import run_command, run_in_tempdir
 from ist_cli.sweep.spec import PlannedRun
 
@@ -47,15 +49,7 @@ def set_args(config: Mapping[str, Any]) -> list[str]:
     for key, value in config.items():
         if value is None:
             continue
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, list):
-            text = ",".join(str(item) for item in value)
-        elif isinstance(value, float):
-            text = repr(value)
-        else:
-            text = str(value)
-        args += ["--set", f"{key}={text}"]
+        args += ["--set", f"{key}={show_value(value)}"]
     return args
 
 
@@ -78,7 +72,7 @@ class LocalExecutor:
 
     def _execute(self, run: PlannedRun, on_pid: Callable[[int], None]) -> Outcome:
         started = time.perf_counter()
-        command = run_command(set_args(run.config), run.run_id, str(self.out_dir))
+        command = run_command(set_args(run.config) + list(run.run_args), run.run_id, str(self.out_dir))
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with self._guard:
             self._procs[run.run_id] = proc
@@ -151,7 +145,7 @@ class DaskExecutor:
         self._futures: dict[Any, str] = {}
 
     def submit(self, run: PlannedRun, on_pid: Callable[[int], None]) -> None:
-        future = self._client.submit(run_in_tempdir, run.run_id, set_args(run.config),
+        future = self._client.submit(run_in_tempdir, run.run_id, set_args(run.config) + list(run.run_args),
                                      key=f"ist-run-{run.run_id}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
         self._futures[future] = run.run_id
 
@@ -178,9 +172,9 @@ class DaskExecutor:
             return Outcome(-1, "", f"dask task failed: {type(exc).__name__}: {exc}", 0.0, "dask")
         if result["file"] is not None:
             try:
-                create_exclusive(self.out_dir / f"{run_id}.h5", result["file"])
+                create_exclusive(run_file_path(self.out_dir, run_id), result["file"])
             except FileExistsError:
-                return Outcome(-1, result["stdout"], f"{run_id}.h5 appeared in --out while the run executed; "
+                return Outcome(-1, result["stdout"], f"{run_file_name(run_id)} appeared in --out while the run executed; "
                                "kept the existing file", result["seconds"], result["host"])
         return Outcome(result["returncode"], result["stdout"], result["stderr"], result["seconds"],
                        f"{result['host']}:{result['pid']}")

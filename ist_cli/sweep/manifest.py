@@ -11,28 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ist_cli.errors import UserError
 from ist_cli.io.atomic import write_text_atomic
+from ist_cli.io.names import run_file_name, utc_now
 from ist_cli.sweep.claims import directory_lock
 from ist_cli.sweep.spec import SweepSpec
 
 MANIFEST_NAME = "sweep.json"
 MANIFEST_SCHEMA = 1
-FINISHED = ("completed", "diverged", "failed")
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def run_file_name(run_id: str) -> str:
-    return f"{run_id}.h5"
-
-
 def read_manifest(directory: Path) -> dict[str, Any] | None:
     """The manifest in ``directory`` or None; a corrupt one is a one-line ``UserError``."""
     path = directory / MANIFEST_NAME
@@ -65,22 +54,21 @@ class Manifest:
             if data is None:
                 raise UserError(f"--out: {str(self.path)!r} disappeared while the sweep ran")
             yield data
-            data["updated"] = now_iso()
+            data["updated"] = utc_now()
             write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=False))
 
-    def open(self, spec: SweepSpec, *, force: bool) -> tuple[dict[str, Any], int]:
+    def open(self, spec: SweepSpec, *, force: bool) -> dict[str, Any]:
         """Create the manifest, or check that the existing one holds the same run list.
 
         A changed run list is an error unless ``force``; then the new list replaces it, keeping
-        the records of runs in both. Returns the manifest and the number of dropped runs.
+        the records of runs in both. Returns the manifest.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         with directory_lock(self.directory):
             data = read_manifest(self.directory)
-            dropped = 0
             if data is None:
                 data = {"schema": MANIFEST_SCHEMA, "name": spec.name, "sweep_file": str(spec.path.resolve()),
-                        "spec": spec.raw, "created": now_iso(), "runs": [_new_record(run) for run in spec.runs]}
+                        "spec": spec.raw, "created": utc_now(), "runs": [_new_record(run) for run in spec.runs]}
             else:
                 old_ids = [run["id"] for run in data.get("runs", [])]
                 if set(old_ids) != set(spec.run_ids):
@@ -92,14 +80,13 @@ class Manifest:
                             f"{removed} removed by the sweep file); expected the same grid, a new --out, "
                             "or --force to adopt the new run list")
                     records = {run["id"]: run for run in data.get("runs", [])}
-                    dropped = len(set(old_ids) - set(spec.run_ids))
                     data["runs"] = [records.get(run.run_id) or _new_record(run) for run in spec.runs]
                     data["spec"] = spec.raw
                     data["sweep_file"] = str(spec.path.resolve())
                 data["name"] = spec.name
-            data["updated"] = now_iso()
+            data["updated"] = utc_now()
             write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=False))
-            return data, dropped
+            return data
 
     def read(self) -> dict[str, Any]:
         with directory_lock(self.directory):

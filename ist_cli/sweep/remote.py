@@ -13,8 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from ist_cli.io.names import run_file_path
 
 
 def run_command(args: list[str], run_id: str, out_dir: str) -> list[str]:
@@ -27,7 +28,7 @@ def run_in_tempdir(run_id: str, args: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ist-sweep-") as tmp:
         result = subprocess.run(run_command(args, run_id, tmp), capture_output=True, text=True, check=False)
-        path = Path(tmp) / f"{run_id}.h5"
+        path = run_file_path(tmp, run_id)
         data = path.read_bytes() if path.exists() else None
     return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr,
             "file": data, "host": socket.gethostname(), "pid": os.getpid(),

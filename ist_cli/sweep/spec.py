@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ist_cli.config import OPTIONS_BY_KEY, check_keys, config_hash, load_toml, resolve_config
+from ist_cli.config import (
+    OPTIONS_BY_KEY,
+    check_keys,
+    config_hash,
+    load_toml,
+    resolve_config,
+    show_value,
+)
 from ist_cli.errors import UserError
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "replicates")
@@ -23,15 +30,20 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of the sweep: the grid point that made it and its resolved config."""
+    """One run of the sweep: the grid point that made it and its resolved config.
+
+    ``run_args``: extra ``ist run`` flags that control the execution but are not part of the
+    config or the run id (a study's step budget).
+    """
 
     run_id: str
     point: dict[str, Any]
     config: dict[str, Any]
+    run_args: tuple[str, ...] = ()
 
     def label(self) -> str:
         """Short human name: the id prefix and the varied settings."""
-        varied = " ".join(f"{key}={_show(value)}" for key, value in self.point.items())
+        varied = " ".join(f"{key}={show_value(value)}" for key, value in self.point.items())
         return f"{self.run_id[:8]} {varied}".strip()
 
 
@@ -52,12 +64,6 @@ class SweepSpec:
 
     def max_workers(self) -> int:
         return max((int(run.config.get("workers", 1)) for run in self.runs), default=1)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 def load_sweep(path: str | Path) -> SweepSpec:

@@ -1,0 +1,288 @@
+"""What every MLP method shares (DESIGN §2.2): data and model in the arena, evaluation, workers' minibatches.
+
+The arena holds the dataset once, the full model as one flat vector (``ist_cli.models.mlp``
+layout) and each worker's shard of row ids; a method adds its own per-worker buffers. A
+method overrides only what differs: its arena buffers, its worker, its aggregation and its
+traffic. ``ist.py``, ``dp.py`` and ``local_sgd.py`` are the methods.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ist_cli.algorithms.base import Algorithm
+from ist_cli.algorithms.mlp.study import (
+    NoiseScaleMeter,
+    StudySettings,
+    lipschitz,
+    named_mask,
+    pruning_mask,
+)
+from ist_cli.comm import INDEX_BYTES, averaging_traffic
+from ist_cli.data import dataset_from_settings, partition_indices
+from ist_cli.kernels import mlp as kernels
+from ist_cli.models.mlp import NetLayout, initial_params, net_layout
+from ist_cli.models.subnet import ist_subnet_sizes
+from ist_cli.runtime.arena import ArraySpec
+from ist_cli.runtime.transport import Region, WorkerProgram
+from ist_cli.seeding import stream
+from ist_cli.settings import MLPSettings
+
+EVAL_TRAIN_LIMIT = 8192  # training loss is measured on at most this many fixed training rows
+EVAL_CHUNK = 4096  # rows per forward pass at evaluation (also the batch-norm statistics' batch)
+
+
+@dataclass(frozen=True)
+class Training:
+    """What a worker needs to train: sent to every worker process with its program."""
+
+    widths: tuple[int, ...]
+    batch_norm: bool
+    dtype: str
+    n_workers: int
+    seed: int
+    study: StudySettings  # optimizer, learning-rate schedule, pruning
+    batch_size: int
+    local_steps: int
+    scale: float  # IST's activation scaling (1.0: none)
+
+
+def minibatches(shard: np.ndarray, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """(steps, batch) row ids: a walk through fresh random permutations of the worker's shard.
+
+    A shard smaller than the batch is repeated (rows appear twice in a batch) rather than
+    giving a smaller batch, so every step of every worker has the same batch size.
+    """
+    need = steps * batch_size
+    reps = -(-need // shard.size)
+    order = np.concatenate([shard[rng.permutation(shard.size)] for _ in range(reps)])
+    return np.ascontiguousarray(order[:need].reshape(steps, batch_size))
+
+
+class MLPWorker(WorkerProgram):
+    """What all MLP workers share: arena views, minibatch drawing, R local steps.
+
+    No worker copies the dataset or the full model: minibatch rows are read from the shared
+    ``X_train``; each worker trains in its own row of a per-worker buffer.
+    """
+
+    def __init__(self, training: Training) -> None:
+        self.training = training
+
+    def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
+        t = self.training
+        self.worker = worker
+        self.X = arrays["X_train"]
+        self.y = arrays["y_train"]
+        bounds = arrays["shard_bounds"]
+        self.shard = arrays["shard_index"][bounds[worker] : bounds[worker + 1]]
+        self.model = arrays["model"]
+        self.full = net_layout(t.widths, t.batch_norm)
+        self.mask = arrays["mask"] if t.study.sparse else self.model[:0]  # empty: a dense model
+        kernels.warm_up(t.dtype)  # load compiled kernels now, not inside round 1's timing
+
+    def resident(self, worker: int) -> tuple[Region, ...]:
+        # the pruning mask is fixed and known to every worker: sent once, never per round
+        mask = (Region("mask"),) if self.training.study.sparse else ()
+        return (Region("X_train"), Region("y_train"), Region("shard_index"), Region("shard_bounds"), *mask)
+
+    def batches(self, round_index: int, steps: int) -> np.ndarray:
+        rng = stream(self.training.seed, "worker", round_index, self.worker)
+        return minibatches(self.shard, steps, self.training.batch_size, rng)
+
+    def train(self, layout: NetLayout, params: np.ndarray, grad: np.ndarray, velocity: np.ndarray,
+              round_index: int, mask: np.ndarray) -> float:
+        """R local steps on ``params`` (a network with ``layout``, pruned where ``mask`` is 0);
+        the mean batch loss. Global step numbers (the schedule's) continue across rounds."""
+        t, study = self.training, self.training.study
+        steps = t.local_steps
+        return float(kernels.train_steps(
+            X=self.X, y=self.y, batches=self.batches(round_index, steps), params=params,
+            offsets=layout.offsets, widths=layout.widths, batch_norm=t.batch_norm, scale=t.scale,
+            lrs=study.schedule.for_steps((round_index - 1) * steps, steps), momentum=study.momentum,
+            nesterov=study.nesterov, mask=mask, grad=grad, velocity=velocity, size=layout.size,
+        ))
+
+
+class MLPMethod(Algorithm):
+    """The coordinator half every MLP method shares."""
+
+    worker_class: type[MLPWorker]
+    #: SGD steps one worker takes per round (/metrics/step, the schedule); DP takes one
+    local_steps_per_round = True
+
+    def __init__(self, settings: MLPSettings) -> None:
+        self.settings = settings
+        self.n_workers = settings.workers
+        self.data = dataset_from_settings(settings)
+        self.dtype = np.dtype(settings.dtype)
+        self.batch_norm = settings.batch_norm
+        self.sizes = (self.data.n_train, self.data.n_test)
+        self.widths = (self.data.n_features, *settings.hidden, self.data.n_classes)
+        self.layout = net_layout(self.widths, self.batch_norm)
+        self.shards = self.make_shards()
+        self._eval_rows = self._training_subset()
+        self.steps_per_round = settings.local_steps if self.local_steps_per_round else 1
+        self.study = StudySettings.from_settings(settings, self.steps_per_round)
+        self.keep: np.ndarray | None = None  # bool over the flat model: the pruning mask, once chosen
+        self._noise = NoiseScaleMeter() if self.study.noise_scale_every else None
+        self._before: np.ndarray | None = None  # the server model before the last round (Lipschitz)
+        self._evaluations = 0
+
+    # -- hooks a method overrides -------------------------------------------------
+    def make_shards(self) -> list[np.ndarray]:
+        s = self.settings
+        return partition_indices(self.data.y_train, self.n_workers, s.partition, s.seed)
+
+    def buffers(self) -> ArraySpec:
+        """The method's own arena arrays (per-worker buffers, plans)."""
+        return {}
+
+    def training(self) -> Training:
+        s = self.settings
+        return Training(widths=self.widths, batch_norm=self.batch_norm, dtype=self.dtype.name,
+                        n_workers=self.n_workers, seed=s.seed, study=self.study,
+                        batch_size=s.batch_size, local_steps=s.local_steps, scale=1.0)
+
+    # -- arena --------------------------------------------------------------------
+    def arena_spec(self) -> ArraySpec:
+        n, dt = self.n_workers, self.dtype.str
+        (n_train, n_test), features = self.sizes, self.widths[0]
+        return {
+            "X_train": ((n_train, features), dt),
+            "y_train": ((n_train,), "i8"),
+            "X_test": ((n_test, features), dt),
+            "y_test": ((n_test,), "i8"),
+            "shard_index": ((sum(s.size for s in self.shards),), "i8"),
+            "shard_bounds": ((n + 1,), "i8"),
+            "model": ((self.layout.size,), dt),
+            **({"mask": ((self.layout.size,), dt)} if self.study.sparse else {}),
+            **({"X_val": ((self.data.n_val, features), dt), "y_val": ((self.data.n_val,), "i8")}
+               if self.data.n_val else {}),
+            **self.buffers(),
+        }
+
+    def initialize(self, arrays: dict[str, np.ndarray]) -> None:
+        arrays["X_train"][...] = self.data.X_train
+        arrays["y_train"][...] = self.data.y_train
+        arrays["X_test"][...] = self.data.X_test
+        arrays["y_test"][...] = self.data.y_test
+        arrays["shard_index"][...] = np.concatenate(self.shards)
+        arrays["shard_bounds"][1:] = np.cumsum([s.size for s in self.shards])
+        arrays["model"][...] = initial_params(self.layout, self.settings.seed, self.dtype)
+        if self.data.n_val:
+            arrays["X_val"][...] = self.data.X_val
+            arrays["y_val"][...] = self.data.y_val
+        if self.study.sparse:
+            self.keep = pruning_mask(self.study, arrays["model"], self.layout, self.batch_norm, self.data.X_train,
+                                     self.data.y_train, self.settings.batch_size, self.settings.seed)
+            arrays["mask"][...] = self.keep
+            arrays["model"][~self.keep] = 0.0
+        # The arena now holds the data; drop the loader's copy so the parent keeps one
+        # (fresh empty arrays: a [:0] view would keep the loader's buffer alive).
+        empty = np.empty((0, self.widths[0]), dtype=self.dtype)
+        self.data = replace(self.data, X_train=empty, X_test=empty, X_val=empty if self.data.n_val else None)
+
+    def warm_up(self) -> None:
+        kernels.warm_up(self.dtype.name)
+
+    def worker_program(self) -> WorkerProgram:
+        return self.worker_class(self.training())
+
+    def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> None:
+        if self.study.lipschitz_every:
+            self._before = arrays["model"].copy()
+
+    def kept_total(self) -> int:
+        """Values of the full model that cross the network: all of them, or the kept ones."""
+        return int(self.keep.sum()) if self.keep is not None else self.layout.size
+
+    # -- results ------------------------------------------------------------------
+    def _training_subset(self) -> np.ndarray:
+        n_train = self.sizes[0]
+        if n_train <= EVAL_TRAIN_LIMIT:
+            return np.arange(n_train, dtype=np.int64)
+        rng = stream(self.settings.seed, "eval")
+        return np.sort(rng.choice(n_train, size=EVAL_TRAIN_LIMIT, replace=False)).astype(np.int64)
+
+    def _scores(self, model: np.ndarray, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of the full model, in chunks of ``EVAL_CHUNK`` rows."""
+        total = rows.size if rows is not None else X.shape[0]
+        loss = correct = 0.0
+        with np.errstate(all="ignore"):
+            for start in range(0, total, EVAL_CHUNK):
+                stop = min(start + EVAL_CHUNK, total)
+                part = X[rows[start:stop]] if rows is not None else X[start:stop]
+                labels = y[rows[start:stop]] if rows is not None else y[start:stop]
+                logits = kernels.forward_logits(params=model, offsets=self.layout.offsets, widths=self.layout.widths,
+                                                batch_norm=self.batch_norm, scale=1.0, X=part).astype(np.float64)
+                top = logits.max(axis=1, keepdims=True)
+                log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+                loss += float((log_norm - logits[np.arange(labels.size), labels]).sum())
+                correct += float((logits.argmax(axis=1) == labels).sum())
+        return loss / total, correct / total
+
+    def evaluate(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        model = arrays["model"]
+        rows = None if self._eval_rows.size == arrays["X_train"].shape[0] else self._eval_rows
+        train_loss, train_accuracy = self._scores(model, arrays["X_train"], arrays["y_train"], rows)
+        test_loss, test_accuracy = self._scores(model, arrays["X_test"], arrays["y_test"], None)
+        metrics = {"loss": train_loss, "train_accuracy": train_accuracy, "test_loss": test_loss,
+                   "test_accuracy": test_accuracy}
+        if "X_val" in arrays:
+            val_loss, val_accuracy = self._scores(model, arrays["X_val"], arrays["y_val"], None)
+            metrics.update(val_loss=val_loss, val_accuracy=val_accuracy, val_error=1.0 - val_accuracy)
+        metrics.update(self._measurements(arrays))
+        self._evaluations += 1
+        return metrics
+
+    def noise_from_workers(self) -> bool:
+        """Does the method observe the noise scale every round from its workers' gradients?"""
+        return False
+
+    def _measurements(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Noise scale and Lipschitz estimate on every K-th evaluation (NaN on the others)."""
+        out: dict[str, float] = {}
+        count, study, model, s = self._evaluations, self.study, arrays["model"], self.settings
+        X, y = arrays["X_train"], arrays["y_train"]
+        if self._noise is not None:
+            due = count % study.noise_scale_every == 0
+            if due and not self.noise_from_workers():
+                self._noise.observe_micro_batches(model, self.layout, self.batch_norm, X, y, self.keep,
+                                                  s.batch_size, s.seed, count)
+            out.update(self._noise.metrics() if due else dict.fromkeys(self._noise.metrics(), float("nan")))
+        if study.lipschitz_every:
+            due = count % study.lipschitz_every == 0 and self._before is not None
+            with np.errstate(all="ignore"):
+                out["lipschitz"] = lipschitz(self._before, model, self.layout, self.batch_norm, X, y, self.keep) \
+                    if due else float("nan")
+        return out
+
+    def run_file_groups(self) -> dict[str, Mapping[str, np.ndarray]]:
+        return {"mask": named_mask(self.layout, self.keep)} if self.keep is not None else {}
+
+    def round_metrics(self, results: Sequence[Any]) -> dict[str, float]:
+        """``worker_train_loss``: the workers' mean training loss over the round's local steps."""
+        return {"worker_train_loss": float(np.mean(results)) if len(results) else math.nan}
+
+    def final_params(self, arrays: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return {name: view.copy() for name, view in self.layout.named(arrays["model"]).items()}
+
+    def summary_extras(self) -> dict[str, Any]:
+        """What IST and DP would send per round, to compare with what this method sent."""
+        n, value = self.n_workers, self.dtype.itemsize
+        values, indices = ist_subnet_sizes(self.widths, max(n, 1), self.batch_norm)
+        ist = float((2 * values * value + indices * INDEX_BYTES).mean())
+        dp = averaging_traffic(n, float(self.kept_total() * value), self.settings.network.topology)
+        dp_step = (dp.total_up + dp.total_down) / n
+        return {
+            "params": self.layout.size,
+            "ist_bytes_per_round_per_worker": ist,
+            "dp_bytes_per_round_per_worker": dp_step,
+            "dp_bytes_per_R_local_steps_per_worker": dp_step * self.settings.local_steps,
+        }

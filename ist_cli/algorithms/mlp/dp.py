@@ -1,0 +1,70 @@
+"""Data-parallel SGD on the MLP: every round each worker computes the full model's gradient
+on one minibatch; the coordinator averages them and takes one (momentum) SGD step, keeping
+the velocity on the server as PyTorch's DDP + SGD would."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ist_cli.algorithms.mlp.common import MLPMethod, MLPWorker
+from ist_cli.algorithms.mlp.study import norm_sq
+from ist_cli.comm import Traffic, averaging_traffic
+from ist_cli.kernels import mlp as kernels
+from ist_cli.runtime.arena import ArraySpec
+from ist_cli.runtime.transport import Exchange, Region
+from ist_cli.settings import MLPSettings
+
+
+class DPWorker(MLPWorker):
+    """Down: the model; up: its gradient on one batch (its ``grad`` row)."""
+
+    def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
+        super().setup(arrays, worker)
+        self.grad = arrays["grad"][worker]
+
+    def exchange(self, round_index: int) -> Exchange:
+        return Exchange(down=(Region("model"),), up=(Region("grad", self.worker, self.full.size),))
+
+    def step(self, round_index: int, payload: Any) -> float:
+        t, full = self.training, self.full
+        rows = self.batches(round_index, 1)[0]
+        loss = float(kernels.loss_and_grad(params=self.model, offsets=full.offsets, widths=full.widths,
+                                           batch_norm=t.batch_norm, scale=1.0, X=self.X[rows], y=self.y[rows],
+                                           grad=self.grad))
+        if self.mask.size:  # only kept entries are sent: the pruned ones are exactly 0
+            self.grad[: full.size][self.mask == 0] = 0.0
+        return loss
+
+
+class DataParallel(MLPMethod):
+    worker_class = DPWorker
+    local_steps_per_round = False  # one synchronous step per round
+
+    def __init__(self, settings: MLPSettings) -> None:
+        super().__init__(settings)
+        self._server_velocity = np.zeros(self.layout.size, dtype=self.dtype)
+
+    def buffers(self) -> ArraySpec:
+        return {"grad": ((self.n_workers, self.layout.size), self.dtype.str)}
+
+    def noise_from_workers(self) -> bool:
+        return self.n_workers > 1  # B_small = one worker's batch, B_big = all n of them: no extra gradient
+
+    def aggregate(self, arrays: dict[str, np.ndarray], round_index: int, results: Sequence[Any]) -> None:
+        size, n, study = self.layout.size, self.n_workers, self.study
+        grads = arrays["grad"][:, :size]
+        mean_grad = (grads.sum(axis=0, dtype=np.float64) / n).astype(self.dtype)
+        if self._noise is not None and self.noise_from_workers():
+            batch = self.settings.batch_size
+            self._noise.observe(sum(norm_sq(grads[w]) for w in range(n)) / n, norm_sq(mean_grad), batch, n * batch)
+        kernels.sgd_update(params=arrays["model"], grad=mean_grad, velocity=self._server_velocity,
+                           mask=arrays["mask"] if study.sparse else mean_grad[:0], size=size,
+                           lr=study.schedule.at(round_index - 1), momentum=study.momentum, nesterov=study.nesterov)
+
+    def round_traffic(self, round_index: int) -> Traffic:
+        """One full gradient up, the averaged one down (ring: all-reduce); with a mask, its kept values."""
+        payload = float(self.kept_total() * self.dtype.itemsize)
+        return averaging_traffic(self.n_workers, payload, self.settings.network.topology)

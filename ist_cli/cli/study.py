@@ -1,0 +1,74 @@
+"""``ist study STUDY.toml``: steps-to-result vs batch size with a quasi-random search (docs/study.md).
+
+The study is expanded into a sweep and run by the sweep engine, so exit codes, resume,
+claims, ``--jobs`` and ``--executor`` are those of ``ist sweep``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ist_cli.cli.sweep import engine_options, execute
+from ist_cli.report.figures import save_figure
+from ist_cli.report.html import write_html
+from ist_cli.report.study import fit_rows, markdown, study_figures, study_html, table_rows, to_csv
+from ist_cli.study.pruning import TrialPruner
+from ist_cli.study.results import load_study_result, to_json_text
+from ist_cli.study.search import SAMPLERS
+from ist_cli.study.spec import load_study
+
+
+@click.command(context_settings={"max_content_width": 110})
+@click.argument("study_file", metavar="STUDY.toml", type=str)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=None,
+              help="Search sequence (default: study.sampler of the file, else sobol: unscrambled, as Lee et al.).")
+@click.option("--prune-trials/--no-prune-trials", "prune", default=True, show_default=True,
+              help="Stop a trial at the best steps-to-result already known for its batch size and grid point.")
+@engine_options
+def study_command(study_file: str, sampler: str | None, prune: bool, **options: Any) -> None:
+    """Run every trial of STUDY.toml once (resumable, parallel); then `ist report OUT`.
+
+    Exit codes: 0 all trials completed or diverged, 1 any trial failed, 130 interrupted, 2 bad input.
+    """
+    study = load_study(study_file, sampler)
+    out = (Path(options["out_dir"]) if options["out_dir"] else Path("results") / study.name).absolute()
+    prepare = TrialPruner(study, out).prepare if prune else None
+    execute(study.sweep, **{**options, "out_dir": str(out)}, prepare=prepare,
+            extra={"sampler": study.sampler, "prune_trials": prune})
+    if not options["quiet"] and not options["dry_run"]:
+        click.echo(f"study {study.name}: steps-to-result per batch size: ist report {out}", err=True)
+
+
+def report_study(directory: Path, fmt: str, figures_dir: str | None, html_out: str | None) -> None:
+    """``ist report OUT`` for the output directory of a study (called by ``ist report``)."""
+    result = load_study_result(directory)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if fmt == "table":
+        out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        for caption, (header, rows) in (("steps to result", table_rows(result)), ("fit", fit_rows(result))):
+            table = Table(title=f"study {result.name}: {caption}")
+            for column in header:
+                table.add_column(column)
+            for row in rows:
+                table.add_row(*row)
+            out.print(table)
+    elif fmt == "md":
+        click.echo(markdown(result), nl=False)
+    elif fmt == "csv":
+        click.echo(to_csv(result), nl=False)
+    else:
+        click.echo(to_json_text(result))
+    if figures_dir or html_out:
+        figures = study_figures(result)
+        if figures_dir:
+            for name, fig in figures.items():
+                for path in save_figure(fig, figures_dir, name):
+                    err.print(f"ist: wrote {path}", markup=False)
+        if html_out:
+            err.print(f"ist: wrote {write_html(html_out, study_html(result, figures))}", markup=False)

@@ -1,0 +1,100 @@
+"""Typed settings: a resolved config as a frozen dataclass per model.
+
+The option table (``ist_cli.config``) says which keys a method uses and drops the rest, so
+a resolved config may lack a key its method ignores; here every field has a value (the
+option's default stands in for a dropped key, which the method never reads). Past this
+point no code reads a settings dict by string key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ist_cli.comm import NetworkModel
+from ist_cli.config import OPTIONS_BY_KEY
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every method of every model has."""
+
+    model: str
+    algorithm: str
+    workers: int
+    rounds: int
+    lr: float
+    local_steps: int
+    seed: int
+    eval_every: int
+    network: NetworkModel
+
+
+@dataclass(frozen=True)
+class QuadraticSettings(RunSettings):
+    dim: int
+    sketch: str
+    sketch_q: int | None
+    server_update: str
+    heterogeneity: str
+    interpolation: bool
+    client_samples: int | None
+    l2: float
+    problem_file: str | None
+    save_params_every: int
+
+
+@dataclass(frozen=True)
+class MLPSettings(RunSettings):
+    hidden: tuple[int, ...]
+    dataset: str
+    batch_size: int
+    momentum: float
+    norm: str
+    partition: str
+    dtype: str
+    subnet_scale: str
+    synthetic_samples: int
+    synthetic_features: int
+    synthetic_classes: int
+    # optimizer, sparsity, training to a goal (docs/sparsity.md)
+    optimizer: str | None
+    lr_schedule: str
+    decay_steps: int | None
+    end_lr_factor: float
+    eval_every_steps: int
+    validation_fraction: float
+    goal_error: float | None
+    goal_metric: str
+    max_steps: int
+    sparsity: float
+    prune: str
+    snip_batches: int | str
+    prune_biases: bool
+    noise_scale_every: int
+    lipschitz_every: int
+
+    @property
+    def batch_norm(self) -> bool:
+        return self.norm == "batch"
+
+    @property
+    def scale_by_width(self) -> bool:
+        """IST's ``--subnet-scale``; ``auto`` is what trained best on digits (docs/mlp.md): width under batch norm."""
+        return self.subnet_scale == "width" or (self.subnet_scale == "auto" and self.batch_norm)
+
+
+def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSettings:
+    """The settings of a resolved config (``resolve_config`` output)."""
+    model = config["model"]
+    kind = QuadraticSettings if model == "quadratic" else MLPSettings
+    values: dict[str, Any] = {}
+    for item in fields(kind):
+        if item.name == "network":
+            values["network"] = NetworkModel.from_config({key: config.get(key, OPTIONS_BY_KEY[key].default)
+                                                          for key in ("latency", "bandwidth", "topology")})
+            continue
+        value = config.get(item.name, OPTIONS_BY_KEY[item.name].default_for(model))
+        values[item.name] = tuple(int(v) for v in value) if item.name == "hidden" else value
+    return kind(**values)

@@ -1,0 +1,192 @@
+"""The study file: a sweep over batch sizes (and other axes) with a quasi-random search.
+
+A study is expanded into an ordinary sweep and handed to ``ist_cli.sweep``: the grid is
+``batch_size`` x ``sparsity`` x any ``[grid]`` axis, and the searched settings are a zipped
+axis of ``trials`` rows (one per point of the sequence) with ``seed = base seed + trial``.
+So every value is checked by the run's own option rules, every trial is an ordinary run
+file, and resume, claims, ``--jobs`` and the executors are the sweep's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ist_cli.config import OPTIONS_BY_KEY, check_keys, load_toml
+from ist_cli.errors import UserError
+from ist_cli.study.search import SAMPLERS, Dimension, parse_dimension, sample_points
+from ist_cli.sweep.spec import SweepSpec, _table, parse_sweep
+
+TOP_LEVEL_KEYS = ("name", "description", "base", "study", "grid", "search")
+STUDY_KEYS = ("batch_sizes", "sparsities", "trials", "sampler")
+DEFAULT_SAMPLER = "sobol"
+MAX_RUNS = 100_000  # checked before any point is drawn
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run of the study: its batch size, grid point (without B) and trial number."""
+
+    run_id: str
+    batch_size: int
+    group: tuple[tuple[str, Any], ...]
+    index: int
+    values: dict[str, Any]
+
+
+@dataclass
+class StudySpec:
+    """A parsed study: the sweep that executes it and the study's view of each run."""
+
+    name: str
+    path: Path
+    raw: dict[str, Any]
+    sampler: str
+    trials_per_point: int
+    dimensions: list[Dimension]
+    group_axes: list[str]
+    sweep: SweepSpec
+    trials: list[Trial]
+
+    def trial(self, run_id: str) -> Trial:
+        return self._by_id[run_id]
+
+    def __post_init__(self) -> None:
+        self._by_id = {trial.run_id: trial for trial in self.trials}
+
+
+def load_study(path: str | Path, sampler: str | None = None) -> StudySpec:
+    """Read and expand a study file; any mistake is a one-line ``UserError`` naming its key path."""
+    path = Path(path)
+    try:
+        raw = load_toml(path)
+    except UserError as exc:
+        raise UserError(str(exc).replace("config file", "study file", 1)) from None
+    return parse_study(raw, path, sampler)
+
+
+def parse_study(raw: Mapping[str, Any], path: Path, sampler: str | None = None) -> StudySpec:
+    """Check the study tables and expand them into a sweep (``sampler`` overrides ``study.sampler``)."""
+    where = path.name
+    unknown = [key for key in raw if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}")
+    if "study" not in raw:
+        raise UserError(f"{where}: study: missing; expected a [study] table with batch_sizes and trials")
+    study = _table(raw, "study", where)
+    for key in study:
+        if key not in STUDY_KEYS:
+            raise UserError(f"{where}: study.{key}: unknown key; allowed: {', '.join(STUDY_KEYS)}")
+    batch_sizes = _batch_sizes(study, where)
+    trials = _trials(study, where)
+    sampler = sampler or study.get("sampler", DEFAULT_SAMPLER)
+    if sampler not in SAMPLERS:
+        raise UserError(f"{where}: study.sampler: {sampler!r} is not allowed; expected one of {', '.join(SAMPLERS)}")
+
+    base = check_keys(_table(raw, "base", where), f"{where}: base")
+    grid = check_keys(_table(raw, "grid", where), f"{where}: grid") if "grid" in raw else {}
+    axes: dict[str, Any] = {"batch_size": batch_sizes}
+    if "sparsities" in study:
+        axes["sparsity"] = _sparsities(study, where)
+    for key, values in grid.items():
+        if key in ("batch_size", "sparsity", "seed"):
+            origin = {"batch_size": "study.batch_sizes", "sparsity": "study.sparsities",
+                      "seed": "the trial number (seed = base seed + trial)"}[key]
+            raise UserError(f"{where}: grid.{key}: set by {origin}; expected it there only")
+        axes[key] = values
+
+    runs_asked = trials * math.prod(len(values) if isinstance(values, list) else 1 for values in axes.values())
+    if runs_asked > MAX_RUNS:
+        raise UserError(f"{where}: study.trials: {trials} trials x {runs_asked // trials} grid points = {runs_asked} "
+                        f"runs; expected at most {MAX_RUNS}")
+    dimensions = _dimensions(raw, where, base, axes)
+    first_seed = OPTIONS_BY_KEY["seed"].coerce(base.get("seed", 0), source=f"{where}: base.seed")
+    points = sample_points(dimensions, trials, sampler, seed=first_seed)
+    for dim in dimensions:
+        option = OPTIONS_BY_KEY[dim.key]
+        for point in points:
+            option.coerce(point[dim.key], source=f"{where}: search.{dim.key} (value {point[dim.key]!r})")
+    zipped = {dim.key: [point[dim.key] for point in points] for dim in dimensions}
+    zipped["seed"] = [first_seed + i for i in range(trials)]
+
+    sweep_raw = {"base": {k: v for k, v in base.items() if k != "seed"}, "grid": axes, "zip": zipped}
+    if "name" in raw:
+        sweep_raw["name"] = raw["name"]
+    sweep = parse_sweep(sweep_raw, path)
+    for run in sweep.runs:
+        if "batch_size" not in run.config:
+            raise UserError(f"{where}: base.model: {run.config['model']!r} has no batch size; expected model = \"mlp\"")
+        for dim in dimensions:
+            if dim.key not in run.config:
+                raise UserError(f"{where}: search.{dim.key}: not a setting of model {run.config['model']!r}; "
+                                "expected a setting the runs use")
+    stored = {**raw, "study": {**study, "sampler": sampler}}
+    sweep.raw = stored  # the manifest records the study as written, with the sampler used
+    group_axes = [key for key in axes if key != "batch_size"]
+    search_keys = [dim.key for dim in dimensions]
+    runs = [Trial(run_id=run.run_id, batch_size=int(run.point["batch_size"]),
+                  group=tuple((key, run.point[key]) for key in group_axes),
+                  index=int(run.point["seed"]) - first_seed,
+                  values={key: run.point[key] for key in search_keys})
+            for run in sweep.runs]
+    return StudySpec(name=sweep.name, path=path, raw=stored, sampler=sampler, trials_per_point=trials,
+                     dimensions=dimensions, group_axes=group_axes, sweep=sweep, trials=runs)
+
+
+def _batch_sizes(study: Mapping[str, Any], where: str) -> list[int]:
+    values = study.get("batch_sizes")
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{where}: study.batch_sizes: {values!r} is not allowed; "
+                        "expected a non-empty array of integers >= 1, e.g. [2, 4, 8]")
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{where}: study.batch_sizes[{index}]: {value!r} is not allowed; expected an integer >= 1")
+    if len(set(values)) != len(values):
+        raise UserError(f"{where}: study.batch_sizes: {values!r} repeats a value; expected distinct batch sizes")
+    return list(values)
+
+
+def _trials(study: Mapping[str, Any], where: str) -> int:
+    value = study.get("trials")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where}: study.trials: {value!r} is not allowed; expected an integer >= 1")
+    return value
+
+
+def _sparsities(study: Mapping[str, Any], where: str) -> list[Any]:
+    values = study["sparsities"]
+    if "sparsity" not in OPTIONS_BY_KEY:
+        raise UserError(f"{where}: study.sparsities: this ist run has no sparsity setting; expected no sparsities")
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{where}: study.sparsities: {values!r} is not allowed; expected a non-empty array of numbers")
+    option = OPTIONS_BY_KEY["sparsity"]
+    for index, value in enumerate(values):
+        option.coerce(value, source=f"{where}: study.sparsities[{index}]")
+    return list(values)
+
+
+def _dimensions(raw: Mapping[str, Any], where: str, base: Mapping[str, Any],
+                axes: Mapping[str, Any]) -> list[Dimension]:
+    if "search" not in raw:
+        return []
+    search = raw["search"]
+    if not isinstance(search, dict):
+        raise UserError(f"{where}: search: {search!r} is not allowed; expected a table [search]")
+    dimensions = []
+    for key, entry in search.items():
+        source = f"{where}: search.{key}"
+        if key.strip().replace("-", "_") not in OPTIONS_BY_KEY:
+            check_keys({key: None}, f"{where}: search")  # the one-line unknown-key error
+        name = key.strip().replace("-", "_")
+        if name in axes:
+            axis = {"batch_size": "study.batch_sizes", "sparsity": "study.sparsities"}.get(name, f"grid.{name}")
+            raise UserError(f"{source}: also an axis ({axis}); expected each key in one place")
+        if name == "seed":
+            raise UserError(f"{source}: the seed is the trial number (base seed + trial); expected another setting")
+        if name in base:
+            raise UserError(f"{source}: also set in base.{name}; expected one of them")
+        dimensions.append(parse_dimension(name, entry, source))
+    return dimensions

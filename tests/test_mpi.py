@@ -1,0 +1,235 @@
+"""The MPI transport gives the shared-memory numbers and moves exactly the accounted bytes.
+
+Every run here is real: ``ist run --transport mpi`` re-executes itself under the mpich
+wheel's ``mpiexec`` on localhost, one rank per worker plus the coordinator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from ist_cli.io.runfile import read_run
+from tests.helpers import TIMING, files_in, ist, one_error_line, segments_of, shm_entries
+
+pytest.importorskip("mpi4py")
+
+MPI_ONLY = {"comm_time_measured", "bytes_up_measured", "bytes_down_measured"}
+MLP = ["--model", "mlp", "--hidden", "24,16", "--rounds", "4", "--eval-every", "1", "--local-steps", "3"]
+QUADRATIC = ["--model", "quadratic", "--dim", "24", "--rounds", "6", "--eval-every", "1", "--save-params-every", "2"]
+CASES = {
+    "mlp-ist": [*MLP, "--algorithm", "ist"],
+    "mlp-ist-no-norm": [*MLP, "--algorithm", "ist", "--norm", "none"],
+    "mlp-dp": [*MLP, "--algorithm", "dp", "--momentum", "0.9"],
+    "mlp-local-sgd": [*MLP, "--algorithm", "local-sgd"],
+    "mlp-single": [*MLP, "--algorithm", "single"],
+    "quadratic-ist-perm": [*QUADRATIC, "--algorithm", "ist", "--local-steps", "3"],
+    "quadratic-ist-rand": [*QUADRATIC, "--algorithm", "ist", "--sketch", "rand", "--sketch-q", "5"],
+    "quadratic-ist-identity": [*QUADRATIC, "--algorithm", "ist", "--sketch", "identity"],
+    "quadratic-gd": [*QUADRATIC, "--algorithm", "gd"],
+    "quadratic-dcgd-rand": [*QUADRATIC, "--algorithm", "dcgd", "--sketch", "rand", "--sketch-q", "7"],
+    "quadratic-dcgd-perm": [*QUADRATIC, "--algorithm", "dcgd"],
+}
+
+
+def run_both(tmp_path: Path, args: list[str], workers: int):
+    common = ["run", *args, "--workers", str(workers), "--out", str(tmp_path), "--quiet"]
+    ist(*common, "--name", "shm", check=True, timeout=300)
+    ist(*common, "--name", "mpi", "--transport", "mpi", check=True, timeout=300)
+    return read_run(tmp_path / "shm.h5"), read_run(tmp_path / "mpi.h5")
+
+
+FOUR_WORKERS = ("mlp-ist", "mlp-dp", "mlp-local-sgd", "quadratic-ist-perm", "quadratic-dcgd-rand")
+PAIRS = [(case, 2) for case in sorted(CASES)] + [(case, 4) for case in FOUR_WORKERS]  # mpiexec -n 3 and -n 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("case", "workers"), PAIRS)
+def test_mpi_gives_the_shared_memory_numbers_and_moves_the_accounted_bytes(tmp_path, case, workers):
+    shm, mpi = run_both(tmp_path, CASES[case], workers)
+    assert shm.run_id == mpi.run_id
+    assert set(mpi.metrics) == set(shm.metrics) | MPI_ONLY
+    for key in set(shm.metrics) - TIMING:
+        assert np.array_equal(shm.metrics[key], mpi.metrics[key], equal_nan=True), key
+    assert set(shm.final) == set(mpi.final)
+    for key in shm.final:
+        assert shm.final[key].tobytes() == mpi.final[key].tobytes(), key
+    for key in shm.params:
+        assert np.array_equal(shm.params[key], mpi.params[key]), key
+    # every round is a row (eval_every 1): the bytes counted at MPI's sends and receives of
+    # the payload are the accounting's, cumulatively and round by round
+    for direction in ("up", "down"):
+        counted, accounted = mpi.metrics[f"bytes_{direction}_measured"], mpi.metrics[f"bytes_{direction}"]
+        if case.endswith("single"):
+            # the one exception (docs/cluster.md): the accounting prices a lone worker's
+            # traffic at zero, but its replica still goes to and from rank 0, which evaluates it
+            params = sum(array.size for array in mpi.final.values())
+            assert np.array_equal(accounted, 0 * accounted)
+            assert np.array_equal(counted, mpi.metrics["round"] * 4 * params), direction
+            continue
+        assert np.array_equal(counted, accounted), direction
+        assert (np.diff(counted) > 0).all()
+    assert mpi.attrs["bytes_startup_measured"] > 0
+    assert np.all(np.diff(mpi.metrics["comm_time_measured"]) >= 0)
+
+
+def test_ist_round_bytes_are_the_closed_form(tmp_path):
+    """The counted bytes against a formula written here, not the code's own accounting."""
+    widths, n = [64, 24, 16, 10], 2  # digits: 64 features, 10 classes; batch norm by default
+    _, mpi = run_both(tmp_path, [*CASES["mlp-ist"]], n)
+    blocks = [[w // n + (i < w % n) for w in widths[1:-1]] for i in range(n)]
+    down = up = 0
+    for worker in range(n):
+        sizes = [widths[0], *blocks[worker], widths[-1]]
+        weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        values = weights + sum(sizes[1:]) + 2 * sum(blocks[worker])  # biases; gamma and beta
+        up += 4 * values  # float32
+        down += 4 * values + 4 * sum(blocks[worker])  # plus int32 neuron ids
+    rounds = mpi.metrics["round"]
+    assert np.array_equal(mpi.metrics["bytes_up_measured"], rounds * up)
+    assert np.array_equal(mpi.metrics["bytes_down_measured"], rounds * down)
+
+
+def test_workers_must_match_the_launcher(tmp_path):
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    result = subprocess.run(
+        [str(mpiexec), "-n", "3", sys.executable, "-m", "ist_cli", "run", "--transport", "mpi", "--model", "quadratic",
+         "--workers", "4", "--dim", "8", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120)
+    line = one_error_line(result)
+    assert "--workers" in line and "mpiexec -n 5" in line and "mpiexec -n 3" in line
+    assert files_in(tmp_path) == []
+
+
+def test_ring_topology_is_refused_before_anything_starts(tmp_path):
+    line = one_error_line(ist("run", "--transport", "mpi", "--model", "quadratic", "--workers", "2", "--dim", "8",
+                              "--topology", "ring", "--out", str(tmp_path)))
+    assert "--topology" in line and "ps" in line
+    assert files_in(tmp_path) == []
+
+
+def test_without_mpi4py_the_error_names_the_extra(tmp_path):
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "mpi4py").mkdir()
+    (blocker / "mpi4py" / "__init__.py").write_text("raise ImportError('no mpi4py here')\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    line = one_error_line(ist("run", "--transport", "mpi", "--model", "quadratic", "--workers", "2", "--dim", "8",
+                              "--out", str(tmp_path / "out"), env=env))
+    assert "mpi4py" in line and "ist-cli[mpi]" in line
+    assert not (tmp_path / "out").exists()
+
+
+def _ranks(launcher: psutil.Process) -> dict[int, psutil.Process]:
+    """The run's ranks by rank number (Hydra sets PMI_RANK in each)."""
+    ranks = {}
+    for process in launcher.children(recursive=True):
+        try:
+            rank = process.environ().get("PMI_RANK")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if rank is not None and "ist_cli" in " ".join(process.cmdline()):
+            ranks[int(rank)] = process
+    return ranks
+
+
+def start_long_run(tmp_path: Path) -> subprocess.Popen:
+    """A long MPI run (self-launched, its own session) whose rounds have begun."""
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "ist_cli", "run", "--transport", "mpi", "--model", "mlp", "--workers", "2",
+         "--rounds", "1000000", "--eval-every", "50", "--out", str(tmp_path), "--name", "long", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "long.h5.tmp").exists() or len(_ranks(psutil.Process(launcher.pid))) < 3:
+        if launcher.poll() is not None or time.monotonic() > deadline:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+            raise AssertionError(f"the run never started: {launcher.stderr.read()}")
+        time.sleep(0.2)
+    return launcher
+
+
+@pytest.mark.slow
+def test_a_killed_worker_rank_ends_the_run_within_10_seconds_leaving_nothing(tmp_path):
+    before = shm_entries()
+    launcher = start_long_run(tmp_path)
+    try:
+        time.sleep(2.0)  # well into the rounds
+        ranks = _ranks(psutil.Process(launcher.pid))
+        everything = psutil.Process(launcher.pid).children(recursive=True)
+        os.kill(ranks[2].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        code = launcher.wait(timeout=30)
+        assert time.monotonic() - killed < 10
+        assert code != 0
+        gone, alive = psutil.wait_procs(everything, timeout=2)
+        assert alive == [], alive
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    ranks_pids = {process.pid for process in everything}
+    left = {name for name in shm_entries() - before if name.startswith("mpich_shm_")}
+    left |= {name for pid in ranks_pids for name in segments_of(pid)}
+    assert left == set()
+    for name in files_in(tmp_path):  # the coordinator was killed too: at most its .tmp, never a .h5
+        assert not name.endswith(".h5"), name
+
+
+def test_a_raising_worker_rank_fails_the_run_with_its_error(tmp_path):
+    """Rank 0 survives a worker that raises: it reports the worker's error and every rank exits."""
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    started = time.monotonic()
+    result = subprocess.run([str(mpiexec), "-n", "3", sys.executable, "-m", "tests.mpi_raising"], capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).parent.parent)
+    assert time.monotonic() - started < 60
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["error"].startswith("worker 1 (rank 2) raised during round 2: ValueError: planned failure")
+    assert report["x_after_round_1"] == [10.0, 11.0]
+    assert "Traceback" in report["cause"] and 'raise ValueError("planned failure")' in report["cause"]
+
+
+@pytest.mark.slow
+def test_calibrate_fit_predicts_the_measured_ping_pong_within_25_percent():
+    result = ist("calibrate", "--transport", "mpi", "--workers", "1", "--repeats", "100", "--json", check=True, timeout=300)
+    fit = json.loads(result.stdout)
+    sizes, seconds = np.asarray(fit["sizes"], dtype=float), np.asarray(fit["seconds"])
+    assert fit["latency"] >= 0 and fit["bandwidth"] > 0
+    predicted = fit["latency"] + sizes / fit["bandwidth"]
+    misses = np.abs(predicted - seconds) / seconds
+    assert misses.max() <= 0.25, (fit["flags"], misses)
+    assert misses.max() == pytest.approx(fit["residual"], rel=1e-6)
+    flags = fit["flags"].split()
+    assert flags[0] == "--latency" and flags[2] == "--bandwidth"
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_launcher_writes_a_failed_file_and_ends_every_rank(tmp_path):
+    before = shm_entries()
+    launcher = start_long_run(tmp_path)
+    try:
+        everything = psutil.Process(launcher.pid).children(recursive=True)
+        os.killpg(launcher.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        code = launcher.wait(timeout=30)
+        _, alive = psutil.wait_procs(everything, timeout=10)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert code == 130
+    assert alive == []
+    run = read_run(tmp_path / "long.h5")
+    assert run.attrs["status"] == "failed"
+    lines = [line for line in launcher.stderr.read().splitlines() if line.strip()]
+    assert lines == [f"ist: error: interrupted by the user at round {run.attrs['rounds_completed']}"]
+    assert {name for name in shm_entries() - before if name.startswith("mpich_shm_")} == set()
