@@ -24,7 +24,11 @@ def run_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
              "--save-params-every", "2", "--out", str(out), "--name", "quadratic")
     ist_json("run", "--model", "mlp", "--workers", "2", "--rounds", "2", "--hidden", "8,8", "--local-steps", "2",
              "--eval-every", "1", "--out", str(out), "--name", "mlp")
-    return {"quadratic": out / "quadratic.h5", "mlp": out / "mlp.h5"}
+    # the optional objects of an MLP run: /mask, validation, goal attrs, noise scale, Lipschitz
+    ist_json("run", "--model", "mlp", "--workers", "2", "--rounds", "2", "--hidden", "8,8", "--eval-every", "1",
+             "--sparsity", "0.5", "--validation-fraction", "0.2", "--goal-error", "0.01", "--noise-scale-every", "1",
+             "--lipschitz-every", "1", "--out", str(out), "--name", "mlp-options")
+    return {"quadratic": out / "quadratic.h5", "mlp": out / "mlp.h5", "mlp-options": out / "mlp-options.h5"}
 
 
 def documented() -> set[str]:
@@ -41,7 +45,7 @@ def objects(path: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
-@pytest.mark.parametrize("model", ["quadratic", "mlp"])
+@pytest.mark.parametrize("model", ["quadratic", "mlp", "mlp-options"])
 def test_every_object_of_a_run_file_is_documented(run_files: dict[str, Path], model: str) -> None:
     names = documented()
     missing = []

@@ -39,6 +39,29 @@ METRICS: dict[str, MetricInfo] = {
     "sim_time": MetricInfo("s", "compute_time + comm_time_model", "modelled time [s]"),
     "wall_time": MetricInfo("s", "measured elapsed time since the coordinator began setting up the run",
                             "wall time [s]"),
+    # MLP training (docs/sparsity.md)
+    "step": MetricInfo("1", "MLP: SGD steps one worker has taken by the row's round", "SGD steps"),
+    "worker_train_loss": MetricInfo("1", "MLP: the workers' mean training loss over the round's local steps "
+                                    "[nats]", "workers' training loss"),
+    "val_loss": MetricInfo("1", "MLP: mean cross-entropy on the validation split [nats]", "validation loss"),
+    "val_accuracy": MetricInfo("1", "MLP: fraction of the validation split classified right",
+                               "validation accuracy"),
+    "val_error": MetricInfo("1", "MLP: 1 - val_accuracy", "validation error"),
+    "noise_scale": MetricInfo("1", "MLP: simple gradient noise scale tr(Sigma)/|G|^2, in examples "
+                              "(NaN on evaluations that do not measure it)", r"noise scale $B_{simple}$"),
+    "grad_norm_sq_est": MetricInfo("1", "MLP: moving-average estimate of |G|^2, the full-batch gradient's "
+                                   "squared norm", r"$|G|^2$ estimate"),
+    "trace_cov_est": MetricInfo("1", "MLP: moving-average estimate of tr(Sigma), the per-example gradient "
+                                "covariance's trace", r"tr$\Sigma$ estimate"),
+    "lipschitz": MetricInfo("1", "MLP: local Lipschitz estimate of the gradient between the last two server "
+                            "models (NaN on evaluations that do not measure it)", "local Lipschitz estimate"),
+    # measured by the MPI transport (docs/cluster.md)
+    "comm_time_measured": MetricInfo("s", "cumulative measured time of the rounds spent in messages and "
+                                     "waiting (MPI transport)", "measured communication time [s]"),
+    "bytes_up_measured": MetricInfo("byte", "cumulative bytes worker -> server counted at MPI's sends and "
+                                    "receives", "bytes up, measured (cumulative)"),
+    "bytes_down_measured": MetricInfo("byte", "cumulative bytes server -> worker counted at MPI's sends and "
+                                      "receives", "bytes down, measured (cumulative)"),
 }
 
 # derived series the report computes from stored ones (never stored)
