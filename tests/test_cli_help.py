@@ -23,10 +23,12 @@ def complete(words: str) -> list[str]:
 
 @pytest.mark.parametrize("words,expected", [
     ("ist run --model ", ["quadratic", "mlp"]),
-    ("ist run --sketch ", ["perm", "rand", "identity"]),
+    ("ist run --sketch ", ["perm", "perm-precond", "rand", "identity"]),
+    ("ist run --transport ", ["shm", "mpi"]),
+    ("ist run --prune ", ["snip", "random", "magnitude"]),
     ("ist run --algorithm l", ["local-sgd"]),
     ("ist report x --ci ", ["t", "bootstrap", "bca"]),
-    ("ist ", ["report", "run", "sweep"]),
+    ("ist ", ["calibrate", "report", "run", "study", "sweep", "theory"]),
 ])
 def test_bash_completion_offers_the_allowed_values(words: str, expected: list[str]) -> None:
     assert complete(words) == expected
@@ -43,7 +45,8 @@ def test_ist_alone_prints_its_help_readably() -> None:
 def test_run_help_shows_types_allowed_values_and_sections() -> None:
     text = ist("run", "--help").stdout
     sections = [line for line in text.splitlines() if line.endswith("options:")]
-    assert sections == ["Common options:", "Quadratic options:", "MLP options:", "Network model options:",
+    assert sections == ["Common options:", "Quadratic options:", "MLP options:",
+                        "MLP optimizer, sparsity and goal options:", "Network model options:",
                         "Input and output options:"]
     assert "--model [quadratic|mlp]" in text and "--workers INTEGER RANGE" in text and "[x>=1]" in text
     assert "--lr FLOAT RANGE" in text and "[x>0.0]" in text
@@ -51,6 +54,11 @@ def test_run_help_shows_types_allowed_values_and_sections() -> None:
     # quadratic options sit in their section, MLP ones in theirs
     assert text.index("--dim") > text.index("Quadratic options:") > text.index("--workers")
     assert text.index("--hidden") > text.index("MLP options:") > text.index("--dim")
+    # the option table's own section, typed like every other option; --transport with the common ones
+    assert text.index("--sparsity") > text.index("MLP optimizer, sparsity and goal options:") > text.index("--hidden")
+    assert "[0.0<=x<1.0]" in text and "--prune [snip|random|magnitude]" in text
+    assert "--transport [shm|mpi]" in text and text.index("--transport") < text.index("Quadratic options:")
+    assert "--server-update [average|delta]" in text and "perm-precond" in text
 
 
 def test_typed_options_still_report_bad_values_in_one_line() -> None:
