@@ -78,13 +78,13 @@ class FloatRangeShown(_Unchecked, click.FloatRange):
     pass
 
 
-def click_type(option: Option) -> click.ParamType:
+def click_type(option: Option, model: str | None = None) -> click.ParamType:
     """The click type of a table option: Choice, IntRange or FloatRange where the table says
-    so (``--algorithm`` offers every model's algorithms), else a string."""
+    so (``--algorithm`` offers ``model``'s algorithms, or every model's), else a string."""
     if option.choices:
         return ChoiceShown(option.choices)
     if option.key == "algorithm":
-        return ChoiceShown(ALL_ALGORITHMS)
+        return ChoiceShown(ALGORITHMS[model] if model else ALL_ALGORITHMS)
     kind, minimum, min_open, *upper = getattr(option.parse, "range", (None, None, False))
     maximum, max_open = upper or (None, False)
     if kind is int:
@@ -137,7 +137,7 @@ def _option_decorators(model: str | None, exclude: tuple[str, ...]):
             elif option.default is not None:
                 help_text += f" (default: {show_value(option.default)})"
             decorators.append(_in_section(
-                click.option(option.flag, option.key, type=click_type(option), default=None, metavar=option.metavar,
+                click.option(option.flag, option.key, type=click_type(option, model), default=None, metavar=option.metavar,
                              help=help_text),
                 _section(option)))
     return decorators
