@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import psutil
 import pytest
@@ -32,6 +33,10 @@ CASES = {
     "mlp-dp": [*MLP, "--algorithm", "dp", "--momentum", "0.9"],
     "mlp-local-sgd": [*MLP, "--algorithm", "local-sgd"],
     "mlp-single": [*MLP, "--algorithm", "single"],
+    # pruned (docs/sparsity.md): only the entries the fixed mask keeps cross, packed
+    "mlp-ist-sparse": [*MLP, "--algorithm", "ist", "--sparsity", "0.5"],
+    "mlp-dp-sparse": [*MLP, "--algorithm", "dp", "--sparsity", "0.5", "--momentum", "0.9"],
+    "mlp-local-sgd-sparse": [*MLP, "--algorithm", "local-sgd", "--sparsity", "0.5"],
     "quadratic-ist-perm": [*QUADRATIC, "--algorithm", "ist", "--local-steps", "3"],
     "quadratic-ist-rand": [*QUADRATIC, "--algorithm", "ist", "--sketch", "rand", "--sketch-q", "5"],
     "quadratic-ist-identity": [*QUADRATIC, "--algorithm", "ist", "--sketch", "identity"],
@@ -78,6 +83,11 @@ def test_mpi_gives_the_shared_memory_numbers_and_moves_the_accounted_bytes(tmp_p
             continue
         assert np.array_equal(counted, accounted), direction
         assert (np.diff(counted) > 0).all()
+    if case == "mlp-dp-sparse":  # each worker's gradient up and the model down: the mask's kept entries
+        with h5py.File(tmp_path / "mpi.h5", "r") as f:
+            kept = sum(int(np.count_nonzero(f["mask"][key][...])) for key in f["mask"])
+        for direction in ("up", "down"):
+            assert np.array_equal(mpi.metrics[f"bytes_{direction}_measured"], mpi.metrics["round"] * workers * 4 * kept)
     assert mpi.attrs["bytes_startup_measured"] > 0
     assert np.all(np.diff(mpi.metrics["comm_time_measured"]) >= 0)
 

@@ -32,9 +32,8 @@ CASES = [
     {**MLP, "algorithm": "local-sgd"},
     {**MLP, "algorithm": "single"},
 ]
-# Pruned runs (docs/sparsity.md): the mask is resident, IST workers gather their share from it.
-# Their regions still hold dense buffers while the accounting counts kept values only, so they
-# are not in the regions = bytes test below.
+# Pruned runs (docs/sparsity.md): the mask is resident, IST workers gather their share from it;
+# their regions carry the kept entries only, as the accounting counts.
 SPARSE = [{**MLP, "algorithm": algorithm, "sparsity": 0.7, "optimizer": "nesterov", "noise_scale_every": 1}
           for algorithm in ("ist", "dp", "local-sgd")]
 
@@ -70,7 +69,8 @@ def test_in_process_runs_are_deterministic(tmp_path):
     assert a.final["x"].tobytes() == b.final["x"].tobytes()
 
 
-@pytest.mark.parametrize("config", [c for c in CASES if c["algorithm"] != "single"], ids=case_id)
+@pytest.mark.parametrize("config", [c for c in CASES + SPARSE if c["algorithm"] != "single"],
+                         ids=lambda c: case_id(c) + ("-sparse" if "sparsity" in c else ""))
 def test_declared_regions_are_the_bytes_the_accounting_counts(config):
     """On the ps topology, worker i's down regions hold bytes_down[i] bytes and its up regions bytes_up[i]."""
     algorithm = build_algorithm(resolve_config(config))
@@ -82,5 +82,6 @@ def test_declared_regions_are_the_bytes_the_accounting_counts(config):
             for worker in range(algorithm.n_workers):
                 program = copy.deepcopy(algorithm.worker_program())
                 program.setup(arena.arrays, worker)
+                program.pack_down(round_index)  # as a transport does before it sends (IST: the subnet's mask)
                 up, down = program.exchange(round_index).bytes(arena.arrays)
                 assert (up, down) == (traffic.bytes_up[worker], traffic.bytes_down[worker]), worker

@@ -2,7 +2,8 @@
 
 Each worker gets private copies of the arena arrays, as an MPI rank would: its resident
 regions are copied once at start, its down regions before each step and its up regions
-back after it; ``pack_down``/``unpack_up`` run on the coordinator's arrays. So a run through
+back after it (a masked region packed to its kept entries and unpacked, as over a network);
+``pack_down``/``unpack_up`` run on the coordinator's arrays. So a run through
 this transport reproduces a shared-memory run bit for bit only if every algorithm's
 ``exchange`` names everything its worker reads and writes: the tests hold it to that.
 """
@@ -12,13 +13,13 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ist_cli.runtime.arena import ArenaLayout
-from ist_cli.runtime.transport import Region, WorkerProgram
+from ist_cli.runtime.transport import Region, WorkerProgram, receive_down
 
 
 class InProcessTransport:
@@ -54,9 +55,12 @@ class InProcessTransport:
             exchange = server.exchange(round_index)
             start = time.perf_counter()
             server.pack_down(round_index)
-            _copy(exchange.down, self.arrays, private)
+            receive_down(program, round_index, private, _wire([region.pack(self.arrays) for region in exchange.down]))
             result = program.step(round_index, payloads[worker] if payloads is not None else None)
-            _copy(exchange.up, private, self.arrays)
+            for region in exchange.up:
+                buffer = region.buffer(self.arrays)
+                buffer[...] = region.pack(private)
+                region.unpack(self.arrays, buffer)
             server.unpack_up(round_index)
             replies.append((time.perf_counter() - start, result))
         return replies
@@ -68,3 +72,13 @@ class InProcessTransport:
 def _copy(regions: Sequence[Region], source: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> None:
     for region in regions:
         region.view(target)[...] = region.view(source)
+
+
+def _wire(sent: list[np.ndarray]) -> Callable[[np.ndarray], None]:
+    """A receiver that fills each buffer with the next array sent, in order."""
+    messages = iter(sent)
+
+    def receive(buffer: np.ndarray) -> None:
+        buffer[...] = next(messages)
+
+    return receive

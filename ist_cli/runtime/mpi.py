@@ -4,8 +4,9 @@ It implements ``runtime.transport.Transport`` as ``runtime.inprocess`` does, but
 worker is a rank with its own zeroed copy of the arena's arrays. Start-up (once, counted
 apart): rank 0 pickles each worker its program and the arena's shapes, then sends its
 resident regions as numpy buffers. Each round only numpy buffers move: a 16-byte header
-(the round), the worker's down regions (after ``pack_down`` on rank 0), its up regions
-back (then ``unpack_up`` on rank 0) and a 16-byte trailer (compute seconds, result).
+(the round), the worker's down regions (after ``pack_down`` on rank 0; a masked region as
+its kept entries only), its up regions back (then ``unpack_up`` on rank 0) and a 16-byte
+trailer (compute seconds, result).
 Region bytes are counted at every send and receive: they are the algorithm's
 ``round_traffic``; headers, trailers and start-up are counted separately.
 
@@ -35,7 +36,7 @@ import numpy as np
 from ist_cli.errors import UserError
 from ist_cli.runtime.arena import SHM_DIR
 from ist_cli.runtime.pool import RemoteTraceback, WorkerFailed
-from ist_cli.runtime.transport import WorkerProgram
+from ist_cli.runtime.transport import WorkerProgram, receive_down
 
 TAG_SETUP, TAG_HEADER, TAG_DATA, TAG_ERROR, TAG_STOP = range(1, 6)
 _POLL_SLEEP = 0.0002  # seconds between probes once a wait is no longer short
@@ -215,7 +216,7 @@ class MPITransport:
             self.comm.Send(header, dest=worker + 1, tag=TAG_HEADER)
             self.bytes.control += header.nbytes
             for region in exchange.down:
-                part = region.view(self.arrays)
+                part = region.pack(self.arrays)
                 self.bytes.round_down[worker] += part.nbytes
                 self.comm.Send(part, dest=worker + 1, tag=TAG_DATA)
         replies = self._collect(f"round {round_index}", ups)
@@ -254,8 +255,10 @@ class MPITransport:
                 raise WorkerFailed(f"worker {worker} (rank {rank}) raised during {phase}: {last}") from RemoteTraceback(
                     f'\n"""\n{text}"""')
             if tag == TAG_DATA and received[worker] < len(ups[worker]):
-                target = ups[worker][received[worker]].view(self.arrays)
+                region = ups[worker][received[worker]]
+                target = region.buffer(self.arrays)
                 self.comm.Recv(target, source=rank, tag=TAG_DATA)
+                region.unpack(self.arrays, target)
                 self.bytes.round_up[worker] += target.nbytes
                 received[worker] += 1
             elif tag == TAG_HEADER:
@@ -297,15 +300,16 @@ def serve_worker(comm: Any | None = None) -> None:
                 return
             comm.Recv(header, source=0, tag=TAG_HEADER)
             round_index = int(header[0])
-            exchange = program.exchange(round_index)
-            for region in exchange.down:
+            def receive(buffer: np.ndarray) -> None:
                 _wait(comm, MPI, 0, TAG_DATA)
-                comm.Recv(region.view(private), source=0, tag=TAG_DATA)
+                comm.Recv(buffer, source=0, tag=TAG_DATA)
+
+            receive_down(program, round_index, private, receive)
             start = time.perf_counter()
             result = program.step(round_index, None)
             seconds = time.perf_counter() - start
-            for region in exchange.up:
-                comm.Send(region.view(private), dest=0, tag=TAG_DATA)
+            for region in program.exchange(round_index).up:
+                comm.Send(region.pack(private), dest=0, tag=TAG_DATA)
             comm.Send(np.array([seconds, np.nan if result is None else float(result)]), dest=0, tag=TAG_HEADER)
     except BaseException:
         comm.Send(np.frombuffer(traceback.format_exc().encode(), dtype=np.uint8), dest=0, tag=TAG_ERROR)

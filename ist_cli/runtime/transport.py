@@ -15,6 +15,13 @@ arena and nothing is copied. A transport without shared memory runs ``pack_down`
 ``unpack_up`` on the coordinator and moves exactly the bytes of the regions, which are the
 bytes the algorithm's ``round_traffic`` counts. ``runtime.inprocess`` is such a transport,
 in one process: the tests run every algorithm through it and require bitwise-equal results.
+
+A region with a ``mask`` (a pruned model: the mask is fixed, resident on every worker)
+moves only the entries its mask keeps, packed, with no index: the receiver knows where
+they go. A mask a worker derives each round from other down regions (IST: its subnet's
+share of the pruning mask, from its neuron ids) is computed in ``derive_masks``, which a
+transport calls after the unmasked down regions arrived and before the masked ones are
+unpacked (``receive_down``). Regions without a mask move as before, with no packing.
 """
 
 from __future__ import annotations
@@ -31,24 +38,49 @@ class Region:
     """A contiguous piece of one arena array: ``arrays[array][row][:count]``.
 
     ``row`` None means the whole array (then ``count`` counts its leading elements);
-    ``count`` None means the whole row.
+    ``count`` None means the whole row. ``mask``, a region of the same length, keeps the
+    entries where it is nonzero: only they move; the receiver sets the others to 0, the
+    value a pruned entry holds on every side.
     """
 
     array: str
     row: int | None = None
     count: int | None = None
+    mask: Region | None = None
 
     def view(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         base = arrays[self.array] if self.row is None else arrays[self.array][self.row]
         return base if self.count is None else base[: self.count]
 
     def nbytes(self, arrays: dict[str, np.ndarray]) -> int:
-        return int(self.view(arrays).nbytes)
+        if self.mask is None:
+            return int(self.view(arrays).nbytes)
+        return int(np.count_nonzero(self.mask.view(arrays))) * self.view(arrays).itemsize
+
+    def pack(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """What a sender sends: the view itself, or its kept entries packed contiguously."""
+        view = self.view(arrays)
+        return view if self.mask is None else view[self.mask.view(arrays) != 0]
+
+    def buffer(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Where a receiver receives: the view itself, or a scratch array of the kept entries' length."""
+        if self.mask is None:
+            return self.view(arrays)
+        return np.empty(self.nbytes(arrays) // self.view(arrays).itemsize, dtype=self.view(arrays).dtype)
+
+    def unpack(self, arrays: dict[str, np.ndarray], received: np.ndarray) -> None:
+        """After receiving into ``buffer``: scatter the kept entries back (nothing to do without a mask)."""
+        if self.mask is None:
+            return
+        view = self.view(arrays)
+        view[...] = 0
+        view[self.mask.view(arrays) != 0] = received
 
 
 @dataclass(frozen=True)
 class Exchange:
-    """What crosses the network for one worker in one round."""
+    """What crosses the network for one worker in one round, in this order (masked down
+    regions after the unmasked ones: see ``receive_down``)."""
 
     down: tuple[Region, ...] = ()
     up: tuple[Region, ...] = ()
@@ -78,7 +110,11 @@ class WorkerProgram:
         return Exchange()
 
     def pack_down(self, round_index: int) -> None:
-        """Fill this worker's down regions from the server state."""
+        """Fill this worker's down regions from the server state (and the masks of masked ones)."""
+
+    def derive_masks(self, round_index: int) -> None:
+        """On a worker without shared memory: compute the masks of masked down regions from the
+        unmasked down regions, which have arrived (see ``receive_down``)."""
 
     def step(self, round_index: int, payload: Any) -> Any:
         """Compute one round; return a small picklable result."""
@@ -86,6 +122,23 @@ class WorkerProgram:
 
     def unpack_up(self, round_index: int) -> None:
         """Fold this worker's up regions into the server state."""
+
+
+def receive_down(program: WorkerProgram, round_index: int, arrays: dict[str, np.ndarray],
+                 receive: Callable[[np.ndarray], None]) -> None:
+    """A worker's side of a round's down regions, in ``exchange`` order: ``receive`` fills
+    each region's buffer from the wire; ``derive_masks`` runs before the first masked one,
+    so every masked down region must come after the unmasked ones."""
+    derived = False
+    for region in program.exchange(round_index).down:
+        if region.mask is not None and not derived:
+            program.derive_masks(round_index)
+            derived = True
+        elif region.mask is None and derived:
+            raise ValueError(f"down region {region.array!r} without a mask follows a masked one")
+        buffer = region.buffer(arrays)
+        receive(buffer)
+        region.unpack(arrays, buffer)
 
 
 class Transport(Protocol):

@@ -91,6 +91,13 @@ class MLPWorker(WorkerProgram):
         mask = (Region("mask"),) if self.training.study.sparse else ()
         return (Region("X_train"), Region("y_train"), Region("shard_index"), Region("shard_bounds"), *mask)
 
+    def pruned(self, region: Region, mask: Region | None = None) -> Region:
+        """``region`` as a pruned run sends it: its kept entries only (``mask`` defaults to the
+        pruning mask of the full model); a dense run sends it whole."""
+        if not self.training.study.sparse:
+            return region
+        return replace(region, mask=mask or Region("mask"))
+
     def batches(self, round_index: int, steps: int) -> np.ndarray:
         rng = stream(self.training.seed, "worker", round_index, self.worker)
         return minibatches(self.shard, steps, self.training.batch_size, rng)

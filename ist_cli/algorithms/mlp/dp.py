@@ -26,7 +26,8 @@ class DPWorker(MLPWorker):
         self.grad = arrays["grad"][worker]
 
     def exchange(self, round_index: int) -> Exchange:
-        return Exchange(down=(Region("model"),), up=(Region("grad", self.worker, self.full.size),))
+        return Exchange(down=(self.pruned(Region("model")),),
+                        up=(self.pruned(Region("grad", self.worker, self.full.size)),))
 
     def step(self, round_index: int, payload: Any) -> float:
         t, full = self.training, self.full

@@ -47,8 +47,10 @@ class ISTWorker(MLPWorker):
         self.submask = arrays["submask"][worker] if "submask" in arrays else self.mask
 
     def exchange(self, round_index: int) -> Exchange:
-        values = Region("sub", self.worker, self.layout.size)
-        return Exchange(down=(values, Region("ids", self.worker, self.hidden)), up=(values,))
+        size = self.layout.size
+        values = self.pruned(Region("sub", self.worker, size), Region("submask", self.worker, size))
+        # the ids first: a worker derives its values' mask from them (``derive_masks``)
+        return Exchange(down=(Region("ids", self.worker, self.hidden), values), up=(values,))
 
     def _neurons(self) -> tuple[np.ndarray, np.ndarray]:
         return neuron_index(self.training.widths, self.plans, self.worker)
@@ -59,16 +61,18 @@ class ISTWorker(MLPWorker):
         kernels.gather_subnet(full=self.model, full_offsets=full.offsets, full_widths=full.widths, sub=self.sub,
                               sub_offsets=layout.offsets, sub_widths=layout.widths, neurons=neurons, starts=starts)
         self.ids[: self.hidden] = neurons[starts[1] : starts[-2]]  # what the worker is told: its hidden neurons
+        if self.mask.size:
+            self.derive_masks(round_index)
 
     def step(self, round_index: int, payload: Any) -> float:
-        if self.mask.size:
-            self._gather_mask()
         self.velocity[: self.layout.size] = 0.0  # a new subnet each round: momentum starts afresh
         return self.train(self.layout, self.sub, self.grad, self.velocity, round_index, self.submask)
 
-    def _gather_mask(self) -> None:
+    def derive_masks(self, round_index: int) -> None:
         """The subnet's part of the fixed pruning mask (resident), gathered like its weights from
-        the hidden-neuron ids the worker was sent: the mask itself never crosses per round."""
+        the hidden-neuron ids (``ids``): the mask itself never crosses per round. It is the mask
+        of the subnet's values on the wire, so both sides compute it: the coordinator (or, with
+        shared memory, the worker) in ``pack_down``, a worker without shared memory on arrival."""
         widths = self.layout.widths
         neurons = np.concatenate([np.arange(widths[0]), self.ids[: self.hidden].astype(np.int64),
                                   np.arange(widths[-1])])

@@ -27,7 +27,7 @@ class ReplicaWorker(MLPWorker):
         self.velocity = arrays["velocity"][worker]
 
     def exchange(self, round_index: int) -> Exchange:
-        replica = Region("sub", self.worker, self.full.size)
+        replica = self.pruned(Region("sub", self.worker, self.full.size))
         return Exchange(down=(replica,), up=(replica,))
 
     def pack_down(self, round_index: int) -> None:
