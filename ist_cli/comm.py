@@ -1,4 +1,4 @@
-"""Exact communication accounting and the alpha-beta network model (DESIGN §2.4).
+"""Exact communication accounting and the alpha-beta network model (docs/algorithms.md#communication).
 
 Algorithms describe what crosses the network in a round as a ``Traffic``: bytes and
 messages per worker, up (worker to server/peers) and down. ``NetworkModel`` turns that

@@ -35,7 +35,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MODELS = ("quadratic", "mlp")
-STUDY_SECTION = "Optimizer, sparsity and training to a goal (mlp; docs/sparsity.md)"
+STUDY_SECTION = "MLP optimizer, sparsity and goal"  # their ``ist run --help`` section (docs/sparsity.md)
 OPTIMIZERS = ("sgd", "momentum", "nesterov")
 SCHEDULES = ("constant", "linear-decay")
 GOAL_METRICS = ("val_error", "test_error", "train_error")
@@ -69,6 +69,8 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[An
         return number
 
     parse.expects = expects  # type: ignore[attr-defined]
+    # (kind, min, min_open[, max, max_open]): --help and completion
+    parse.range = (int, minimum, False) + (() if maximum is None else (maximum, False))  # type: ignore[attr-defined]
     return parse
 
 
@@ -91,6 +93,7 @@ def _float(positive: bool = False, nonnegative: bool = False) -> Callable[[Any],
         return number
 
     parse.expects = expects  # type: ignore[attr-defined]
+    parse.range = (float, 0.0 if positive or nonnegative else None, positive)  # type: ignore[attr-defined]
     return parse
 
 
@@ -163,6 +166,7 @@ def _fraction(low_open: bool, high_open: bool) -> Callable[[Any], float]:
         return x
 
     parse.expects = expects  # type: ignore[attr-defined]
+    parse.range = (float, 0.0, low_open, 1.0, high_open)  # type: ignore[attr-defined]
     return parse
 
 
@@ -231,7 +235,7 @@ class Option:
     is_flag_pair: bool = False
     metavar: str | None = None
     defaults_by_model: Mapping[str, Any] = field(default_factory=dict)
-    section: str = ""  # heading of its group in ``ist run --help`` ("" = the general options)
+    section: str = ""  # its ``ist run --help`` section ("" = by its models: common, quadratic or MLP)
 
     @property
     def flag(self) -> str:

@@ -1,4 +1,5 @@
-"""Live progress of a run: a rich bar on a terminal, plain lines otherwise, nothing when quiet."""
+"""Live progress of a run: start-up stages from the first second (loading data, kernels,
+starting workers), then a rich bar on a terminal or plain lines otherwise; nothing when quiet."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.status import Status
+from rich.table import Column, Table
+
+WIDE_TERMINAL = 120
 
 
 class RunProgress:
@@ -25,16 +29,51 @@ class RunProgress:
         self._task = None
         self._last_line = 0.0
         self._first: tuple[float, int] | None = None
+        self._created = time.perf_counter()
+        self._status: Status | None = None
+
+    def stage(self, text: str) -> None:
+        """Show what start-up is doing (``NAME: loading data (0.4s)``) on a terminal.
+
+        A transient status line: it is replaced by the bar, and erased by ``end_stage`` when
+        start-up fails, so a bad input still leaves exactly one line on stderr. Nothing is
+        printed off a terminal (logs get the per-round lines).
+        """
+        if self.quiet or not self.console.is_terminal:
+            return
+        line = f"{self.label}: {text} (since {time.perf_counter() - self._created:.1f} s)"
+        if self._status is None:
+            self._status = self.console.status(line)
+            self._status.start()
+        else:
+            self._status.update(line)
+
+    def end_stage(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
     def __enter__(self) -> RunProgress:
+        self.end_stage()
         if not self.quiet and self.console.is_terminal:
+            # bar, round count, loss and both labelled times always fit: on a terminal narrower
+            # than WIDE_TERMINAL the run's name goes on its own line above the bar
+            fixed = {"table_column": Column(no_wrap=True)}
+            columns = [
+                BarColumn(bar_width=16),
+                TextColumn("round {task.completed}/{task.total}", **fixed),
+                TextColumn("{task.fields[loss]}", **fixed),
+                TextColumn("elapsed", **fixed),
+                TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+                TextColumn("remaining", **fixed),
+                TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)),
+            ]
+            if self.console.width >= WIDE_TERMINAL:
+                columns.insert(0, TextColumn("[bold]{task.description}", **fixed))
+            else:
+                self.console.print(self.label, style="bold", highlight=False)
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("round {task.completed}/{task.total}"),
-                TextColumn("{task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                *columns,
                 console=self.console,
                 transient=False,
             )
@@ -45,7 +84,7 @@ class RunProgress:
     def update(self, round_index: int, metrics: Mapping[str, float] | None) -> None:
         if self.quiet:
             return
-        loss = f"loss {metrics['loss']:.6g}" if metrics else None
+        loss = f"loss {metrics['loss']:.4g}" if metrics else None
         if self._bar is not None:
             fields = {"loss": loss} if loss else {}
             self._bar.update(self._task, completed=round_index, **fields)
@@ -57,8 +96,9 @@ class RunProgress:
             self._last_line = now
             since, first_round = self._first
             done = round_index - first_round
-            eta = f" eta {(self.total - round_index) * (now - since) / done:.0f}s" if done > 0 else ""
-            print(f"{self.label}: round {round_index}/{self.total} {loss}{eta}", file=self.stream, flush=True)
+            elapsed = f" elapsed {now - self._created:.0f}s"
+            eta = f" remaining ~{(self.total - round_index) * (now - since) / done:.0f}s" if done > 0 else ""
+            print(f"{self.label}: round {round_index}/{self.total} {loss}{elapsed}{eta}", file=self.stream, flush=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

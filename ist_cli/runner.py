@@ -1,10 +1,11 @@
 """One experiment from config to HDF5 file: the coordinator's round loop.
 
-Order of work keeps the promises of DESIGN §3/§4: the config and the output directory
+Order of work keeps the run file's promises (docs/schema.md): the config and the output directory
 are checked before anything is created; the arena, the temporary file and the workers
 are torn down in ``finally`` whatever happens; the file is renamed to ``.h5`` only
 after its status is written. The pieces: ``run_round`` (one round), ``Totals`` (the
-cumulative counters), ``FaultPolicy`` (what an exception makes of the run) and
+cumulative counters), ``FaultPolicy`` (what an exception makes of the run),
+``existing_run`` (an identical finished run is reported, not recomputed) and
 ``RunSummary`` (what the caller gets back).
 """
 
@@ -31,7 +32,14 @@ from ist_cli.footprint import estimate_file_bytes, estimate_run
 from ist_cli.io.names import run_file_path
 from ist_cli.io.outputs import check_file_name, first_existing, make_dir, output_dir
 from ist_cli.io.provenance import environment, git_commit
-from ist_cli.io.runfile import TMP_SUFFIX, RunFileBusy, RunFileWriter, tmp_path_for
+from ist_cli.io.runfile import (
+    TMP_SUFFIX,
+    RunFileBusy,
+    RunFileError,
+    RunFileWriter,
+    read_run,
+    tmp_path_for,
+)
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_memory, check_space
@@ -146,32 +154,74 @@ class RunSummary:
                 "bytes_per_round_per_worker": self.bytes_per_round_per_worker, **self.extras}
 
 
-def _refuse_finished(path: Path) -> UserError:
-    return UserError(f"{str(path)!r} already exists (finished runs are never replaced); "
-                     "expected a new --name, or --overwrite to replace it")
+class _FinishedMeanwhile(Exception):
+    """The identical run finished while this one was starting: report it (exit 0)."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__(summary.file)
+        self.summary = summary
+
+
+def _refuse_finished(path: Path, run_id: str) -> Exception:
+    """What a finished file found when claiming ``path`` makes of this run: the very same run
+    is reported as ``existing_run`` reports it; anything else is a one-line refusal."""
+    previous = existing_run(path, run_id)  # raises the refusal for another or a failed run
+    if previous is None:  # gone again: the claim lost a race with a replacement
+        return UserError(f"{str(path)!r} was replaced while this run started; expected one run per --name")
+    return _FinishedMeanwhile(previous)
 
 
 def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Path:
     """Check ``out_dir`` and ``name`` and return ``out_dir/name.h5``, creating nothing;
-    refuse to clobber a finished run. The directory is made only when the run file is."""
+    ``existing_run`` decides about a file there. The directory is made only when the run file is."""
     directory = output_dir(out_dir, "--out")
     check_file_name(name, directory, ".h5" + TMP_SUFFIX, "--name")
-    path = run_file_path(directory, name)
-    if path.exists() and not overwrite:
-        raise _refuse_finished(path)
-    return path
+    return run_file_path(directory, name)
 
 
-def _claim_run_file(path: Path, overwrite: bool, **header: Any) -> RunFileWriter:
+REUSABLE_STATUSES = ("completed", "diverged")
+
+
+def existing_run(path: Path, run_id: str) -> RunSummary | None:
+    """The summary of the finished run already at ``path`` when it is this very run (same
+    ``run_id``, completed or diverged), so re-running the same command costs nothing, as a
+    sweep skips finished runs. None when there is no file. Anything else at ``path`` (another
+    config under the same ``--name``, a failed run) is refused: finished files are never
+    replaced without ``--overwrite``."""
+    if not path.exists():
+        return None
+    refuse = UserError(f"{str(path)!r} already exists and holds a different run or a failed one (finished "
+                       "runs are never replaced); expected a new --name, or --overwrite to replace it")
+    try:
+        run = read_run(path, load_problem=False)
+    except RunFileError:
+        raise refuse from None
+    if run.run_id != run_id or run.status not in REUSABLE_STATUSES:
+        raise refuse
+    last = {}
+    for key, values in run.metrics.items():
+        measured = values[~np.isnan(values)] if run.status == "completed" else values
+        if key != "round" and measured.size:
+            last[key] = float(measured[-1])
+    rounds = int(run.attrs.get("rounds_completed", run.metrics["round"][-1]))
+    workers = int(run.config.get("workers", 1))
+    sent = last.get("bytes_up", 0.0) + last.get("bytes_down", 0.0)
+    return RunSummary(
+        name=path.stem, run_id=run_id, status=run.status, file=str(path), rounds_completed=rounds, workers=workers,
+        last_metrics=last, bytes_per_round_per_worker=sent / max(rounds, 1) / workers, extras={"reused": True},
+    )
+
+
+def _claim_run_file(path: Path, overwrite: bool, run_id: str, **header: Any) -> RunFileWriter:
     """Start the run file, claiming ``NAME.h5.tmp``: a live run of the same name, or one
     that finished since ``prepare_output`` looked, is a one-line refusal."""
     try:
-        return RunFileWriter(path, replace=overwrite, **header)
+        return RunFileWriter(path, replace=overwrite, run_id=run_id, **header)
     except RunFileBusy:
         raise UserError(f"{str(tmp_path_for(path))!r} is being written by another live run; "
                         "expected a different --name or --out, or to wait for that run") from None
     except FileExistsError:
-        raise _refuse_finished(path) from None
+        raise _refuse_finished(path, run_id) from None
 
 
 def _finish_file(writer: RunFileWriter, guard: SpaceGuard, final: Mapping[str, Any], status: str,
@@ -225,12 +275,21 @@ def run_experiment(
     path = prepare_output(out_dir, name, overwrite)
     check_memory(estimate_run(config))
     check_space(first_existing(path.parent), estimate_file_bytes(config) + DISK_MARGIN_BYTES, "the run file")
-    algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
     run_id = config_hash(config)
+    if not overwrite:
+        previous = existing_run(path, run_id)
+        if previous is not None:
+            return previous
+    progress = RunProgress(config["rounds"], name, quiet=quiet)
+    progress.stage("loading data" if config["model"] == "mlp" else "building the problem")
+    try:
+        algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
+    except BaseException:
+        progress.end_stage()
+        raise
     settings = algorithm.settings
     save_every = getattr(settings, "save_params_every", 0)
 
-    progress = RunProgress(settings.rounds, name, quiet=quiet)
     steps_per_round = getattr(algorithm, "steps_per_round", None)  # MLP methods log /metrics/step
     schedule = EvalSchedule(settings.eval_every, getattr(settings, "eval_every_steps", 0), steps_per_round or 1,
                             settings.rounds)
@@ -265,12 +324,14 @@ def run_experiment(
         goal_attrs.update(goal_reached=True, steps_to_result=round_index * (steps_per_round or 1))
         return True
 
+    meanwhile: RunSummary | None = None
     with sigterm_as_interrupt():
         try:
             with policy.watching(lambda: round_index):
                 arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
                 arrays = arena.arrays
                 algorithm.initialize(arrays)
+                progress.stage("compiling or loading the numba kernels")
                 algorithm.warm_up()
                 make_dir(path.parent, "--out")
                 writer = _claim_run_file(path, overwrite, run_id=run_id, config=config, env=environment(),
@@ -288,6 +349,7 @@ def run_experiment(
                 if save_every:
                     writer.append_params(0, algorithm.snapshot(arrays))
                 writer.start_live()
+                progress.stage(f"starting {algorithm.n_workers} workers")
                 workers.start()
                 if on_start is not None:
                     on_start(workers.pids)
@@ -313,8 +375,11 @@ def run_experiment(
                                 progress.update(round_index, metrics)
                                 break
                         progress.update(round_index, metrics)
+        except _FinishedMeanwhile as done:  # nothing of this run was written; the other one is the record
+            meanwhile = done.summary
         finally:
             lost = None
+            progress.end_stage()
             with signals_ignored():
                 if workers is not None:
                     workers.close()
@@ -330,6 +395,8 @@ def run_experiment(
             if lost is not None:  # the file could not be finished: say so in one line, exit 1
                 raise RunFailed(lost) from None
 
+    if meanwhile is not None:
+        return meanwhile
     return RunSummary(
         name=name, run_id=run_id, status=policy.status, file=str(path), rounds_completed=round_index,
         workers=algorithm.n_workers, last_metrics={k: v for k, v in last_metrics.items() if k != "round"},

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from tests.helpers import files_in, ist, one_error_line
+from tests.helpers import files_in, ist, ist_json, one_error_line
 
 QUAD = ["run", "--model", "quadratic", "--rounds", "3", "--quiet"]
 
@@ -69,10 +75,36 @@ def test_output_directory_that_cannot_be_written(tmp_path):
 def test_existing_run_file_is_never_overwritten(tmp_path):
     ist(*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path), "--name", "r", check=True)
     before = (tmp_path / "r.h5").read_bytes()
-    line = one_error_line(ist(*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path), "--name", "r"))
-    assert "already exists" in line
+    # a different config under the same --name is refused
+    line = one_error_line(ist(*QUAD, "--workers", "2", "--dim", "4", "--lr", "0.01", "--out", str(tmp_path),
+                              "--name", "r"))
+    assert "already exists" in line and "different run" in line
     assert (tmp_path / "r.h5").read_bytes() == before
     ist(*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path), "--name", "r", "--overwrite", check=True)
+    assert (tmp_path / "r.h5").read_bytes() != before  # recomputed: new timestamps and timings
+
+
+@pytest.mark.slow
+def test_rerunning_an_identical_finished_run_reports_it_without_recomputing(tmp_path):
+    args = (*QUAD, "--workers", "2", "--dim", "4", "--out", str(tmp_path))
+    first = ist_json(*args)
+    path = tmp_path / Path(first["file"]).name
+    stat = path.stat()
+    started = time.perf_counter()
+    again = ist(*[a for a in args if a != "--quiet"], "--json")
+    elapsed = time.perf_counter() - started
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["reused"] is True and second["run_id"] == first["run_id"] and second["file"] == first["file"]
+    assert second["loss"] == first["loss"] and second["rounds_completed"] == first["rounds_completed"]
+    assert "already holds this run" in again.stderr and "starting" not in again.stderr
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_ino, after.st_size) == (stat.st_mtime_ns, stat.st_ino, stat.st_size)
+    # no worker started: the time is the interpreter's start-up, far below a run's (reported, not tuned)
+    import_only = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import ist_cli.cli"], check=True)
+    import_only = time.perf_counter() - import_only
+    assert elapsed < 2.0 or elapsed < import_only + 1.0, (elapsed, import_only)
 
 
 def test_bad_data_files_through_the_cli(tmp_path):

@@ -154,6 +154,7 @@ def test_ctrl_c_fails_the_run_cleanly(tmp_path):
     assert seconds < 10
     assert code == 130
     assert "Traceback" not in stderr
+    assert "ist: interrupted" in stderr and "error" not in stderr  # the user's choice, not an error
     assert_failed_file(tmp_path, "interrupted")
     assert_no_new_segments(before, process.pid)
     time.sleep(0.5)

@@ -105,7 +105,8 @@ def test_a_dead_owners_tmp_is_reclaimed(tmp_path):
 
 @pytest.mark.slow
 def test_four_runs_of_one_name_at_once_twenty_times(tmp_path):
-    """Exactly one completes with a readable file; the others exit 2 with one line."""
+    """Exactly one computes a readable file; the others exit 2 with one line while it is live, or
+    0 once it has finished (an identical finished run is reported, not recomputed)."""
     before = shm_entries()
     args = [*QUICK, "--rounds", "400", "--eval-every", "50", "--name", "same"]
     for attempt in range(20):
@@ -113,7 +114,7 @@ def test_four_runs_of_one_name_at_once_twenty_times(tmp_path):
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda target: ist(*args, "--out", target, timeout=300), [str(out)] * 4))
         codes = sorted(r.returncode for r in results)
-        assert codes == [0, 2, 2, 2], (attempt, [(r.returncode, r.stderr[-300:]) for r in results])
+        assert codes[0] == 0 and set(codes) <= {0, 2}, (attempt, [(r.returncode, r.stderr[-300:]) for r in results])
         for result in results:
             if result.returncode == 2:
                 line = one_error_line(result)

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from ist_cli.errors import UserError
@@ -29,9 +30,10 @@ from ist_cli.report import (
     summarize,
     varying_keys,
 )
-from ist_cli.report.figures import png_bytes, theory_value
-from ist_cli.report.render import flat_rows, to_json
-from ist_cli.report.stats import bootstrap_band
+from ist_cli.report.figures import figure_caption, png_bytes, theory_value
+from ist_cli.report.metrics import run_value
+from ist_cli.report.render import flat_rows, fmt, terminal_table, title, to_json
+from ist_cli.report.stats import bootstrap_band, t_band, t_ci
 from tests.test_report_support import (
     h5_final,
     known_metrics,
@@ -100,7 +102,7 @@ def test_band_equals_pointwise_bootstrap_and_skips_missing_points() -> None:
 def test_summary_numbers_equal_the_hdf5_values(sweep: list[Path], loaded) -> None:
     groups = group_runs(loaded)
     assert sorted(g.label for g in groups) == ["algorithm=gd", "algorithm=ist"]
-    summaries = summarize(groups, ["loss", "bytes"])
+    summaries = summarize(groups, ["loss", "bytes"], ci="bootstrap")
     for summary in summaries:
         files = [p for p in sweep if p.name.startswith(summary.group.key["algorithm"] + "-")]
         assert sorted(str(r.path) for r in summary.group.runs) == sorted(map(str, files))
@@ -227,14 +229,20 @@ def test_single_run_group_has_a_line_but_no_band(tmp_path: Path) -> None:
     assert not [c for c in ax.collections if c.get_gid() == "ci"]
 
 
-def test_comm_figure_has_one_point_per_group_coloured_by_algorithm(loaded) -> None:
-    fig = comm_figure(group_runs(loaded))
+def test_comm_figure_has_one_point_per_group_in_the_groups_colour(loaded) -> None:
+    groups = group_runs(loaded)
+    fig = comm_figure(groups)
     ax = fig.axes[0]
     assert len(ax.containers) == 2
-    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["gd", "ist"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["algorithm=gd (n=4)", "algorithm=ist (n=4)"]
     points = sorted((c.lines[0].get_xdata()[0], c.lines[0].get_ydata()[0]) for c in ax.containers)
     assert points[0][0] == pytest.approx(96 * 2.5 * 20)  # ist: final bytes_up + bytes_down
     assert coloured_fraction(fig) > 0.001
+    # one colour per group in every figure of a report
+    curves = [line for line in metric_figure(groups, "loss").axes[0].get_lines() if line.get_gid() == "mean"]
+    point_colours = [to_hex(c.lines[0].get_color()) for c in ax.containers]
+    assert point_colours == [to_hex(line.get_color()) for line in curves]
+    assert len(set(point_colours)) == 2
 
 
 def test_theory_line_sits_at_the_predicted_bias(loaded) -> None:
@@ -337,3 +345,65 @@ def test_theory_line_reads_the_problem_lazily(sweep: list[Path]) -> None:
     (line,) = [line for line in fig.axes[0].get_lines() if line.get_gid() == "theory"]
     problem = quadratic_problem()
     assert line.get_ydata()[0] == pytest.approx(ist_bias_sq(problem["L"], problem["b"], 4, "perm"), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- CI methods
+def test_t_interval_of_three_values_equals_scipys() -> None:
+    from scipy import stats
+
+    values = [0.91, 0.87, 0.95]
+    expected = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    mean, low, high = t_ci(values)
+    assert mean == pytest.approx(np.mean(values), rel=1e-15)
+    assert (low, high) == pytest.approx(expected, rel=1e-12)
+    # by hand: t_{0.975, 2} = 4.302652729...; s = 0.04; half-width 4.3027 * 0.04 / sqrt(3)
+    assert high - mean == pytest.approx(4.302652729749464 * 0.04 / np.sqrt(3), rel=1e-9)
+    assert t_ci([2.5]) == (2.5, 2.5, 2.5)
+    # the band of a matrix of curves is the pointwise t-interval
+    curves = np.array([[1.0, 2.0], [2.0, 4.0], [4.0, 9.0]])
+    mean_b, low_b, high_b = t_band(curves)
+    for j in range(2):
+        assert (mean_b[j], low_b[j], high_b[j]) == pytest.approx(t_ci(curves[:, j]), rel=1e-12)
+
+
+def test_default_is_t_and_every_caption_names_the_method(loaded) -> None:
+    groups = group_runs(loaded)
+    summaries = summarize(groups, ["loss"])
+    assert summaries[0].ci == "t"
+    losses = [run_value(run, "loss") for run in groups[0].runs]
+    got = summaries[0].metrics["loss"]
+    assert (got.mean, got.low, got.high) == pytest.approx(t_ci(losses), rel=1e-12)
+    assert "95% Student-t CI" in title(summaries)
+    assert json.loads(to_json(summaries))["ci"]["method"] == "t"
+    assert "Student-t" in figure_caption(metric_figure(groups, "loss"), "loss_vs_round")
+    boot = summarize(groups, ["loss"], ci="bootstrap")
+    assert "percentile bootstrap" in title(boot)
+    bca = summarize(groups, ["loss"], ci="bca")
+    assert "BCa" in title(bca)
+    assert bca[0].metrics["loss"].low <= bca[0].metrics["loss"].mean <= bca[0].metrics["loss"].high
+    # theory is captioned only where a theory line is drawn
+    assert "theory" not in figure_caption(metric_figure(groups, "loss"), "loss_vs_round")
+    assert "theory" in figure_caption(metric_figure(groups, "dist_to_opt_sq"), "dist_to_opt_sq_vs_round")
+
+
+def test_groups_sort_numerically_and_runs_by_seed(tmp_path: Path) -> None:
+    for lr in (0.1, 0.02, 1.0):
+        for seed in (10, 2):
+            write_run(tmp_path, seed=seed, lr=lr)
+    runs, _ = load_runs([tmp_path])
+    groups = group_runs(runs)
+    assert [g.key["lr"] for g in groups] == [0.02, 0.1, 1.0]
+    assert all(g.seeds == [2, 10] for g in groups)
+
+
+def test_narrow_terminal_gets_every_number_whole(loaded) -> None:
+    from rich.console import Console
+
+    summaries = summarize(group_runs(loaded), ["loss", "dist_to_opt_sq", "f_gap", "grad_norm_sq", "bytes"])
+    buffer = io.StringIO()
+    Console(file=buffer, width=40).print(terminal_table(summaries, 40))
+    text = buffer.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 40
+    for s in summaries:
+        for stats in s.metrics.values():
+            assert fmt(stats.mean) in text

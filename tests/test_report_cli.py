@@ -35,7 +35,8 @@ def files_of(paths: list[Path], algorithm: str) -> list[Path]:
 
 
 def test_csv_numbers_equal_the_hdf5_files(sweep: list[Path]) -> None:
-    result = ist("report", str(sweep[0].parent), "--format", "csv", "--metric", "loss", "--metric", "bytes")
+    result = ist("report", str(sweep[0].parent), "--format", "csv", "--metric", "loss", "--metric", "bytes",
+                 "--ci", "bootstrap")
     assert result.returncode == 0, result.stderr
     rows = {row["algorithm"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
     assert set(rows) == {"ist", "gd"}
@@ -51,7 +52,8 @@ def test_csv_numbers_equal_the_hdf5_files(sweep: list[Path]) -> None:
 
 
 def test_json_carries_values_groups_and_method(sweep: list[Path]) -> None:
-    result = ist("report", str(sweep[0].parent), "--format", "json", "--where", "algorithm=ist", "--best")
+    result = ist("report", str(sweep[0].parent), "--format", "json", "--where", "algorithm=ist", "--best",
+                 "--ci", "bootstrap")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["which"] == "best" and doc["ci"]["resamples"] == 10_000 and doc["skipped"] == []
@@ -155,7 +157,7 @@ def test_figures_and_self_contained_html(sweep: list[Path], tmp_path: Path) -> N
 
 
 def test_end_to_end_with_ist_run(tmp_path: Path) -> None:
-    """Real runs of the engine: report numbers equal the files, theory line where §2.1 puts it."""
+    """Real runs of the engine: report numbers equal the files, theory line where docs/algorithms.md puts it."""
     if shutil.which("ist") is None and ist("run", "--help").returncode != 0:
         pytest.skip("ist run is not available")
     results = tmp_path / "results"
@@ -182,3 +184,50 @@ def test_end_to_end_with_ist_run(tmp_path: Path) -> None:
         biases.append(ist_bias_sq(L, b, 2, "perm", None, x_star))
         assert biases[-1] > 0
         assert 0.5 * biases[-1] < float(np.mean(tail)) < 3.0 * biases[-1]
+
+
+@pytest.mark.slow
+def test_two_models_and_a_duplicate_give_two_sections_whole_numbers_no_warning(tmp_path: Path) -> None:
+    """Acceptance: runs of both models and one run copied to a second directory."""
+    results = tmp_path / "results"
+    for sub in ("q", "m", "copy"):
+        (results / sub).mkdir(parents=True)
+    quad = [write_run(results / "q", algorithm=a, seed=s) for a in ("ist", "gd") for s in (0, 1)]
+    mlp_metrics = {"round": np.arange(5.0), "loss": np.linspace(2.3, 0.123456789, 5),
+                   "test_accuracy": np.linspace(0.1, 0.987654321, 5), "bytes_up": np.arange(5.0) * 1e6,
+                   "bytes_down": np.arange(5.0) * 1e6, "wall_time": np.arange(5.0)}
+    for seed in (2, 10):  # seed 10 sorts after 2 (numbers, not strings)
+        write_run(results / "m", model="mlp", seed=seed, metrics=mlp_metrics)
+    shutil.copy(quad[0], results / "copy" / quad[0].name)
+    result = ist("report", str(results), "--html", str(tmp_path / "r.html"), "--figures", str(tmp_path / "f"))
+    assert result.returncode == 0, result.stderr
+    out, err = result.stdout, result.stderr
+    assert "model mlp" in out and "model quadratic" in out
+    assert out.index("model mlp") < out.index("model quadratic")
+    assert "…" not in out and "..." not in out
+    assert "6 runs" in out  # 4 quadratic + 2 MLP, the copy counted once
+    assert "duplicate of" in err and str(results / "copy") in err
+    assert "arning" not in err and "Traceback" not in err
+    assert "0.9877" in out  # the MLP accuracy, whole (4 significant digits)
+    html = (tmp_path / "r.html").read_text()
+    assert html.count("<h2>Model: ") == 2
+    figures = sorted(p.name for p in (tmp_path / "f").iterdir())
+    assert "mlp_comm_vs_test_accuracy.pdf" in figures and "quadratic_comm_vs_f_gap.svg" in figures
+    md = ist("report", str(results), "--format", "md").stdout
+    assert md.count("## ") == 2
+    csv_rows = list(csv.DictReader(io.StringIO(ist("report", str(results), "--format", "csv").stdout)))
+    assert sorted(row["model"] for row in csv_rows) == ["mlp", "quadratic", "quadratic"]
+    (mlp_row,) = [row for row in csv_rows if row["model"] == "mlp"]
+    assert mlp_row["seeds"] == "2 10"
+
+
+@pytest.mark.slow
+def test_svg_text_stays_text_and_pdf_is_written(sweep: list[Path], tmp_path: Path) -> None:
+    result = ist("report", str(sweep[0].parent), "--figures", str(tmp_path), "--format", "csv", "--x", "bytes",
+                 "--logx")
+    assert result.returncode == 0, result.stderr
+    svg = (tmp_path / "loss_vs_bytes.svg").read_text()
+    assert "<text" in svg and "Student-t" not in svg
+    assert (tmp_path / "loss_vs_bytes.pdf").read_bytes().startswith(b"%PDF")
+    width, _ = Image.open(tmp_path / "loss_vs_bytes.png").size
+    assert width == round(3.4 * 300)  # one paper column at 300 dpi

@@ -17,7 +17,7 @@ ROUNDS = 21
 
 
 def quadratic_problem(n: int = 4, d: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
-    """L_i = A_iᵀA_i/m + 0.1 I, b_i ~ N(0, I), x* = L̄⁻¹b̄ (DESIGN §2.1)."""
+    """L_i = A_iᵀA_i/m + 0.1 I, b_i ~ N(0, I), x* = L̄⁻¹b̄ (docs/algorithms.md)."""
     rng = np.random.default_rng(1000 + seed)
     A = rng.standard_normal((n, 2 * d, d))
     L = np.einsum("nmi,nmj->nij", A, A) / (2 * d) + 0.1 * np.eye(d)

@@ -1,4 +1,4 @@
-"""The HDF5 run file holds exactly what DESIGN §4 promises, read back with plain h5py."""
+"""The HDF5 run file holds exactly what docs/schema.md promises, read back with plain h5py."""
 
 from __future__ import annotations
 

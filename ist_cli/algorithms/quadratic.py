@@ -1,4 +1,4 @@
-"""IST, GD and DCGD on the quadratic model (DESIGN §2.1).
+"""IST, GD and DCGD on the quadratic model (docs/algorithms.md).
 
 All three share one worker kernel, z <- z - lr C_i grad f_i(z) from a start point w_i, and
 one aggregation, x <- mean_i z_i (IST's ``--server-update delta``: x <- x + mean_i (z_i - w_i),

@@ -1,6 +1,8 @@
 """The ``ist`` command: a thin layer that parses arguments and calls the library.
 
 Every user mistake becomes one line on stderr and exit code 2; see ``ist_cli.errors``.
+``ist`` (or ``ist sweep``, ...) without arguments prints its help on stdout and exits 0;
+Ctrl-C prints ``ist: interrupted`` and exits 130.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ist_cli.cli.run import run_command
 from ist_cli.cli.study import study_command
 from ist_cli.cli.sweep import sweep_command
 from ist_cli.cli.theory import theory_command
-from ist_cli.errors import RunFailed, UserError
+from ist_cli.errors import RunFailed, RunInterrupted, UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,19 +42,30 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def interrupted(detail: str = "") -> None:
+    """Ctrl-C is the user's choice, not an error: say so, exit 130."""
+    click.echo(f"ist: interrupted{': ' + detail if detail else ''}", err=True)
+    sys.exit(RunInterrupted.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
         cli.main(args=argv, prog_name="ist", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `ist` alone: the help, readable, on stdout
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
     except click.exceptions.Abort:
-        fail("interrupted", 130)
+        interrupted()
     except click.ClickException as exc:
         fail(exc.format_message(), 2)
     except UserError as exc:
         fail(str(exc), exc.exit_code)
+    except RunInterrupted as exc:
+        interrupted(" ".join(str(exc).split()))
     except RunFailed as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        interrupted()

@@ -15,20 +15,16 @@ from rich.console import Console
 from ist_cli.cli.study import report_study
 from ist_cli.errors import UserError
 from ist_cli.io.outputs import output_dir, output_file
-from ist_cli.report.figures import report_figures, save_figure
-from ist_cli.report.html import build_html, write_html
+from ist_cli.report.choices import CI_METHODS, DEFAULT_CI, DEFAULT_FIGSIZE, FIGSIZES
 from ist_cli.report.load import load_runs
-from ist_cli.report.metrics import X_AXES, available_metrics, default_metrics
-from ist_cli.report.render import FORMATS, markdown, rich_table, to_csv, to_json
-from ist_cli.report.stats import summarize
-from ist_cli.report.table import filter_runs, group_runs, parse_where
+from ist_cli.report.metrics import X_AXES, available_metrics
+from ist_cli.report.render import FORMATS, markdown, natural_width, terminal_table, to_csv, to_json
+from ist_cli.report.table import filter_runs, parse_where
 from ist_cli.study.results import is_study_dir
-
-PIPE_WIDTH = 160  # rich assumes 80 columns when stdout is not a terminal; tables need more
 
 
 @click.command(context_settings={"max_content_width": 110})
-@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="Output on stdout.")
 @click.option("--metric", "metrics", multiple=True, metavar="NAME",
@@ -38,26 +34,34 @@ PIPE_WIDTH = 160  # rich assumes 80 columns when stdout is not a terminal; table
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
               help="Keep runs whose config matches (repeatable; same key twice = either value).")
 @click.option("--best", is_flag=True, help="Summarise each run's best value instead of its final one.")
-@click.option("--figures", "figures_dir", type=str, default=None, metavar="DIR",
-              help="Write PNG and SVG figures into DIR.")
+@click.option("--ci", "ci", type=click.Choice(CI_METHODS), default=DEFAULT_CI, show_default=True,
+              help="Confidence interval: Student-t, percentile bootstrap, or BCa bootstrap.")
+@click.option("--figures", "figures_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write PNG, SVG and PDF figures into DIR.")
+@click.option("--figsize", type=click.Choice(tuple(FIGSIZES)), default=DEFAULT_FIGSIZE, show_default=True,
+              help="Figure size: one paper column (3.4 in wide) or the full page width (7 in).")
 @click.option("--x", "x_axis", type=click.Choice(tuple(X_AXES)), default="round", show_default=True,
               help="x axis of the curves: round, cumulative bytes, wall time, or modelled time.")
-@click.option("--html", "html_out", type=str, default=None, metavar="OUT.html",
+@click.option("--logx", is_flag=True, help="Logarithmic x axis for the curves (bytes and times span decades).")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None, metavar="OUT.html",
               help="Write a self-contained HTML report.")
 def report_command(
     paths: tuple[str, ...], fmt: str, metrics: tuple[str, ...], group_by: tuple[str, ...], where: tuple[str, ...],
-    best: bool, figures_dir: str | None, x_axis: str, html_out: str | None,
+    best: bool, ci: str, figures_dir: str | None, figsize: str, x_axis: str, logx: bool, html_out: str | None,
 ) -> None:
     """Summarise the run files under PATH... (directories are searched recursively).
 
-    Runs that differ only by seed form a group; each metric is reported as the mean and a 95%
-    percentile-bootstrap CI over the group's runs. Unreadable files are listed on stderr.
+    One section per model. Runs that differ only by seed form a group; each metric is reported
+    as the mean and a 95% CI over the group's runs (--ci). A run found twice (same run id) counts
+    once. Unreadable and duplicate files are listed on stderr.
     """
     if any(is_study_dir(Path(path)) for path in paths):
         if len(paths) > 1:
             raise UserError(f"PATH: {', '.join(paths)}: a study's directory is reported alone; expected one PATH")
         report_study(Path(paths[0]), fmt, figures_dir, html_out)
         return
+    from ist_cli.report.sections import build_sections  # matplotlib and scipy: only when reporting
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if figures_dir is not None:
         output_dir(figures_dir, "--figures")
@@ -79,27 +83,41 @@ def report_command(
     for metric in metrics:
         if metric not in available:
             raise UserError(f"--metric: unknown metric {metric!r}; available: {', '.join(available)}")
-    chosen = list(dict.fromkeys(metrics)) or default_metrics(runs)
-    groups = group_runs(runs, [key.replace("-", "_") for key in group_by] or None)
-    summaries = summarize(groups, chosen, "best" if best else "final")
+    chosen = list(dict.fromkeys(metrics))
+    sections = build_sections(runs, chosen, "best" if best else "final", ci=ci,
+                              group_by=[key.replace("-", "_") for key in group_by] or None)
+    summaries = [summary for section in sections for summary in section.summaries]
+    n_groups = len(summaries)
+    headed = len(sections) > 1
 
     if fmt == "table":
-        out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-        out.print(rich_table(summaries))
-        out.print(f"{len(runs)} runs in {len(groups)} groups; {len(skipped)} files skipped", style="dim")
+        tables = [terminal_table(section.summaries, None, f"model {section.model}") for section in sections]
+        # a terminal gets the vertical layout when the table is too wide; a pipe gets every column
+        width = None if sys.stdout.isatty() else max(natural_width(table) for table in tables)
+        out = Console(highlight=False, width=width)
+        for section in sections:
+            out.print(terminal_table(section.summaries, out.width, f"model {section.model}"))
+        out.print(f"{len(runs)} runs in {n_groups} groups; {len(skipped)} files skipped", style="dim")
     elif fmt == "md":
-        click.echo(markdown(summaries), nl=False)
+        click.echo("\n".join(markdown(section.summaries, section.model if headed else "") for section in sections),
+                   nl=False)
     elif fmt == "csv":
         click.echo(to_csv(summaries), nl=False)
     else:
         click.echo(to_json(summaries, skipped))
 
     if figures_dir or html_out:
-        figures = report_figures(groups, chosen, x_axis)
+        from ist_cli.report.figures import report_figures, save_figure
+        from ist_cli.report.html import build_html, write_html
+
+        for section in sections:
+            section.figures = report_figures(section.groups, section.metrics, x_axis, ci=ci, size=figsize, logx=logx)
         if figures_dir:
-            for name, fig in figures.items():
-                for path in save_figure(fig, figures_dir, name):
-                    err.print(f"ist: wrote {path}", markup=False)
+            for section in sections:
+                for name, fig in section.figures.items():
+                    stem = f"{section.model}_{name}" if headed else name
+                    for path in save_figure(fig, figures_dir, stem):
+                        err.print(f"ist: wrote {path}", markup=False)
         if html_out:
-            text = build_html(summaries, figures, runs, skipped, x=x_axis, sources=paths)
+            text = build_html(sections, runs, skipped, x=x_axis, sources=paths)
             err.print(f"ist: wrote {write_html(html_out, text)}", markup=False)

@@ -12,7 +12,10 @@ from typing import Any
 import click
 
 from ist_cli.config import (
+    ALGORITHMS,
     OPTIONS,
+    STUDY_SECTION,
+    Option,
     check_keys,
     default_run_name,
     load_toml,
@@ -37,6 +40,85 @@ from ist_cli.runtime.watchdog import AUTO, parse_round_timeout
 
 TRANSPORTS = ("shm", "mpi")  # workers as processes on shared memory, or as MPI ranks
 
+# --help sections, in order; options of the table go to their ``Option.section`` if they name one,
+# else to one by their model (network keys apart)
+SECTIONS = ("common", "quadratic", "MLP", STUDY_SECTION, "network model", "input and output")
+NETWORK_KEYS = ("bandwidth", "latency", "topology")
+ALL_ALGORITHMS = tuple(dict.fromkeys(name for names in ALGORITHMS.values() for name in names))
+
+
+def _section(option: Option) -> str:
+    if option.section:
+        return option.section
+    if option.key in NETWORK_KEYS:
+        return "network model"
+    if option.models == ("quadratic",):
+        return "quadratic"
+    if option.models == ("mlp",):
+        return "MLP"
+    return "common"
+
+
+class _Unchecked:
+    """Mixin for click types: show the type, range and choices in --help and completion, but
+    hand the raw string on, so ``config.resolve_config`` checks every source (flags, TOML,
+    --set) with the same one-line messages."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return value
+
+
+class ChoiceShown(_Unchecked, click.Choice):
+    pass
+
+
+class IntRangeShown(_Unchecked, click.IntRange):
+    pass
+
+
+class FloatRangeShown(_Unchecked, click.FloatRange):
+    pass
+
+
+def click_type(option: Option, model: str | None = None) -> click.ParamType:
+    """The click type of a table option: Choice, IntRange or FloatRange where the table says
+    so (``--algorithm`` offers ``model``'s algorithms, or every model's), else a string."""
+    if option.choices:
+        return ChoiceShown(option.choices)
+    if option.key == "algorithm":
+        return ChoiceShown(ALGORITHMS[model] if model else ALL_ALGORITHMS)
+    kind, minimum, min_open, *upper = getattr(option.parse, "range", (None, None, False))
+    maximum, max_open = upper or (None, False)
+    if kind is int:
+        return IntRangeShown(min=minimum, max=maximum)
+    if kind is float:
+        return FloatRangeShown(min=minimum, min_open=min_open, max=maximum, max_open=max_open)
+    return click.STRING
+
+
+class SectionedCommand(click.Command):
+    """--help with the options grouped into ``SECTIONS`` (each param carries ``section``)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: dict[str, list[tuple[str, str]]] = {name: [] for name in SECTIONS}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows[getattr(param, "section", "input and output")].append(record)
+        for name in SECTIONS:
+            if rows[name]:
+                with formatter.section(f"{name[0].upper()}{name[1:]} options"):
+                    formatter.write_dl(rows[name])
+
+
+def _in_section(decorator, section: str):
+    def apply(function):
+        function = decorator(function)
+        function.__click_params__[-1].section = section
+        return function
+
+    return apply
+
 
 def _option_decorators(model: str | None, exclude: tuple[str, ...]):
     decorators = []
@@ -44,11 +126,10 @@ def _option_decorators(model: str | None, exclude: tuple[str, ...]):
         if option.key in exclude or (model is not None and model not in option.models):
             continue
         help_text = option.help
-        if option.choices:
-            help_text += f" [{'|'.join(option.choices)}]"
         if option.is_flag_pair:
             name = option.key.replace("_", "-")
-            decorators.append(click.option(f"--{name}/--no-{name}", option.key, default=None, help=help_text))
+            decorators.append(_in_section(click.option(f"--{name}/--no-{name}", option.key, default=None,
+                                                       help=help_text), _section(option)))
         else:
             if option.defaults_by_model and model is not None:
                 help_text += f" (default: {show_value(option.default_for(model))})"
@@ -57,30 +138,16 @@ def _option_decorators(model: str | None, exclude: tuple[str, ...]):
                 help_text += f" (default: {shown})"
             elif option.default is not None:
                 help_text += f" (default: {show_value(option.default)})"
-            decorators.append(
-                click.option(option.flag, option.key, type=str, default=None, metavar=option.metavar or "VALUE",
-                             help=help_text)
-            )
+            decorators.append(_in_section(
+                click.option(option.flag, option.key, type=click_type(option, model), default=None, metavar=option.metavar,
+                             help=help_text),
+                _section(option)))
     return decorators
 
 
-class SectionedCommand(click.Command):
-    """``--help`` lists the options of each ``Option.section`` under its own heading."""
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        section_of = {option.key: option.section for option in OPTIONS}
-        groups: dict[str, list[tuple[str, str]]] = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is not None:
-                groups.setdefault(section_of.get(param.name or "", ""), []).append(record)
-        for title, records in sorted(groups.items(), key=lambda item: item[0] != ""):
-            with formatter.section(title or "Options"):
-                formatter.write_dl(records)
-
-
 def with_run_options(model: str | None = None, exclude: tuple[str, ...] = ()):
-    """Click options for every run setting (of ``model`` only, when given), from the option table."""
+    """Click options for every run setting (of ``model`` only, when given), from the option table,
+    typed (``click_type``) and placed in their --help section (``_section``)."""
 
     def apply(function):
         for decorator in reversed(_option_decorators(model, exclude)):
@@ -106,18 +173,20 @@ def config_layers(config_file: str | None, overrides: tuple[str, ...], flags: di
 
 @click.command(cls=SectionedCommand, context_settings={"max_content_width": 110})
 @with_run_options()
-@click.option("--config", "config_file", type=str, default=None, metavar="FILE.toml", help="Settings from a TOML file.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml",
+              help="Settings from a TOML file (keys as the options, e.g. lr = 0.01).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting (repeatable).")
-@click.option("--out", "out_dir", type=str, default="results", show_default=True, help="Output directory.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True, help="Output directory.")
 @click.option("--name", type=str, default=None, help="Run file name (DIR/NAME.h5); default derived from the config.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing DIR/NAME.h5.")
+@click.option("--overwrite", is_flag=True, help="Recompute and replace DIR/NAME.h5 (without it, an identical finished run is reported, not rerun).")
 @click.option("--round-timeout", "round_timeout", type=str, default=AUTO, show_default=True, metavar="SECONDS|auto",
               help="Fail the run when a round's workers have not all answered in this time; auto: 600 s for the "
                    "first 3 rounds, then 50x the slowest of them (at least 60 s; shared-memory transport).")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-@click.option("--transport", type=click.Choice(TRANSPORTS), default="shm", show_default=True,
-              help="Workers as processes over shared memory, or as MPI ranks (docs/cluster.md).")
+@_in_section(click.option("--transport", type=click.Choice(TRANSPORTS), default="shm", show_default=True,
+                          help="Workers as processes over shared memory, or as MPI ranks (docs/cluster.md)."),
+             "common")
 def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
                 overwrite: bool, round_timeout: str, quiet: bool, as_json: bool, transport: str,
                 **flags: Any) -> None:
@@ -141,6 +210,9 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
     else:
         summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
                                  round_timeout=timeout)
+    if summary.extras.get("reused") and not quiet:
+        click.echo(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
+                   "(--overwrite recomputes it)", err=True)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True, default=float))
     elif not quiet:

@@ -1,4 +1,4 @@
-"""The HDF5 run file (schema 1, DESIGN §4): the coordinator writes it, everyone else reads it.
+"""The HDF5 run file (schema 1, docs/schema.md): the coordinator writes it, everyone else reads it.
 
 The writer works on ``NAME.h5.tmp`` and renames it to ``NAME.h5`` only when the run has
 ended (completed, diverged or failed), so a file named ``.h5`` is always whole. While the
@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ist_cli.io.metric_info import METRICS
 from ist_cli.io.names import utc_now
 
 SCHEMA_VERSION = 1
@@ -134,8 +135,7 @@ class RunFileWriter:
     def append_metrics(self, row: Mapping[str, float]) -> None:
         """Append one row; every metric dataset keeps the same length as ``/metrics/round``."""
         if self._rows == 0:
-            for name in row:
-                self._metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
+            self._create_metrics(row)
         elif set(row) != set(self._metrics.keys()):
             missing = set(self._metrics.keys()) ^ set(row)
             raise ValueError(f"metric row keys changed between rows: {sorted(missing)}")
@@ -145,6 +145,22 @@ class RunFileWriter:
             dataset[self._rows] = float(value)
         self._rows += 1
         self._file.flush()
+
+    def _create_metrics(self, row: Mapping[str, float]) -> None:
+        """One f8 dataset per metric with ``units``/``description`` attributes; ``round`` is the
+        dimension scale of all the others, so netCDF readers (xarray) see it as the coordinate."""
+        for name in row:
+            dataset = self._metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
+            info = METRICS.get(name)
+            if info is not None:
+                dataset.attrs["units"] = info.units
+                dataset.attrs["description"] = info.description
+        if "round" in self._metrics:
+            scale = self._metrics["round"]
+            scale.make_scale("round")
+            for name in row:
+                if name != "round":
+                    self._metrics[name].dims[0].attach_scale(scale)
 
     @property
     def rows(self) -> int:
@@ -186,6 +202,8 @@ class RunFileWriter:
         if "x" not in params:
             params.create_dataset("x", shape=(0, x.size), maxshape=(None, x.size), dtype="f8")
             params.create_dataset("round", shape=(0,), maxshape=(None,), dtype="f8")
+            params["round"].make_scale("round")
+            params["x"].dims[0].attach_scale(params["round"])
         row = self._params_rows
         params["x"].resize((row + 1, x.size))
         params["x"][row] = x.ravel()

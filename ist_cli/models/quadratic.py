@@ -1,4 +1,4 @@
-"""The quadratic model of Shulgin & Richtarik (DESIGN §2.1): problem, objective, optimum.
+"""The quadratic model of Shulgin & Richtarik (docs/algorithms.md): problem, objective, optimum.
 
 f(x) = (1/n) sum_i f_i(x), f_i(x) = 1/2 x^T L_i x - x^T b_i.
 """

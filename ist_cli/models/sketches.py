@@ -1,5 +1,5 @@
-"""Random diagonal sketches C_i of the quadratic model, drawn per round by the coordinator,
-and their exact moments (the theory in docs/theory.md uses them).
+"""Random diagonal sketches C_i of the quadratic model (docs/algorithms.md), drawn per round by
+the coordinator, and their exact moments (the theory in docs/theory.md uses them).
 
 Every sketch here is diagonal, so it is stored as its diagonal: ``scales[i, j]`` is
 C_i[j, j]. Zero entries are coordinates worker i neither receives nor returns. Each sketch

@@ -1,4 +1,4 @@
-"""IST's per-round partition of hidden neurons into worker blocks (DESIGN §2.2).
+"""IST's per-round partition of hidden neurons into worker blocks (docs/algorithms.md).
 
 Blocks are cut from a random permutation with ``np.array_split`` sizes, so when a width
 is not a multiple of n the first ``width % n`` workers get one neuron more. The sizes

@@ -18,22 +18,27 @@ from ist_cli.io.atomic import write_text_atomic
 from ist_cli.io.names import utc_now
 from ist_cli.io.outputs import make_dir
 from ist_cli.io.runfile import RunData
-from ist_cli.report.figures import png_bytes
+from ist_cli.report.figures import figure_caption, png_bytes
 from ist_cli.report.load import Skipped
 from ist_cli.report.render import display_rows, title
-from ist_cli.report.stats import BOOTSTRAP_SEED, N_RESAMPLES, GroupSummary
+from ist_cli.report.sections import Section
+from ist_cli.report.stats import BOOTSTRAP_SEED, CI_NAMES, DEFAULT_CI, N_RESAMPLES
 from ist_cli.report.table import show
+
+# figures are shown at this many CSS px per inch of paper size: 7-pt legend text reads as ~14 px
+CSS_PX_PER_INCH = 150
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em auto;max-width:1150px;
 color:#222;line-height:1.45;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;
-margin-top:1.6em}h3{font-size:1.05em;margin-bottom:.3em}
+margin-top:1.6em}h3{font-size:1.05em;margin-bottom:.3em}h4{font-size:.95em;margin:.8em 0 .2em}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.5em 0;font-size:.88em}
-th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f3f5f8}td.k,th.k{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .meta{color:#666;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:12px}
-.figs figure{margin:0;flex:0 1 calc(50% - 6px);min-width:420px}.figs img{width:100%;border:1px solid #eee}
+.figs figure{margin:0;max-width:100%}.figs img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}code{background:#f3f3f3;padding:0 .25em}
 details{margin:.3em 0}summary{cursor:pointer}
 """
@@ -49,7 +54,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], n_left: int = 1
         "<tr>" + "".join(f'<td class="{"k" if i < n_left else ""}">{_e(c)}</td>' for i, c in enumerate(row)) + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -80,48 +85,62 @@ def provenance_rows(runs: Sequence[RunData]) -> list[list[str]]:
     return [[key, "; ".join(values)] for key, values in seen.items()]
 
 
+def _figure(name: str, fig: Figure, ci: str) -> str:
+    data = base64.b64encode(png_bytes(fig)).decode()
+    width = round(fig.get_size_inches()[0] * CSS_PX_PER_INCH)
+    return (f'<figure style="width:{width}px"><img alt="{_e(name)}" width="{width}" src="data:image/png;base64,{data}">'
+            f"<figcaption><b>{_e(name)}</b>: {_e(figure_caption(fig, name, ci))}</figcaption></figure>")
+
+
+def _ci_sentence(ci: str) -> str:
+    if ci == "t":
+        return "CI: Student-t interval of the mean (t quantile with n−1 degrees of freedom)"
+    return f"CI: {CI_NAMES[ci]}, {N_RESAMPLES} resamples of the mean, seed {BOOTSTRAP_SEED}"
+
+
 def build_html(
-    summaries: Sequence[GroupSummary],
-    figures: Mapping[str, Figure],
+    sections: Sequence[Section],
     runs: Sequence[RunData],
     skipped: Sequence[Skipped] = (),
     *,
     x: str = "round",
     sources: Sequence[str] = (),
 ) -> str:
-    """The report as one HTML string."""
+    """The report as one HTML string: one section per model, then skipped files and provenance."""
     now = utc_now()
+    ci = sections[0].summaries[0].ci if sections and sections[0].summaries else DEFAULT_CI
+    n_groups = sum(len(section.groups) for section in sections)
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<title>ist report</title>", f"<style>{CSS}</style></head><body>",
         "<h1>ist report</h1>",
-        f'<p class="meta">{len(runs)} runs in {len(summaries)} groups from {_e(", ".join(sources) or "-")}'
-        f" · generated {now} by ist {__version__} · CI: {N_RESAMPLES} percentile-bootstrap resamples of the"
-        f" mean, seed {BOOTSTRAP_SEED}</p>",
-        "<h2>Summary</h2>", f"<p class=\"meta\">{_e(title(summaries))}</p>",
+        f'<p class="meta">{len(runs)} runs of {len(sections)} model(s) in {n_groups} groups from'
+        f' {_e(", ".join(sources) or "-")} · generated {now} by ist {__version__} · {_e(_ci_sentence(ci))}</p>',
     ]
-    header, rows = display_rows(summaries)
-    n_keys = len(summaries[0].group.key) if summaries else 0
-    parts.append(_table(header, rows, n_left=max(n_keys, 1)))
-    if figures:
-        parts.append(f"<h2>Figures</h2><p class=\"meta\">x axis of the curves: {_e(x)}; line = mean over the"
-                     " group's runs, band = 95% bootstrap CI, dashed = theory ‖x^∞−x*‖², dotted = ‖E[x^k]−x*‖² (the exact mean trajectory, a lower bound by Jensen; docs/theory.md).</p>")
-        parts.append('<div class="figs">')
-        for name, fig in figures.items():
-            data = base64.b64encode(png_bytes(fig)).decode()
-            parts.append(f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{_e(name)}</figcaption></figure>")
-        parts.append("</div>")
-    parts.append("<h2>Groups</h2>")
-    for s in summaries:
-        group = s.group
-        parts.append(f"<h3>{_e(group.label)}</h3>")
-        parts.append(f'<p class="meta">{s.runs} runs, seeds {_e(", ".join(show(v) for v in group.seeds))}</p>')
-        config_rows = [[k, show(v)] for k, v in sorted(group.config.items())]
-        parts.append("<details open><summary>config</summary>" + _table(["key", "value"], config_rows, 2) + "</details>")
-        file_rows = [[str(run.path), run.run_id, run.status] for run in group.runs]
-        parts.append("<details><summary>files</summary>" + _table(["file", "run id", "status"], file_rows, 3)
-                     + "</details>")
+    for section in sections:
+        parts.append(f"<h2>Model: {_e(section.model)} ({len(section.runs)} runs)</h2>")
+        summaries = section.summaries
+        parts.append(f"<p class=\"meta\">{_e(title(summaries))}</p>")
+        header, rows = display_rows(summaries)
+        n_keys = len(summaries[0].group.key) if summaries else 0
+        parts.append(_table(header, rows, n_left=max(n_keys, 1)))
+        if section.figures:
+            parts.append(f"<h3>Figures</h3><p class=\"meta\">x axis of the curves: {_e(x)}</p>")
+            parts.append('<div class="figs">')
+            parts.extend(_figure(name, fig, ci) for name, fig in section.figures.items())
+            parts.append("</div>")
+        parts.append("<h3>Groups</h3>")
+        for s in summaries:
+            group = s.group
+            parts.append(f"<h4>{_e(group.label)}</h4>")
+            parts.append(f'<p class="meta">{s.runs} runs, seeds {_e(", ".join(show(v) for v in group.seeds))}</p>')
+            config_rows = [[k, show(v)] for k, v in sorted(group.config.items())]
+            parts.append("<details><summary>config</summary>" + _table(["key", "value"], config_rows, 2)
+                         + "</details>")
+            file_rows = [[str(run.path), run.run_id, run.status] for run in group.runs]
+            parts.append("<details><summary>files</summary>" + _table(["file", "run id", "status"], file_rows, 3)
+                         + "</details>")
     if skipped:
         parts.append("<h2>Skipped files</h2>")
         parts.append(_table(["file", "why"], [[str(s.path), s.reason] for s in skipped], 2))

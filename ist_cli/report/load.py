@@ -66,11 +66,14 @@ def find_run_files(paths: Iterable[str | Path]) -> list[Path]:
 def load_runs(paths: Iterable[str | Path], *, load_problem: bool = True) -> tuple[list[RunData], list[Skipped]]:
     """Load every readable, finished run under ``paths``.
 
-    Returns ``(runs, skipped)``. Runs in progress, unreadable files, unknown schemas and
-    failed runs (their numbers are not final) go to ``skipped`` with the reason.
+    Returns ``(runs, skipped)``. Runs in progress, unreadable files, unknown schemas,
+    failed runs (their numbers are not final) and second copies of a run already loaded
+    (same ``run_id``, e.g. a results directory given twice or copied) go to ``skipped`` with
+    the reason.
     """
     runs: list[RunData] = []
     skipped: list[Skipped] = []
+    first_of: dict[str, Path] = {}  # run_id -> first file: a run copied to two places counts once
     for path in find_run_files(paths):
         if _is_tmp(path):
             skipped.append(Skipped(path, "in progress (.tmp: the run has not finished)"))
@@ -85,5 +88,9 @@ def load_runs(paths: Iterable[str | Path], *, load_problem: bool = True) -> tupl
             detail = f": {error}" if error else ""
             skipped.append(Skipped(path, f"status {run.status!r}{detail}"))
             continue
+        if run.run_id in first_of:
+            skipped.append(Skipped(path, f"duplicate of {first_of[run.run_id]} (same run_id {run.run_id[:12]})"))
+            continue
+        first_of[run.run_id] = path
         runs.append(run)
     return runs, skipped

@@ -13,11 +13,21 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import Console, RenderableType
+from rich.console import Group as RichGroup
 from rich.table import Table
 from rich.text import Text
 
 from ist_cli.report.load import Skipped
-from ist_cli.report.stats import BOOTSTRAP_SEED, CI_LEVEL, N_RESAMPLES, GroupSummary
+from ist_cli.report.stats import (
+    BOOTSTRAP_SEED,
+    CI_LEVEL,
+    CI_NAMES,
+    DEFAULT_CI,
+    N_RESAMPLES,
+    GroupSummary,
+    ci_caption,
+)
 from ist_cli.report.table import show
 
 FORMATS = ("table", "md", "csv", "json")
@@ -51,7 +61,13 @@ def _metrics(summaries: Sequence[GroupSummary]) -> list[str]:
 
 def title(summaries: Sequence[GroupSummary]) -> str:
     which = summaries[0].which if summaries else "final"
-    return f"{which} values: mean [{CI_LEVEL:.0%} bootstrap CI] over the runs of each group"
+    method = summaries[0].ci if summaries else DEFAULT_CI
+    return f"{which} values: mean [{ci_caption(method)}] over the runs of each group"
+
+
+def model_of(summary: GroupSummary) -> str:
+    group = summary.group
+    return show(group.config.get("model", group.key.get("model", "")))
 
 
 def display_rows(summaries: Sequence[GroupSummary]) -> tuple[list[str], list[list[str]]]:
@@ -68,34 +84,66 @@ def display_rows(summaries: Sequence[GroupSummary]) -> tuple[list[str], list[lis
     return header, rows
 
 
-def rich_table(summaries: Sequence[GroupSummary]) -> Table:
+def rich_table(summaries: Sequence[GroupSummary], heading: str = "") -> Table:
+    """One row per group. Cells fold onto a second line rather than being cut with "…"."""
     header, rows = display_rows(summaries)
-    table = Table(title=title(summaries), title_style="bold")
+    table = Table(title=" · ".join(filter(None, [heading, title(summaries)])), title_style="bold")
     n_keys = len(_keys(summaries))
     for index, name in enumerate(header):
-        if index < n_keys:  # keys never shrink below their longest value (up to 16 characters)
-            width = min(16, max([len(name)] + [len(row[index]) for row in rows]))
-            table.add_column(name, style="cyan", min_width=width)
+        if index < n_keys:
+            table.add_column(name, style="cyan", overflow="fold")
         else:
-            table.add_column(name, justify="right")
+            table.add_column(name, justify="right", overflow="fold")
     for row in rows:
         table.add_row(*(Text(value) for value in row))  # Text: no rich markup in values
     return table
 
 
-def markdown(summaries: Sequence[GroupSummary]) -> str:
+def vertical_table(summaries: Sequence[GroupSummary], heading: str = "") -> RenderableType:
+    """The same numbers, one block per group (``name  value`` lines), for narrow terminals."""
     header, rows = display_rows(summaries)
-    lines = [f"_{title(summaries)}_", "", "| " + " | ".join(header) + " |",
+    blocks: list[RenderableType] = [Text(" · ".join(filter(None, [heading, title(summaries)])), style="bold")]
+    for row in rows:
+        block = Table.grid(padding=(0, 2))
+        block.add_column(style="cyan", no_wrap=True)
+        block.add_column(overflow="fold")
+        for name, value in zip(header, row, strict=True):
+            block.add_row(name, Text(value))
+        blocks.extend([Text(""), block])
+    return RichGroup(*blocks)
+
+
+def natural_width(renderable: RenderableType) -> int:
+    """Columns the renderable needs to print without folding anything."""
+    console = Console(width=100_000)
+    return console.measure(renderable).maximum
+
+
+def terminal_table(summaries: Sequence[GroupSummary], width: int | None, heading: str = "") -> RenderableType:
+    """The summary table when it fits in ``width`` columns (None: any width), else the
+    vertical layout: numbers are never truncated."""
+    table = rich_table(summaries, heading)
+    if width is None or natural_width(table) <= width:
+        return table
+    return vertical_table(summaries, heading)
+
+
+def markdown(summaries: Sequence[GroupSummary], heading: str = "") -> str:
+    header, rows = display_rows(summaries)
+    lines = [f"## {heading}", ""] if heading else []
+    lines += [f"_{title(summaries)}_", "", "| " + " | ".join(header) + " |",
              "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def flat_rows(summaries: Sequence[GroupSummary]) -> list[dict[str, Any]]:
-    """One flat dict per group: key columns, runs, seeds, and ``<metric>_mean|_ci_low|_ci_high|_n``."""
+    """One flat dict per group: model, key columns, runs, seeds, and
+    ``<metric>_mean|_ci_low|_ci_high|_n``."""
     rows = []
     for s in summaries:
-        row: dict[str, Any] = {k: show(v) for k, v in s.group.key.items()}
+        row: dict[str, Any] = {"model": model_of(s)}
+        row.update({k: show(v) for k, v in s.group.key.items()})
         row["runs"] = s.runs
         row["diverged"] = s.diverged
         row["seeds"] = " ".join(show(seed) for seed in s.group.seeds)
@@ -111,11 +159,20 @@ def flat_rows(summaries: Sequence[GroupSummary]) -> list[dict[str, Any]]:
 def to_csv(summaries: Sequence[GroupSummary]) -> str:
     rows = flat_rows(summaries)
     buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    if rows:  # groups of different models have different key columns: the union, in first-seen order
+        fields = list(dict.fromkeys(name for row in rows for name in row))
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
+
+
+def ci_document(method: str) -> dict[str, Any]:
+    """The CI method as JSON: level, name, and the resampling details of bootstrap methods."""
+    document: dict[str, Any] = {"level": CI_LEVEL, "method": method, "name": f"{CI_NAMES[method]} interval of the mean"}
+    if method != "t":
+        document.update(resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED)
+    return document
 
 
 def to_json(summaries: Sequence[GroupSummary], skipped: Sequence[Skipped] = ()) -> str:
@@ -124,6 +181,7 @@ def to_json(summaries: Sequence[GroupSummary], skipped: Sequence[Skipped] = ()) 
     groups = []
     for s in summaries:
         groups.append({
+            "model": model_of(s),
             "key": s.group.key,
             "config": s.group.config,
             "runs": s.runs,
@@ -140,8 +198,7 @@ def to_json(summaries: Sequence[GroupSummary], skipped: Sequence[Skipped] = ()) 
         })
     document = {
         "which": summaries[0].which if summaries else "final",
-        "ci": {"level": CI_LEVEL, "method": "percentile bootstrap of the mean", "resamples": N_RESAMPLES,
-               "seed": BOOTSTRAP_SEED},
+        "ci": ci_document(summaries[0].ci if summaries else DEFAULT_CI),
         "groups": groups,
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
     }

@@ -117,7 +117,8 @@ def _common_config(runs: Sequence[RunData]) -> dict[str, Any]:
 
 def group_runs(runs: Sequence[RunData], by: Sequence[str] | None = None) -> list[Group]:
     """Group runs by the ``by`` config keys; default: every varying key except ``seed``, i.e.
-    runs that differ only by seed share a group. Groups keep first-seen order."""
+    runs that differ only by seed share a group. Groups are sorted by their key values
+    (numbers numerically), the runs of a group by seed."""
     if by is None:
         by = [key for key in varying_keys(runs) if key != "seed"]
     else:
@@ -132,5 +133,27 @@ def group_runs(runs: Sequence[RunData], by: Sequence[str] | None = None) -> list
             groups[ident] = Group(key={key: run.config.get(key) for key in by}, runs=[])
         groups[ident].runs.append(run)
     for group in groups.values():
+        group.runs.sort(key=lambda run: (order_key(run.config.get("seed", run.attrs.get("seed"))), str(run.path)))
         group.config = _common_config(group.runs)
-    return list(groups.values())
+    return sorted(groups.values(), key=lambda group: tuple(order_key(v) for v in group.key.values()))
+
+
+def order_key(value: Any) -> tuple:
+    """Sort numbers numerically (2 before 10), then strings, lists element-wise, None last."""
+    if isinstance(value, bool):
+        return (1, str(value).lower(), ())
+    if isinstance(value, (int, float)):
+        return (0, float(value), ())
+    if isinstance(value, (list, tuple)):
+        return (2, len(value), tuple(order_key(v) for v in value))
+    if value is None:
+        return (3, "", ())
+    return (1, str(value), ())
+
+
+def split_by_model(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
+    """Runs per model, in a fixed order: a report never mixes models in one table or figure."""
+    by_model: dict[str, list[RunData]] = {}
+    for run in runs:
+        by_model.setdefault(str(run.config.get("model", "unknown")), []).append(run)
+    return dict(sorted(by_model.items()))

@@ -1,12 +1,14 @@
-"""Sweep progress: one rich bar (runs done / total, ETA) and the runs in flight on a
-terminal; one plain line per finished run otherwise; nothing when quiet."""
+"""Sweep progress: one rich bar (runs done / total, elapsed, remaining) and, on a line of its
+own cut to the terminal's width, the runs in flight on a terminal; one plain line per
+finished run otherwise; nothing when quiet."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import TextIO
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,6 +17,20 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
+from rich.text import Text
+
+
+class _BarWithFlight(Progress):
+    """The bar line, then the in-flight runs on their own line: a long list is cut with "…"
+    at the terminal's edge instead of pushing the bar, counts and times off the line."""
+
+    flight = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.flight:
+            yield Text(self.flight, no_wrap=True, overflow="ellipsis", style="dim")
 
 
 class SweepProgress:
@@ -28,25 +44,27 @@ class SweepProgress:
         self.stream = stream or sys.stderr
         self.console = Console(file=self.stream)
         self.flight: dict[str, str] = {}
-        self._bar: Progress | None = None
+        self._bar: _BarWithFlight | None = None
         self._task = None
 
     def __enter__(self) -> SweepProgress:
         if not self.quiet and self.console.is_terminal:
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                TextColumn("{task.fields[flight]}"), console=self.console,
+            self._bar = _BarWithFlight(
+                TextColumn("[bold]{task.description}",
+                           table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=6)),
+                BarColumn(bar_width=24), MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
+                TextColumn("remaining"), TimeRemainingColumn(),
+                console=self.console,
             )
             self._bar.start()
-            self._task = self._bar.add_task(self.label, total=self.total, completed=self.done, flight="")
+            self._task = self._bar.add_task(self.label, total=self.total, completed=self.done)
         return self
 
     def _refresh(self) -> None:
         if self._bar is not None:
-            shown = ", ".join(list(self.flight.values())[:4])
-            more = f" +{len(self.flight) - 4}" if len(self.flight) > 4 else ""
-            self._bar.update(self._task, completed=self.done, flight=f"running: {shown}{more}" if shown else "")
+            running = list(self.flight.values())
+            self._bar.flight = f"running ({len(running)}): {', '.join(running)}" if running else ""
+            self._bar.update(self._task, completed=self.done)
 
     def started(self, run_id: str, label: str) -> None:
         self.flight[run_id] = label

@@ -1,4 +1,4 @@
-"""The sweep file (DESIGN §5): TOML expanded once into a fixed, de-duplicated run list.
+"""The sweep file (docs/sweep.md): TOML expanded once into a fixed, de-duplicated run list.
 
 Every value is checked with the run's own option rules (``ist_cli.config``), and every
 run is the output of ``resolve_config``, so a sweep can hold only runs ``ist run`` would

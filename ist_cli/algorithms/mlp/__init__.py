@@ -1,4 +1,4 @@
-"""The MLP methods of DESIGN §2.2, one module each; ``common`` holds what they share."""
+"""The MLP methods (docs/algorithms.md), one module each; ``common`` holds what they share."""
 
 from ist_cli.algorithms.mlp.common import MLPMethod
 from ist_cli.algorithms.mlp.dp import DataParallel

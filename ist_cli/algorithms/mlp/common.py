@@ -1,4 +1,4 @@
-"""What every MLP method shares (DESIGN §2.2): data and model in the arena, evaluation, workers' minibatches.
+"""What every MLP method shares (docs/algorithms.md): data and model in the arena, evaluation, workers' minibatches.
 
 The arena holds the dataset once, the full model as one flat vector (``ist_cli.models.mlp``
 layout) and each worker's shard of row ids; a method adds its own per-worker buffers. A

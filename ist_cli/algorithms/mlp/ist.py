@@ -1,4 +1,4 @@
-"""Independent Subnetwork Training on the MLP (Yuan et al.; DESIGN §2.2).
+"""Independent Subnetwork Training on the MLP (Yuan et al.; docs/algorithms.md).
 
 Each round the coordinator partitions every hidden layer's neurons into one block per
 worker. Worker i gathers the subnet on its blocks (all inputs, all outputs) out of the full

@@ -1,0 +1,75 @@
+"""What each metric of ``/metrics`` means: its unit, a one-line description and a plot label.
+
+One home for these facts: the run-file writer stores ``units`` and ``description`` as
+attributes of every metric dataset, the report labels its axes from ``label``, and
+docs/schema.md lists the same table (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    units: str
+    description: str
+    label: str  # matplotlib mathtext allowed
+
+
+METRICS: dict[str, MetricInfo] = {
+    "round": MetricInfo("1", "communication round at which the row was logged (0 = before training)", "round"),
+    "loss": MetricInfo("1", "quadratic: f(x) = (1/n) sum_i f_i(x); MLP: mean training cross-entropy [nats]", "loss"),
+    "f_gap": MetricInfo("1", "quadratic: f(x) - f(x*), x* the exact minimiser", r"$f(x)-f^\star$"),
+    "grad_norm_sq": MetricInfo("1", "quadratic: squared norm of the full gradient at x", r"$\|\nabla f(x)\|^2$"),
+    "dist_to_opt_sq": MetricInfo("1", "quadratic: squared distance ||x - x*||^2 to the minimiser",
+                                 r"$\|x-x^\star\|^2$"),
+    "train_accuracy": MetricInfo("1", "MLP: fraction of (evaluated) training examples classified right",
+                                 "training accuracy"),
+    "test_loss": MetricInfo("1", "MLP: mean cross-entropy on the test split [nats]", "test loss"),
+    "test_accuracy": MetricInfo("1", "MLP: fraction of test examples classified right", "test accuracy"),
+    "bytes_up": MetricInfo("byte", "cumulative bytes sent worker -> server, summed over workers",
+                           "bytes up (cumulative)"),
+    "bytes_down": MetricInfo("byte", "cumulative bytes sent server -> worker, summed over workers",
+                             "bytes down (cumulative)"),
+    "compute_time": MetricInfo("s", "cumulative modelled compute: per round the slowest worker's measured "
+                               "step plus the coordinator's plan and aggregation", "compute time [s]"),
+    "comm_time_model": MetricInfo("s", "cumulative communication time of the alpha-beta network model",
+                                  "modelled communication time [s]"),
+    "sim_time": MetricInfo("s", "compute_time + comm_time_model", "modelled time [s]"),
+    "wall_time": MetricInfo("s", "measured elapsed time since the coordinator began setting up the run",
+                            "wall time [s]"),
+    # MLP training (docs/sparsity.md)
+    "step": MetricInfo("1", "MLP: SGD steps one worker has taken by the row's round", "SGD steps"),
+    "worker_train_loss": MetricInfo("1", "MLP: the workers' mean training loss over the round's local steps "
+                                    "[nats]", "workers' training loss"),
+    "val_loss": MetricInfo("1", "MLP: mean cross-entropy on the validation split [nats]", "validation loss"),
+    "val_accuracy": MetricInfo("1", "MLP: fraction of the validation split classified right",
+                               "validation accuracy"),
+    "val_error": MetricInfo("1", "MLP: 1 - val_accuracy", "validation error"),
+    "noise_scale": MetricInfo("1", "MLP: simple gradient noise scale tr(Sigma)/|G|^2, in examples "
+                              "(NaN on evaluations that do not measure it)", r"noise scale $B_{simple}$"),
+    "grad_norm_sq_est": MetricInfo("1", "MLP: moving-average estimate of |G|^2, the full-batch gradient's "
+                                   "squared norm", r"$|G|^2$ estimate"),
+    "trace_cov_est": MetricInfo("1", "MLP: moving-average estimate of tr(Sigma), the per-example gradient "
+                                "covariance's trace", r"tr$\Sigma$ estimate"),
+    "lipschitz": MetricInfo("1", "MLP: local Lipschitz estimate of the gradient between the last two server "
+                            "models (NaN on evaluations that do not measure it)", "local Lipschitz estimate"),
+    # measured by the MPI transport (docs/cluster.md)
+    "comm_time_measured": MetricInfo("s", "cumulative measured time of the rounds spent in messages and "
+                                     "waiting (MPI transport)", "measured communication time [s]"),
+    "bytes_up_measured": MetricInfo("byte", "cumulative bytes worker -> server counted at MPI's sends and "
+                                    "receives", "bytes up, measured (cumulative)"),
+    "bytes_down_measured": MetricInfo("byte", "cumulative bytes server -> worker counted at MPI's sends and "
+                                      "receives", "bytes down, measured (cumulative)"),
+}
+
+# derived series the report computes from stored ones (never stored)
+DERIVED_LABELS = {"bytes": "bytes communicated (cumulative, all workers)"}
+
+
+def metric_label(name: str) -> str:
+    """The axis label of a metric: its math label when known, else its name."""
+    if name in METRICS:
+        return METRICS[name].label
+    return DERIVED_LABELS.get(name, name)
