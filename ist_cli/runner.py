@@ -260,6 +260,7 @@ def run_experiment(
     on_start: Callable[[list[int]], None] | None = None,
     round_timeout: float | None = None,
     transport: TransportFactory | None = None,
+    step_budget: int | None = None,
 ) -> RunSummary:
     """Run one experiment and return its summary; the HDF5 file is the full record.
 
@@ -269,6 +270,9 @@ def run_experiment(
     ``transport`` builds the workers (``runtime.transport``); None: shared memory, where
     ``round_timeout`` (seconds) fails a round whose workers do not all answer in time and
     None learns a generous one from the first rounds (``runtime.watchdog``).
+    ``step_budget`` (a study's trial pruning, docs/study.md): at an evaluation that does not
+    meet the goal, stop once this many steps are taken; recorded as ``budget_stopped``. It is
+    not part of the config: every evaluation up to the stop is the one the run makes without it.
     """
     config = resolve_config(config)
     name = default_run_name(config) if name is None else name
@@ -295,6 +299,11 @@ def run_experiment(
                             settings.rounds)
     goal = Goal.from_settings(settings)
     goal_attrs: dict[str, Any] = {"goal_reached": False, "steps_to_result": -1} if goal is not None else {}
+    if step_budget is not None:
+        if goal is None:
+            raise UserError(f"--step-budget: {step_budget} is not allowed without a goal; "
+                            "expected --goal-error too (the budget only stops runs that train to a goal)")
+        goal_attrs.update(step_budget=int(step_budget), budget_stopped=False)
     policy = FaultPolicy()
     totals = Totals(settings.network)
     last_metrics: dict[str, float] = {}
@@ -372,6 +381,10 @@ def run_experiment(
                                 policy.status = "diverged"
                                 break
                             if reached(metrics):
+                                progress.update(round_index, metrics)
+                                break
+                            if step_budget is not None and round_index * (steps_per_round or 1) >= step_budget:
+                                goal_attrs["budget_stopped"] = True
                                 progress.update(round_index, metrics)
                                 break
                         progress.update(round_index, metrics)

@@ -165,6 +165,35 @@ def test_goal_stops_at_the_first_evaluation_at_or_below_the_goal(tmp_path):
         np.testing.assert_array_equal(steps[1:], 15 * np.arange(1, len(steps)))
 
 
+def test_a_step_budget_changes_no_evaluation_and_stops_only_runs_that_miss_the_goal(tmp_path):
+    """The study's trial pruning: below steps-to-result the run stops (budget_stopped) with
+    exactly the rows the unbudgeted run had; at steps-to-result it still reaches the goal."""
+    args = ["--algorithm", "single", "--hidden", "32", "--validation-fraction", "0.2", "--goal-error", "0.3",
+            "--rounds", "200", "--local-steps", "1", "--eval-every", "1000", "--eval-every-steps", "3"]
+    with run(tmp_path, "free", *args) as f:
+        k = int(f.attrs["steps_to_result"])
+        free = {name: f["metrics"][name][...] for name in ("step", "val_error", "loss")}
+        assert f.attrs["goal_reached"] and "step_budget" not in f.attrs
+    assert k > 3, "the goal must need more than one evaluation for this test to mean anything"
+    with run(tmp_path, "exact", *args, "--step-budget", str(k)) as f:
+        assert f.attrs["goal_reached"] and f.attrs["steps_to_result"] == k
+        assert f.attrs["step_budget"] == k and not f.attrs["budget_stopped"]
+    with run(tmp_path, "short", *args, "--step-budget", str(k - 3)) as f:
+        assert not f.attrs["goal_reached"] and f.attrs["budget_stopped"] and f.attrs["status"] == "completed"
+        rows = len(f["metrics/step"])
+        assert f["metrics/step"][-1] == k - 3
+        for name, values in free.items():
+            np.testing.assert_array_equal(f["metrics"][name][...], values[:rows])
+
+
+def test_a_step_budget_needs_a_goal(tmp_path):
+    result = ist("run", "--model", "mlp", "--algorithm", "single", "--hidden", "16", "--rounds", "2",
+                 "--step-budget", "10", "--out", str(tmp_path / "out"), "--quiet")
+    line = one_error_line(result)
+    assert "--step-budget" in line and "--goal-error" in line
+    assert files_in(tmp_path / "out") == []
+
+
 def test_max_steps_exhausted_without_reaching_the_goal(tmp_path):
     args = ["--algorithm", "single", "--hidden", "16", "--goal-metric", "train_error", "--goal-error", "0.0001",
             "--max-steps", "23", "--local-steps", "5", "--rounds", "999", "--eval-every", "2"]

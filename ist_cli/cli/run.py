@@ -184,11 +184,15 @@ def config_layers(config_file: str | None, overrides: tuple[str, ...], flags: di
                    "first 3 rounds, then 50x the slowest of them (at least 60 s; shared-memory transport).")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--step-budget", type=click.IntRange(min=1), default=None, metavar="STEPS",
+              help="Stop a run that trains to a goal at the first evaluation past STEPS steps without "
+                   "reaching it (a study's trial pruning; not part of the run id).")
 @_in_section(click.option("--transport", type=click.Choice(TRANSPORTS), default="shm", show_default=True,
                           help="Workers as processes over shared memory, or as MPI ranks (docs/cluster.md)."),
              "common")
 def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: str, name: str | None,
                 overwrite: bool, round_timeout: str, quiet: bool, as_json: bool, transport: str,
+                step_budget: int | None,
                 **flags: Any) -> None:
     """Run one experiment and write DIR/NAME.h5.
 
@@ -206,10 +210,11 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
     layers, sources = config_layers(config_file, overrides, flags)
     config = resolve_config(*layers, sources=sources)
     if transport == "mpi":
-        summary = _run_on_mpi(config, out_dir, name, overwrite, quiet, launched=rank is not None)
+        summary = _run_on_mpi(config, out_dir, name, overwrite, quiet, launched=rank is not None,
+                              step_budget=step_budget)
     else:
         summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
-                                 round_timeout=timeout)
+                                 round_timeout=timeout, step_budget=step_budget)
     if summary.extras.get("reused") and not quiet:
         click.echo(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
                    "(--overwrite recomputes it)", err=True)
@@ -224,7 +229,7 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
 
 
 def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrite: bool, quiet: bool,
-                launched: bool) -> RunSummary:
+                launched: bool, step_budget: int | None = None) -> RunSummary:
     """Rank 0 of an MPI job; outside any launcher, check the input, then become ``mpiexec``."""
     require_mpi4py()
     check_topology(config["topology"])
@@ -237,7 +242,7 @@ def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrit
     try:
         check_launcher_size(comm, config["workers"])
         return run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
-                              on_start=started.extend, transport=mpi_transport)
+                              on_start=started.extend, transport=mpi_transport, step_budget=step_budget)
     except BaseException as exc:
         if started:  # workers may be mid-round: the launcher must end them
             abort_at_exit(comm, getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 1))
