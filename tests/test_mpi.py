@@ -241,5 +241,5 @@ def test_ctrl_c_on_the_launcher_writes_a_failed_file_and_ends_every_rank(tmp_pat
     run = read_run(tmp_path / "long.h5")
     assert run.attrs["status"] == "failed"
     lines = [line for line in launcher.stderr.read().splitlines() if line.strip()]
-    assert lines == [f"ist: error: interrupted by the user at round {run.attrs['rounds_completed']}"]
+    assert lines == [f"ist: interrupted: interrupted by the user at round {run.attrs['rounds_completed']}"]
     assert {name for name in shm_entries() - before if name.startswith("mpich_shm_")} == set()
