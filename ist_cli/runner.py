@@ -114,7 +114,7 @@ class FaultPolicy:
             yield
         except KeyboardInterrupt:
             self.status, self.error = "failed", f"interrupted by the user at round {current_round()}"
-            raise RunInterrupted(self.error) from None
+            raise RunInterrupted(f"stopped at round {current_round()}; the run file records it as failed") from None
         except RunFailed as exc:
             self.status, self.error = "failed", full_story(exc)
             raise

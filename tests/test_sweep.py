@@ -203,7 +203,7 @@ def test_ctrl_c_mid_sweep_then_resume_finishes_without_running_anything_twice(tm
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130
         lines = [line for line in stderr.splitlines() if line.strip()]
-        assert lines[-1].startswith("ist: interrupted: sweep six interrupted") and "Traceback" not in stderr
+        assert lines[-1].startswith("ist: interrupted: sweep six stopped; run the same command again to resume") and "Traceback" not in stderr
         snapshot = manifest(out)["runs"]
         assert not any(run["status"] == "running" for run in snapshot)  # nothing left claimed
         interrupted = {run["id"] for run in snapshot if run["history"] and run["history"][-1]["outcome"] == "interrupted"}

@@ -53,6 +53,14 @@ def _wait(comm: Any, MPI: Any, source: int, tag: int) -> Any:
     return status
 
 
+def _stop_is_next(comm: Any, MPI: Any) -> bool:
+    """Wait for rank 0's next message; if it is STOP, receive it and say so."""
+    if _wait(comm, MPI, 0, MPI.ANY_TAG).Get_tag() != TAG_STOP:
+        return False
+    comm.Recv(np.zeros(1, dtype=np.int64), source=0, tag=TAG_STOP)
+    return True
+
+
 def _receive(comm: Any, status: Any, dtype: np.dtype) -> np.ndarray:
     """Receive the message ``status`` describes into a fresh array of ``dtype``."""
     count = status.Get_count(_MPI().BYTE)
@@ -281,22 +289,20 @@ def serve_worker(comm: Any | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     worker = comm.Get_rank() - 1
     try:
-        status = _wait(comm, MPI, 0, MPI.ANY_TAG)
-        if status.Get_tag() == TAG_STOP:
-            comm.Recv(np.zeros(1, dtype=np.int64), source=0, tag=TAG_STOP)
+        if _stop_is_next(comm, MPI):
             return
         program, spec, resident = pickle.loads(comm.recv(source=0, tag=TAG_SETUP))
         # zeroed pages cost no memory until written: only this worker's rows ever are
         private = {name: np.zeros(tuple(shape), dtype=np.dtype(dtype)) for name, (shape, dtype) in spec.items()}
         for region in resident:
+            if _stop_is_next(comm, MPI):  # rank 0 stopped (e.g. Ctrl-C) between two of these
+                return
             comm.Recv(region.view(private), source=0, tag=TAG_DATA)
         program.setup(private, worker)
         comm.Send(np.array([os.getpid(), np.nan]), dest=0, tag=TAG_HEADER)
         header = np.zeros(2, dtype=np.int64)
         while True:
-            status = _wait(comm, MPI, 0, MPI.ANY_TAG)
-            if status.Get_tag() == TAG_STOP:
-                comm.Recv(np.zeros(1, dtype=np.int64), source=0, tag=TAG_STOP)
+            if _stop_is_next(comm, MPI):
                 return
             comm.Recv(header, source=0, tag=TAG_HEADER)
             round_index = int(header[0])

@@ -303,7 +303,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan:
                     except KeyboardInterrupt:
                         grace = 0.0 if seen.get("sigterm") or options.executor != "local" else SIGINT_GRACE_SECONDS
                         engine.drain(executor, claims, progress, grace=grace)
-                        raise RunInterrupted(f"sweep {spec.name} interrupted; run the same command again to resume") from None
+                        raise RunInterrupted(f"sweep {spec.name} stopped; run the same command again to resume") from None
             finally:
                 executor.close()
         engine.final_counts()
