@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from ist_cli._version import __version__
-from ist_cli.algorithms import Algorithm, build_algorithm
+from ist_cli.algorithms import Algorithm, build_algorithm, worker_preload
 from ist_cli.comm import NetworkModel, Traffic
 from ist_cli.config import config_hash, default_run_name, resolve_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.footprint import estimate_file_bytes, estimate_run
-from ist_cli.io.names import run_file_path
+from ist_cli.io.names import run_file_path, utc_now
 from ist_cli.io.outputs import check_file_name, first_existing, make_dir, output_dir
 from ist_cli.io.provenance import environment, git_commit
 from ist_cli.io.runfile import (
@@ -43,9 +43,11 @@ from ist_cli.io.runfile import (
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_memory, check_space
+from ist_cli.runtime.forkserver import start_server
 from ist_cli.runtime.pool import shared_memory_transport
 from ist_cli.runtime.signals import signals_deferred, signals_ignored, sigterm_as_interrupt
 from ist_cli.runtime.transport import Transport, TransportFactory
+from ist_cli.settings import settings_from_config
 from ist_cli.training.goal import EvalSchedule, Goal
 
 TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time", "comm_time_measured")
@@ -284,6 +286,10 @@ def run_experiment(
         previous = existing_run(path, run_id)
         if previous is not None:
             return previous
+    if transport is None:  # shared memory: the fork server warms up while the data loads
+        preload = worker_preload(settings_from_config(config))
+        start_server(preload)
+        transport = partial(shared_memory_transport, round_timeout=round_timeout, preload=preload)
     progress = RunProgress(config["rounds"], name, quiet=quiet)
     progress.stage("loading data" if config["model"] == "mlp" else "building the problem")
     try:
@@ -312,8 +318,6 @@ def run_experiment(
     writer: RunFileWriter | None = None
     workers: Transport | None = None
     guard: SpaceGuard | None = None
-    if transport is None:
-        transport = partial(shared_memory_transport, round_timeout=round_timeout)
     started = time.perf_counter()
     reclaim_orphaned_segments()
 
@@ -333,6 +337,7 @@ def run_experiment(
         goal_attrs.update(goal_reached=True, steps_to_result=round_index * (steps_per_round or 1))
         return True
 
+    timeline: dict[str, str] = {}  # when the rounds began and ended (root attrs; bench_startup.py)
     meanwhile: RunSummary | None = None
     with sigterm_as_interrupt():
         try:
@@ -365,6 +370,7 @@ def run_experiment(
 
                 policy.status = "completed"
                 done_early = reached(initial)  # the initial model may already meet the goal
+                timeline["rounds_began"] = utc_now("microseconds")
                 with progress:
                     for round_index in range(1, 0 if done_early else settings.rounds + 1):
                         done = run_round(algorithm, workers, arrays, round_index)
@@ -388,6 +394,7 @@ def run_experiment(
                                 progress.update(round_index, metrics)
                                 break
                         progress.update(round_index, metrics)
+                timeline["rounds_ended"] = utc_now("microseconds")
         except _FinishedMeanwhile as done:  # nothing of this run was written; the other one is the record
             meanwhile = done.summary
         finally:
@@ -400,7 +407,7 @@ def run_experiment(
                     writer.discard()
                 elif writer is not None:
                     final = algorithm.final_params(arena.arrays) if arena is not None and arena.arrays else {}
-                    attrs = {"rounds_completed": round_index, **goal_attrs, **transport_attrs(workers)}
+                    attrs = {"rounds_completed": round_index, **goal_attrs, **timeline, **transport_attrs(workers)}
                     policy.status, policy.error, lost = _finish_file(writer, guard, final, policy.status,
                                                                      policy.error, attrs)
                 if arena is not None:

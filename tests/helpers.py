@@ -72,11 +72,12 @@ def assert_no_new_segments(before: set[str], pid: int | None = None) -> None:
 
 
 def worker_processes(pid: int) -> list[psutil.Process]:
-    """The run's worker processes (spawned children, not the resource tracker)."""
+    """The run's worker processes (named ``ist-worker-N`` by the pool; not the fork server they
+    are forked from, nor the resource tracker)."""
     children = []
     for child in psutil.Process(pid).children(recursive=True):
         try:
-            if "spawn_main" in " ".join(child.cmdline()):
+            if child.name().startswith("ist-worker"):
                 children.append(child)
         except psutil.NoSuchProcess:
             pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ist_cli.algorithms.base import Algorithm
+from ist_cli.algorithms.base import Algorithm, worker_preload
 from ist_cli.settings import MLPSettings, settings_from_config
 
 
@@ -19,4 +19,4 @@ def build_algorithm(config: Mapping[str, Any]) -> Algorithm:
     return METHODS[settings.algorithm](settings)  # type: ignore[arg-type]
 
 
-__all__ = ["Algorithm", "build_algorithm"]
+__all__ = ["Algorithm", "build_algorithm", "worker_preload"]

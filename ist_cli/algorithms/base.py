@@ -15,8 +15,18 @@ import numpy as np
 
 from ist_cli.comm import Traffic
 from ist_cli.runtime.arena import ArraySpec
+from ist_cli.runtime.forkserver import run_preload
 from ist_cli.runtime.transport import WorkerProgram
-from ist_cli.settings import RunSettings
+from ist_cli.settings import MLPSettings, RunSettings
+
+
+def worker_preload(settings: RunSettings) -> tuple[str, ...]:
+    """What a worker process of this model imports and calls before its first round
+    (``runtime.forkserver`` entries), named without importing it: the fork server starts
+    warming before the coordinator has imported numba itself."""
+    if isinstance(settings, MLPSettings):
+        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
+    return ("ist_cli.algorithms.quadratic", "ist_cli.kernels.quadratic:warm_up")
 
 
 class Algorithm(ABC):
@@ -35,7 +45,9 @@ class Algorithm(ABC):
         """Fill the arena (data, problem, initial model) before workers start."""
 
     def warm_up(self) -> None:
-        """Compile numba kernels in the parent so workers load them from the cache."""
+        """Compile the numba kernels (or load them from numba's cache) in the coordinator: it
+        evaluates with them, and a first compile here fills the cache workers load from."""
+        run_preload(worker_preload(self.settings))
 
     @abstractmethod
     def worker_program(self) -> WorkerProgram:

@@ -178,9 +178,6 @@ class QuadraticMethod(Algorithm):
         arrays["b"][...] = self.problem.b
         arrays["x"][...] = initial_point(self.dim, self.settings.seed)
 
-    def warm_up(self) -> None:
-        kernels.warm_up()
-
     def worker_program(self) -> WorkerProgram:
         s = self.settings
         kind = DenseWorker if self.sketch == "identity" else self.sparse_worker

@@ -7,32 +7,44 @@ Ctrl-C prints ``ist: interrupted`` and exits 130.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from ist_cli._version import __version__
-from ist_cli.cli.calibrate import calibrate_command
-from ist_cli.cli.report import report_command
-from ist_cli.cli.run import run_command
-from ist_cli.cli.study import study_command
-from ist_cli.cli.sweep import sweep_command
-from ist_cli.cli.theory import theory_command
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
 
+#: command name -> "module:attribute"; a command's module (and what it imports: the runner,
+#: matplotlib, scipy, dask) is imported only when that command runs or the group's help is shown
+COMMANDS = {
+    "run": "ist_cli.cli.run:run_command",
+    "sweep": "ist_cli.cli.sweep:sweep_command",
+    "study": "ist_cli.cli.study:study_command",
+    "report": "ist_cli.cli.report:report_command",
+    "theory": "ist_cli.cli.theory:theory_command",
+    "calibrate": "ist_cli.cli.calibrate:calibrate_command",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use: ``ist run`` does not pay for
+    ``ist report``'s plotting stack before its first round."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, _, attribute = COMMANDS[cmd_name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ist")
 def cli() -> None:
     """A command-line lab for Independent Subnetwork Training (IST) research."""
-
-
-cli.add_command(run_command, "run")
-cli.add_command(sweep_command, "sweep")
-cli.add_command(study_command, "study")
-cli.add_command(report_command, "report")
-cli.add_command(theory_command, "theory")
-cli.add_command(calibrate_command, "calibrate")
 
 
 def fail(message: str, code: int) -> None:

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
 from ist_cli.data.dataset import Dataset, build, stratified_split
+
+BUNDLED = ("datasets", "data", "digits.csv.gz")  # where scikit-learn ships the digits, inside its package
+
+
+def bundled_digits_file() -> Path | None:
+    """scikit-learn's own copy of the digits, found without importing scikit-learn (which
+    takes longer than a whole default run's rounds); None if this scikit-learn has none."""
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(root).joinpath(*BUNDLED)
+        if path.is_file():
+            return path
+    return None
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(X float64 (1797, 64), y int (1797,)): what ``sklearn.datasets.load_digits`` returns,
+    read from the same file the same way (``tests/test_data.py`` compares them)."""
+    path = bundled_digits_file()
+    if path is None:
+        from sklearn.datasets import load_digits  # a scikit-learn that stores its digits elsewhere
+
+        bunch = load_digits()
+        return bunch.data, bunch.target
+    with gzip.open(path, "rt", encoding="utf-8") as text:
+        table = np.loadtxt(text, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int, copy=False)
 
 
 def load_digits_dataset(*, dtype: str = "float32") -> Dataset:
     """1797 samples, 64 features, 10 classes; a fixed stratified 80/20 split (seed-independent)."""
-    from sklearn.datasets import load_digits  # imported lazily: sklearn is slow to import
-
-    bunch = load_digits()
-    X, y = bunch.data, bunch.target
+    X, y = digits_arrays()
     train, test = stratified_split(y)
     return build("digits", X[train], y[train], X[test], y[test], where="dataset 'digits'", dtype=dtype, n_classes=10)

@@ -6,9 +6,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-def utc_now() -> str:
-    """A timestamp as every file of ist writes it: UTC, ISO 8601, whole seconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def utc_now(timespec: str = "seconds") -> str:
+    """A timestamp as every file of ist writes it: UTC, ISO 8601, whole seconds (``timespec``
+    "microseconds" where a benchmark splits a run's wall time by them)."""
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
 RUN_SUFFIX = ".h5"

@@ -3,8 +3,11 @@ shared-memory segment) must be told apart from something a live process still ow
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
+
+_PR_SET_NAME = 15  # prctl(2)
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -39,3 +42,12 @@ def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
         return stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def set_process_name(name: str) -> None:
+    """Name this process as ``ps -o comm``, ``top`` and psutil's ``name()`` show it (Linux,
+    at most 15 bytes): forked workers otherwise carry the name of the server they came from."""
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: names are cosmetic
+        pass

@@ -195,9 +195,6 @@ class MLPMethod(Algorithm):
         empty = np.empty((0, self.widths[0]), dtype=self.dtype)
         self.data = replace(self.data, X_train=empty, X_test=empty, X_val=empty if self.data.n_val else None)
 
-    def warm_up(self) -> None:
-        kernels.warm_up(self.dtype.name)
-
     def worker_program(self) -> WorkerProgram:
         return self.worker_class(self.training())
 

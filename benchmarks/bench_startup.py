@@ -1,0 +1,149 @@
+"""Start-up, teardown and per-round coordination of the shared-memory runtime (docs/performance.md).
+
+    python benchmarks/bench_startup.py [--repeats 5] [--rounds 2000]
+
+Prints one markdown table. Each repetition measures, in this order (interleaved, so a change
+of machine load hits every figure alike), with the 1-minute load average read just before:
+
+- ``run``: the whole ``ist run --workers 8 --model mlp`` (defaults) as a subprocess, split by the
+  run file's ``rounds_began`` / ``rounds_ended`` attributes into start-up (process launch to
+  round 1: Python, imports, data, kernels, workers), rounds (200 rounds and their
+  evaluations) and teardown (stopping workers, ``/final``, closing the file, interpreter exit);
+- ``empty n=2`` and ``empty n=8``: one round of a worker program that does nothing, on the
+  shared-memory pool (``runtime.pool.WorkerPool``): the cost of coordinating a round alone.
+  Median over ``--rounds`` rounds after 200 warm-up rounds.
+
+The table gives the median over repetitions (and the range), the median load, and the
+targets of issue 15. It also says whether every repetition's ``/final`` and ``/metrics``
+(timings aside) were bitwise identical and the final test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ist_cli.runtime.arena import Arena
+from ist_cli.runtime.pool import WorkerPool
+from ist_cli.runtime.transport import WorkerProgram
+
+TIMING = {"wall_time", "compute_time", "sim_time", "comm_time_measured"}
+
+
+class Nothing(WorkerProgram):
+    """A worker that does nothing: a round is pure coordination."""
+
+    def step(self, round_index: int, payload: object) -> None:
+        return None
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def seconds_since(earlier: str, later: str) -> float:
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+def whole_run() -> dict[str, object]:
+    """One ``ist run --workers 8 --model mlp``: wall, start-up, rounds, teardown, accuracy, digest."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "ist_cli", "run", "--workers", "8", "--model", "mlp",
+                   "--out", out, "--name", "r", "--quiet"]
+        launched = datetime.now().astimezone()
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - started
+        digest = hashlib.sha256()
+        with h5py.File(Path(out) / "r.h5", "r") as handle:
+            began, ended = handle.attrs["rounds_began"], handle.attrs["rounds_ended"]
+            for group in ("final", "metrics"):
+                for key in sorted(handle[group]):
+                    if key not in TIMING:
+                        digest.update(key.encode() + np.ascontiguousarray(handle[group][key][()]).tobytes())
+            accuracy = float(handle["metrics/test_accuracy"][-1])
+    startup = seconds_since(launched.isoformat(), began)
+    rounds = seconds_since(began, ended)
+    return {"wall": wall, "startup": startup, "rounds": rounds, "teardown": wall - startup - rounds,
+            "accuracy": accuracy, "digest": digest.hexdigest()}
+
+
+def empty_round(workers: int, rounds: int) -> float:
+    """Median seconds of one round of ``Nothing`` on ``workers`` pool workers."""
+    with Arena.create({"x": ((workers,), "float64")}) as arena:
+        pool = WorkerPool(Nothing(), arena.layout, workers)
+        pool.start()
+        try:
+            for round_index in range(1, 201):
+                pool.run_round(round_index)
+            times = []
+            for round_index in range(201, 201 + rounds):
+                started = time.perf_counter()
+                pool.run_round(round_index)
+                times.append(time.perf_counter() - started)
+        finally:
+            pool.close()
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2000, help="rounds timed per empty-round measurement")
+    args = parser.parse_args()
+
+    samples: dict[str, list[float]] = {}
+    loads: list[float] = []
+    digests, accuracies = set(), set()
+    for _ in range(args.repeats):
+        loads.append(load())
+        run = whole_run()
+        digests.add(run["digest"])
+        accuracies.add(run["accuracy"])
+        for key in ("wall", "startup", "rounds", "teardown"):
+            samples.setdefault(key, []).append(float(run[key]))
+        samples.setdefault("startup+teardown", []).append(float(run["startup"]) + float(run["teardown"]))
+        for workers in (2, 8):
+            loads.append(load())
+            samples.setdefault(f"empty{workers}", []).append(empty_round(workers, args.rounds) * 1e3)
+        loads.append(load())
+
+    rows = [
+        ("`ist run --workers 8 --model mlp`, wall", "wall", "s", "≤ 4"),
+        ("  start-up (launch to round 1)", "startup", "s", ""),
+        ("  200 rounds with evaluations", "rounds", "s", ""),
+        ("  teardown (after the last round to exit)", "teardown", "s", ""),
+        ("  start-up + teardown", "startup+teardown", "s", "≤ 1.5"),
+        ("empty-round coordination, n = 2", "empty2", "ms", "≤ 0.1"),
+        ("empty-round coordination, n = 8", "empty8", "ms", "≤ 0.4"),
+    ]
+    print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {platform.processor() or platform.machine()}, "
+          f"{len(os.sched_getaffinity(0))} usable cores; python {platform.python_version()}; "
+          f"{args.repeats} interleaved repetitions; 1-minute load average {min(loads):.1f}–{max(loads):.1f} "
+          f"(median {statistics.median(loads):.1f})\n")
+    print("| figure | median | range | unit | target (issue 15) |")
+    print("|---|---:|---:|---|---|")
+    for label, key, unit, target in rows:
+        values = samples[key]
+        digits = 3 if unit == "ms" else 2
+        print(f"| {label} | {statistics.median(values):.{digits}f} | {min(values):.{digits}f}–{max(values):.{digits}f} "
+              f"| {unit} | {target} |")
+    print(f"\nfinal test accuracy: {', '.join(f'{a:.4f}' for a in sorted(accuracies))}; "
+          f"/final and /metrics (timings aside) bitwise identical across repetitions: "
+          f"{'yes' if len(digests) == 1 else f'NO ({len(digests)} different)'}")
+
+
+if __name__ == "__main__":
+    main()
