@@ -14,7 +14,7 @@ of machine load hits every figure alike), with the 1-minute load average read ju
   Median over ``--rounds`` rounds after 200 warm-up rounds.
 
 The table gives the median over repetitions (and the range), the median load, and the
-targets of issue 15. It also says whether every repetition's ``/final`` and ``/metrics``
+targets the runtime is held to. It also says whether every repetition's ``/final`` and ``/metrics``
 (timings aside) were bitwise identical and the final test accuracy.
 """
 
@@ -98,11 +98,41 @@ def empty_round(workers: int, rounds: int) -> float:
     return statistics.median(times)
 
 
+def start_and_stop(method: str) -> tuple[float, float]:
+    """Seconds to start the default run's 8 MLP workers with ``method`` (to every worker
+    ready, kernels loaded) and to stop them, in this warm process. "forkserver" includes the
+    server's own start-up and preload (a new server each time), as a run pays it."""
+    from multiprocessing import forkserver
+
+    from ist_cli.algorithms import build_algorithm, worker_preload
+    from ist_cli.config import resolve_config
+
+    algorithm = build_algorithm(resolve_config({"model": "mlp", "workers": 8}))
+    with Arena.create(algorithm.arena_spec()) as arena:
+        algorithm.initialize(arena.arrays)
+        algorithm.warm_up()
+        forkserver._forkserver._stop()  # noqa: SLF001 - a cold server, as a new run starts one
+        pool = WorkerPool(algorithm.worker_program(), arena.layout, 8, start_method=method,
+                          preload=worker_preload(algorithm.settings))
+        started = time.perf_counter()
+        pool.start()
+        ready = time.perf_counter() - started
+        pool.run_round(1)
+        started = time.perf_counter()
+        pool.close()
+        return ready, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2000, help="rounds timed per empty-round measurement")
+    parser.add_argument("--start-methods", action="store_true",
+                        help="only compare how 8 MLP workers start and stop: spawn, fork server, fork")
     args = parser.parse_args()
+    if args.start_methods:
+        compare_start_methods(args.repeats)
+        return
 
     samples: dict[str, list[float]] = {}
     loads: list[float] = []
@@ -133,7 +163,7 @@ def main() -> None:
           f"{len(os.sched_getaffinity(0))} usable cores; python {platform.python_version()}; "
           f"{args.repeats} interleaved repetitions; 1-minute load average {min(loads):.1f}–{max(loads):.1f} "
           f"(median {statistics.median(loads):.1f})\n")
-    print("| figure | median | range | unit | target (issue 15) |")
+    print("| figure | median | range | unit | target |")
     print("|---|---:|---:|---|---|")
     for label, key, unit, target in rows:
         values = samples[key]
@@ -143,6 +173,23 @@ def main() -> None:
     print(f"\nfinal test accuracy: {', '.join(f'{a:.4f}' for a in sorted(accuracies))}; "
           f"/final and /metrics (timings aside) bitwise identical across repetitions: "
           f"{'yes' if len(digests) == 1 else f'NO ({len(digests)} different)'}")
+
+
+def compare_start_methods(repeats: int) -> None:
+    methods = ("spawn", "forkserver", "fork")
+    times: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
+    loads = []
+    for _ in range(repeats):
+        for method in methods:
+            loads.append(load())
+            times[method].append(start_and_stop(method))
+    print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {repeats} interleaved repetitions; 1-minute load "
+          f"average {min(loads):.1f}–{max(loads):.1f}\n")
+    print("| start method | start 8 workers (s) | stop 8 workers (s) |")
+    print("|---|---:|---:|")
+    for method in methods:
+        print(f"| {method} | {statistics.median(t[0] for t in times[method]):.3f} "
+              f"| {statistics.median(t[1] for t in times[method]):.3f} |")
 
 
 if __name__ == "__main__":

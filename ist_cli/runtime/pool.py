@@ -7,6 +7,10 @@ and nothing is copied (``runtime.transport`` has the contract).
 
 Faults fail fast: the coordinator waits on the pipes *and* the process sentinels, so a
 worker that dies (even by SIGKILL) is noticed at once, never waited for.
+
+Workers are forked from a warm server (``runtime.forkserver``): they start and stop in
+milliseconds. When cores are free, both sides spin briefly on shared flags before blocking
+(``runtime.spin``); the pipes and sentinels still decide everything else.
 """
 
 from __future__ import annotations
