@@ -1,6 +1,7 @@
 """Start-up, teardown and per-round coordination of the shared-memory runtime (docs/performance.md).
 
     python benchmarks/bench_startup.py [--repeats 5] [--rounds 2000]
+    python benchmarks/bench_startup.py --start-methods [--repeats 5]
 
 Prints one markdown table. Each repetition measures, in this order (interleaved, so a change
 of machine load hits every figure alike), with the 1-minute load average read just before:
@@ -11,7 +12,11 @@ of machine load hits every figure alike), with the 1-minute load average read ju
   evaluations) and teardown (stopping workers, ``/final``, closing the file, interpreter exit);
 - ``empty n=2`` and ``empty n=8``: one round of a worker program that does nothing, on the
   shared-memory pool (``runtime.pool.WorkerPool``): the cost of coordinating a round alone.
-  Median over ``--rounds`` rounds after 200 warm-up rounds.
+  Median over ``--rounds`` rounds after 200 warm-up rounds; n = 2 also with the spin forced
+  on and off (``runtime.spin``: the pool spins only when workers fit the free cores).
+
+``--start-methods`` instead compares starting and stopping the default run's 8 MLP workers
+spawned, forked from the fork server (cold, as a run starts it) and forked from this process.
 
 The table gives the median over repetitions (and the range), the median load, and the
 targets the runtime is held to. It also says whether every repetition's ``/final`` and ``/metrics``
@@ -37,6 +42,7 @@ import numpy as np
 
 from ist_cli.runtime.arena import Arena
 from ist_cli.runtime.pool import WorkerPool
+from ist_cli.runtime.spin import should_spin
 from ist_cli.runtime.transport import WorkerProgram
 
 TIMING = {"wall_time", "compute_time", "sim_time", "comm_time_measured"}
@@ -80,10 +86,11 @@ def whole_run() -> dict[str, object]:
             "accuracy": accuracy, "digest": digest.hexdigest()}
 
 
-def empty_round(workers: int, rounds: int) -> float:
-    """Median seconds of one round of ``Nothing`` on ``workers`` pool workers."""
+def empty_round(workers: int, rounds: int, spin: bool | None = None) -> float:
+    """Median seconds of one round of ``Nothing`` on ``workers`` pool workers (``spin`` None:
+    as the pool decides from the free cores; True/False: forced)."""
     with Arena.create({"x": ((workers,), "float64")}) as arena:
-        pool = WorkerPool(Nothing(), arena.layout, workers)
+        pool = WorkerPool(Nothing(), arena.layout, workers, spin=spin)
         pool.start()
         try:
             for round_index in range(1, 201):
@@ -137,6 +144,7 @@ def main() -> None:
     samples: dict[str, list[float]] = {}
     loads: list[float] = []
     digests, accuracies = set(), set()
+    spins: list[bool] = []
     for _ in range(args.repeats):
         loads.append(load())
         run = whole_run()
@@ -147,7 +155,10 @@ def main() -> None:
         samples.setdefault("startup+teardown", []).append(float(run["startup"]) + float(run["teardown"]))
         for workers in (2, 8):
             loads.append(load())
+            spins.append(should_spin(workers))
             samples.setdefault(f"empty{workers}", []).append(empty_round(workers, args.rounds) * 1e3)
+        for forced in (True, False):
+            samples.setdefault(f"empty2{forced}", []).append(empty_round(2, args.rounds, forced) * 1e3)
         loads.append(load())
 
     rows = [
@@ -158,6 +169,8 @@ def main() -> None:
         ("  start-up + teardown", "startup+teardown", "s", "≤ 1.5"),
         ("empty-round coordination, n = 2", "empty2", "ms", "≤ 0.1"),
         ("empty-round coordination, n = 8", "empty8", "ms", "≤ 0.4"),
+        ("  n = 2, spin forced on", "empty2True", "ms", ""),
+        ("  n = 2, spin forced off", "empty2False", "ms", ""),
     ]
     print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {platform.processor() or platform.machine()}, "
           f"{len(os.sched_getaffinity(0))} usable cores; python {platform.python_version()}; "
@@ -172,7 +185,8 @@ def main() -> None:
               f"| {unit} | {target} |")
     print(f"\nfinal test accuracy: {', '.join(f'{a:.4f}' for a in sorted(accuracies))}; "
           f"/final and /metrics (timings aside) bitwise identical across repetitions: "
-          f"{'yes' if len(digests) == 1 else f'NO ({len(digests)} different)'}")
+          f"{'yes' if len(digests) == 1 else f'NO ({len(digests)} different)'}; the pool chose to spin in "
+          f"{sum(spins)} of {len(spins)} empty-round measurements (it never spins for n = 8 on 2 cores)")
 
 
 def compare_start_methods(repeats: int) -> None:
