@@ -136,15 +136,6 @@ def bench_step(repeats: int) -> None:
 
 
 # ----------------------------------------------------------------------------- the peer
-class Scale(nn.Module):
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
-
-
 def subnet(widths: list[int], n: int) -> nn.Sequential:
     """A rank's subnet: hidden widths / n, BN with batch statistics, activations times n."""
     w = [widths[0], widths[1] // n, widths[2] // n, widths[3]]
@@ -152,7 +143,7 @@ def subnet(widths: list[int], n: int) -> nn.Sequential:
     for i in range(3):
         layers.append(nn.Linear(w[i], w[i + 1]))
         if i < 2:
-            layers += [nn.BatchNorm1d(w[i + 1], track_running_stats=False), nn.ReLU(), Scale(float(n))]
+            layers += [nn.BatchNorm1d(w[i + 1], track_running_stats=False), nn.ReLU(), bench_torch.Scale(float(n))]
     return nn.Sequential(*layers)
 
 
