@@ -89,10 +89,12 @@ class NumpyMatmuls:
         f32 = np.float32
         self.a = [rng.standard_normal((batch, widths[0])).astype(f32)]
         self.a += [np.empty((batch, w), dtype=f32) for w in widths[1:]]
-        self.W = [rng.standard_normal((i, o)).astype(f32) / np.sqrt(i) for i, o in zip(widths[:-1], widths[1:],
-                                                                                       strict=True)]
+        self.W = [(rng.standard_normal((i, o)) / np.sqrt(i)).astype(f32) for i, o in zip(widths[:-1], widths[1:],
+                                                                                         strict=True)]
         self.G = [np.empty_like(w) for w in self.W]
         self.d = [np.empty((batch, w), dtype=f32) for w in widths]
+
+        assert all(x.dtype == f32 for x in (*self.a, *self.W, *self.G, *self.d))
 
     def step(self) -> None:
         a, W, G, d = self.a, self.W, self.G, self.d
