@@ -1,9 +1,11 @@
 """Numba kernels of the MLP on flat parameter vectors (layout: ``ist_cli.models.mlp``).
 
 They know nothing of processes or rounds: gather a subnet out of the full model, train it
-for R steps (forward, softmax cross-entropy backward, SGD/momentum/Nesterov update, optionally masked), scatter it back.
-Matrix products go through ``np.dot`` (BLAS). Layer order: Linear -> [BatchNorm with batch
-statistics] -> ReLU -> times ``scale`` (IST's optional inverted-dropout scaling).
+for R steps (forward, softmax cross-entropy backward, SGD/momentum/Nesterov update,
+optionally masked), scatter it back. Matrix products are BLAS ?gemm calls (``_gemm``) with
+alpha and beta, so the bias rides in the forward product and a plain SGD weight update is the
+gradient product itself. Layer order: Linear -> [BatchNorm with batch statistics] -> ReLU ->
+times ``scale`` (IST's optional inverted-dropout scaling).
 
 Shapes and dtypes shared by every kernel: a network with L layers has ``widths`` int64 (L+1,)
 and ``offsets`` int64 (L, 4) (``ist_cli.models.mlp.NetLayout``); its parameters are one flat
@@ -15,7 +17,7 @@ ids; neuron ids are int64. Callers outside this package pass arguments by keywor
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 BN_EPS = 1e-5  # PyTorch's BatchNorm1d default
 
@@ -87,7 +89,50 @@ def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.n
                  skip_output_bias)
 
 
+# ----------------------------------------------------------------------------- BLAS
+# numba's own wrapper of scipy.linalg.cython_blas ?gemm, the routine np.dot calls: resolved by
+# symbol name (so the kernels stay cacheable) and usable with alpha, beta and an output, which
+# np.dot cannot express. Arguments: kind ('s'/'d'), transa, transb, m, n, k, &alpha, a, lda, b,
+# ldb, &beta, c, ldc, all column-major as BLAS sees them.
+_XXGEMM = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp, types.voidptr, types.voidptr,
+    types.intp, types.voidptr, types.intp, types.voidptr, types.voidptr, types.intp))
+_NO_TRANS, _TRANS = 78, 84  # 'N', 'T'
+
+
+@njit(cache=True, nogil=True)
+def _gemm(a: np.ndarray, a_t: bool, b: np.ndarray, b_t: bool, c: np.ndarray, alpha: float, beta: float) -> None:
+    """c <- alpha op(a) op(b) + beta c in place, one BLAS call (op transposes when ``a_t``/``b_t``).
+
+    ``a``, ``b``, ``c``: 2-D, C-contiguous, one float dtype, c (M, N), op(a) (M, K), op(b) (K, N).
+    With beta = 0, c is not read (BLAS semantics): it may hold anything.
+    """
+    if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
+        raise ValueError("_gemm: operands must be C-contiguous")
+    rows, cols = c.shape
+    inner = a.shape[0] if a_t else a.shape[1]
+    if rows == 0 or cols == 0:
+        return
+    scalars = np.empty(2, dtype=c.dtype)
+    scalars[0] = alpha
+    scalars[1] = beta
+    kind = 115 if c.itemsize == 4 else 100  # 's' float32, 'd' float64
+    # row-major c is column-major c.T = op(b).T op(a).T: BLAS gets b first, leading dims = row lengths
+    status = _XXGEMM(kind, _TRANS if b_t else _NO_TRANS, _TRANS if a_t else _NO_TRANS, cols, rows, inner,
+                     scalars[0:1].ctypes, b.ctypes, max(b.shape[1], 1), a.ctypes, max(a.shape[1], 1),
+                     scalars[1:2].ctypes, c.ctypes, cols)
+    if status < 0:
+        raise RuntimeError("_gemm: BLAS ?gemm is not available")
+
+
 # ----------------------------------------------------------------------------- forward / backward
+# What backward does with each parameter's gradient g: store it (``loss_and_grad``), or apply
+# the optimizer at once (``train_steps`` on a dense model): plain SGD p <- p - lr g (for a
+# weight matrix one GEMM with beta = 1 straight into the parameters), heavy ball
+# v <- mu v + g (one GEMM with beta = mu into the velocity), p <- p - lr v.
+STORE, SGD, HEAVY_BALL = 0, 1, 2
+
+
 @njit(cache=True, nogil=True)
 def _hidden_total(widths: np.ndarray) -> int:
     total = 0
@@ -110,10 +155,11 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
         wo = offsets[layer, 0]
         bo = offsets[layer, 1]
         weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
-        z = np.dot(a_in, weight)
+        z = np.empty((batch, fan_out), dtype=params.dtype)
         for r in range(batch):  # row-major walks: arrays are (batch, width), C order
             for j in range(fan_out):
-                z[r, j] += params[bo + j]
+                z[r, j] = params[bo + j]
+        _gemm(a_in, False, weight, False, z, 1.0, 1.0)  # z = a_in W + b, the bias added by BLAS
         if layer == n_layers - 1:
             return z
         act = acts[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
@@ -161,20 +207,34 @@ def forward_logits(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, 
     acts = np.empty(hidden * batch, dtype=params.dtype)
     xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
     inv_stds = np.empty(hidden, dtype=params.dtype)
-    return _forward(params, offsets, widths, batch_norm, scale, X, acts, xhats, inv_stds)
+    return _forward(params, offsets, widths, batch_norm, scale, np.ascontiguousarray(X), acts, xhats, inv_stds)
 
 
 @njit(cache=True, nogil=True)
-def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
-                  X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
-    """Mean softmax cross-entropy (float) of the batch; its gradient w.r.t. ``params`` into
-    ``grad[:size]`` (``grad``: flat, the dtype of ``params``; the rest of it is left alone)."""
+def _apply(params: np.ndarray, out: np.ndarray, k: int, g: float, mode: int, lr: float, momentum: float) -> None:
+    """One entry's gradient ``g``: stored in ``out`` (STORE) or applied to ``params[k]`` (``out``: the velocity)."""
+    if mode == STORE:
+        out[k] = g
+    elif mode == SGD:
+        params[k] -= lr * g
+    else:
+        v = momentum * out[k] + g
+        out[k] = v
+        params[k] -= lr * v
+
+
+@njit(cache=True, nogil=True)
+def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
+          X: np.ndarray, y: np.ndarray, out: np.ndarray, mode: int, lr: float, momentum: float,
+          acts: np.ndarray, xhats: np.ndarray, inv_stds: np.ndarray) -> float:
+    """Forward and backward of one batch; the mean loss. Each layer's gradient goes where ``mode``
+    says (``out``: the gradient for STORE, the velocity for HEAVY_BALL, unused for SGD) as soon as
+    nothing later needs the old values: a weight after the error is propagated through it,
+    gamma after the batch-norm backward has used it. ``acts``/``xhats``/``inv_stds``: workspace
+    as ``_forward`` fills it."""
     n_layers = widths.shape[0] - 1
     batch = X.shape[0]
     hidden = _hidden_total(widths)
-    acts = np.empty(hidden * batch, dtype=params.dtype)
-    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
-    inv_stds = np.empty(hidden, dtype=params.dtype)
     logits = _forward(params, offsets, widths, batch_norm, scale, X, acts, xhats, inv_stds)
 
     classes = widths[n_layers]
@@ -206,24 +266,28 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
             a_in = acts[hpos * batch:(hpos + fan_in) * batch].reshape((batch, fan_in))
         else:
             a_in = X
-        gw = np.dot(a_in.T, dz)
-        grad[wo:wo + fan_in * fan_out] = gw.ravel()
+        weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
+        da = dz  # layer 0 needs no error below it
+        if layer > 0:  # with the weights as they were: the error to the previous layer's output
+            da = np.empty((batch, fan_in), dtype=params.dtype)
+            _gemm(dz, False, weight, True, da, 1.0, 0.0)
+        # the weight gradient a_in.T dz, never materialised apart from where it belongs
+        if mode == STORE:
+            _gemm(a_in, True, dz, False, out[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out)), 1.0, 0.0)
+        elif mode == SGD:
+            _gemm(a_in, True, dz, False, weight, -lr, 1.0)
+        else:
+            _gemm(a_in, True, dz, False, out[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out)), 1.0, momentum)
+            for k in range(wo, wo + fan_in * fan_out):
+                params[k] -= lr * out[k]
         bias_grad = np.zeros(fan_out)
         for r in range(batch):
             for j in range(fan_out):
                 bias_grad[j] += dz[r, j]
         for j in range(fan_out):
-            grad[bo + j] = bias_grad[j]
+            _apply(params, out, bo + j, bias_grad[j], mode, lr, momentum)
         if layer == 0:
             break
-        weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
-        da = np.dot(dz, weight.T)  # (batch, fan_in): gradient w.r.t. the previous layer's output
-        for r in range(batch):
-            for j in range(fan_in):
-                if not a_in[r, j] > 0.0:
-                    da[r, j] = 0.0
-                else:
-                    da[r, j] *= scale
         if batch_norm:
             prev = layer - 1
             go = offsets[prev, 2]
@@ -231,20 +295,43 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
             xhat = xhats[hpos * batch:(hpos + fan_in) * batch].reshape((batch, fan_in))
             sum_dy = np.zeros(fan_in)
             sum_dy_xhat = np.zeros(fan_in)
-            for r in range(batch):
+            for r in range(batch):  # ReLU' and the column sums in one pass
                 for j in range(fan_in):
-                    sum_dy[j] += da[r, j]
-                    sum_dy_xhat[j] += da[r, j] * xhat[r, j]
-            for j in range(fan_in):
-                grad[go + j] = sum_dy_xhat[j]
-                grad[beo + j] = sum_dy[j]
+                    d = da[r, j] * scale if a_in[r, j] > 0.0 else 0.0
+                    da[r, j] = d
+                    sum_dy[j] += d
+                    sum_dy_xhat[j] += d * xhat[r, j]
             for r in range(batch):
                 for j in range(fan_in):
                     # dz = gamma*inv/B * (B*dy - sum(dy) - xhat*sum(dy*xhat))
                     da[r, j] = params[go + j] * inv_stds[hpos + j] * (
                         da[r, j] - (sum_dy[j] + xhat[r, j] * sum_dy_xhat[j]) / batch)
+            for j in range(fan_in):
+                _apply(params, out, go + j, sum_dy_xhat[j], mode, lr, momentum)
+                _apply(params, out, beo + j, sum_dy[j], mode, lr, momentum)
+        else:
+            for r in range(batch):
+                for j in range(fan_in):
+                    if not a_in[r, j] > 0.0:
+                        da[r, j] = 0.0
+                    else:
+                        da[r, j] *= scale
         dz = da
     return loss
+
+
+@njit(cache=True, nogil=True)
+def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
+                  X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
+    """Mean softmax cross-entropy (float) of the batch; its gradient w.r.t. ``params`` into
+    ``grad[:size]`` (``grad``: flat, the dtype of ``params``; the rest of it is left alone)."""
+    batch = X.shape[0]
+    hidden = _hidden_total(widths)
+    acts = np.empty(hidden * batch, dtype=params.dtype)
+    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
+    inv_stds = np.empty(hidden, dtype=params.dtype)
+    return _step(params, offsets, widths, batch_norm, scale, np.ascontiguousarray(X), y, grad, STORE, 0.0, 0.0,
+                 acts, xhats, inv_stds)
 
 
 # ----------------------------------------------------------------------------- update / training
@@ -304,15 +391,34 @@ def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.nd
     the dtype of ``X``, at least ``size`` long; step s uses learning rate ``lrs[s]`` (float64
     (R,): the schedule is the caller's); ``mask`` as in ``sgd_update``; ``scale``, ``momentum``:
     floats. Returns the mean batch loss.
+
+    A dense model under plain SGD or heavy ball takes each step with the update fused into
+    backward (``_step``): ``grad`` is not written. Nesterov (its update needs g and v) and a
+    masked model (pruned entries must stay exactly 0) store the gradient in ``grad``, then
+    ``sgd_update`` applies it.
     """
     steps = batches.shape[0]
+    batch = batches.shape[1]
+    hidden = _hidden_total(widths)
+    acts = np.empty(hidden * batch, dtype=params.dtype)
+    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
+    inv_stds = np.empty(hidden, dtype=params.dtype)
+    fused = mask.shape[0] == 0 and not nesterov
+    mode = STORE
+    if fused:
+        mode = SGD if momentum == 0.0 else HEAVY_BALL
     total = 0.0
     for step in range(steps):
         rows = batches[step]
         Xb = X[rows]
         yb = y[rows]
-        total += loss_and_grad(params, offsets, widths, batch_norm, scale, Xb, yb, grad)
-        sgd_update(params, grad, velocity, mask, size, lrs[step], momentum, nesterov)
+        if fused:
+            total += _step(params, offsets, widths, batch_norm, scale, Xb, yb, velocity, mode, lrs[step], momentum,
+                           acts, xhats, inv_stds)
+        else:
+            total += _step(params, offsets, widths, batch_norm, scale, Xb, yb, grad, STORE, 0.0, 0.0,
+                           acts, xhats, inv_stds)
+            sgd_update(params, grad, velocity, mask, size, lrs[step], momentum, nesterov)
     return total / max(steps, 1)
 
 
