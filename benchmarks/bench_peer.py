@@ -225,6 +225,7 @@ def peer_rank(rank: int, n: int, widths: list[int], batch: int, steps: int, roun
         times.append(time.perf_counter() - start)
     if rank == 0:
         Path(out).write_text(json.dumps(times))
+    dist.barrier()  # no rank tears gloo down while another still talks to it (std::terminate)
     dist.destroy_process_group()
 
 
