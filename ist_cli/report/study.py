@@ -67,7 +67,7 @@ def steps_figure(result: StudyResult, *, normalised: bool = False) -> Figure:
     ylabel = "steps / steps at smallest B" if normalised else "steps to result"
     _log2_axes(ax, _b_note(result), ylabel)
     what = "normalised steps-to-result" if normalised else "steps-to-result (dotted: fit K_min(1+B_c/B))"
-    ax.set_title(f"{result.name}: {what}; dashed: perfect scaling", fontsize=10)
+    ax.set_title(f"{result.name}: {what}\ndashed: perfect scaling", fontsize=10)  # two lines: fits the axes
     if ax.lines:
         ax.legend(fontsize=8)
     return fig
