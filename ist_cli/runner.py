@@ -345,8 +345,8 @@ def run_experiment(
                 arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
                 arrays = arena.arrays
                 algorithm.initialize(arrays)
-                progress.stage("compiling or loading the numba kernels")
-                algorithm.warm_up()
+                # no warm-up here: the fork server loads every worker kernel meanwhile, and this
+                # process loads the few it calls (evaluation) at the initial evaluation below
                 make_dir(path.parent, "--out")
                 writer = _claim_run_file(path, overwrite, run_id=run_id, config=config, env=environment(),
                                          seed=settings.seed, version=__version__, git_commit=git_commit())

@@ -45,8 +45,8 @@ class Algorithm(ABC):
         """Fill the arena (data, problem, initial model) before workers start."""
 
     def warm_up(self) -> None:
-        """Compile the numba kernels (or load them from numba's cache) in the coordinator: it
-        evaluates with them, and a first compile here fills the cache workers load from."""
+        """Compile the numba kernels (or load them from numba's cache) in this process: what the
+        fork server does for workers; for in-process use (the runner does not call it)."""
         run_preload(worker_preload(self.settings))
 
     @abstractmethod
