@@ -115,8 +115,9 @@ class FaultPolicy:
         try:
             yield
         except KeyboardInterrupt:
-            self.status, self.error = "failed", f"interrupted by the user at round {current_round()}"
-            raise RunInterrupted(f"stopped at round {current_round()}; the run file records it as failed") from None
+            stopped_at = current_round()
+            self.status, self.error = "failed", f"interrupted by the user at round {stopped_at}"
+            raise RunInterrupted(f"stopped at round {stopped_at}; the run file records it as failed") from None
         except RunFailed as exc:
             self.status, self.error = "failed", full_story(exc)
             raise

@@ -142,6 +142,18 @@ def _hidden_total(widths: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _workspace(params: np.ndarray, widths: np.ndarray, batch_norm: bool, batch: int):
+    """``_forward``'s workspace for ``batch`` rows, in the dtype of ``params``: hidden
+    activations (hidden*batch,), normalised values (hidden*batch,; empty without batch norm)
+    and 1/std (hidden,)."""
+    hidden = _hidden_total(widths)
+    acts = np.empty(hidden * batch, dtype=params.dtype)
+    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
+    inv_stds = np.empty(hidden, dtype=params.dtype)
+    return acts, xhats, inv_stds
+
+
+@njit(cache=True, nogil=True)
 def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
              X: np.ndarray, acts: np.ndarray, xhats: np.ndarray, inv_stds: np.ndarray) -> np.ndarray:
     """Logits of the batch ``X``; hidden activations, normalised values and 1/std are kept for backward."""
@@ -202,11 +214,7 @@ def forward_logits(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, 
                    X: np.ndarray) -> np.ndarray:
     """Logits (batch, widths[-1]) of ``X`` (batch norm uses the statistics of ``X`` itself, as the
     original code did); ``scale`` float multiplies hidden activations."""
-    hidden = _hidden_total(widths)
-    batch = X.shape[0]
-    acts = np.empty(hidden * batch, dtype=params.dtype)
-    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
-    inv_stds = np.empty(hidden, dtype=params.dtype)
+    acts, xhats, inv_stds = _workspace(params, widths, batch_norm, X.shape[0])
     return _forward(params, offsets, widths, batch_norm, scale, np.ascontiguousarray(X), acts, xhats, inv_stds)
 
 
@@ -325,11 +333,7 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
                   X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
     """Mean softmax cross-entropy (float) of the batch; its gradient w.r.t. ``params`` into
     ``grad[:size]`` (``grad``: flat, the dtype of ``params``; the rest of it is left alone)."""
-    batch = X.shape[0]
-    hidden = _hidden_total(widths)
-    acts = np.empty(hidden * batch, dtype=params.dtype)
-    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
-    inv_stds = np.empty(hidden, dtype=params.dtype)
+    acts, xhats, inv_stds = _workspace(params, widths, batch_norm, X.shape[0])
     return _step(params, offsets, widths, batch_norm, scale, np.ascontiguousarray(X), y, grad, STORE, 0.0, 0.0,
                  acts, xhats, inv_stds)
 
@@ -398,11 +402,7 @@ def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.nd
     ``sgd_update`` applies it.
     """
     steps = batches.shape[0]
-    batch = batches.shape[1]
-    hidden = _hidden_total(widths)
-    acts = np.empty(hidden * batch, dtype=params.dtype)
-    xhats = np.empty(hidden * batch if batch_norm else 0, dtype=params.dtype)
-    inv_stds = np.empty(hidden, dtype=params.dtype)
+    acts, xhats, inv_stds = _workspace(params, widths, batch_norm, batches.shape[1])
     fused = mask.shape[0] == 0 and not nesterov
     mode = STORE
     if fused:
