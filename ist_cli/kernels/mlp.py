@@ -31,23 +31,31 @@ def _copy_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.nda
 
     Layer l's subnet is the block ``W_l[rows, cols]`` with rows = ``neurons[starts[l]:starts[l+1]]``
     and cols the next layer's ids, plus the per-neuron vectors (bias, BN gamma/beta) on cols.
+    The block is walked in ascending order of the full model's rows and columns (a block's ids
+    come in the random order of the partition): the large side is then read or written in
+    address order, which the hardware prefetches, and the subnet side is small and cached.
     """
     n_layers = full_widths.shape[0] - 1
     for layer in range(n_layers):
         rows = neurons[starts[layer]:starts[layer + 1]]
         cols = neurons[starts[layer + 1]:starts[layer + 2]]
+        row_order = np.argsort(rows)
+        col_order = np.argsort(cols)
+        sorted_cols = cols[col_order]
         full_cols = full_widths[layer + 1]
         n_cols = sub_widths[layer + 1]
         fw = full_offsets[layer, 0]
         sw = sub_offsets[layer, 0]
-        for a in range(rows.shape[0]):
+        for i in range(rows.shape[0]):
+            a = row_order[i]
             base = fw + rows[a] * full_cols
             row = sw + a * n_cols
-            for b in range(n_cols):
-                if to_full:
-                    full[base + cols[b]] = sub[row + b]
-                else:
-                    sub[row + b] = full[base + cols[b]]
+            if to_full:
+                for k in range(n_cols):
+                    full[base + sorted_cols[k]] = sub[row + col_order[k]]
+            else:
+                for k in range(n_cols):
+                    sub[row + col_order[k]] = full[base + sorted_cols[k]]
         for kind in range(1, 4):
             if full_offsets[layer, kind] < 0:
                 continue
