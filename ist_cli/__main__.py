@@ -1,3 +1,3 @@
-from ist_cli.cli import main
+from ist_cli.cli import entry
 
-main()
+entry()
