@@ -2,7 +2,7 @@
 
     pip install torch==2.13.0               # dev only (CPU wheel): ist never imports torch
     python benchmarks/bench_peer.py         # all parts; prints markdown tables
-    python benchmarks/bench_peer.py step    # or one part: step | round | coordination
+    python benchmarks/bench_peer.py step    # or one part: step | round | coordination | floor
 
 The peer is our own re-implementation of the centralised parameter-server version of Yuan et
 al.'s code (``distributed_*layer_subnet_centralized_ps_gloo.py``): rank 0 is the parameter
@@ -29,6 +29,9 @@ Parts:
            rounds after the first, timed on rank 0.
 ``coordination``  the same with R = 1 and a tiny network (64-16-16-10, batch 8): the cost of
            a round's communication and synchronisation alone, n = 2 and 8.
+``floor``  the lowest speech-round time any implementation calling this machine's BLAS can
+           reach: one worker's matrix products in numpy alone, times the workers that share
+           a core, against the peer's round (``bench_floor``).
 
 Every figure is the median over ``--repeats`` repetitions in which ist and the peer
 alternate; the machine's load (``uptime``) is printed before and after each part.
@@ -82,17 +85,25 @@ def matmul_flops(widths: list[int], batch: int) -> int:
 
 # ----------------------------------------------------------------------------- step
 class NumpyMatmuls:
-    """The step's eight matrix products in numpy, outputs preallocated: what BLAS alone costs."""
+    """The step's matrix products in numpy, outputs preallocated: what BLAS alone costs.
 
-    def __init__(self, widths: list[int], batch: int) -> None:
+    ``neuron_major`` False is ist's arrangement: activations (batch, width), weights (in, out).
+    True is the other one: weights (out, in) as ``nn.Linear`` stores them and activations
+    (width, batch), which suits OpenBLAS better at some of these shapes (``floor`` takes the
+    faster of the two)."""
+
+    def __init__(self, widths: list[int], batch: int, neuron_major: bool = False) -> None:
         rng = np.random.default_rng(0)
         f32 = np.float32
-        self.a = [rng.standard_normal((batch, widths[0])).astype(f32)]
-        self.a += [np.empty((batch, w), dtype=f32) for w in widths[1:]]
-        self.W = [(rng.standard_normal((i, o)) / np.sqrt(i)).astype(f32) for i, o in zip(widths[:-1], widths[1:],
-                                                                                         strict=True)]
+        self.neuron_major = neuron_major
+        shape = (lambda w: (w, batch)) if neuron_major else (lambda w: (batch, w))
+        self.a = [rng.standard_normal(shape(widths[0])).astype(f32)]
+        self.a += [np.empty(shape(w), dtype=f32) for w in widths[1:]]
+        pairs = list(zip(widths[:-1], widths[1:], strict=True))
+        self.W = [(rng.standard_normal((o, i) if neuron_major else (i, o)) / np.sqrt(i)).astype(f32)
+                  for i, o in pairs]
         self.G = [np.empty_like(w) for w in self.W]
-        self.d = [np.empty((batch, w), dtype=f32) for w in widths]
+        self.d = [np.empty(shape(w), dtype=f32) for w in widths]
 
         assert all(x.dtype == f32 for x in (*self.a, *self.W, *self.G, *self.d))
 
@@ -100,12 +111,20 @@ class NumpyMatmuls:
         a, W, G, d = self.a, self.W, self.G, self.d
         layers = len(W)
         for layer in range(layers):
-            np.matmul(a[layer], W[layer], out=a[layer + 1])
+            if self.neuron_major:
+                np.matmul(W[layer], a[layer], out=a[layer + 1])
+            else:
+                np.matmul(a[layer], W[layer], out=a[layer + 1])
         d[layers][...] = a[layers]
         for layer in range(layers - 1, -1, -1):
-            np.matmul(a[layer].T, d[layer + 1], out=G[layer])
-            if layer:
-                np.matmul(d[layer + 1], W[layer].T, out=d[layer])
+            if self.neuron_major:
+                np.matmul(d[layer + 1], a[layer].T, out=G[layer])
+                if layer:
+                    np.matmul(W[layer].T, d[layer + 1], out=d[layer])
+            else:
+                np.matmul(a[layer].T, d[layer + 1], out=G[layer])
+                if layer:
+                    np.matmul(d[layer + 1], W[layer].T, out=d[layer])
 
 
 def bench_step(repeats: int) -> None:
@@ -298,12 +317,57 @@ def bench_coordination(repeats: int) -> None:
     compare("Coordination only", cases, repeats, 1e-3, "ms")
 
 
-PARTS = {"step": bench_step, "round": bench_round, "coordination": bench_coordination}
+def bench_floor(repeats: int) -> None:
+    """How low an ist speech round can go on this machine, against the peer's round.
+
+    An IST round at n workers is n independent jobs of R steps on a subnet (hidden widths
+    4096/n), one per worker process, on ``os.cpu_count()`` cores. Whatever else it does, it
+    performs each worker's matrix products: timed here in numpy alone (no elementwise work, no
+    gather or scatter, no coordination), in the faster of the two arrangements, single thread.
+    ceil(n / cores) workers share a core, so no ist round can take less than that many
+    workers' products. Divided by the peer's measured round this is the lowest ist ÷ PyTorch
+    any implementation calling this BLAS can reach."""
+    batch, steps, cores = 128, 20, os.cpu_count() or 1
+    print(f"load before: {uptime()}", flush=True)
+    rows = []
+    for n in (2, 4, 8):
+        widths = [SPEECH[0], SPEECH[1] // n, SPEECH[2] // n, SPEECH[3]]
+        arrangements = {False: NumpyMatmuls(widths, batch), True: NumpyMatmuls(widths, batch, neuron_major=True)}
+        samples: dict[bool, list[float]] = {key: [] for key in arrangements}
+        peer_s = []
+        for _ in range(repeats):  # interleaved: both arrangements, then the peer
+            for key, products in arrangements.items():
+                products.step()  # warm-up
+                start = time.perf_counter()
+                for _ in range(steps):
+                    products.step()
+                samples[key].append(time.perf_counter() - start)
+            peer_s.append(peer_round(n, SPEECH, batch, steps, 3))
+        per_worker = {key: float(np.median(v)) for key, v in samples.items()}
+        best = min(per_worker.values())
+        per_core = -(-n // cores)
+        peer = float(np.median(peer_s))
+        flops = steps * matmul_flops(widths, batch)
+        rows.append((n, per_worker[False], per_worker[True], flops / best / 1e9, per_core, best * per_core, peer))
+        print(f"  n {n}: products {[round(v, 3) for v in samples[False]]} / {[round(v, 3) for v in samples[True]]} s,"
+              f" peer {[round(v, 3) for v in peer_s]} s; load {uptime().split('load average:')[1].strip()}", flush=True)
+    print(f"load after: {uptime()}\n")
+    print(f"Floor of a speech-shape IST round ({'-'.join(map(str, SPEECH))}, batch {batch}, R {steps}) on {cores} "
+          f"cores: one worker's matrix products in numpy, median of {repeats} interleaved repeats:\n")
+    print("| n | one worker's products, ist arrangement (s) | same, (out, in) weights (s) | best GFLOP/s | "
+          "workers per core | floor of a round (s) | PyTorch + gloo round (s) | floor ÷ PyTorch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for n, ist_arr, other_arr, gflops, per_core, floor, peer in rows:
+        print(f"| {n} | {ist_arr:.3f} | {other_arr:.3f} | {gflops:.1f} | {per_core} | {floor:.3f} | {peer:.3f} | "
+              f"{floor / peer:.2f} |", flush=True)
+
+
+PARTS = {"step": bench_step, "round": bench_round, "coordination": bench_coordination, "floor": bench_floor}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", metavar="PART", help="step, round, coordination (default: all)")
+    parser.add_argument("parts", nargs="*", metavar="PART", help="step, round, coordination, floor (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; medians are reported")
     args = parser.parse_args()
     parts = args.parts or list(PARTS)
