@@ -176,9 +176,9 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
         bo = offsets[layer, 1]
         weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
         z = np.empty((batch, fan_out), dtype=params.dtype)
+        bias = params[bo:bo + fan_out]
         for r in range(batch):  # row-major walks: arrays are (batch, width), C order
-            for j in range(fan_out):
-                z[r, j] = params[bo + j]
+            z[r] = bias
         _gemm(a_in, False, weight, False, z, 1.0, 1.0)  # z = a_in W + b, the bias added by BLAS
         if layer == n_layers - 1:
             return z
@@ -187,31 +187,42 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
             xhat = xhats[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
             go = offsets[layer, 2]
             beo = offsets[layer, 3]
-            # per-column statistics accumulated row by row, in float64, in row order
+            # per-column statistics accumulated row by row, in float64, in row order. Inner
+            # loops run over one row's view and per-column vectors (not offsets into the
+            # flat parameters), which the compiler vectorises: same arithmetic, same order.
             mean = np.zeros(fan_out)
             for r in range(batch):
+                zr = z[r]
                 for j in range(fan_out):
-                    mean[j] += z[r, j]
+                    mean[j] += zr[j]
             mean /= batch
             inv = np.zeros(fan_out)
             for r in range(batch):
+                zr = z[r]
                 for j in range(fan_out):
-                    diff = z[r, j] - mean[j]
+                    diff = zr[j] - mean[j]
                     inv[j] += diff * diff
             for j in range(fan_out):
                 inv[j] = 1.0 / np.sqrt(inv[j] / batch + BN_EPS)
                 inv_stds[hpos + j] = inv[j]
+            gamma = params[go:go + fan_out]
+            beta = params[beo:beo + fan_out]
             for r in range(batch):
+                zr = z[r]
+                xr = xhat[r]
+                ar = act[r]
                 for j in range(fan_out):
-                    xh = (z[r, j] - mean[j]) * inv[j]
-                    xhat[r, j] = xh
-                    y = params[go + j] * xh + params[beo + j]
-                    act[r, j] = scale * y if y > 0.0 else 0.0
+                    xh = (zr[j] - mean[j]) * inv[j]
+                    xr[j] = xh
+                    y = gamma[j] * xh + beta[j]
+                    ar[j] = scale * y if y > 0.0 else 0.0
         else:
             for r in range(batch):
+                zr = z[r]
+                ar = act[r]
                 for j in range(fan_out):
-                    y = z[r, j]
-                    act[r, j] = scale * y if y > 0.0 else 0.0
+                    y = zr[j]
+                    ar[j] = scale * y if y > 0.0 else 0.0
         a_in = act
         hpos += fan_out
     return a_in  # unreachable for n_layers >= 1
@@ -298,8 +309,9 @@ def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_nor
                 params[k] -= lr * out[k]
         bias_grad = np.zeros(fan_out)
         for r in range(batch):
+            dzr = dz[r]
             for j in range(fan_out):
-                bias_grad[j] += dz[r, j]
+                bias_grad[j] += dzr[j]
         for j in range(fan_out):
             _apply(params, out, bo + j, bias_grad[j], mode, lr, momentum)
         if layer == 0:
@@ -312,26 +324,35 @@ def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_nor
             sum_dy = np.zeros(fan_in)
             sum_dy_xhat = np.zeros(fan_in)
             for r in range(batch):  # ReLU' and the column sums in one pass
+                dar = da[r]
+                ar = a_in[r]
+                xr = xhat[r]
                 for j in range(fan_in):
-                    d = da[r, j] * scale if a_in[r, j] > 0.0 else 0.0
-                    da[r, j] = d
+                    d = dar[j] * scale if ar[j] > 0.0 else 0.0
+                    dar[j] = d
                     sum_dy[j] += d
-                    sum_dy_xhat[j] += d * xhat[r, j]
+                    sum_dy_xhat[j] += d * xr[j]
+            coef = np.empty(fan_in, dtype=params.dtype)  # gamma * 1/std, as the product below had it
+            for j in range(fan_in):
+                coef[j] = params[go + j] * inv_stds[hpos + j]
             for r in range(batch):
+                dar = da[r]
+                xr = xhat[r]
                 for j in range(fan_in):
                     # dz = gamma*inv/B * (B*dy - sum(dy) - xhat*sum(dy*xhat))
-                    da[r, j] = params[go + j] * inv_stds[hpos + j] * (
-                        da[r, j] - (sum_dy[j] + xhat[r, j] * sum_dy_xhat[j]) / batch)
+                    dar[j] = coef[j] * (dar[j] - (sum_dy[j] + xr[j] * sum_dy_xhat[j]) / batch)
             for j in range(fan_in):
                 _apply(params, out, go + j, sum_dy_xhat[j], mode, lr, momentum)
                 _apply(params, out, beo + j, sum_dy[j], mode, lr, momentum)
         else:
             for r in range(batch):
+                dar = da[r]
+                ar = a_in[r]
                 for j in range(fan_in):
-                    if not a_in[r, j] > 0.0:
-                        da[r, j] = 0.0
+                    if not ar[j] > 0.0:
+                        dar[j] = 0.0
                     else:
-                        da[r, j] *= scale
+                        dar[j] *= scale
         dz = da
     return loss
 
