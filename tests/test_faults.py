@@ -27,9 +27,9 @@ LONG_RUN = ["run", "--model", "quadratic", "--workers", "4", "--dim", "64", "--r
 class Run:
     """A long ``ist run`` in the background whose stderr is collected by a thread."""
 
-    def __init__(self, tmp_path, args: list[str]) -> None:
+    def __init__(self, tmp_path, args: list[str], env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "ist_cli", *args, "--out", str(tmp_path)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -52,9 +52,9 @@ class Run:
         return any(": round " in line for line in self.lines)
 
 
-def start_long_run(tmp_path, args: list[str] = LONG_RUN) -> Run:
+def start_long_run(tmp_path, args: list[str] = LONG_RUN, env: dict[str, str] | None = None) -> Run:
     """Start a run named ``long`` and return once its 4 workers exist and it has logged rounds."""
-    process = Run(tmp_path, args)
+    process = Run(tmp_path, args, env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if len(worker_processes(process.pid)) == 4 and process.rounds_reported():
@@ -143,6 +143,23 @@ def test_sigkill_of_a_worker_fails_the_run_fast(tmp_path):
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in [victim])
     assert len(others) == 3
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in others)  # the pool closed them
+
+
+def test_a_sigkilled_coordinator_leaves_no_temporary_directory(tmp_path):
+    """multiprocessing puts the fork server's socket in a ``pymp-*`` directory that the
+    coordinator removes at exit; killed outright it cannot, so the server removes it as it ends."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    process = start_long_run(tmp_path / "out", env={**os.environ, "TMPDIR": str(temp)})
+    workers = worker_processes(process.pid)
+    assert [p.name for p in temp.iterdir() if p.name.startswith("pymp-")]  # the socket's directory exists
+    os.kill(process.pid, signal.SIGKILL)
+    process.process.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (list(temp.glob("pymp-*")) or any(w.is_running() for w in workers)):
+        time.sleep(0.1)
+    assert not list(temp.glob("pymp-*")), [p.name for p in temp.iterdir()]
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
 
 
 def test_ctrl_c_fails_the_run_cleanly(tmp_path):

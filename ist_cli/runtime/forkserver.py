@@ -23,12 +23,13 @@ import multiprocessing as mp
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from multiprocessing import forkserver
+from multiprocessing import forkserver, util
 from multiprocessing.context import BaseContext
 
 from ist_cli.runtime.threads import SINGLE_THREAD_ENV
 
 PRELOAD_ENV = "IST_WORKER_PRELOAD"
+SOCKET_DIR_ENV = "IST_FORKSERVER_DIR"  # the coordinator's multiprocessing temp dir, which holds the server's socket
 SERVER_MODULE = "ist_cli.runtime.worker_preload"
 
 
@@ -56,7 +57,9 @@ def start_server(preload: Sequence[str] = ()) -> BaseContext:
     """
     context = mp.get_context("forkserver")
     context.set_forkserver_preload([SERVER_MODULE])
-    with environment({**SINGLE_THREAD_ENV, PRELOAD_ENV: ";".join(preload)}):
+    # the server's socket is made in this process's temp dir, which this process removes at
+    # exit; the server removes it too when it ends, which covers a SIGKILLed coordinator
+    with environment({**SINGLE_THREAD_ENV, PRELOAD_ENV: ";".join(preload), SOCKET_DIR_ENV: util.get_temp_dir()}):
         forkserver.ensure_running()
     return context
 
