@@ -109,6 +109,19 @@ def test_ist_round_bytes_are_the_closed_form(tmp_path):
     assert np.array_equal(mpi.metrics["bytes_down_measured"], rounds * down)
 
 
+def test_every_rank_waits_for_rank_0_to_finish_the_run_file(tmp_path):
+    """Worker ranks are released before rank 0 writes ``/final``; a rank that then ends without
+    finalizing MPI makes the launcher kill the others, rank 0 mid-write (a real regression:
+    exit code 0 and only ``NAME.h5.tmp`` left). A model whose ``/final`` takes a while to write."""
+    args = ["--model", "mlp", "--hidden", "4096,4096", "--rounds", "1", "--local-steps", "1", "--workers", "2"]
+    result = ist("run", *args, "--out", str(tmp_path), "--name", "big", "--transport", "mpi", "--quiet", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert files_in(tmp_path) == ["big.h5"]
+    run = read_run(tmp_path / "big.h5")
+    assert run.status == "completed"
+    assert run.final["W1"].shape == (4096, 4096)
+
+
 def test_workers_must_match_the_launcher(tmp_path):
     mpiexec = Path(sys.executable).parent / "mpiexec"
     result = subprocess.run(

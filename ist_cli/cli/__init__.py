@@ -86,26 +86,35 @@ def main(argv: list[str] | None = None) -> None:
         interrupted()
 
 
-def entry() -> None:
-    """The ``ist`` executable (and ``python -m ist_cli``): ``main``, then a fast exit.
+_fast_exit_allowed = False
 
-    Once the command is done (its files closed, its workers stopped), the interpreter's own
-    teardown of numba, numpy and h5py would take another 0.2-0.3 s of nothing; the exit
-    handlers run as usual (multiprocessing's cleanup among them), the output is flushed, and
-    the process ends without it. A command that left a non-daemon thread running exits the
-    ordinary way, which waits for it. ``main`` itself returns normally: tests call it in-process.
+
+def allow_fast_exit() -> None:
+    """Called by a command that has finished and leaves nothing for the interpreter's exit to
+    do but tear modules down: its files closed, its workers stopped, no thread, pool or MPI
+    left running (``ist run`` over shared memory)."""
+    global _fast_exit_allowed
+    _fast_exit_allowed = True
+
+
+def entry() -> None:
+    """The ``ist`` executable (and ``python -m ist_cli``): ``main``, then a fast exit if allowed.
+
+    After ``ist run`` the interpreter's own teardown of numba, numpy and h5py takes another
+    0.2-0.3 s of nothing. A command that allows it (``allow_fast_exit``) ends instead with
+    the exit handlers (multiprocessing's cleanup among them), a flush of stdout and stderr,
+    and ``os._exit``. Never under MPI: mpi4py finalizes MPI at the C level of the exit, and a
+    rank that skips it makes the launcher kill the others. ``main`` itself returns normally:
+    tests call it in-process.
     """
     try:
         main()
         code = 0
     except SystemExit as exc:
         code = exc.code
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    threads = any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
+    if not _fast_exit_allowed or threads or "mpi4py.MPI" in sys.modules or not isinstance(code, int):
         sys.exit(code)
-    if not isinstance(code, int):  # sys.exit("message") / sys.exit(None), as the interpreter would
-        if code is not None:
-            print(code, file=sys.stderr)
-        code = 0 if code is None else 1
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ist_cli.cli import allow_fast_exit
 from ist_cli.config import (
     ALGORITHMS,
     OPTIONS,
@@ -215,6 +216,7 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
     else:
         summary = run_experiment(config, out_dir=out_dir, name=name, overwrite=overwrite, quiet=quiet,
                                  round_timeout=timeout, step_budget=step_budget)
+        allow_fast_exit()  # the file is finished and the workers stopped: nothing left for the exit
     if summary.extras.get("reused") and not quiet:
         click.echo(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
                    "(--overwrite recomputes it)", err=True)
