@@ -1,6 +1,15 @@
+import signal
+
 import pytest
 
 from tests.helpers import assert_no_new_segments, shm_entries
+
+# Tests that interrupt a run need SIGINT to be deliverable. A suite started in the background
+# of a non-interactive shell (`cmd &` in a script) inherits SIGINT ignored, and so would every
+# run it starts, since an ignored signal stays ignored across exec: Ctrl-C tests would time
+# out. Catching it here gives this process Python's handler and its children the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
