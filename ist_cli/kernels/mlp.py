@@ -332,7 +332,7 @@ def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_nor
                     dar[j] = d
                     sum_dy[j] += d
                     sum_dy_xhat[j] += d * xr[j]
-            coef = np.empty(fan_in, dtype=params.dtype)  # gamma * 1/std, as the product below had it
+            coef = np.empty(fan_in, dtype=params.dtype)  # gamma * 1/std per column, in the params' dtype
             for j in range(fan_in):
                 coef[j] = params[go + j] * inv_stds[hpos + j]
             for r in range(batch):
@@ -436,17 +436,13 @@ def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.nd
     mode = STORE
     if fused:
         mode = SGD if momentum == 0.0 else HEAVY_BALL
+    out = velocity if fused else grad  # where _step puts what it computes (lr, momentum unused by STORE)
     total = 0.0
     for step in range(steps):
         rows = batches[step]
-        Xb = X[rows]
-        yb = y[rows]
-        if fused:
-            total += _step(params, offsets, widths, batch_norm, scale, Xb, yb, velocity, mode, lrs[step], momentum,
-                           acts, xhats, inv_stds)
-        else:
-            total += _step(params, offsets, widths, batch_norm, scale, Xb, yb, grad, STORE, 0.0, 0.0,
-                           acts, xhats, inv_stds)
+        total += _step(params, offsets, widths, batch_norm, scale, X[rows], y[rows], out, mode, lrs[step], momentum,
+                       acts, xhats, inv_stds)
+        if not fused:
             sgd_update(params, grad, velocity, mask, size, lrs[step], momentum, nesterov)
     return total / max(steps, 1)
 
