@@ -213,3 +213,52 @@ def test_float32_kernels_agree_with_float64():
     )
     assert loss32 == pytest.approx(loss64, rel=1e-4)
     np.testing.assert_allclose(grad32, grad64, rtol=1e-3, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- BLAS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_t", [False, True])
+@pytest.mark.parametrize("b_t", [False, True])
+def test_gemm_computes_alpha_op_a_op_b_plus_beta_c(dtype, a_t, b_t):
+    """``_gemm`` on row-major operands, through whichever BLAS ``kernels.blas`` bound, against
+    numpy in float64 (non-square shapes, so a swapped dimension or leading size shows)."""
+    from numba import njit
+
+    gemm = njit(lambda a, at, b, bt, c, alpha, beta: kernels._gemm(a, at, b, bt, c, alpha, beta))
+    rng = np.random.default_rng(3)
+    m, k, n = 7, 5, 3
+    a = rng.standard_normal((k, m) if a_t else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if b_t else (k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    op_a = (a.T if a_t else a).astype(np.float64)
+    op_b = (b.T if b_t else b).astype(np.float64)
+    expected = -0.5 * op_a @ op_b + 2.0 * c.astype(np.float64)
+    gemm(a, a_t, b, b_t, c, -0.5, 2.0)
+    np.testing.assert_allclose(c, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans", ["NN", "TN", "NT"])
+def test_scipy_fallback_gemm_has_the_fortran_abi(dtype, trans):
+    """The shim used when numpy ships no OpenBLAS, called as BLAS is called (column-major,
+    every argument a pointer, 64-bit integers), against numpy."""
+    import ctypes
+
+    from ist_cli.kernels import blas
+
+    single, double = blas.scipy_gemm()
+    address = single if dtype == np.float32 else double
+    fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))(address)
+    rng = np.random.default_rng(4)
+    m, n, k = 4, 3, 6  # column-major C (m, n) = op(A) (m, k) op(B) (k, n)
+    A = np.asfortranarray(rng.standard_normal((k, m) if trans[0] == "T" else (m, k)).astype(dtype))
+    B = np.asfortranarray(rng.standard_normal((n, k) if trans[1] == "T" else (k, n)).astype(dtype))
+    C = np.asfortranarray(rng.standard_normal((m, n)).astype(dtype))
+    expected = 1.5 * (A.T if trans[0] == "T" else A).astype(np.float64) @ (B.T if trans[1] == "T" else B) + 0.25 * C
+    scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    values = [ctypes.c_char(trans[0].encode()), ctypes.c_char(trans[1].encode()), *map(ctypes.c_int64, (m, n, k)),
+              scalar(1.5), ctypes.c_int64(A.shape[0]), ctypes.c_int64(B.shape[0]), scalar(0.25),
+              ctypes.c_int64(C.shape[0])]
+    ta, tb, cm, cn, ck, alpha, lda, ldb, beta, ldc = (ctypes.addressof(v) for v in values)
+    fn(ta, tb, cm, cn, ck, alpha, A.ctypes.data, lda, B.ctypes.data, ldb, beta, C.ctypes.data, ldc)
+    np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, types
 
+from ist_cli.kernels import blas
+
 BN_EPS = 1e-5  # PyTorch's BatchNorm1d default
 
 
@@ -98,13 +100,11 @@ def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.n
 
 
 # ----------------------------------------------------------------------------- BLAS
-# numba's own wrapper of scipy.linalg.cython_blas ?gemm, the routine np.dot calls: resolved by
-# symbol name (so the kernels stay cacheable) and usable with alpha, beta and an output, which
-# np.dot cannot express. Arguments: kind ('s'/'d'), transa, transb, m, n, k, &alpha, a, lda, b,
-# ldb, &beta, c, ldc, all column-major as BLAS sees them.
-_XXGEMM = types.ExternalFunction("numba_xxgemm", types.intc(
-    types.char, types.char, types.char, types.intp, types.intp, types.intp, types.voidptr, types.voidptr,
-    types.intp, types.voidptr, types.intp, types.voidptr, types.voidptr, types.intp))
+# ?gemm by symbol name (``kernels.blas`` binds the names; its import must come first): the
+# Fortran ABI, every argument a pointer, 64-bit integers, column-major.
+_GEMM_SIGNATURE = types.void(*([types.voidptr] * 13))
+_SGEMM = types.ExternalFunction(blas.SYMBOLS[0], _GEMM_SIGNATURE)
+_DGEMM = types.ExternalFunction(blas.SYMBOLS[1], _GEMM_SIGNATURE)
 _NO_TRANS, _TRANS = 78, 84  # 'N', 'T'
 
 
@@ -118,19 +118,29 @@ def _gemm(a: np.ndarray, a_t: bool, b: np.ndarray, b_t: bool, c: np.ndarray, alp
     if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
         raise ValueError("_gemm: operands must be C-contiguous")
     rows, cols = c.shape
-    inner = a.shape[0] if a_t else a.shape[1]
     if rows == 0 or cols == 0:
         return
     scalars = np.empty(2, dtype=c.dtype)
     scalars[0] = alpha
     scalars[1] = beta
-    kind = 115 if c.itemsize == 4 else 100  # 's' float32, 'd' float64
     # row-major c is column-major c.T = op(b).T op(a).T: BLAS gets b first, leading dims = row lengths
-    status = _XXGEMM(kind, _TRANS if b_t else _NO_TRANS, _TRANS if a_t else _NO_TRANS, cols, rows, inner,
-                     scalars[0:1].ctypes, b.ctypes, max(b.shape[1], 1), a.ctypes, max(a.shape[1], 1),
-                     scalars[1:2].ctypes, c.ctypes, cols)
-    if status < 0:
-        raise RuntimeError("_gemm: BLAS ?gemm is not available")
+    ints = np.empty(6, dtype=np.int64)
+    ints[0] = cols
+    ints[1] = rows
+    ints[2] = a.shape[0] if a_t else a.shape[1]
+    ints[3] = max(b.shape[1], 1)
+    ints[4] = max(a.shape[1], 1)
+    ints[5] = cols
+    trans = np.empty(2, dtype=np.uint8)
+    trans[0] = _TRANS if b_t else _NO_TRANS
+    trans[1] = _TRANS if a_t else _NO_TRANS
+    args = (trans[0:1].ctypes, trans[1:2].ctypes, ints[0:1].ctypes, ints[1:2].ctypes, ints[2:3].ctypes,
+            scalars[0:1].ctypes, b.ctypes, ints[3:4].ctypes, a.ctypes, ints[4:5].ctypes, scalars[1:2].ctypes,
+            c.ctypes, ints[5:6].ctypes)
+    if c.itemsize == 4:
+        _SGEMM(*args)
+    else:
+        _DGEMM(*args)
 
 
 # ----------------------------------------------------------------------------- forward / backward
