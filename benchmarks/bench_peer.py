@@ -25,8 +25,9 @@ Parts:
            shape, batch 128, R = 20, n = 2, 4, 8. ist: ``ist run`` as a user runs it (real
            worker processes over shared memory; synthetic data at the speech shape), the
            median ``wall_time`` between evaluations after the first, per round (each
-           interval also holds one evaluation, charged to ist); the peer: the median of its
-           rounds after the first, timed on rank 0.
+           interval also holds one evaluation, charged to ist: at the speech shape the runs
+           evaluate every ``SPEECH_EVAL_EVERY`` rounds, so each round carries a quarter of
+           one); the peer: the median of its rounds after the first, timed on rank 0.
 ``coordination``  the same with R = 1 and a tiny network (64-16-16-10, batch 8): the cost of
            a round's communication and synchronisation alone, n = 2 and 8.
 ``floor``  the lowest speech-round time any implementation calling this machine's BLAS can
@@ -70,6 +71,9 @@ DIGITS = [64, 512, 512, 10]
 TINY = [64, 16, 16, 10]
 LR = 0.01
 PEER_SAMPLES = 1024  # rows of random data each peer rank holds
+# ist's speech runs evaluate (a forward pass of the full model on the train and test rows)
+# every this many rounds; each round is charged its share. The peer never evaluates.
+SPEECH_EVAL_EVERY = 4
 
 
 def uptime() -> str:
@@ -306,7 +310,8 @@ def compare(title: str, cases: list[tuple[str, list[int], int, int, int, int, in
 
 
 def bench_round(repeats: int) -> None:
-    speech = [(f"speech {'-'.join(map(str, SPEECH))}, bs 128, R 20, n {n}", SPEECH, n, 128, 20, 1, 3, 3)
+    every = SPEECH_EVAL_EVERY
+    speech = [(f"speech {'-'.join(map(str, SPEECH))}, bs 128, R 20, n {n}", SPEECH, n, 128, 20, every, 3, 3)
               for n in (2, 4, 8)]
     compare("IST round", [("digits 64-512-512-10, bs 32, R 20, n 8", DIGITS, 8, 32, 20, 50, 3, 30), *speech],
             repeats, 1.0, "s")
