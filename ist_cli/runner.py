@@ -359,7 +359,11 @@ def run_experiment(
                     writer.write_group("problem", problem)
                 for group, values in algorithm.run_file_groups().items():
                     writer.write_group(group, values)
-                initial = {**algorithm.evaluate(arrays), **algorithm.round_metrics([])}
+                # The first evaluation loads its kernels from numba's cache, partly inside a
+                # ctypes callback, where a KeyboardInterrupt is printed and dropped (the run
+                # would go on): an interrupt is held until the evaluation is done.
+                with signals_deferred():
+                    initial = {**algorithm.evaluate(arrays), **algorithm.round_metrics([])}
                 log(initial)
                 if save_every:
                     writer.append_params(0, algorithm.snapshot(arrays))

@@ -290,11 +290,6 @@ def test_ctrl_c_during_the_rounds_writes_a_failed_file_and_ends_every_rank(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known, not fixed: Ctrl-C during an MPI run's start-up (this test interrupts as soon as the "
-    ".tmp exists) ends with exit code 2 instead of 130 in about 1 run in 3 (the right message, a "
-    "failed file), and in about 1 in 10 Hydra never passes it to rank 0 and the run goes on; "
-    "measured 2026-11-23, also with the entry point as it was before that day (docs/cluster.md)"))
 def test_ctrl_c_during_start_up_writes_a_failed_file_and_ends_every_rank(tmp_path):
     before = shm_entries()
     interrupt_and_check(tmp_path, start_long_run(tmp_path), before)

@@ -36,6 +36,7 @@ import numpy as np
 from ist_cli.errors import UserError
 from ist_cli.runtime.arena import SHM_DIR
 from ist_cli.runtime.pool import RemoteTraceback, WorkerFailed
+from ist_cli.runtime.signals import signals_deferred
 from ist_cli.runtime.transport import WorkerProgram, receive_down
 
 TAG_SETUP, TAG_HEADER, TAG_DATA, TAG_ERROR, TAG_STOP = range(1, 6)
@@ -189,7 +190,8 @@ class MPITransport:
         spec = {name: (array.shape, array.dtype.str) for name, array in self.arrays.items()}
         for worker in range(self.n_workers):
             server = copy.deepcopy(self.program)
-            server.setup(self.arrays, worker)
+            with signals_deferred():  # loads kernels: see runner.run_experiment's first evaluation
+                server.setup(self.arrays, worker)
             self._servers.append(server)
             resident = tuple(self.program.resident(worker))
             header = pickle.dumps((self.program, spec, resident))
