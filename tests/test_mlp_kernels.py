@@ -224,7 +224,8 @@ def test_gemm_computes_alpha_op_a_op_b_plus_beta_c(dtype, a_t, b_t):
     numpy in float64 (non-square shapes, so a swapped dimension or leading size shows)."""
     from numba import njit
 
-    gemm = njit(lambda a, at, b, bt, c, alpha, beta: kernels._gemm(a, at, b, bt, c, alpha, beta))
+    gemm = njit(lambda a, at, b, bt, c, alpha, beta: kernels._gemm(a=a, a_t=at, b=b, b_t=bt, c=c, alpha=alpha,
+                                                                     beta=beta))
     rng = np.random.default_rng(3)
     m, k, n = 7, 5, 3
     a = rng.standard_normal((k, m) if a_t else (m, k)).astype(dtype)
