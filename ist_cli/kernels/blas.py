@@ -7,10 +7,11 @@ kernel holds, so the kernels stay in numba's on-disk cache; importing this modul
 names for the process.
 
 Which library answers: the OpenBLAS inside numpy's wheel (``scipy_sgemm_64_``, numpy 2;
-``sgemm_64_`` is tried for numpy 1's, untested here) when there is one, since it is what ``np.matmul`` uses and at this
-project's shapes it was the faster of the two (docs/performance.md); otherwise SciPy's BLAS
-through numba's ``numba_xxgemm`` (its wrapper of ``scipy.linalg.cython_blas``), behind a
-compiled shim with the same ABI. ``BACKEND`` says which one this process uses.
+``sgemm_64_`` is tried for numpy 1's, untested here) when there is one, since it is what
+``np.matmul`` uses and at this project's shapes it was the faster of the two
+(docs/performance.md); otherwise SciPy's BLAS through numba's ``numba_xxgemm`` (its wrapper
+of ``scipy.linalg.cython_blas``), behind a compiled shim with the same ABI. ``BACKEND`` says
+which one this process uses.
 """
 
 from __future__ import annotations
