@@ -237,17 +237,32 @@ def test_a_raising_worker_rank_fails_the_run_with_its_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_calibrate_fit_predicts_the_measured_ping_pong_within_25_percent():
+def test_calibrate_measures_every_size_and_no_simple_line_beats_its_fit():
+    """How well one alpha-beta pair fits depends on the MPI library and the machine's load (12-28%
+    seen on a 2-core machine, 78% under heavy load), so this checks what the command
+    guarantees: real times that grow with size, a residual that is the printed fit's largest miss,
+    and a fit no worse than three simple lines."""
     result = ist("calibrate", "--transport", "mpi", "--workers", "1", "--repeats", "100", "--json", check=True, timeout=300)
     fit = json.loads(result.stdout)
     sizes, seconds = np.asarray(fit["sizes"], dtype=float), np.asarray(fit["seconds"])
-    assert fit["latency"] >= 0 and fit["bandwidth"] > 0
+    assert seconds.shape == (1, sizes.size) and np.isfinite(seconds).all() and (seconds > 0).all()
+    assert seconds[0, -1] > 4 * seconds[0, 0]  # 4 MiB one way takes far longer than 64 KiB
+    assert 0 <= fit["latency"] < 1e-3 and 1e8 < fit["bandwidth"] < 1e12  # localhost, one copy through memory
     predicted = fit["latency"] + sizes / fit["bandwidth"]
     misses = np.abs(predicted - seconds) / seconds
-    assert misses.max() <= 0.25, (fit["flags"], misses)
     assert misses.max() == pytest.approx(fit["residual"], rel=1e-6)
-    flags = fit["flags"].split()
-    assert flags[0] == "--latency" and flags[2] == "--bandwidth"
+    t = seconds.ravel()
+    ratio = sizes / t
+    simple_lines = {  # feasible (alpha, 1/beta >= 0) fits a minimax fit cannot lose to
+        "latency only": (2 * t.min() * t.max() / (t.min() + t.max()), 0.0),
+        "bandwidth only": (0.0, 2 / (ratio.min() + ratio.max())),
+        "through both ends": (max(0.0, t[0] - sizes[0] * (t[-1] - t[0]) / (sizes[-1] - sizes[0])),
+                              (t[-1] - t[0]) / (sizes[-1] - sizes[0])),
+    }
+    for name, (alpha, inverse_beta) in simple_lines.items():
+        worst = float((np.abs(alpha + sizes * inverse_beta - t) / t).max())
+        assert fit["residual"] <= worst + 1e-9, (name, fit["residual"], worst)
+    assert fit["flags"] == f"--latency {fit['latency'] * 1e6:.4g}us --bandwidth {fit['bandwidth'] / 1e9:.4g}GB"
 
 
 def interrupt_and_check(tmp_path: Path, launcher: subprocess.Popen, before: set[str]) -> None:
