@@ -45,7 +45,12 @@ from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_memory, check_space
 from ist_cli.runtime.forkserver import start_server
 from ist_cli.runtime.pool import shared_memory_transport
-from ist_cli.runtime.signals import signals_deferred, signals_ignored, sigterm_as_interrupt
+from ist_cli.runtime.signals import (
+    interrupts_raised,
+    raise_if_interrupted,
+    signals_deferred,
+    signals_ignored,
+)
 from ist_cli.runtime.transport import Transport, TransportFactory
 from ist_cli.settings import settings_from_config
 from ist_cli.training.goal import EvalSchedule, Goal
@@ -330,6 +335,7 @@ def run_experiment(
         with signals_deferred():
             writer.append_metrics(row)
         last_metrics.update(row)
+        raise_if_interrupted()  # one that an evaluation's kernel load swallowed (runtime/signals.py)
 
     def reached(metrics: Mapping[str, float]) -> bool:
         """Is the goal met at this evaluation? Records steps-to-result if so."""
@@ -340,7 +346,7 @@ def run_experiment(
 
     timeline: dict[str, str] = {}  # when the rounds began and ended (root attrs; bench_startup.py)
     meanwhile: RunSummary | None = None
-    with sigterm_as_interrupt():
+    with interrupts_raised():
         try:
             with policy.watching(lambda: round_index):
                 arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
@@ -378,6 +384,7 @@ def run_experiment(
                 timeline["rounds_began"] = utc_now("microseconds")
                 with progress:
                     for round_index in range(1, 0 if done_early else settings.rounds + 1):
+                        raise_if_interrupted()
                         done = run_round(algorithm, workers, arrays, round_index)
                         totals.add(done)
                         if save_every and round_index % save_every == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from ist_cli.io.runfile import read_run
-from ist_cli.runtime.signals import signals_deferred, sigterm_as_interrupt
+from ist_cli.runtime.signals import interrupts_raised, raise_if_interrupted, signals_deferred
 from tests.helpers import assert_no_new_segments, files_in, shm_entries, worker_processes
 
 LONG_RUN = ["run", "--model", "quadratic", "--workers", "4", "--dim", "64", "--rounds", "1000000",
@@ -255,7 +256,7 @@ def test_an_interrupt_inside_a_deferred_write_lands_after_the_write(signum):
     """A metrics row is written whole: Ctrl-C (or SIGTERM) mid-row interrupts after it, not inside it."""
     written = []
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
-    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+    with pytest.raises(KeyboardInterrupt), interrupts_raised():
         with signals_deferred():
             os.kill(os.getpid(), signum)
             time.sleep(0.05)  # the signal has arrived; the write goes on
@@ -263,3 +264,33 @@ def test_an_interrupt_inside_a_deferred_write_lands_after_the_write(signum):
         written.append("after the block")  # never reached: the interrupt is delivered on exit
     assert written == ["row"]
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_a_ctypes_callback_swallows_is_raised_at_the_next_check_without_a_traceback(signum, monkeypatch):
+    """numba loads cached kernels partly inside a ctypes callback, which drops a KeyboardInterrupt
+    raised there and prints a traceback: the interrupt must still end the run, quietly."""
+    callback = ctypes.CFUNCTYPE(None)(lambda: signal.raise_signal(signum))
+    printed: list = []
+    hook = printed.append  # stands in for the default hook, which prints the traceback
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    after_callback = []
+    with pytest.raises(KeyboardInterrupt), interrupts_raised():
+        callback()  # the handler raises inside the callback; ctypes drops it
+        after_callback.append(True)
+        raise_if_interrupted()
+    assert after_callback == [True]  # it was dropped, so the check is what raised
+    assert printed == []
+    assert sys.unraisablehook is hook
+    raise_if_interrupted()  # outside the block nothing is pending
+
+
+def test_an_ignored_sigint_stays_ignored_inside_interrupts_raised():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts_raised():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+            raise_if_interrupted()
+    finally:
+        signal.signal(signal.SIGINT, previous)

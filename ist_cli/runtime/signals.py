@@ -5,6 +5,7 @@ not cut short by a second signal."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,16 +36,45 @@ def _handled_by(handler: Any, signals: tuple[int, ...] = _INTERRUPTS) -> Iterato
             signal.signal(sig, old)
 
 
+_raised: list[int] = []  # interrupts raised inside interrupts_raised(), newest last
+
+
 @contextmanager
-def sigterm_as_interrupt(on_sigterm: Callable[[], None] | None = None) -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGTERM (main thread only); ``on_sigterm`` runs first."""
+def interrupts_raised(on_sigterm: Callable[[], None] | None = None) -> Iterator[None]:
+    """Raise KeyboardInterrupt on SIGINT and SIGTERM (main thread only); ``on_sigterm`` runs first.
+
+    Each interrupt is also remembered, because a KeyboardInterrupt raised inside a ctypes
+    callback (numba loading a kernel from its cache goes through one) is dropped, with a
+    traceback on stderr: that traceback is not printed, and ``raise_if_interrupted`` at the
+    next safe point raises the interrupt again.
+    """
     def handler(signum: int, frame: Any) -> None:
-        if on_sigterm is not None:
+        if signum == signal.SIGTERM and on_sigterm is not None:
             on_sigterm()
+        _raised.append(signum)
         raise KeyboardInterrupt
 
-    with _handled_by(handler, (signal.SIGTERM,)):
-        yield
+    # an ignored SIGINT stays ignored: a job started in the background of a script opted out of Ctrl-C
+    ignored = _main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+    def unraisable(info: Any) -> None:
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and _raised):
+            previous_hook(info)
+
+    depth, previous_hook = len(_raised), sys.unraisablehook
+    sys.unraisablehook = unraisable
+    try:
+        with _handled_by(handler, (signal.SIGTERM,) if ignored else _INTERRUPTS):
+            yield
+    finally:
+        sys.unraisablehook = previous_hook
+        del _raised[depth:]
+
+
+def raise_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt that an interrupt inside ``interrupts_raised`` should have raised."""
+    if _raised:
+        raise KeyboardInterrupt
 
 
 @contextmanager

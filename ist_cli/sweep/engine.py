@@ -19,7 +19,7 @@ from typing import Any
 from ist_cli.errors import RunInterrupted
 from ist_cli.io.names import run_file_path, utc_now
 from ist_cli.io.runfile import RESULT_STATUSES, error_headline
-from ist_cli.runtime.signals import sigterm_as_interrupt
+from ist_cli.runtime.signals import interrupts_raised
 from ist_cli.sweep.claims import STALE_AFTER_SECONDS, ClaimBook
 from ist_cli.sweep.executors import Outcome, make_executor
 from ist_cli.sweep.files import (
@@ -297,7 +297,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan:
             executor = make_executor(options.executor, out_dir, slots, options.scheduler, jobs)
             try:
                 seen: dict[str, bool] = {}
-                with sigterm_as_interrupt(lambda: seen.update(sigterm=True)), SweepProgress(len(spec.runs), done, spec.name, quiet=options.quiet) as progress:
+                with interrupts_raised(lambda: seen.update(sigterm=True)), SweepProgress(len(spec.runs), done, spec.name, quiet=options.quiet) as progress:
                     try:
                         engine.execute(todo, claims, executor, progress)
                     except KeyboardInterrupt:
