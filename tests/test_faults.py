@@ -285,6 +285,20 @@ def test_an_interrupt_a_ctypes_callback_swallows_is_raised_at_the_next_check_wit
     raise_if_interrupted()  # outside the block nothing is pending
 
 
+def test_a_block_inside_one_that_was_interrupted_starts_with_no_interrupt_pending():
+    """Cleanup after an interrupt may run a whole run (a library caller's loop): it is not cut short."""
+    inner_ran_whole = []
+    with pytest.raises(KeyboardInterrupt), interrupts_raised():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            with interrupts_raised():
+                raise_if_interrupted()  # nothing of its own: does not raise
+                inner_ran_whole.append(True)
+            raise_if_interrupted()  # the outer block's: raises
+    assert inner_ran_whole == [True]
+
+
 def test_an_ignored_sigint_stays_ignored_inside_interrupts_raised():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

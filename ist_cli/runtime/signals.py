@@ -37,6 +37,7 @@ def _handled_by(handler: Any, signals: tuple[int, ...] = _INTERRUPTS) -> Iterato
 
 
 _raised: list[int] = []  # interrupts raised inside interrupts_raised(), newest last
+_scopes: list[int] = []  # len(_raised) when each open interrupts_raised() block began, innermost last
 
 
 @contextmanager
@@ -63,17 +64,19 @@ def interrupts_raised(on_sigterm: Callable[[], None] | None = None) -> Iterator[
 
     depth, previous_hook = len(_raised), sys.unraisablehook
     sys.unraisablehook = unraisable
+    _scopes.append(depth)
     try:
         with _handled_by(handler, (signal.SIGTERM,) if ignored else _INTERRUPTS):
             yield
     finally:
+        _scopes.pop()
         sys.unraisablehook = previous_hook
         del _raised[depth:]
 
 
 def raise_if_interrupted() -> None:
     """Raise the KeyboardInterrupt that an interrupt inside ``interrupts_raised`` should have raised."""
-    if _raised:
+    if _scopes and len(_raised) > _scopes[-1]:  # one of the innermost block's own: an outer block handles its own
         raise KeyboardInterrupt
 
 
