@@ -213,3 +213,17 @@ def test_cifar10_missing_dir_through_the_cli(tmp_path):
     line = one_error_line(ist("run", "--model", "mlp", "--dataset", f"cifar10:{tmp_path}/none",
                               "--out", str(tmp_path / "out")))
     assert f"{tmp_path}/none" in line and "cifar-10-batches-bin" in line
+
+
+@needs_package
+def test_memory_estimate_knows_fashion_mnist_before_reading_it():
+    from ist_cli.algorithms import build_algorithm
+    from ist_cli.config import resolve_config
+    from ist_cli.footprint import estimate_run
+    from ist_cli.runtime.arena import plan_layout
+
+    config = resolve_config({"model": "mlp", "algorithm": "local-sgd", "hidden": [32], "workers": 2,
+                             "dataset": "fashion-mnist", "validation_fraction": 0.1})
+    real = plan_layout(build_algorithm(config).arena_spec(), "x").size
+    estimate = estimate_run(config)
+    assert 60000 * 784 * 4 <= real <= estimate.arena <= 4 * real + 2**20, (real, estimate)

@@ -22,6 +22,8 @@ TEST_FILE = "test_batch.bin"
 IMAGE_SHAPE = (3, 32, 32)
 RECORD = 1 + int(np.prod(IMAGE_SHAPE))
 CLASSES = 10
+#: (samples, features, classes) of the whole binary distribution, for memory estimates
+SHAPE = (60000, RECORD - 1, CLASSES)
 EXPECTS = f"the {FOLDER} directory of CIFAR-10's binary version ({', '.join(TRAIN_FILES)}, {TEST_FILE})"
 
 

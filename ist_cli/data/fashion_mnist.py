@@ -19,6 +19,9 @@ from ist_cli.errors import UserError
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 PACKAGE = "dataset-fashion-mnist"
 CLASSES = 10
+#: (samples, features, classes) and the bytes of the four decompressed files, for memory estimates
+SHAPE = (70000, 784, CLASSES)
+RAW_BYTES = 47040016 + 60008 + 7840016 + 10008
 # sha256 of each file's decompressed content (the IDX bytes themselves).
 SHA256 = {
     "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
