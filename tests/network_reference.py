@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ist_cli.kernels.mlp import BN_EPS
 from ist_cli.models import network as nw
 
 
@@ -85,7 +86,7 @@ def forward(net: nw.Network, params: dict[str, np.ndarray], X: np.ndarray) -> np
             k = state["weight"]
             axes = (0,) if x.ndim == 2 else (0, 2, 3)
             shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
-            xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + 1e-5)
+            xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + BN_EPS)
             return params[f"gamma{k}"].reshape(shape) * xhat + params[f"beta{k}"].reshape(shape)
         if isinstance(layer, nw.Residual):
             pre = np.maximum(x, 0.0) if layer.preact else x

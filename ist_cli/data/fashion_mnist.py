@@ -53,7 +53,7 @@ def load_fashion_mnist(directory: str | None = None, *, dtype: str = "float32") 
         raw = idx_bytes(path, where)
         digest = hashlib.sha256(raw).hexdigest()
         if digest != SHA256[key]:
-            raise UserError(f"{where}: {str(path)!r} has content sha256 {digest[:16]}…; expected {SHA256[key]} "
+            raise UserError(f"{where}: {str(path)!r} has content sha256 {digest}; expected {SHA256[key]} "
                             "(the published Fashion-MNIST file): the file is damaged or not Fashion-MNIST")
         arrays[key] = read_idx(path, 1 if "labels" in key else 3, where, raw=raw)
     return idx_dataset("fashion-mnist", arrays, where=where, dtype=dtype, n_classes=CLASSES)
