@@ -312,8 +312,9 @@ OPTIONS: tuple[Option, ...] = (
            models=("quadratic",)),
     # mlp (Yuan et al.)
     Option("hidden", _int_list, [512, 512], "Hidden widths, comma separated.", models=("mlp",), metavar="W1,W2"),
-    Option("dataset", _spec_string(r"digits|synthetic|mnist1d(:[0-9]+)?|(npz|mnist|libsvm):.+",
-                                   "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH or mnist1d[:N]"),
+    Option("dataset", _spec_string(r"digits|synthetic|mnist1d(:[0-9]+)?|fashion-mnist|(npz|mnist|libsvm|fashion-mnist|cifar10):.+",
+                                   "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH, mnist1d[:N], "
+                                   "fashion-mnist[:DIR] or cifar10:DIR"),
            "digits", "Training data.", models=("mlp",), metavar="SPEC"),
     Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=("mlp",)),
     Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=("mlp",)),

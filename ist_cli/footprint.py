@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ist_cli.data import mnist1d
+from ist_cli.data import cifar10, fashion_mnist, mnist1d
 from ist_cli.runtime.budget import WORKER_BASE_BYTES, RunEstimate
 
 #: (samples, features, classes) of the built-in digits dataset
@@ -55,7 +55,11 @@ def _dataset_shape(config: Mapping[str, Any]) -> tuple[int, int, int, int]:
         _, _, count = spec.partition(":")
         samples = int(count) if count.isdigit() else mnist1d.DEFAULT_SAMPLES
         return samples, *MNIST1D_SHAPE, 8 * samples * MNIST1D_SHAPE[0]  # generated in float64
-    _, _, argument = spec.partition(":")
+    kind, _, argument = spec.partition(":")
+    if kind == "fashion-mnist":
+        return (*fashion_mnist.SHAPE, fashion_mnist.RAW_BYTES)  # checked files: their size is known
+    if kind == "cifar10":
+        return (*cifar10.SHAPE, cifar10.SHAPE[0] * cifar10.RECORD)
     return 0, 1, 2, _size_on_disk(Path(argument).expanduser())
 
 

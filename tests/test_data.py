@@ -203,9 +203,14 @@ def write_mnist(directory: Path, rng: np.random.Generator, *, gz: bool) -> dict[
 def test_mnist_idx_loads_exact_arrays(tmp_path: Path, gz: bool) -> None:
     arrays = write_mnist(tmp_path / "mnist", np.random.default_rng(2), gz=gz)
     data = load_dataset(f"mnist:{tmp_path / 'mnist'}", seed=0, dtype="float64")
-    assert data.n_classes == 10 and data.n_features == 12
-    assert_matches(data, arrays["train-images-idx3-ubyte"] / 255.0, arrays["train-labels-idx1-ubyte"],
-                   arrays["t10k-images-idx3-ubyte"] / 255.0, arrays["t10k-labels-idx1-ubyte"], atol=1e-12)
+    assert data.n_classes == 10 and data.n_features == 12 and data.image_shape == (1, 4, 3)
+    # grey images: one mean and std over all training pixels, not one per pixel
+    train, test = arrays["train-images-idx3-ubyte"] / 255.0, arrays["t10k-images-idx3-ubyte"] / 255.0
+    mean, std = train.mean(), train.std()
+    np.testing.assert_allclose(data.X_train, ((train - mean) / std).reshape(20, 12), atol=1e-12)
+    np.testing.assert_allclose(data.X_test, ((test - mean) / std).reshape(6, 12), atol=1e-12)
+    np.testing.assert_array_equal(data.y_train, arrays["train-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(data.y_test, arrays["t10k-labels-idx1-ubyte"])
 
 
 def test_mnist_idx_malformed(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def malformed_flag_values(option) -> list[str]:
                          "dirichlet:inf", "dirichlet:", "shards:0", "shards:x", "shards:1.5", "iidx"]
     if key == "dataset":
         return ["", "mnist", "npz:", "npz:/nonexistent.npz", "libsvm:/nonexistent", "mnist:/nonexistent",
-                "csv:x", "digits\x00"]
+                "csv:x", "digits\x00", "fashion-mnist:", "fashion-mnist:/nonexistent", "cifar10", "cifar10:/nonexistent",
+                "cifar10:/dev/null"]
     if key == "problem_file":
         return ["/nonexistent.npz", "/dev/null", "/", "\x00"]
     if key in ("lr",):

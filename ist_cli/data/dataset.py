@@ -42,6 +42,10 @@ class Dataset:
     n_classes: int
     X_val: np.ndarray | None = None  # carved out of training by ``with_validation``; None without
     y_val: np.ndarray | None = None
+    # (channels, height, width) of an image source, whose rows are its images flattened in that
+    # (C-order) order: ``X.reshape(-1, *image_shape)`` is the NCHW batch a convnet reads, while an
+    # MLP reads the rows as they are. None for sources that are not images.
+    image_shape: tuple[int, int, int] | None = None
 
     @property
     def n_features(self) -> int:
@@ -58,6 +62,11 @@ class Dataset:
     @property
     def n_val(self) -> int:
         return 0 if self.X_val is None else int(self.X_val.shape[0])
+
+    @property
+    def channels(self) -> int:
+        """Image channels (standardised as groups of pixels), 0 when the rows are not images."""
+        return 0 if self.image_shape is None else int(self.image_shape[0])
 
 
 def check_dtype(dtype: str) -> np.dtype:
@@ -182,15 +191,18 @@ def with_validation(data: Dataset, fraction: float) -> Dataset:
             )
     train, val = stratified_split(data.y_train, fraction, SPLIT_SEED, purpose="validation-split")
     X_train, X_val = data.X_train[train], data.X_train[val]
-    standardise(X_train, X_val, data.X_test)
+    standardise(X_train, X_val, data.X_test, channels=data.channels)
     return replace(data, X_train=X_train, y_train=data.y_train[train], X_val=X_val, y_val=data.y_train[val])
 
 
-def standardise(X_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+def standardise(X_train: np.ndarray, *others: np.ndarray, channels: int = 0) -> tuple[np.ndarray, ...]:
     """Scale every set in place to zero mean, unit std per feature using *training* statistics.
 
     Features constant in training become 0 (in test as well), so they carry no signal and
-    never divide by zero. Statistics are accumulated in float64 over row chunks.
+    never divide by zero. Statistics are accumulated in float64 over row chunks. With
+    ``channels`` > 0 the rows are images of that many channels (each a contiguous block of
+    pixels) and every pixel of a channel shares the channel's pooled mean and std, as convnet
+    studies standardise images (one scalar for grey images, one per colour channel).
     """
     n, d = X_train.shape
     rows = chunk_rows(d)
@@ -202,6 +214,8 @@ def standardise(X_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, .
     for start in range(0, n, rows):
         sq += np.square(X_train[start : start + rows] - mean).sum(axis=0)
     std = np.sqrt(sq / n)
+    if channels:
+        mean, std = pooled_per_channel(mean, std, channels)
     # Relative threshold: float32 rounding leaves a tiny std on constant columns.
     constant = std <= 1e-7 * np.maximum(1.0, np.abs(mean))
     scale = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, std))
@@ -212,9 +226,25 @@ def standardise(X_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, .
     return (X_train, *others)
 
 
+def pooled_per_channel(mean: np.ndarray, std: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean/std turned into each channel's pooled ones, repeated over its pixels:
+    the channel's mean of means and sqrt(mean of (var + (mean - channel mean)^2)), exact
+    because every pixel has the same number of samples."""
+    pixels = mean.shape[0] // channels
+    means, stds = mean.reshape(channels, pixels), std.reshape(channels, pixels)
+    channel_mean = means.mean(axis=1, keepdims=True)
+    channel_std = np.sqrt((np.square(stds) + np.square(means - channel_mean)).mean(axis=1, keepdims=True))
+    return (np.broadcast_to(channel_mean, means.shape).reshape(-1),
+            np.broadcast_to(channel_std, stds.shape).reshape(-1))
+
+
 def build(name: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
-          *, where: str, dtype: str, n_classes: int | None = None) -> Dataset:
-    """Validate raw arrays, standardise them and wrap them in a Dataset (the loaders' last step)."""
+          *, where: str, dtype: str, n_classes: int | None = None,
+          image_shape: tuple[int, int, int] | None = None) -> Dataset:
+    """Validate raw arrays, standardise them and wrap them in a Dataset (the loaders' last step).
+
+    ``image_shape`` (C, H, W) marks the rows as flattened images (standardised per channel).
+    """
     np_dtype = check_dtype(dtype)
     X_train = as_features(X_train, where, "X_train", np_dtype)
     X_test = as_features(X_test, where, "X_test", np_dtype)
@@ -227,5 +257,8 @@ def build(name: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarra
             f"{where}: X_train has {X_train.shape[1]} features but X_test has {X_test.shape[1]}; expected the same"
         )
     classes = count_classes(y_train, y_test, where, n_classes)
-    standardise(X_train, X_test)
-    return Dataset(name, X_train, y_train, X_test, y_test, classes)
+    if image_shape is not None and int(np.prod(image_shape)) != X_train.shape[1]:
+        raise UserError(f"{where}: images of shape {image_shape} do not fit {X_train.shape[1]} features per row")
+    data = Dataset(name, X_train, y_train, X_test, y_test, classes, image_shape=image_shape)
+    standardise(X_train, X_test, channels=data.channels)
+    return data

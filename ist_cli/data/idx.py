@@ -27,12 +27,19 @@ FILES = {
 EXPECTS = "a directory with " + ", ".join(FILES.values()) + " (each raw or .gz)"
 
 
-def read_idx(path: Path, ndim: int, where: str) -> np.ndarray:
-    """The array stored in IDX file ``path``; its rank must be ``ndim``."""
+def idx_bytes(path: Path, where: str) -> bytes:
+    """The content of IDX file ``path``, decompressed if it ends in ``.gz``."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise UserError(f"{where}: cannot read {str(path)!r} ({exc}); expected an IDX file, raw or gzip") from None
+
+
+def read_idx(path: Path, ndim: int, where: str, raw: bytes | None = None) -> np.ndarray:
+    """The array stored in IDX file ``path`` (or in its already read content ``raw``); its
+    rank must be ``ndim``."""
+    if raw is None:
+        raw = idx_bytes(path, where)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         magic = raw[:4].hex() or "empty"
         raise UserError(f"{where}: {str(path)!r} has IDX magic {magic}; expected 0000TTNN with type TT in 08..0e")
@@ -63,6 +70,13 @@ def load_idx_dir(directory: str, *, dtype: str = "float32") -> Dataset:
     where = f"dataset {'mnist:' + directory!r}"
     folder = existing_dir(directory, where, EXPECTS)
     arrays = {key: read_idx(find(folder, stem, where), 1 if "labels" in key else 3, where) for key, stem in FILES.items()}
+    return idx_dataset(f"mnist:{folder.name}", arrays, where=where, dtype=dtype)
+
+
+def idx_dataset(name: str, arrays: dict[str, np.ndarray], *, where: str, dtype: str,
+                n_classes: int | None = None) -> Dataset:
+    """A Dataset of the four IDX arrays (keys of ``FILES``): uint8 pixels scaled to [0, 1],
+    grey images of shape (1, H, W), standardised with the training set's one pixel mean/std."""
     np_dtype = check_dtype(dtype)
     images = {}
     for key in ("train_images", "test_images"):
@@ -70,5 +84,9 @@ def load_idx_dir(directory: str, *, dtype: str = "float32") -> Dataset:
         images[key] = pixels.astype(np_dtype)  # cast first: no float64 copy of a float32 run's data
         if pixels.dtype == np.uint8:
             images[key] /= 255.0
-    return build(f"mnist:{folder.name}", images["train_images"], arrays["train_labels"],
-                 images["test_images"], arrays["test_labels"], where=where, dtype=dtype)
+    height, width = (int(size) for size in arrays["train_images"].shape[1:])
+    if arrays["test_images"].shape[1:] != (height, width):
+        raise UserError(f"{where}: training images are {height}x{width} but test images are "
+                        f"{'x'.join(map(str, arrays['test_images'].shape[1:]))}; expected the same size")
+    return build(name, images["train_images"], arrays["train_labels"], images["test_images"], arrays["test_labels"],
+                 where=where, dtype=dtype, n_classes=n_classes, image_shape=(1, height, width))

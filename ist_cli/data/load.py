@@ -1,5 +1,5 @@
-"""Turn a dataset spec (``digits``, ``synthetic``, ``mnist1d[:N]``, ``npz:PATH``, ``mnist:DIR``, ``libsvm:PATH``)
-into a Dataset: the one entry point the run and sweep code need."""
+"""Turn a dataset spec (``digits``, ``synthetic``, ``mnist1d[:N]``, ``npz:PATH``, ``mnist:DIR``, ``libsvm:PATH``,
+``fashion-mnist[:DIR]``, ``cifar10:DIR``) into a Dataset: the one entry point the run and sweep code need."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ist_cli.errors import UserError
 if TYPE_CHECKING:
     from ist_cli.settings import MLPSettings
 
-EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH or mnist1d[:N]"
+EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH, mnist1d[:N], fashion-mnist[:DIR] or cifar10:DIR"
 
 
 def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samples: int = synthetic.SAMPLES,
@@ -38,6 +38,10 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
         from ist_cli.data.mnist1d import load_mnist1d, parse_samples
 
         return load_mnist1d(parse_samples(arg.strip()), dtype=dtype)
+    if spec == "fashion-mnist":
+        from ist_cli.data.fashion_mnist import load_fashion_mnist
+
+        return load_fashion_mnist(dtype=dtype)
     if colon and arg.strip():
         if kind == "npz":
             from ist_cli.data.npz import load_npz
@@ -47,6 +51,14 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
             from ist_cli.data.idx import load_idx_dir
 
             return load_idx_dir(arg, dtype=dtype)
+        if kind == "fashion-mnist":
+            from ist_cli.data.fashion_mnist import load_fashion_mnist
+
+            return load_fashion_mnist(arg, dtype=dtype)
+        if kind == "cifar10":
+            from ist_cli.data.cifar10 import load_cifar10
+
+            return load_cifar10(arg, dtype=dtype)
         if kind == "libsvm":
             from ist_cli.data.libsvm import load_libsvm
 
