@@ -29,7 +29,10 @@ from ist_cli.models.subnet import block_sizes
 # ----------------------------------------------------------------------------- ResIST
 def resist_split(net: Network) -> tuple[int, np.ndarray]:
     """(|shared|, per-block parameter counts of the droppable blocks, in order)."""
-    blocks = np.array([net.param_count((i,)) for i in net.droppable_blocks()], dtype=np.int64)
+    sizes: dict[int, int] = {}
+    for param in net.layout().params:  # one layout walk, not one per block
+        sizes[param.path[0]] = sizes.get(param.path[0], 0) + param.size
+    blocks = np.array([sizes.get(i, 0) for i in net.droppable_blocks()], dtype=np.int64)
     if blocks.size == 0:
         raise ValueError("the network has no droppable residual blocks for ResIST to partition")
     return net.n_params - int(blocks.sum()), blocks
