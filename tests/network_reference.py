@@ -70,7 +70,8 @@ def forward(net: nw.Network, params: dict[str, np.ndarray], X: np.ndarray) -> np
     def apply(layer, x):
         if isinstance(layer, nw.Dense | nw.Conv2D):
             state["weight"] = k = next(counter)
-            W, b = params[f"W{k}"], params[f"b{k}"]
+            W = params[f"W{k}"]
+            b = params.get(f"b{k}", np.zeros(W.shape[-1]))  # convs before batch norm have none
             return x @ W + b if isinstance(layer, nw.Dense) else conv2d(x, W, b, layer)
         if isinstance(layer, nw.ReLU):
             return np.maximum(x, 0.0)
@@ -91,6 +92,8 @@ def forward(net: nw.Network, params: dict[str, np.ndarray], X: np.ndarray) -> np
         if isinstance(layer, nw.Residual):
             pre = np.maximum(x, 0.0) if layer.preact else x
             out = run(layer.body, pre)
+            if isinstance(layer.shortcut, nw.Conv2D):  # a projection, numbered after the body
+                return out + apply(layer.shortcut, pre)
             if layer.shortcut == "identity":
                 return out + x
             short = pool(pre, nw.AvgPool(layer.stride, layer.stride, "same"), "mean")

@@ -87,13 +87,15 @@ class Dense:
 
 @dataclass(frozen=True)
 class Conv2D:
-    """2-D convolution with bias: (C, H, W) -> (channels, Ho, Wo); weight (kh, kw, C, channels)."""
+    """2-D convolution: (C, H, W) -> (channels, Ho, Wo); weight (kh, kw, C, channels), and a
+    bias unless ``bias=False`` (a conv followed by batch norm needs none: the norm removes it)."""
 
     channels: int
     kernel: int | tuple[int, int]
     stride: int = 1
     padding: str | int = "valid"
     init: str = "variance-scaling"
+    bias: bool = True
     unit = "channel"
 
     def pads(self, shape: Shape) -> tuple[int, int, int, int]:
@@ -111,7 +113,8 @@ class Conv2D:
                 window_pads(shape[2], kw, self.stride, self.padding)[0])
 
     def params(self, shape: Shape) -> list[tuple[str, Shape]]:
-        return [("W", (*_pair(self.kernel), shape[0], self.channels)), ("b", (self.channels,))]
+        weight = [("W", (*_pair(self.kernel), shape[0], self.channels))]
+        return weight + [("b", (self.channels,))] if self.bias else weight
 
     def fan_in(self, shape: Shape) -> int:
         kh, kw = _pair(self.kernel)
@@ -183,7 +186,7 @@ class BatchNorm:
         return [("gamma", (shape[0],)), ("beta", (shape[0],))]
 
 
-SHORTCUTS = ("identity", "pool-pad")
+SHORTCUTS = ("identity", "pool-pad", "a Conv2D (projection)")
 
 
 @dataclass(frozen=True)
@@ -193,15 +196,23 @@ class Residual:
     With ``preact`` the block's input x first goes through a ReLU (He et al.'s pre-activation
     ordering). ``shortcut="identity"`` adds x itself; ``"pool-pad"`` (Lee et al.'s ResNet
     without projection weights) adds relu(x) average-pooled over ``stride`` x ``stride`` windows
-    ("same" padding) with zero channels appended up to the body's output channels.
+    ("same" padding) with zero channels appended up to the body's output channels; a
+    ``Conv2D`` shortcut (a projection, He et al.'s option B) adds that conv of relu(x) (of x
+    without ``preact``); its parameters follow the body's in the layout.
+
+    ``droppable`` marks a block a depth-wise subnetwork method may skip (identity shortcut:
+    skipping it leaves x unchanged), e.g. the partitioned blocks of ResIST.
     """
 
     body: tuple = field(default_factory=tuple)
-    shortcut: str = "identity"
+    shortcut: str | Conv2D = "identity"
     stride: int = 1
     preact: bool = True
+    droppable: bool = False
 
     def shortcut_shape(self, shape: Shape) -> Shape:
+        if isinstance(self.shortcut, Conv2D):
+            return self.shortcut.out_shape(shape)
         if self.shortcut == "identity":
             return shape
         if self.shortcut == "pool-pad":
@@ -209,11 +220,13 @@ class Residual:
         raise ValueError(f"shortcut {self.shortcut!r}; expected one of {', '.join(SHORTCUTS)}")
 
     def out_shape(self, shape: Shape) -> Shape:
+        if self.droppable and self.shortcut != "identity":
+            raise ValueError(f"a droppable block needs an identity shortcut, not {self.shortcut!r}")
         out = shape
         for layer in self.body:
             out = layer.out_shape(out)
         short = self.shortcut_shape(shape)
-        fits = out == short if self.shortcut == "identity" else (out[1:] == short[1:] and out[0] >= short[0])
+        fits = out == short if self.shortcut != "pool-pad" else (out[1:] == short[1:] and out[0] >= short[0])
         if not fits:
             raise ValueError(f"residual body gives {out} but its {self.shortcut} shortcut gives {short}")
         return out
@@ -282,6 +295,8 @@ class Network:
                 yield (*prefix, i), layer, shape
                 if isinstance(layer, Residual):
                     yield from visit(layer.body, shape, (*prefix, i))
+                    if isinstance(layer.shortcut, Conv2D):  # the projection, after the body
+                        yield (*prefix, i, len(layer.body)), layer.shortcut, shape
                 shape = layer.out_shape(shape)
 
         yield from visit(self.layers, tuple(self.input_shape), ())
@@ -329,6 +344,15 @@ class Network:
     def weight_layers(self) -> list[tuple[tuple[int, ...], object, Shape]]:
         """(path, layer, input shape) of every dense and conv layer, in layout order."""
         return [item for item in self.walk() if isinstance(item[1], WEIGHTED)]
+
+    def droppable_blocks(self) -> list[int]:
+        """Top-level indices of the residual blocks marked ``droppable``, in order."""
+        return [i for i, layer in enumerate(self.layers) if isinstance(layer, Residual) and layer.droppable]
+
+    def param_count(self, path_prefix: tuple[int, ...]) -> int:
+        """Parameters of the layer at ``path_prefix`` and everything inside it (e.g. one block)."""
+        depth = len(path_prefix)
+        return sum(p.size for p in self.layout().params if p.path[:depth] == tuple(path_prefix))
 
     def hidden_units(self) -> list[tuple[int, str, int]]:
         """(weight-layer index, unit kind, count) of every weight layer but the output one: the
@@ -414,3 +438,48 @@ def mlp(widths: Sequence[int], batch_norm: bool = False) -> Network:
         layers += [Dense(width, init="torch-uniform"), *([BatchNorm()] if batch_norm else []), ReLU()]
     layers.append(Dense(widths[-1], init="torch-uniform"))
     return Network((widths[0],), tuple(layers))
+
+
+RESNET101_BLOCKS = (3, 4, 23, 3)  # Dun et al.'s pre-activation ResNet-101 of basic blocks
+RESNET101_WIDTHS = (64, 128, 256, 512)
+
+
+def preact_resnet(input_shape: Shape = (1, 28, 28), classes: int = 10, blocks: Sequence[int] = (2, 6, 1),
+                  widths: Sequence[int] = (16, 32, 64), partitioned_stage: int | None = None) -> Network:
+    """Pre-activation ResNet of basic blocks with batch norm (batch statistics), as in Dun et
+    al.'s ResIST code (``PreActResNet``; blocks (3, 4, 23, 3), widths 64-512 are its ResNet-101).
+
+    conv 3x3 to ``widths[0]`` (padding 1, no bias); stage s holds ``blocks[s]`` blocks of
+    ``widths[s]`` channels, its first strided by 2 (but stage 0's); a block computes
+    ``a = relu(bn(x))``, ``conv3x3(relu(bn(conv3x3(a))))`` and adds x, or, where the stride or
+    the width changes, a 1x1 projection conv of ``a`` (written as batch norm, ReLU, then a
+    residual with a conv shortcut: the same function). Convs have no bias (batch norm follows
+    each); global average pool, dense to ``classes``; PyTorch's default init throughout.
+    The non-first blocks of ``partitioned_stage`` (default: the longest stage, the first of
+    ties) are ``droppable``: the ones ResIST partitions. The default (2, 6, 1) x (16, 32, 64)
+    has ResNet-20's 9 blocks and 20 weight layers (plus 2 projections) with 5 droppable blocks.
+    """
+    blocks, widths = [int(b) for b in blocks], [int(w) for w in widths]
+    if len(blocks) != len(widths) or not blocks or min(blocks) < 1 or min(widths) < 1:
+        raise ValueError(f"blocks {blocks} and widths {widths}: expected equal-length lists of positive sizes")
+    stage = blocks.index(max(blocks)) if partitioned_stage is None else int(partitioned_stage)
+    if not 0 <= stage < len(blocks):
+        raise ValueError(f"partitioned stage {partitioned_stage}; expected 0 to {len(blocks) - 1}")
+
+    def conv(channels: int, kernel: int, stride: int = 1) -> Conv2D:
+        return Conv2D(channels, kernel, stride, 1 if kernel == 3 else 0, "torch-uniform", bias=False)
+
+    layers: list = [conv(widths[0], 3)]
+    previous = widths[0]
+    for s, (count, width) in enumerate(zip(blocks, widths, strict=True)):
+        for b in range(count):
+            stride = 2 if s > 0 and b == 0 else 1
+            if stride != 1 or width != previous:
+                body = (conv(width, 3, stride), BatchNorm(), ReLU(), conv(width, 3))
+                layers += [BatchNorm(), ReLU(), Residual(body, conv(width, 1, stride), stride, preact=False)]
+            else:
+                body = (BatchNorm(), ReLU(), conv(width, 3), BatchNorm(), ReLU(), conv(width, 3))
+                layers.append(Residual(body, "identity", 1, preact=False, droppable=s == stage and b > 0))
+            previous = width
+    layers += [GlobalAvgPool(), Dense(classes, init="torch-uniform")]
+    return Network(tuple(input_shape), tuple(layers))
