@@ -282,8 +282,8 @@ OPTIONS: tuple[Option, ...] = (
            pinned={"single": 1}),
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),
     Option("lr", _float(positive=True), 0.1, "Step size (learning rate) > 0.", defaults_by_model={"quadratic": 0.02}),
-    Option("local_steps", _int(1), 20, "Local steps per round (R); ist, local-sgd, single.",
-           algorithms=("ist", "local-sgd", "single"), defaults_by_model={"quadratic": 1}),
+    Option("local_steps", _int(1), 20, "Local steps per round (R); ist, local-sgd, single; dp: always 1.",
+           algorithms=("ist", "dp", "local-sgd", "single"), defaults_by_model={"quadratic": 1}, pinned={"dp": 1}),
     Option("seed", _int(0, SEED_MAX), 0, "Seed of every random stream in the run."),
     Option("eval_every", _int(1), 10, "Evaluate and log every K rounds.", defaults_by_model={"quadratic": 1}),
     Option("bandwidth", _checked(_str, parse_bandwidth), "10Gbit", "Modelled link bandwidth, e.g. 10Gbit, 100Mbit, 1GB."),
@@ -499,11 +499,6 @@ def _more_validate(config: dict[str, Any], given: Mapping[str, Any], where: Call
         _check_training(config, where)
 
 
-def steps_per_round(config: Mapping[str, Any]) -> int:
-    """SGD steps one worker takes per round: R local steps, or 1 for data-parallel SGD."""
-    return 1 if config["algorithm"] == "dp" else int(config["local_steps"])
-
-
 def _check_training(config: dict[str, Any], where: Callable[[str], str]) -> None:
     """Resolve the optimizer and drop what another setting makes irrelevant (one computation,
     one run id), then check what involves several of the study's settings."""
@@ -523,7 +518,7 @@ def _check_training(config: dict[str, Any], where: Callable[[str], str]) -> None
         raise UserError(f"{where('goal_metric')}: val_error needs a validation set; expected "
                         "--validation-fraction F > 0, or --goal-metric test_error|train_error")
     if config["max_steps"]:
-        config["rounds"] = -(-config["max_steps"] // steps_per_round(config))
+        config["rounds"] = -(-config["max_steps"] // config["local_steps"])  # SGD steps a round (dp: pinned 1)
 
 
 def show_value(value: Any) -> str:

@@ -103,7 +103,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     },
     "mlp-dp": {
         "@rounds_completed": "6",
-        "@run_id": "ac1486d5bd7a",
+        "@run_id": "3f958037c817",  # was ac1486d5bd7a: DP's config now records local_steps = 1
         "@status": "completed",
         "final/W0": "4a614fe533b97c15",
         "final/W1": "f82b640b8dad426a",

@@ -35,3 +35,24 @@ def test_kernels_are_called_by_keyword_outside_kernels():
 def test_no_method_branches_on_its_own_name():
     """One class per method: no ``self.name ==`` dispatch in ``ist_cli/algorithms``."""
     assert [p for p in python_files("ist_cli/algorithms") if "self.name ==" in p.read_text()] == []
+
+
+def _functions(path: Path) -> dict[str, int]:
+    """Name -> length in lines of every function (and method) in ``path``."""
+    return {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def test_runner_functions_stay_short():
+    """The runner is split by job: ``run_experiment`` at most 80 lines, every other function at most 60."""
+    lengths = _functions(ROOT / "ist_cli" / "runner.py")
+    assert lengths["run_experiment"] <= 80, lengths["run_experiment"]
+    assert {name: n for name, n in lengths.items() if name != "run_experiment" and n > 60} == {}
+
+
+def test_runner_does_not_probe_objects():
+    """No ``getattr``/``hasattr`` in the runner: methods and transports answer through their
+    contracts (``Algorithm``, ``Transport``), with defaults from their bases."""
+    calls = [node.func.id for node in ast.walk(ast.parse((ROOT / "ist_cli" / "runner.py").read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
+    assert "getattr" not in calls and "hasattr" not in calls

@@ -32,7 +32,7 @@ def run_rounds(algorithm: MLPMethod, rounds: int, lr: float | None = None):
     """Initial model, final model and the arena arrays' plans after ``rounds`` real rounds."""
     if lr is not None:
         algorithm.settings = replace(algorithm.settings, lr=lr)  # the CLI refuses lr = 0; the math must still hold
-        algorithm.study = StudySettings.from_settings(algorithm.settings, algorithm.steps_per_round)
+        algorithm.study = StudySettings.from_settings(algorithm.settings, algorithm.steps_per_round())
     with Arena.create(algorithm.arena_spec()) as arena:
         arrays = arena.arrays
         algorithm.initialize(arrays)

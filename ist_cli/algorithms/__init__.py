@@ -6,17 +6,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from ist_cli.algorithms.base import Algorithm, worker_preload
-from ist_cli.settings import MLPSettings, settings_from_config
+from ist_cli.settings import MLPSettings, RunSettings, settings_from_config
+
+
+def method_class(settings: RunSettings) -> type[Algorithm]:
+    """The class of the configured method (imports its model's methods, and so numba)."""
+    if isinstance(settings, MLPSettings):
+        from ist_cli.algorithms.mlp import METHODS
+    else:
+        from ist_cli.algorithms.quadratic import METHODS  # type: ignore[assignment]
+    return METHODS[settings.algorithm]
 
 
 def build_algorithm(config: Mapping[str, Any]) -> Algorithm:
     """The coordinator half of the configured method (raises UserError on bad data/files)."""
     settings = settings_from_config(config)
-    if isinstance(settings, MLPSettings):
-        from ist_cli.algorithms.mlp import METHODS
-    else:
-        from ist_cli.algorithms.quadratic import METHODS  # type: ignore[assignment]
-    return METHODS[settings.algorithm](settings)  # type: ignore[arg-type]
+    return method_class(settings)(settings)  # type: ignore[call-arg]
 
 
-__all__ = ["Algorithm", "build_algorithm", "worker_preload"]
+__all__ = ["Algorithm", "build_algorithm", "method_class", "worker_preload"]

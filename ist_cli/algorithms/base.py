@@ -18,6 +18,7 @@ from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.forkserver import run_preload
 from ist_cli.runtime.transport import WorkerProgram
 from ist_cli.settings import MLPSettings, RunSettings
+from ist_cli.training.goal import EvalSchedule, Goal
 
 
 def worker_preload(settings: RunSettings) -> tuple[str, ...]:
@@ -35,6 +36,8 @@ class Algorithm(ABC):
     #: processes the run needs
     n_workers: int
     settings: RunSettings
+    #: what the progress line says while the method is built (its data loaded or problem made)
+    loading_stage = "loading data"
 
     @abstractmethod
     def arena_spec(self) -> ArraySpec:
@@ -83,6 +86,24 @@ class Algorithm(ABC):
 
     def snapshot(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
         """The iterate for ``/params/x`` snapshots, where the model supports them."""
+        return None
+
+    def snapshot_every(self) -> int:
+        """Rounds between ``snapshot``s stored in ``/params`` (0: never)."""
+        return 0
+
+    def steps_per_round(self) -> int | None:
+        """SGD steps one worker takes a round, for methods that count steps (``/metrics/step``,
+        goals, step budgets); None: the method does not count them."""
+        return None
+
+    def eval_schedule(self) -> EvalSchedule:
+        """Which rounds are evaluated: every ``eval_every`` rounds and the last one."""
+        s = self.settings
+        return EvalSchedule(s.eval_every, 0, self.steps_per_round() or 1, s.rounds)
+
+    def goal(self) -> Goal | None:
+        """The error the run trains to (None: it runs its rounds)."""
         return None
 
     def round_metrics(self, results: Sequence[Any]) -> dict[str, float]:

@@ -142,6 +142,7 @@ class QuadraticMethod(Algorithm):
     """What the three methods share: the problem in the arena, the plan, the average, the metrics."""
 
     sparse_worker: type[DenseWorker] = DenseWorker
+    loading_stage = "building the problem"
 
     def __init__(self, settings: QuadraticSettings) -> None:
         self.settings = settings
@@ -219,6 +220,9 @@ class QuadraticMethod(Algorithm):
 
     def snapshot(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
         return arrays["x"].copy()
+
+    def snapshot_every(self) -> int:
+        return self.settings.save_params_every
 
     def _dense(self) -> np.ndarray:
         return np.full(self.n_workers, float(VALUE_BYTES * self.dim))

@@ -32,6 +32,7 @@ from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.transport import Region, WorkerProgram
 from ist_cli.seeding import stream
 from ist_cli.settings import MLPSettings
+from ist_cli.training.goal import EvalSchedule, Goal
 
 EVAL_TRAIN_LIMIT = 8192  # training loss is measured on at most this many fixed training rows
 EVAL_CHUNK = 4096  # rows per forward pass at evaluation (also the batch-norm statistics' batch)
@@ -120,8 +121,6 @@ class MLPMethod(Algorithm):
     """The coordinator half every MLP method shares."""
 
     worker_class: type[MLPWorker]
-    #: SGD steps one worker takes per round (/metrics/step, the schedule); DP takes one
-    local_steps_per_round = True
 
     def __init__(self, settings: MLPSettings) -> None:
         self.settings = settings
@@ -134,12 +133,22 @@ class MLPMethod(Algorithm):
         self.layout = net_layout(self.widths, self.batch_norm)
         self.shards = self.make_shards()
         self._eval_rows = self._training_subset()
-        self.steps_per_round = settings.local_steps if self.local_steps_per_round else 1
-        self.study = StudySettings.from_settings(settings, self.steps_per_round)
+        self.study = StudySettings.from_settings(settings, self.steps_per_round())
         self.keep: np.ndarray | None = None  # bool over the flat model: the pruning mask, once chosen
         self._noise = NoiseScaleMeter() if self.study.noise_scale_every else None
         self._before: np.ndarray | None = None  # the server model before the last round (Lipschitz)
         self._evaluations = 0
+
+    def steps_per_round(self) -> int:
+        """R local steps (DP's ``local_steps`` is pinned to 1 by the option table)."""
+        return self.settings.local_steps
+
+    def eval_schedule(self) -> EvalSchedule:
+        s = self.settings
+        return EvalSchedule(s.eval_every, s.eval_every_steps, self.steps_per_round(), s.rounds)
+
+    def goal(self) -> Goal | None:
+        return Goal.from_settings(self.settings)
 
     # -- hooks a method overrides -------------------------------------------------
     def make_shards(self) -> list[np.ndarray]:

@@ -41,8 +41,7 @@ class DPWorker(MLPWorker):
 
 
 class DataParallel(MLPMethod):
-    worker_class = DPWorker
-    local_steps_per_round = False  # one synchronous step per round
+    worker_class = DPWorker  # one synchronous step per round: ``local_steps`` is pinned to 1
 
     def __init__(self, settings: MLPSettings) -> None:
         super().__init__(settings)
