@@ -16,11 +16,11 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ist_cli.comm import parse_bandwidth, parse_latency
+from ist_cli.comm import NetworkModel, parse_bandwidth, parse_latency
 from ist_cli.data import synthetic
 from ist_cli.data.dataset import DTYPES
 from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
@@ -28,6 +28,8 @@ from ist_cli.data.partition import partition_problem
 from ist_cli.errors import UserError, shown
 from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits
 from ist_cli.models.theory import SERVER_UPDATE_DEFAULT, SERVER_UPDATES
+from ist_cli.settings import MLPSettings, QuadraticSettings
+from ist_cli.training.schedule import SCHEDULES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,7 +39,6 @@ else:  # pragma: no cover
 MODELS = ("quadratic", "mlp")
 STUDY_SECTION = "MLP optimizer, sparsity and goal"  # their ``ist run --help`` section (docs/sparsity.md)
 OPTIMIZERS = ("sgd", "momentum", "nesterov")
-SCHEDULES = ("constant", "linear-decay")
 GOAL_METRICS = ("val_error", "test_error", "train_error")
 PRUNE_METHODS = ("snip", "random", "magnitude")
 ALGORITHMS = {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single")}
@@ -545,3 +546,19 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
 
 def default_run_name(config: Mapping[str, Any]) -> str:
     return f"{config['model']}-{config['algorithm']}-n{config['workers']}-s{config['seed']}-{config_hash(config, 8)}"
+
+
+# ----------------------------------------------------------------------------- settings
+def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSettings:
+    """The settings of a resolved config (``resolve_config`` output)."""
+    model = config["model"]
+    kind = QuadraticSettings if model == "quadratic" else MLPSettings
+    values: dict[str, Any] = {}
+    for item in fields(kind):
+        if item.name == "network":
+            values["network"] = NetworkModel.from_config({key: config.get(key, OPTIONS_BY_KEY[key].default)
+                                                          for key in ("latency", "bandwidth", "topology")})
+            continue
+        value = config.get(item.name, OPTIONS_BY_KEY[item.name].default_for(model))
+        values[item.name] = tuple(int(v) for v in value) if item.name == "hidden" else value
+    return kind(**values)

@@ -16,11 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ist_cli.data import mnist1d
+from ist_cli.data import digits, mnist1d
 from ist_cli.runtime.budget import WORKER_BASE_BYTES, RunEstimate
 
-#: (samples, features, classes) of the built-in digits dataset
-DIGITS_SHAPE = (1797, 64, 10)
 #: (features, classes) of mnist1d (its samples are ``mnist1d:N``)
 MNIST1D_SHAPE = (40, 10)
 
@@ -48,7 +46,7 @@ def _dataset_shape(config: Mapping[str, Any]) -> tuple[int, int, int, int]:
     """(samples, features, classes, bytes of the raw source) as far as the config tells."""
     spec = str(config.get("dataset", "digits"))
     if spec == "digits":
-        return (*DIGITS_SHAPE, 0)
+        return (*digits.SHAPE, 0)
     if spec == "synthetic":
         return int(config["synthetic_samples"]), int(config["synthetic_features"]), int(config["synthetic_classes"]), 0
     if spec.split(":")[0] == "mnist1d":

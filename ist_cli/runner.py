@@ -27,7 +27,7 @@ import numpy as np
 from ist_cli._version import __version__
 from ist_cli.algorithms import Algorithm, build_algorithm, method_class, worker_preload
 from ist_cli.comm import NetworkModel, Traffic
-from ist_cli.config import config_hash, default_run_name, resolve_config
+from ist_cli.config import config_hash, default_run_name, resolve_config, settings_from_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.footprint import estimate_file_bytes, estimate_run
 from ist_cli.io.names import run_file_path, utc_now
@@ -54,7 +54,6 @@ from ist_cli.runtime.signals import (
     signals_ignored,
 )
 from ist_cli.runtime.transport import Transport, TransportFactory
-from ist_cli.settings import settings_from_config
 from ist_cli.training.goal import Goal
 
 

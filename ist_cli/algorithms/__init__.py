@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ist_cli.algorithms.base import Algorithm, worker_preload
-from ist_cli.settings import MLPSettings, RunSettings, settings_from_config
+from ist_cli.config import settings_from_config
+from ist_cli.settings import MLPSettings, RunSettings
 
 
 def method_class(settings: RunSettings) -> type[Algorithm]:

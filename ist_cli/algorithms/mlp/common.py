@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ist_cli.algorithms.base import Algorithm
-from ist_cli.algorithms.mlp.study import (
+from ist_cli.algorithms.mlp.mask_and_measures import (
     NoiseScaleMeter,
     StudySettings,
     lipschitz,
@@ -32,6 +32,7 @@ from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.transport import Region, WorkerProgram
 from ist_cli.seeding import stream
 from ist_cli.settings import MLPSettings
+from ist_cli.training.batches import minibatches
 from ist_cli.training.goal import EvalSchedule, Goal
 
 EVAL_TRAIN_LIMIT = 8192  # training loss is measured on at most this many fixed training rows
@@ -51,18 +52,6 @@ class Training:
     batch_size: int
     local_steps: int
     scale: float  # IST's activation scaling (1.0: none)
-
-
-def minibatches(shard: np.ndarray, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-    """(steps, batch) row ids: a walk through fresh random permutations of the worker's shard.
-
-    A shard smaller than the batch is repeated (rows appear twice in a batch) rather than
-    giving a smaller batch, so every step of every worker has the same batch size.
-    """
-    need = steps * batch_size
-    reps = -(-need // shard.size)
-    order = np.concatenate([shard[rng.permutation(shard.size)] for _ in range(reps)])
-    return np.ascontiguousarray(order[:need].reshape(steps, batch_size))
 
 
 class MLPWorker(WorkerProgram):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ist_cli.algorithms.mlp.common import MLPMethod, MLPWorker
-from ist_cli.algorithms.mlp.study import norm_sq
+from ist_cli.algorithms.mlp.mask_and_measures import norm_sq
 from ist_cli.comm import Traffic, averaging_traffic
 from ist_cli.kernels import mlp as kernels
 from ist_cli.runtime.arena import ArraySpec
