@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ist_cli.algorithms.plans import PLANS, plan_of
 from ist_cli.comm import NetworkModel, parse_bandwidth, parse_latency
 from ist_cli.data import synthetic
 from ist_cli.data.dataset import DTYPES
@@ -36,12 +37,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-MODELS = ("quadratic", "mlp")
+MODELS = tuple(PLANS)  # quadratic, mlp
 STUDY_SECTION = "MLP optimizer, sparsity and goal"  # their ``ist run --help`` section (docs/sparsity.md)
 OPTIMIZERS = ("sgd", "momentum", "nesterov")
 GOAL_METRICS = ("val_error", "test_error", "train_error")
 PRUNE_METHODS = ("snip", "random", "magnitude")
-ALGORITHMS = {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single")}
+ALGORITHMS = {model: tuple(plans) for model, plans in PLANS.items()}  # their one home: the methods' plans
 BOTH = MODELS
 SEED_MAX = 2**63 - 1  # seeds feed numpy's SeedSequence and an HDF5 int64 attribute
 
@@ -476,11 +477,7 @@ def _more_validate(config: dict[str, Any], given: Mapping[str, Any], where: Call
     rule can refuse a setting the method would otherwise silently drop.
     """
     n = config["workers"]
-    if config["algorithm"] in ("gd", "dcgd") and given.get("local_steps", 1) != 1:
-        raise UserError(
-            f"{where('local_steps')}: {given['local_steps']} is not allowed for {config['algorithm']}; "
-            "expected 1 (local steps are an IST setting)"
-        )
+    plan_of(config).check(config, given, where)
     if config.get("sketch") in PARTITIONED and not perm_splits(config["dim"], n):
         d = config["dim"]
         raise UserError(
@@ -489,14 +486,7 @@ def _more_validate(config: dict[str, Any], given: Mapping[str, Any], where: Call
         )
     if config.get("sketch_q") is not None and config["sketch_q"] > config["dim"]:
         raise UserError(f"{where('sketch_q')}: {config['sketch_q']} is not allowed; expected 1..{config['dim']} (the dimension)")
-    if config["model"] == "mlp" and config["algorithm"] == "ist":
-        for width in config["hidden"]:
-            if width < n:
-                raise UserError(
-                    f"{where('hidden')}: width {width} is smaller than the {n} workers; "
-                    f"IST needs every hidden layer to have at least {n} neurons"
-                )
-    if config["model"] == "mlp":
+    if "momentum" in config:  # the options of SGD training (the MLP's)
         _check_training(config, where)
 
 
@@ -552,7 +542,7 @@ def default_run_name(config: Mapping[str, Any]) -> str:
 def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSettings:
     """The settings of a resolved config (``resolve_config`` output)."""
     model = config["model"]
-    kind = QuadraticSettings if model == "quadratic" else MLPSettings
+    kind: Any = plan_of(config).settings
     values: dict[str, Any] = {}
     for item in fields(kind):
         if item.name == "network":

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ist_cli._version import __version__
-from ist_cli.algorithms import Algorithm, build_algorithm, method_class, worker_preload
+from ist_cli.algorithms import Algorithm, build_algorithm, worker_preload
+from ist_cli.algorithms.plans import plan_of
 from ist_cli.comm import NetworkModel, Traffic
 from ist_cli.config import config_hash, default_run_name, resolve_config, settings_from_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
@@ -393,7 +394,7 @@ class Resources:
 
 def _method(config: Mapping[str, Any], progress: RunProgress) -> Algorithm:
     """The configured method, its data loaded (may raise UserError)."""
-    progress.stage(method_class(settings_from_config(config)).loading_stage)
+    progress.stage(plan_of(config).loading_stage)
     try:
         return build_algorithm(config)
     except BaseException:

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ist_cli.algorithms.base import Algorithm, worker_preload
-from ist_cli.config import settings_from_config
 from ist_cli.settings import MLPSettings, RunSettings
 
 
@@ -21,6 +20,10 @@ def method_class(settings: RunSettings) -> type[Algorithm]:
 
 def build_algorithm(config: Mapping[str, Any]) -> Algorithm:
     """The coordinator half of the configured method (raises UserError on bad data/files)."""
+    from ist_cli.config import (
+        settings_from_config,  # the option table checks configs with ``plans``
+    )
+
     settings = settings_from_config(config)
     return method_class(settings)(settings)  # type: ignore[call-arg]
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ist_cli.algorithms.plans import MethodPlan
 from ist_cli.comm import Traffic
 from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.forkserver import run_preload
@@ -33,11 +34,11 @@ def worker_preload(settings: RunSettings) -> tuple[str, ...]:
 class Algorithm(ABC):
     """One training method on one model, as seen by the coordinator."""
 
+    #: what the method is before anything is loaded: its name, rows, footprint and rules
+    plan: ClassVar[type[MethodPlan]]
     #: processes the run needs
     n_workers: int
     settings: RunSettings
-    #: what the progress line says while the method is built (its data loaded or problem made)
-    loading_stage = "loading data"
 
     @abstractmethod
     def arena_spec(self) -> ArraySpec:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ist_cli.algorithms.base import Algorithm
+from ist_cli.algorithms.plans import DCGDPlan, GDPlan, QuadraticISTPlan
 from ist_cli.comm import INDEX_BYTES, Traffic, averaging_traffic, server_traffic
 from ist_cli.errors import UserError
 from ist_cli.kernels import quadratic as kernels
@@ -142,7 +143,6 @@ class QuadraticMethod(Algorithm):
     """What the three methods share: the problem in the arena, the plan, the average, the metrics."""
 
     sparse_worker: type[DenseWorker] = DenseWorker
-    loading_stage = "building the problem"
 
     def __init__(self, settings: QuadraticSettings) -> None:
         self.settings = settings
@@ -230,6 +230,7 @@ class QuadraticMethod(Algorithm):
 
 class IST(QuadraticMethod):
     sparse_worker = ISTWorker
+    plan = QuadraticISTPlan
 
     def start_point(self, scales: np.ndarray, x: np.ndarray) -> np.ndarray:
         return scales * x
@@ -249,6 +250,8 @@ class IST(QuadraticMethod):
 
 
 class GD(QuadraticMethod):
+    plan = GDPlan
+
     def sketch_of(self, settings: QuadraticSettings) -> str:
         return "identity"
 
@@ -259,6 +262,7 @@ class GD(QuadraticMethod):
 
 class DCGD(QuadraticMethod):
     sparse_worker = DCGDWorker
+    plan = DCGDPlan
 
     def round_traffic(self, round_index: int) -> Traffic:
         """x down; the sketched gradient up as values and indices."""
@@ -268,4 +272,5 @@ class DCGD(QuadraticMethod):
         return server_traffic(support * (VALUE_BYTES + INDEX_BYTES), self._dense())
 
 
-METHODS: dict[str, type[QuadraticMethod]] = {"ist": IST, "gd": GD, "dcgd": DCGD}
+#: algorithm name (its plan's) -> method class
+METHODS: dict[str, type[QuadraticMethod]] = {method.plan.algorithm: method for method in (IST, GD, DCGD)}

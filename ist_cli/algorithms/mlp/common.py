@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from ist_cli.algorithms.mlp.mask_and_measures import (
     named_mask,
     pruning_mask,
 )
+from ist_cli.algorithms.plans import MLPPlan
 from ist_cli.comm import INDEX_BYTES, averaging_traffic
 from ist_cli.data import dataset_from_settings, partition_indices
 from ist_cli.kernels import mlp as kernels
@@ -110,6 +111,7 @@ class MLPMethod(Algorithm):
     """The coordinator half every MLP method shares."""
 
     worker_class: type[MLPWorker]
+    plan: ClassVar[type[MLPPlan]]
 
     def __init__(self, settings: MLPSettings) -> None:
         self.settings = settings
@@ -145,8 +147,13 @@ class MLPMethod(Algorithm):
         return partition_indices(self.data.y_train, self.n_workers, s.partition, s.seed)
 
     def buffers(self) -> ArraySpec:
-        """The method's own arena arrays (per-worker buffers, plans)."""
-        return {}
+        """The method's own arena arrays: the per-worker rows its plan names, ``row_size`` values each."""
+        shape = (self.n_workers, self.row_size())
+        return {name: (shape, self.dtype.str) for name in self.plan.worker_rows(self.study.sparse)}
+
+    def row_size(self) -> int:
+        """Values in one per-worker row: a whole replica."""
+        return self.layout.size
 
     def training(self) -> Training:
         s = self.settings
