@@ -13,22 +13,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ist_cli.algorithms.plans import MethodPlan
+from ist_cli.algorithms.plans import PLANS, MethodPlan
 from ist_cli.comm import Traffic
 from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.forkserver import run_preload
 from ist_cli.runtime.transport import WorkerProgram
-from ist_cli.settings import MLPSettings, RunSettings
+from ist_cli.settings import RunSettings
 from ist_cli.training.goal import EvalSchedule, Goal
 
 
 def worker_preload(settings: RunSettings) -> tuple[str, ...]:
-    """What a worker process of this model imports and calls before its first round
-    (``runtime.forkserver`` entries), named without importing it: the fork server starts
-    warming before the coordinator has imported numba itself."""
-    if isinstance(settings, MLPSettings):
-        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
-    return ("ist_cli.algorithms.quadratic", "ist_cli.kernels.quadratic:warm_up")
+    """What a worker process of this method imports and warms first (``MethodPlan.preload``)."""
+    return PLANS[settings.model][settings.algorithm].preload(settings)
 
 
 class Algorithm(ABC):

@@ -1,6 +1,6 @@
 """What each method *is*, known from its resolved config before anything is loaded: its name,
-its per-worker arena rows, the memory and file bytes a run of it needs, and its own rules
-over several settings (such as IST's width >= n).
+its per-worker arena rows, the memory and file bytes a run of it needs, what its worker
+processes preload, and its own rules over several settings (such as IST's width >= n).
 
 The methods themselves (``Algorithm``) *hold* what a run loads (data, problem, mask, meters)
 and import numba; a plan imports neither, so the option table checks configs with it and
@@ -37,6 +37,13 @@ class MethodPlan:
         the user set); raises a one-line ``UserError``."""
 
     @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        """What a worker process imports and calls before its first round (``runtime.forkserver``
+        entries), named without importing it: the fork server starts warming before the
+        coordinator has imported numba itself."""
+        raise NotImplementedError
+
+    @classmethod
     def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
         """The memory a run needs, as arena, coordinator and per-worker bytes (on the high side)."""
         raise NotImplementedError
@@ -57,6 +64,10 @@ class QuadraticPlan(MethodPlan):
     model = "quadratic"
     settings = QuadraticSettings
     loading_stage = "building the problem"
+
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        return ("ist_cli.algorithms.quadratic", "ist_cli.kernels.quadratic:warm_up")
 
     @classmethod
     def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
@@ -116,6 +127,10 @@ class MLPPlan(MethodPlan):
     model = "mlp"
     settings = MLPSettings
     loading_stage = "loading data"
+
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
     #: the per-worker arena rows, each the size of what a worker trains (a replica or a subnet)
     rows: ClassVar[tuple[str, ...]] = ()
 
