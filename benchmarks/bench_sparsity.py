@@ -25,20 +25,19 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ist_cli.algorithms.mlp.common import minibatches  # noqa: E402
-from ist_cli.algorithms.mlp.study import (  # noqa: E402
+from ist_cli.algorithms.mlp.mask_and_measures import (  # noqa: E402
     NoiseScaleMeter,
     StudySettings,
     lipschitz,
     norm_sq,
     pruning_mask,
 )
-from ist_cli.config import resolve_config  # noqa: E402
+from ist_cli.config import resolve_config, settings_from_config  # noqa: E402
 from ist_cli.data import dataset_from_config  # noqa: E402
 from ist_cli.kernels import mlp as kernels  # noqa: E402
 from ist_cli.models.mlp import initial_params, net_layout  # noqa: E402
 from ist_cli.seeding import stream  # noqa: E402
-from ist_cli.settings import settings_from_config  # noqa: E402
+from ist_cli.training.batches import minibatches  # noqa: E402
 
 
 def setup(sparsity: float):

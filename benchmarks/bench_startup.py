@@ -40,12 +40,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ist_cli.io.metric_info import TIMING_METRICS
 from ist_cli.runtime.arena import Arena
 from ist_cli.runtime.pool import WorkerPool
 from ist_cli.runtime.spin import should_spin
 from ist_cli.runtime.transport import WorkerProgram
 
-TIMING = {"wall_time", "compute_time", "sim_time", "comm_time_measured"}
+TIMING = set(TIMING_METRICS)
 
 
 class Nothing(WorkerProgram):

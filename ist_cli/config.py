@@ -16,11 +16,12 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ist_cli.comm import parse_bandwidth, parse_latency
+from ist_cli.algorithms.plans import PLANS, plan_of
+from ist_cli.comm import NetworkModel, parse_bandwidth, parse_latency
 from ist_cli.data import synthetic
 from ist_cli.data.dataset import DTYPES
 from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
@@ -28,19 +29,20 @@ from ist_cli.data.partition import partition_problem
 from ist_cli.errors import UserError, shown
 from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits
 from ist_cli.models.theory import SERVER_UPDATE_DEFAULT, SERVER_UPDATES
+from ist_cli.settings import MLPSettings, QuadraticSettings
+from ist_cli.training.schedule import SCHEDULES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-MODELS = ("quadratic", "mlp")
+MODELS = tuple(PLANS)  # quadratic, mlp
 STUDY_SECTION = "MLP optimizer, sparsity and goal"  # their ``ist run --help`` section (docs/sparsity.md)
 OPTIMIZERS = ("sgd", "momentum", "nesterov")
-SCHEDULES = ("constant", "linear-decay")
 GOAL_METRICS = ("val_error", "test_error", "train_error")
 PRUNE_METHODS = ("snip", "random", "magnitude")
-ALGORITHMS = {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single")}
+ALGORITHMS = {model: tuple(plans) for model, plans in PLANS.items()}  # their one home: the methods' plans
 BOTH = MODELS
 SEED_MAX = 2**63 - 1  # seeds feed numpy's SeedSequence and an HDF5 int64 attribute
 
@@ -282,8 +284,8 @@ OPTIONS: tuple[Option, ...] = (
            pinned={"single": 1}),
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),
     Option("lr", _float(positive=True), 0.1, "Step size (learning rate) > 0.", defaults_by_model={"quadratic": 0.02}),
-    Option("local_steps", _int(1), 20, "Local steps per round (R); ist, local-sgd, single.",
-           algorithms=("ist", "local-sgd", "single"), defaults_by_model={"quadratic": 1}),
+    Option("local_steps", _int(1), 20, "Local steps per round (R); ist, local-sgd, single; dp: always 1.",
+           algorithms=("ist", "dp", "local-sgd", "single"), defaults_by_model={"quadratic": 1}, pinned={"dp": 1}),
     Option("seed", _int(0, SEED_MAX), 0, "Seed of every random stream in the run."),
     Option("eval_every", _int(1), 10, "Evaluate and log every K rounds.", defaults_by_model={"quadratic": 1}),
     Option("bandwidth", _checked(_str, parse_bandwidth), "10Gbit", "Modelled link bandwidth, e.g. 10Gbit, 100Mbit, 1GB."),
@@ -476,11 +478,7 @@ def _more_validate(config: dict[str, Any], given: Mapping[str, Any], where: Call
     rule can refuse a setting the method would otherwise silently drop.
     """
     n = config["workers"]
-    if config["algorithm"] in ("gd", "dcgd") and given.get("local_steps", 1) != 1:
-        raise UserError(
-            f"{where('local_steps')}: {given['local_steps']} is not allowed for {config['algorithm']}; "
-            "expected 1 (local steps are an IST setting)"
-        )
+    plan_of(config).check(config, given, where)
     if config.get("sketch") in PARTITIONED and not perm_splits(config["dim"], n):
         d = config["dim"]
         raise UserError(
@@ -489,20 +487,8 @@ def _more_validate(config: dict[str, Any], given: Mapping[str, Any], where: Call
         )
     if config.get("sketch_q") is not None and config["sketch_q"] > config["dim"]:
         raise UserError(f"{where('sketch_q')}: {config['sketch_q']} is not allowed; expected 1..{config['dim']} (the dimension)")
-    if config["model"] == "mlp" and config["algorithm"] == "ist":
-        for width in config["hidden"]:
-            if width < n:
-                raise UserError(
-                    f"{where('hidden')}: width {width} is smaller than the {n} workers; "
-                    f"IST needs every hidden layer to have at least {n} neurons"
-                )
-    if config["model"] == "mlp":
+    if "momentum" in config:  # the options of SGD training (the MLP's)
         _check_training(config, where)
-
-
-def steps_per_round(config: Mapping[str, Any]) -> int:
-    """SGD steps one worker takes per round: R local steps, or 1 for data-parallel SGD."""
-    return 1 if config["algorithm"] == "dp" else int(config["local_steps"])
 
 
 def _check_training(config: dict[str, Any], where: Callable[[str], str]) -> None:
@@ -524,7 +510,7 @@ def _check_training(config: dict[str, Any], where: Callable[[str], str]) -> None
         raise UserError(f"{where('goal_metric')}: val_error needs a validation set; expected "
                         "--validation-fraction F > 0, or --goal-metric test_error|train_error")
     if config["max_steps"]:
-        config["rounds"] = -(-config["max_steps"] // steps_per_round(config))
+        config["rounds"] = -(-config["max_steps"] // config["local_steps"])  # SGD steps a round (dp: pinned 1)
 
 
 def show_value(value: Any) -> str:
@@ -551,3 +537,19 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
 
 def default_run_name(config: Mapping[str, Any]) -> str:
     return f"{config['model']}-{config['algorithm']}-n{config['workers']}-s{config['seed']}-{config_hash(config, 8)}"
+
+
+# ----------------------------------------------------------------------------- settings
+def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSettings:
+    """The settings of a resolved config (``resolve_config`` output)."""
+    model = config["model"]
+    kind: Any = plan_of(config).settings
+    values: dict[str, Any] = {}
+    for item in fields(kind):
+        if item.name == "network":
+            values["network"] = NetworkModel.from_config({key: config.get(key, OPTIONS_BY_KEY[key].default)
+                                                          for key in ("latency", "bandwidth", "topology")})
+            continue
+        value = config.get(item.name, OPTIONS_BY_KEY[item.name].default_for(model))
+        values[item.name] = tuple(int(v) for v in value) if item.name == "hidden" else value
+    return kind(**values)

@@ -15,8 +15,9 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,16 @@ import numpy as np
 
 from ist_cli._version import __version__
 from ist_cli.algorithms import Algorithm, build_algorithm, worker_preload
+from ist_cli.algorithms.plans import plan_of
 from ist_cli.comm import NetworkModel, Traffic
-from ist_cli.config import config_hash, default_run_name, resolve_config
+from ist_cli.config import config_hash, default_run_name, resolve_config, settings_from_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.footprint import estimate_file_bytes, estimate_run
 from ist_cli.io.names import run_file_path, utc_now
 from ist_cli.io.outputs import check_file_name, first_existing, make_dir, output_dir
 from ist_cli.io.provenance import environment, git_commit
 from ist_cli.io.runfile import (
+    RESULT_STATUSES,
     TMP_SUFFIX,
     RunFileBusy,
     RunFileError,
@@ -52,10 +55,7 @@ from ist_cli.runtime.signals import (
     signals_ignored,
 )
 from ist_cli.runtime.transport import Transport, TransportFactory
-from ist_cli.settings import settings_from_config
-from ist_cli.training.goal import EvalSchedule, Goal
-
-TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time", "comm_time_measured")
+from ist_cli.training.goal import Goal
 
 
 # ----------------------------------------------------------------------------- one round
@@ -187,9 +187,6 @@ def prepare_output(out_dir: str | Path, name: str, overwrite: bool = False) -> P
     return run_file_path(directory, name)
 
 
-REUSABLE_STATUSES = ("completed", "diverged")
-
-
 def existing_run(path: Path, run_id: str) -> RunSummary | None:
     """The summary of the finished run already at ``path`` when it is this very run (same
     ``run_id``, completed or diverged), so re-running the same command costs nothing, as a
@@ -204,7 +201,7 @@ def existing_run(path: Path, run_id: str) -> RunSummary | None:
         run = read_run(path, load_problem=False)
     except RunFileError:
         raise refuse from None
-    if run.run_id != run_id or run.status not in REUSABLE_STATUSES:
+    if run.run_id != run_id or run.status not in RESULT_STATUSES:
         raise refuse
     last = {}
     for key, values in run.metrics.items():
@@ -258,6 +255,207 @@ def _finish_file(writer: RunFileWriter, guard: SpaceGuard, final: Mapping[str, A
         return "failed", error, f"the run file {str(writer.final_path)!r} could not be finished: {reason}"
 
 
+class Stop(Enum):
+    """Why the round loop ended."""
+
+    COMPLETED = "completed"  # every round ran
+    DIVERGED = "diverged"  # the loss is no longer finite
+    GOAL = "goal"  # an evaluation met the goal
+    BUDGET = "budget"  # the step budget ran out before the goal
+    INTERRUPTED = "interrupted"  # the user interrupted (SIGINT/SIGTERM)
+
+
+@dataclass
+class Targets:
+    """When an evaluation ends the run: divergence, the goal, the step budget; and the root
+    attrs that record it (``goal_reached``, ``steps_to_result``, ``budget_stopped``)."""
+
+    goal: Goal | None
+    step_budget: int | None
+    steps_per_round: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.goal is not None:
+            self.attrs.update(goal_reached=False, steps_to_result=-1)
+        if self.step_budget is not None:
+            if self.goal is None:
+                raise UserError(f"--step-budget: {self.step_budget} is not allowed without a goal; expected "
+                                "--goal-error too (the budget only stops runs that train to a goal)")
+            self.attrs.update(step_budget=int(self.step_budget), budget_stopped=False)
+
+    def reached(self, metrics: Mapping[str, float], round_index: int) -> bool:
+        """Is the goal met at this evaluation? Records steps-to-result if so."""
+        if self.goal is None or not self.goal.reached(metrics):
+            return False
+        self.attrs.update(goal_reached=True, steps_to_result=round_index * self.steps_per_round)
+        return True
+
+    def stop(self, metrics: Mapping[str, float], round_index: int) -> Stop | None:
+        """What the evaluation after round ``round_index`` makes of the run (None: go on)."""
+        if not math.isfinite(metrics["loss"]):
+            return Stop.DIVERGED
+        if self.reached(metrics, round_index):
+            return Stop.GOAL
+        if self.step_budget is not None and round_index * self.steps_per_round >= self.step_budget:
+            self.attrs["budget_stopped"] = True
+            return Stop.BUDGET
+        return None
+
+
+@dataclass
+class RunLog:
+    """The rows of ``/metrics`` (and ``/params`` snapshots) as the rounds go."""
+
+    totals: Totals
+    steps_per_round: int | None  # None: the method does not count steps (no /metrics/step)
+    started: float
+    round_index: int = 0
+    last: dict[str, float] = field(default_factory=dict)
+    writer: RunFileWriter = field(init=False)  # set as the run starts (``_start``)
+    guard: SpaceGuard = field(init=False)
+    workers: Transport = field(init=False)
+
+    def write(self, metrics: Mapping[str, float]) -> None:
+        steps = {"step": float(self.round_index * self.steps_per_round)} if self.steps_per_round else {}
+        row = {"round": float(self.round_index), **steps, **metrics, **self.totals.row(), **self.workers.metrics(),
+               "wall_time": time.perf_counter() - self.started}
+        self.guard.check()
+        with signals_deferred():
+            self.writer.append_metrics(row)
+        self.last.update(row)
+        raise_if_interrupted()  # one that an evaluation's kernel load swallowed (runtime/signals.py)
+
+    def snapshot(self, algorithm: Algorithm, arrays: dict[str, np.ndarray]) -> None:
+        self.guard.check()
+        with signals_deferred():
+            self.writer.append_params(self.round_index, algorithm.snapshot(arrays))
+
+
+def run_rounds(algorithm: Algorithm, workers: Transport, arrays: dict[str, np.ndarray], log: RunLog,
+               targets: Targets, progress: RunProgress) -> Stop:
+    """Rounds 1..R: each one run, counted, snapshotted and evaluated when due; why they ended."""
+    schedule, save_every = algorithm.eval_schedule(), algorithm.snapshot_every()
+    try:
+        for round_index in range(1, algorithm.settings.rounds + 1):
+            log.round_index = round_index
+            raise_if_interrupted()
+            done = run_round(algorithm, workers, arrays, round_index)
+            log.totals.add(done)
+            if save_every and round_index % save_every == 0:
+                log.snapshot(algorithm, arrays)
+            metrics = None
+            if schedule.due(round_index):
+                metrics = {**algorithm.evaluate(arrays), **algorithm.round_metrics(done.results)}
+                log.write(metrics)
+                stop = targets.stop(metrics, round_index)
+                if stop is Stop.DIVERGED:
+                    return stop
+                if stop is not None:
+                    progress.update(round_index, metrics)
+                    return stop
+            progress.update(round_index, metrics)
+    except KeyboardInterrupt:
+        return Stop.INTERRUPTED
+    return Stop.COMPLETED
+
+
+@dataclass
+class Resources:
+    """What a run holds, released in reverse order by an ``ExitStack`` (under ``signals_ignored``)."""
+
+    stack: ExitStack = field(default_factory=ExitStack)
+    arena: Arena | None = None
+    writer: RunFileWriter | None = None
+    workers: Transport | None = None
+    lost: str | None = None  # why the run file could not be finished
+
+    def transport_attrs(self) -> dict[str, Any]:
+        return self.workers.attrs() if self.workers is not None else {}
+
+    def finish_file(self, algorithm: Algorithm, policy: FaultPolicy, attrs: Callable[[], dict[str, Any]]) -> None:
+        """Registered once the file is claimed: discard it (a refused run) or write ``/final`` and close it."""
+        writer = self.writer
+        assert writer is not None
+        if not policy.keep_file:
+            writer.discard()
+            return
+        final = algorithm.final_params(self.arena.arrays) if self.arena is not None and self.arena.arrays else {}
+        policy.status, policy.error, self.lost = _finish_file(writer, SpaceGuard(writer.tmp_path), final,
+                                                              policy.status, policy.error, attrs())
+
+    def close(self, progress: RunProgress) -> None:
+        progress.end_stage()
+        with signals_ignored():
+            self.stack.close()
+        if self.lost is not None:  # the file could not be finished: say so in one line, exit 1
+            raise RunFailed(self.lost) from None
+
+
+def _method(config: Mapping[str, Any], progress: RunProgress) -> Algorithm:
+    """The configured method, its data loaded (may raise UserError)."""
+    progress.stage(plan_of(config).loading_stage)
+    try:
+        return build_algorithm(config)
+    except BaseException:
+        progress.end_stage()
+        raise
+
+
+def _default_transport(config: Mapping[str, Any], round_timeout: float | None) -> TransportFactory:
+    """Shared memory: the fork server starts warming while the coordinator loads the data."""
+    preload = worker_preload(settings_from_config(config))
+    start_server(preload)
+    return partial(shared_memory_transport, round_timeout=round_timeout, preload=preload)
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """Where the run is written and what its header holds."""
+
+    path: Path
+    overwrite: bool
+    run_id: str
+    config: Mapping[str, Any]
+
+
+def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, policy: FaultPolicy, file: RunFile,
+           progress: RunProgress, log: RunLog, attrs: Callable[[], dict[str, Any]]) -> None:
+    """Arena, run file, workers and row 0 (the initial evaluation), each resource on ``held.stack``
+    as it is made; fills in ``log``'s writer and transport."""
+    held.arena = Arena.create(algorithm.arena_spec(), tag=file.run_id[:8])
+    held.stack.callback(held.arena.close)
+    arrays = held.arena.arrays
+    algorithm.initialize(arrays)
+    # no warm-up here: the fork server loads every worker kernel meanwhile, and this
+    # process loads the few it calls (evaluation) at the initial evaluation below
+    make_dir(file.path.parent, "--out")
+    held.writer = log.writer = _claim_run_file(
+        file.path, file.overwrite, run_id=file.run_id, config=file.config, env=environment(),
+        seed=algorithm.settings.seed, version=__version__, git_commit=git_commit())
+    held.stack.callback(held.finish_file, algorithm, policy, attrs)
+    log.guard = SpaceGuard(held.writer.tmp_path)
+    # built (not started) before row 0, whose columns include the transport's own metrics
+    held.workers = log.workers = transport(algorithm.worker_program(), arrays, held.arena.layout, algorithm.n_workers)
+    held.stack.callback(held.workers.close)
+    problem = algorithm.problem_arrays()
+    if problem:
+        held.writer.write_group("problem", problem)
+    for group, values in algorithm.run_file_groups().items():
+        held.writer.write_group(group, values)
+    # The first evaluation loads its kernels from numba's cache, partly inside a ctypes
+    # callback, where a KeyboardInterrupt is printed and dropped (the run would go on): an
+    # interrupt is held until the evaluation is done.
+    with signals_deferred():
+        initial = {**algorithm.evaluate(arrays), **algorithm.round_metrics([])}
+    log.write(initial)
+    if algorithm.snapshot_every():
+        log.snapshot(algorithm, arrays)
+    held.writer.start_live()
+    progress.stage(f"starting {algorithm.n_workers} workers")
+    held.workers.start()
+
+
 def run_experiment(
     config: Mapping[str, Any],
     *,
@@ -288,160 +486,43 @@ def run_experiment(
     check_memory(estimate_run(config))
     check_space(first_existing(path.parent), estimate_file_bytes(config) + DISK_MARGIN_BYTES, "the run file")
     run_id = config_hash(config)
-    if not overwrite:
-        previous = existing_run(path, run_id)
-        if previous is not None:
-            return previous
-    if transport is None:  # shared memory: the fork server warms up while the data loads
-        preload = worker_preload(settings_from_config(config))
-        start_server(preload)
-        transport = partial(shared_memory_transport, round_timeout=round_timeout, preload=preload)
+    previous = None if overwrite else existing_run(path, run_id)
+    if previous is not None:
+        return previous
+    transport = _default_transport(config, round_timeout) if transport is None else transport
     progress = RunProgress(config["rounds"], name, quiet=quiet)
-    progress.stage("loading data" if config["model"] == "mlp" else "building the problem")
-    try:
-        algorithm = build_algorithm(config)  # loads data / problem: may raise UserError
-    except BaseException:
-        progress.end_stage()
-        raise
-    settings = algorithm.settings
-    save_every = getattr(settings, "save_params_every", 0)
-
-    steps_per_round = getattr(algorithm, "steps_per_round", None)  # MLP methods log /metrics/step
-    schedule = EvalSchedule(settings.eval_every, getattr(settings, "eval_every_steps", 0), steps_per_round or 1,
-                            settings.rounds)
-    goal = Goal.from_settings(settings)
-    goal_attrs: dict[str, Any] = {"goal_reached": False, "steps_to_result": -1} if goal is not None else {}
-    if step_budget is not None:
-        if goal is None:
-            raise UserError(f"--step-budget: {step_budget} is not allowed without a goal; "
-                            "expected --goal-error too (the budget only stops runs that train to a goal)")
-        goal_attrs.update(step_budget=int(step_budget), budget_stopped=False)
-    policy = FaultPolicy()
-    totals = Totals(settings.network)
-    last_metrics: dict[str, float] = {}
-    round_index = 0
-    arena: Arena | None = None
-    writer: RunFileWriter | None = None
-    workers: Transport | None = None
-    guard: SpaceGuard | None = None
-    started = time.perf_counter()
+    algorithm = _method(config, progress)
+    targets = Targets(algorithm.goal(), step_budget, algorithm.steps_per_round() or 1)
+    policy, held, timeline = FaultPolicy(), Resources(), {}  # timeline: when the rounds began and ended
+    log = RunLog(Totals(algorithm.settings.network), algorithm.steps_per_round(), time.perf_counter())
     reclaim_orphaned_segments()
 
-    def log(metrics: Mapping[str, float]) -> None:
-        steps = {"step": float(round_index * steps_per_round)} if steps_per_round else {}
-        row = {"round": float(round_index), **steps, **metrics, **totals.row(), **transport_metrics(workers),
-               "wall_time": time.perf_counter() - started}
-        guard.check()
-        with signals_deferred():
-            writer.append_metrics(row)
-        last_metrics.update(row)
-        raise_if_interrupted()  # one that an evaluation's kernel load swallowed (runtime/signals.py)
+    def attrs() -> dict[str, Any]:  # the root attrs the run file is closed with
+        return {"rounds_completed": log.round_index, **targets.attrs, **timeline, **held.transport_attrs()}
 
-    def reached(metrics: Mapping[str, float]) -> bool:
-        """Is the goal met at this evaluation? Records steps-to-result if so."""
-        if goal is None or not goal.reached(metrics):
-            return False
-        goal_attrs.update(goal_reached=True, steps_to_result=round_index * (steps_per_round or 1))
-        return True
-
-    timeline: dict[str, str] = {}  # when the rounds began and ended (root attrs; bench_startup.py)
-    meanwhile: RunSummary | None = None
     with interrupts_raised():
         try:
-            with policy.watching(lambda: round_index):
-                arena = Arena.create(algorithm.arena_spec(), tag=run_id[:8])
-                arrays = arena.arrays
-                algorithm.initialize(arrays)
-                # no warm-up here: the fork server loads every worker kernel meanwhile, and this
-                # process loads the few it calls (evaluation) at the initial evaluation below
-                make_dir(path.parent, "--out")
-                writer = _claim_run_file(path, overwrite, run_id=run_id, config=config, env=environment(),
-                                         seed=settings.seed, version=__version__, git_commit=git_commit())
-                guard = SpaceGuard(writer.tmp_path)
-                # built (not started) before row 0, whose columns include the transport's own metrics
-                workers = transport(algorithm.worker_program(), arrays, arena.layout, algorithm.n_workers)
-                problem = algorithm.problem_arrays()
-                if problem:
-                    writer.write_group("problem", problem)
-                for group, values in algorithm.run_file_groups().items():
-                    writer.write_group(group, values)
-                # The first evaluation loads its kernels from numba's cache, partly inside a
-                # ctypes callback, where a KeyboardInterrupt is printed and dropped (the run
-                # would go on): an interrupt is held until the evaluation is done.
-                with signals_deferred():
-                    initial = {**algorithm.evaluate(arrays), **algorithm.round_metrics([])}
-                log(initial)
-                if save_every:
-                    writer.append_params(0, algorithm.snapshot(arrays))
-                writer.start_live()
-                progress.stage(f"starting {algorithm.n_workers} workers")
-                workers.start()
+            with policy.watching(lambda: log.round_index):
+                _start(algorithm, transport, held, policy, RunFile(path, overwrite, run_id, config), progress, log,
+                       attrs)
                 if on_start is not None:
-                    on_start(workers.pids)
-
-                policy.status = "completed"
-                done_early = reached(initial)  # the initial model may already meet the goal
+                    on_start(held.workers.pids)
                 timeline["rounds_began"] = utc_now("microseconds")
+                stop = Stop.GOAL if targets.reached(log.last, 0) else None  # the initial model may meet it
                 with progress:
-                    for round_index in range(1, 0 if done_early else settings.rounds + 1):
-                        raise_if_interrupted()
-                        done = run_round(algorithm, workers, arrays, round_index)
-                        totals.add(done)
-                        if save_every and round_index % save_every == 0:
-                            guard.check()
-                            with signals_deferred():
-                                writer.append_params(round_index, algorithm.snapshot(arrays))
-                        metrics = None
-                        if schedule.due(round_index):
-                            metrics = {**algorithm.evaluate(arrays), **algorithm.round_metrics(done.results)}
-                            log(metrics)
-                            if not math.isfinite(metrics["loss"]):
-                                policy.status = "diverged"
-                                break
-                            if reached(metrics):
-                                progress.update(round_index, metrics)
-                                break
-                            if step_budget is not None and round_index * (steps_per_round or 1) >= step_budget:
-                                goal_attrs["budget_stopped"] = True
-                                progress.update(round_index, metrics)
-                                break
-                        progress.update(round_index, metrics)
+                    stop = stop or run_rounds(algorithm, held.workers, held.arena.arrays, log, targets, progress)
+                if stop is Stop.INTERRUPTED:
+                    raise KeyboardInterrupt
+                policy.status = "diverged" if stop is Stop.DIVERGED else "completed"
                 timeline["rounds_ended"] = utc_now("microseconds")
         except _FinishedMeanwhile as done:  # nothing of this run was written; the other one is the record
-            meanwhile = done.summary
+            return done.summary
         finally:
-            lost = None
-            progress.end_stage()
-            with signals_ignored():
-                if workers is not None:
-                    workers.close()
-                if writer is not None and not policy.keep_file:
-                    writer.discard()
-                elif writer is not None:
-                    final = algorithm.final_params(arena.arrays) if arena is not None and arena.arrays else {}
-                    attrs = {"rounds_completed": round_index, **goal_attrs, **timeline, **transport_attrs(workers)}
-                    policy.status, policy.error, lost = _finish_file(writer, guard, final, policy.status,
-                                                                     policy.error, attrs)
-                if arena is not None:
-                    arena.close()
-            if lost is not None:  # the file could not be finished: say so in one line, exit 1
-                raise RunFailed(lost) from None
-
-    if meanwhile is not None:
-        return meanwhile
+            held.close(progress)
+    rounds, n = log.round_index, algorithm.n_workers
     return RunSummary(
-        name=name, run_id=run_id, status=policy.status, file=str(path), rounds_completed=round_index,
-        workers=algorithm.n_workers, last_metrics={k: v for k, v in last_metrics.items() if k != "round"},
-        bytes_per_round_per_worker=(totals.bytes_up + totals.bytes_down) / max(round_index, 1) / algorithm.n_workers,
-        extras={**goal_attrs, **algorithm.summary_extras(), **transport_attrs(workers)},
+        name=name, run_id=run_id, status=policy.status, file=str(path), rounds_completed=rounds, workers=n,
+        last_metrics={k: v for k, v in log.last.items() if k != "round"},
+        bytes_per_round_per_worker=(log.totals.bytes_up + log.totals.bytes_down) / max(rounds, 1) / n,
+        extras={**targets.attrs, **algorithm.summary_extras(), **held.transport_attrs()},
     )
-
-
-def transport_metrics(workers: Transport | None) -> dict[str, float]:
-    """Cumulative metrics a transport measures itself (MPI: bytes moved, time in messages)."""
-    return dict(workers.metrics()) if workers is not None and hasattr(workers, "metrics") else {}
-
-
-def transport_attrs(workers: Transport | None) -> dict[str, Any]:
-    """Run-file attributes a transport records (MPI: start-up and control bytes)."""
-    return dict(workers.attrs()) if workers is not None and hasattr(workers, "attrs") else {}

@@ -1,19 +1,16 @@
 """Typed settings: a resolved config as a frozen dataclass per model.
 
 The option table (``ist_cli.config``) says which keys a method uses and drops the rest, so
-a resolved config may lack a key its method ignores; here every field has a value (the
-option's default stands in for a dropped key, which the method never reads). Past this
-point no code reads a settings dict by string key.
+a resolved config may lack a key its method ignores; its ``settings_from_config`` gives every
+field a value (the option's default stands in for a dropped key, which the method never
+reads). Past that point no code reads a settings dict by string key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from ist_cli.comm import NetworkModel
-from ist_cli.config import OPTIONS_BY_KEY
 
 
 @dataclass(frozen=True)
@@ -83,18 +80,3 @@ class MLPSettings(RunSettings):
     def scale_by_width(self) -> bool:
         """IST's ``--subnet-scale``; ``auto`` is what trained best on digits (docs/mlp.md): width under batch norm."""
         return self.subnet_scale == "width" or (self.subnet_scale == "auto" and self.batch_norm)
-
-
-def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSettings:
-    """The settings of a resolved config (``resolve_config`` output)."""
-    model = config["model"]
-    kind = QuadraticSettings if model == "quadratic" else MLPSettings
-    values: dict[str, Any] = {}
-    for item in fields(kind):
-        if item.name == "network":
-            values["network"] = NetworkModel.from_config({key: config.get(key, OPTIONS_BY_KEY[key].default)
-                                                          for key in ("latency", "bandwidth", "topology")})
-            continue
-        value = config.get(item.name, OPTIONS_BY_KEY[item.name].default_for(model))
-        values[item.name] = tuple(int(v) for v in value) if item.name == "hidden" else value
-    return kind(**values)

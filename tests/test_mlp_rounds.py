@@ -10,14 +10,14 @@ import pytest
 
 from ist_cli.algorithms import build_algorithm
 from ist_cli.algorithms.mlp import MLPMethod
-from ist_cli.algorithms.mlp.common import minibatches
-from ist_cli.algorithms.mlp.study import StudySettings
+from ist_cli.algorithms.mlp.mask_and_measures import StudySettings
 from ist_cli.config import resolve_config
 from ist_cli.kernels import mlp as kernels
 from ist_cli.models.subnet import block_sizes, draw_partition, neuron_index, subnet_layout
 from ist_cli.runtime.arena import Arena
 from ist_cli.runtime.pool import WorkerPool
 from ist_cli.seeding import stream
+from ist_cli.training.batches import minibatches
 
 HIDDEN = [10, 7]  # ragged over 3 workers: blocks of 4,3,3 and 3,2,2
 
@@ -32,7 +32,7 @@ def run_rounds(algorithm: MLPMethod, rounds: int, lr: float | None = None):
     """Initial model, final model and the arena arrays' plans after ``rounds`` real rounds."""
     if lr is not None:
         algorithm.settings = replace(algorithm.settings, lr=lr)  # the CLI refuses lr = 0; the math must still hold
-        algorithm.study = StudySettings.from_settings(algorithm.settings, algorithm.steps_per_round)
+        algorithm.study = StudySettings.from_settings(algorithm.settings, algorithm.steps_per_round())
     with Arena.create(algorithm.arena_spec()) as arena:
         arrays = arena.arrays
         algorithm.initialize(arrays)

@@ -17,8 +17,8 @@ from matplotlib.image import imread
 from ist_cli.report.figures import png_bytes
 from ist_cli.report.study import study_figures
 from ist_cli.study.outcomes import read_outcome
-from ist_cli.study.pruning import TrialPruner
 from ist_cli.study.results import load_study_result
+from ist_cli.study.step_budgets import TrialPruner
 from ist_cli.sweep.manifest import Manifest
 from tests.helpers import ist
 from tests.study_support import GOAL, error_curve, fabricate, make_study, write_trial

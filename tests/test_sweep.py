@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ist_cli.io.metric_info import TIMING_METRICS
 from ist_cli.io.runfile import read_run
-from ist_cli.runner import TIMING_METRICS
 from tests.helpers import dead_pid, ist
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from ist_cli.kernels import mlp as kernels
 from ist_cli.models.mlp import B, W, initial_params, net_layout
 from ist_cli.training.lipschitz import lipschitz_estimate
 from ist_cli.training.noise_scale import NoiseScaleEMA, two_batch_estimates
-from ist_cli.training.pruning import kept_count, snip_scores, top_kappa_mask
+from ist_cli.training.prune_at_init import kept_count, snip_scores, top_kappa_mask
 from ist_cli.training.schedule import LRSchedule
 from tests.test_mlp_kernels import WIDTHS, problem, ref_grad, ref_loss
 

@@ -11,8 +11,9 @@ import pytest
 
 from ist_cli.algorithms import build_algorithm
 from ist_cli.config import resolve_config
+from ist_cli.io.metric_info import TIMING_METRICS
 from ist_cli.io.runfile import read_run
-from ist_cli.runner import TIMING_METRICS, run_experiment
+from ist_cli.runner import run_experiment
 from ist_cli.runtime.arena import Arena
 from ist_cli.runtime.inprocess import InProcessTransport
 

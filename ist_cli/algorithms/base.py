@@ -9,29 +9,29 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ist_cli.algorithms.plans import PLANS, MethodPlan
 from ist_cli.comm import Traffic
 from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.forkserver import run_preload
 from ist_cli.runtime.transport import WorkerProgram
-from ist_cli.settings import MLPSettings, RunSettings
+from ist_cli.settings import RunSettings
+from ist_cli.training.goal import EvalSchedule, Goal
 
 
 def worker_preload(settings: RunSettings) -> tuple[str, ...]:
-    """What a worker process of this model imports and calls before its first round
-    (``runtime.forkserver`` entries), named without importing it: the fork server starts
-    warming before the coordinator has imported numba itself."""
-    if isinstance(settings, MLPSettings):
-        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
-    return ("ist_cli.algorithms.quadratic", "ist_cli.kernels.quadratic:warm_up")
+    """What a worker process of this method imports and warms first (``MethodPlan.preload``)."""
+    return PLANS[settings.model][settings.algorithm].preload(settings)
 
 
 class Algorithm(ABC):
     """One training method on one model, as seen by the coordinator."""
 
+    #: what the method is before anything is loaded: its name, rows, footprint and rules
+    plan: ClassVar[type[MethodPlan]]
     #: processes the run needs
     n_workers: int
     settings: RunSettings
@@ -83,6 +83,24 @@ class Algorithm(ABC):
 
     def snapshot(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
         """The iterate for ``/params/x`` snapshots, where the model supports them."""
+        return None
+
+    def snapshot_every(self) -> int:
+        """Rounds between ``snapshot``s stored in ``/params`` (0: never)."""
+        return 0
+
+    def steps_per_round(self) -> int | None:
+        """SGD steps one worker takes a round, for methods that count steps (``/metrics/step``,
+        goals, step budgets); None: the method does not count them."""
+        return None
+
+    def eval_schedule(self) -> EvalSchedule:
+        """Which rounds are evaluated: every ``eval_every`` rounds and the last one."""
+        s = self.settings
+        return EvalSchedule(s.eval_every, 0, self.steps_per_round() or 1, s.rounds)
+
+    def goal(self) -> Goal | None:
+        """The error the run trains to (None: it runs its rounds)."""
         return None
 
     def round_metrics(self, results: Sequence[Any]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ist_cli.algorithms.base import Algorithm
+from ist_cli.algorithms.plans import DCGDPlan, GDPlan, QuadraticISTPlan
 from ist_cli.comm import INDEX_BYTES, Traffic, averaging_traffic, server_traffic
 from ist_cli.errors import UserError
 from ist_cli.kernels import quadratic as kernels
@@ -220,12 +221,16 @@ class QuadraticMethod(Algorithm):
     def snapshot(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
         return arrays["x"].copy()
 
+    def snapshot_every(self) -> int:
+        return self.settings.save_params_every
+
     def _dense(self) -> np.ndarray:
         return np.full(self.n_workers, float(VALUE_BYTES * self.dim))
 
 
 class IST(QuadraticMethod):
     sparse_worker = ISTWorker
+    plan = QuadraticISTPlan
 
     def start_point(self, scales: np.ndarray, x: np.ndarray) -> np.ndarray:
         return scales * x
@@ -245,6 +250,8 @@ class IST(QuadraticMethod):
 
 
 class GD(QuadraticMethod):
+    plan = GDPlan
+
     def sketch_of(self, settings: QuadraticSettings) -> str:
         return "identity"
 
@@ -255,6 +262,7 @@ class GD(QuadraticMethod):
 
 class DCGD(QuadraticMethod):
     sparse_worker = DCGDWorker
+    plan = DCGDPlan
 
     def round_traffic(self, round_index: int) -> Traffic:
         """x down; the sketched gradient up as values and indices."""
@@ -264,4 +272,5 @@ class DCGD(QuadraticMethod):
         return server_traffic(support * (VALUE_BYTES + INDEX_BYTES), self._dense())
 
 
-METHODS: dict[str, type[QuadraticMethod]] = {"ist": IST, "gd": GD, "dcgd": DCGD}
+#: algorithm name (its plan's) -> method class
+METHODS: dict[str, type[QuadraticMethod]] = {method.plan.algorithm: method for method in (IST, GD, DCGD)}

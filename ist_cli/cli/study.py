@@ -18,10 +18,10 @@ from ist_cli.cli.sweep import engine_options, execute
 from ist_cli.report.figures import save_figure
 from ist_cli.report.html import write_html
 from ist_cli.report.study import fit_rows, markdown, study_figures, study_html, table_rows, to_csv
-from ist_cli.study.pruning import TrialPruner
 from ist_cli.study.results import load_study_result, to_json_text
 from ist_cli.study.search import SAMPLERS
 from ist_cli.study.spec import load_study
+from ist_cli.study.step_budgets import TrialPruner
 
 
 @click.command(context_settings={"max_content_width": 110})

@@ -12,12 +12,12 @@ import click
 import numpy as np
 
 from ist_cli.cli.run import config_layers, with_run_options
-from ist_cli.config import resolve_config
+from ist_cli.config import resolve_config, settings_from_config
 from ist_cli.errors import UserError
 from ist_cli.io.runfile import RunFileError, read_run
 from ist_cli.models.analysis import Analysis, analyze, run_inputs
 from ist_cli.models.quadratic import initial_point, problem_from_settings
-from ist_cli.settings import QuadraticSettings, settings_from_config
+from ist_cli.settings import QuadraticSettings
 
 MAX_DIM = 2048  # E[B̄L̄B̄] costs O(n d³) and holds n d×d matrices: checked before anything is allocated
 # settings that define the problem: a run file fixes them

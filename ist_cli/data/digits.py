@@ -10,6 +10,9 @@ import numpy as np
 
 from ist_cli.data.dataset import Dataset, build, stratified_split
 
+#: (samples, features, classes) of the data set
+SHAPE = (1797, 64, 10)
+
 BUNDLED = ("datasets", "data", "digits.csv.gz")  # where scikit-learn ships the digits, inside its package
 
 
@@ -39,7 +42,7 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_digits_dataset(*, dtype: str = "float32") -> Dataset:
-    """1797 samples, 64 features, 10 classes; a fixed stratified 80/20 split (seed-independent)."""
+    """``SHAPE``: 1797 samples, 64 features, 10 classes; a fixed stratified 80/20 split (seed-independent)."""
     X, y = digits_arrays()
     train, test = stratified_split(y)
-    return build("digits", X[train], y[train], X[test], y[test], where="dataset 'digits'", dtype=dtype, n_classes=10)
+    return build("digits", X[train], y[train], X[test], y[test], where="dataset 'digits'", dtype=dtype, n_classes=SHAPE[2])

@@ -88,6 +88,6 @@ def dataset_from_settings(settings: MLPSettings) -> Dataset:
 
 def dataset_from_config(config: Mapping[str, Any]) -> Dataset:
     """The dataset of a resolved MLP config (see ``dataset_from_settings``)."""
-    from ist_cli.settings import settings_from_config
+    from ist_cli.config import settings_from_config
 
     return dataset_from_settings(settings_from_config(config))  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ class MetricInfo:
     units: str
     description: str
     label: str  # matplotlib mathtext allowed
+    #: a measured time: it differs between two runs of the same config (every other metric is reproducible)
+    timing: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -33,12 +35,12 @@ METRICS: dict[str, MetricInfo] = {
     "bytes_down": MetricInfo("byte", "cumulative bytes sent server -> worker, summed over workers",
                              "bytes down (cumulative)"),
     "compute_time": MetricInfo("s", "cumulative modelled compute: per round the slowest worker's measured "
-                               "step plus the coordinator's plan and aggregation", "compute time [s]"),
+                               "step plus the coordinator's plan and aggregation", "compute time [s]", timing=True),
     "comm_time_model": MetricInfo("s", "cumulative communication time of the alpha-beta network model",
                                   "modelled communication time [s]"),
-    "sim_time": MetricInfo("s", "compute_time + comm_time_model", "modelled time [s]"),
+    "sim_time": MetricInfo("s", "compute_time + comm_time_model", "modelled time [s]", timing=True),
     "wall_time": MetricInfo("s", "measured elapsed time since the coordinator began setting up the run",
-                            "wall time [s]"),
+                            "wall time [s]", timing=True),
     # MLP training (docs/sparsity.md)
     "step": MetricInfo("1", "MLP: SGD steps one worker has taken by the row's round", "SGD steps"),
     "worker_train_loss": MetricInfo("1", "MLP: the workers' mean training loss over the round's local steps "
@@ -57,12 +59,15 @@ METRICS: dict[str, MetricInfo] = {
                             "models (NaN on evaluations that do not measure it)", "local Lipschitz estimate"),
     # measured by the MPI transport (docs/cluster.md)
     "comm_time_measured": MetricInfo("s", "cumulative measured time of the rounds spent in messages and "
-                                     "waiting (MPI transport)", "measured communication time [s]"),
+                                     "waiting (MPI transport)", "measured communication time [s]", timing=True),
     "bytes_up_measured": MetricInfo("byte", "cumulative bytes worker -> server counted at MPI's sends and "
                                     "receives", "bytes up, measured (cumulative)"),
     "bytes_down_measured": MetricInfo("byte", "cumulative bytes server -> worker counted at MPI's sends and "
                                       "receives", "bytes down, measured (cumulative)"),
 }
+
+#: the metrics that are measured times, never the same twice (compared apart from all others)
+TIMING_METRICS: tuple[str, ...] = tuple(name for name, info in METRICS.items() if info.timing)
 
 # derived series the report computes from stored ones (never stored)
 DERIVED_LABELS = {"bytes": "bytes communicated (cumulative, all workers)"}

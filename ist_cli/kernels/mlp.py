@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, types
 
 from ist_cli.kernels import blas
+from ist_cli.kernels.layout import BETA, GAMMA, B, W
 
 BN_EPS = 1e-5  # PyTorch's BatchNorm1d default
 
@@ -46,8 +47,8 @@ def _copy_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.nda
         sorted_cols = cols[col_order]
         full_cols = full_widths[layer + 1]
         n_cols = sub_widths[layer + 1]
-        fw = full_offsets[layer, 0]
-        sw = sub_offsets[layer, 0]
+        fw = full_offsets[layer, W]
+        sw = sub_offsets[layer, W]
         for i in range(rows.shape[0]):
             a = row_order[i]
             base = fw + rows[a] * full_cols
@@ -58,7 +59,7 @@ def _copy_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.nda
             else:
                 for k in range(n_cols):
                     sub[row + col_order[k]] = full[base + sorted_cols[k]]
-        for kind in range(1, 4):
+        for kind in range(B, BETA + 1):  # bias, gamma, beta: vectors
             if full_offsets[layer, kind] < 0:
                 continue
             if to_full and skip_output_bias and kind == 1 and layer == n_layers - 1:
@@ -182,8 +183,8 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
     for layer in range(n_layers):
         fan_in = widths[layer]
         fan_out = widths[layer + 1]
-        wo = offsets[layer, 0]
-        bo = offsets[layer, 1]
+        wo = offsets[layer, W]
+        bo = offsets[layer, B]
         weight = params[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out))
         z = np.empty((batch, fan_out), dtype=params.dtype)
         bias = params[bo:bo + fan_out]
@@ -195,8 +196,8 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
         act = acts[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
         if batch_norm:
             xhat = xhats[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
-            go = offsets[layer, 2]
-            beo = offsets[layer, 3]
+            go = offsets[layer, GAMMA]
+            beo = offsets[layer, BETA]
             # per-column statistics accumulated row by row, in float64, in row order. Inner
             # loops run over one row's view and per-column vectors (not offsets into the
             # flat parameters), which the compiler vectorises: same arithmetic, same order.
@@ -296,8 +297,8 @@ def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_nor
     for layer in range(n_layers - 1, -1, -1):
         fan_in = widths[layer]
         fan_out = widths[layer + 1]
-        wo = offsets[layer, 0]
-        bo = offsets[layer, 1]
+        wo = offsets[layer, W]
+        bo = offsets[layer, B]
         if layer > 0:
             hpos -= fan_in
             a_in = acts[hpos * batch:(hpos + fan_in) * batch].reshape((batch, fan_in))
@@ -328,8 +329,8 @@ def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_nor
             break
         if batch_norm:
             prev = layer - 1
-            go = offsets[prev, 2]
-            beo = offsets[prev, 3]
+            go = offsets[prev, GAMMA]
+            beo = offsets[prev, BETA]
             xhat = xhats[hpos * batch:(hpos + fan_in) * batch].reshape((batch, fan_in))
             sum_dy = np.zeros(fan_in)
             sum_dy_xhat = np.zeros(fan_in)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ist_cli.kernels.layout import BETA, GAMMA, B, W
 from ist_cli.seeding import stream
 
-# columns of the offsets table
-W, B, GAMMA, BETA = 0, 1, 2, 3
+__all__ = ["B", "BETA", "GAMMA", "W", "NetLayout", "initial_params", "net_layout"]
+
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from ist_cli.config import settings_from_config
 from ist_cli.errors import UserError
 from ist_cli.io.metric_info import metric_label
 from ist_cli.io.outputs import make_dir
@@ -36,7 +37,6 @@ from ist_cli.report.choices import DEFAULT_FIGSIZE, FIGSIZES
 from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, final_value, series
 from ist_cli.report.stats import CI_LEVEL, DEFAULT_CI, band, ci_caption, summarize_values
 from ist_cli.report.table import Group
-from ist_cli.settings import settings_from_config
 
 MAX_POINTS = 400
 LOG_DECADES = 2.0

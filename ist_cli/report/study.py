@@ -14,12 +14,12 @@ import base64
 import csv
 import io
 import math
-from datetime import datetime, timezone
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from ist_cli._version import __version__
+from ist_cli.io.names import utc_now
 from ist_cli.report.figures import color, png_bytes, short
 from ist_cli.report.html import CSS, _e, _table
 from ist_cli.report.render import fmt
@@ -163,7 +163,7 @@ def markdown(result: StudyResult) -> str:
 
 def study_html(result: StudyResult, figures: dict[str, Figure]) -> str:
     """A self-contained HTML page (inline PNGs, no external resources)."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = utc_now()
     header, rows = table_rows(result)
     fit_header, fit_table = fit_rows(result)
     parts = [

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from ist_cli.runtime.arena import ArenaLayout
-from ist_cli.runtime.transport import Region, WorkerProgram, receive_down
+from ist_cli.runtime.transport import Region, TransportBase, WorkerProgram, receive_down
 
 
-class InProcessTransport:
+class InProcessTransport(TransportBase):
     def __init__(self, program: WorkerProgram, arrays: dict[str, np.ndarray], layout: ArenaLayout,
                  n_workers: int) -> None:
         self.program = program

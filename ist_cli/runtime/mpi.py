@@ -37,7 +37,7 @@ from ist_cli.errors import UserError
 from ist_cli.runtime.arena import SHM_DIR
 from ist_cli.runtime.pool import RemoteTraceback, WorkerFailed
 from ist_cli.runtime.signals import signals_deferred
-from ist_cli.runtime.transport import WorkerProgram, receive_down
+from ist_cli.runtime.transport import TransportBase, WorkerProgram, receive_down
 
 TAG_SETUP, TAG_HEADER, TAG_DATA, TAG_ERROR, TAG_STOP = range(1, 6)
 _POLL_SLEEP = 0.0002  # seconds between probes once a wait is no longer short
@@ -165,7 +165,7 @@ def abort_at_exit(comm: Any, code: int) -> None:
     atexit.register(abort)
 
 
-class MPITransport:
+class MPITransport(TransportBase):
     """The coordinator's side of the ``Transport`` protocol, over MPI ranks.
 
     Per worker a copy of the program set up on the coordinator's arrays runs ``pack_down``

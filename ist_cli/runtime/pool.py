@@ -32,7 +32,7 @@ from ist_cli.runtime.forkserver import environment, start_server
 from ist_cli.runtime.processes import set_process_name
 from ist_cli.runtime.spin import RoundFlags, should_spin
 from ist_cli.runtime.threads import SINGLE_THREAD_ENV
-from ist_cli.runtime.transport import WorkerProgram
+from ist_cli.runtime.transport import TransportBase, WorkerProgram
 from ist_cli.runtime.watchdog import RoundWatchdog
 
 
@@ -96,7 +96,7 @@ def _describe_exit(process: mp.process.BaseProcess) -> str:
     return f"exited with code {code}"
 
 
-class WorkerPool:
+class WorkerPool(TransportBase):
     """N persistent worker processes attached to one arena, started once per run.
 
     Workers are forked from a warm server (``runtime.forkserver``; ``preload`` says what it

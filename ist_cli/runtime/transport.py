@@ -157,6 +157,26 @@ class Transport(Protocol):
     def close(self) -> None:
         """Stop every worker; never leaves a process behind."""
 
+    def metrics(self) -> dict[str, float]:
+        """Cumulative metrics the transport measures itself (``/metrics`` columns; MPI: bytes, time)."""
 
-#: (program, the coordinator's arrays, the arena layout, number of workers) -> a transport
-TransportFactory = Callable[..., Transport]
+    def attrs(self) -> dict[str, Any]:
+        """Run-file attributes the transport records (MPI: start-up and control bytes)."""
+
+
+class TransportBase:
+    """What a transport measures by default: nothing of its own (``Transport.metrics``/``attrs``)."""
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def attrs(self) -> dict[str, Any]:
+        return {}
+
+
+class TransportFactory(Protocol):
+    """Builds a run's transport (not started): the worker half of the method, the coordinator's
+    arena arrays, the arena's layout (for workers that attach to it) and the number of workers."""
+
+    def __call__(self, program: WorkerProgram, arrays: dict[str, np.ndarray], layout: Any,
+                 n_workers: int) -> Transport: ...

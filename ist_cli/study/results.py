@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from ist_cli.errors import UserError
+from ist_cli.io.names import run_file_path
 from ist_cli.study.fit import Fit, fit_steps
 from ist_cli.study.outcomes import OUTCOMES, Outcome, read_outcome
 from ist_cli.study.spec import Trial
@@ -98,7 +99,7 @@ def load_study_result(directory: Path, *, resamples: int | None = None) -> Study
         raise UserError(f"{str(directory)!r} has no sweep.json; expected the --out directory of ist study")
     trials, group_axes, search_keys = study_trials(manifest)
     configs = {record["id"]: record["config"] for record in manifest["runs"]}
-    outcomes = {trial.run_id: read_outcome(directory / f"{trial.run_id}.h5") for trial in trials}
+    outcomes = {trial.run_id: read_outcome(run_file_path(directory, trial.run_id)) for trial in trials}
     groups: dict[tuple, list[Trial]] = defaultdict(list)
     for trial in trials:
         groups[trial.group].append(trial)
@@ -135,7 +136,7 @@ def _logged(directory: Path, trials: list[Trial], outcomes: dict[str, Outcome]) 
     """Median noise scale at the goal row of trials that reached it, median L-hat over all rows."""
     noise, lipschitz = [], []
     for trial in trials:
-        path = directory / f"{trial.run_id}.h5"
+        path = run_file_path(directory, trial.run_id)
         if outcomes[trial.run_id].outcome in ("not run", "failed"):
             continue
         try:

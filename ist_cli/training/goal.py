@@ -40,9 +40,8 @@ class Goal:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Goal | None:
-        """The goal of a run's settings, or None (no ``goal_error``, or a model without goals)."""
-        error = getattr(settings, "goal_error", None)
-        return None if error is None else cls(float(error), str(settings.goal_metric))
+        """The goal of an MLP run's settings, or None (no ``goal_error``)."""
+        return None if settings.goal_error is None else cls(float(settings.goal_error), str(settings.goal_metric))
 
     def value(self, metrics: Mapping[str, float]) -> float:
         return 1.0 - float(metrics[ERROR_OF[self.metric]])

@@ -5,6 +5,7 @@ from ist_cli.algorithms.mlp.dp import DataParallel
 from ist_cli.algorithms.mlp.ist import IST
 from ist_cli.algorithms.mlp.local_sgd import LocalSGD, Single
 
-METHODS: dict[str, type[MLPMethod]] = {"ist": IST, "dp": DataParallel, "local-sgd": LocalSGD, "single": Single}
+#: algorithm name (its plan's) -> method class
+METHODS: dict[str, type[MLPMethod]] = {method.plan.algorithm: method for method in (IST, DataParallel, LocalSGD, Single)}
 
 __all__ = ["IST", "METHODS", "DataParallel", "LocalSGD", "MLPMethod", "Single"]

@@ -11,18 +11,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ist_cli.algorithms.base import Algorithm
-from ist_cli.algorithms.mlp.study import (
+from ist_cli.algorithms.mlp.mask_and_measures import (
     NoiseScaleMeter,
     StudySettings,
     lipschitz,
     named_mask,
     pruning_mask,
 )
+from ist_cli.algorithms.plans import MLPPlan
 from ist_cli.comm import INDEX_BYTES, averaging_traffic
 from ist_cli.data import dataset_from_settings, partition_indices
 from ist_cli.kernels import mlp as kernels
@@ -32,6 +33,8 @@ from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.transport import Region, WorkerProgram
 from ist_cli.seeding import stream
 from ist_cli.settings import MLPSettings
+from ist_cli.training.batches import minibatches
+from ist_cli.training.goal import EvalSchedule, Goal
 
 EVAL_TRAIN_LIMIT = 8192  # training loss is measured on at most this many fixed training rows
 EVAL_CHUNK = 4096  # rows per forward pass at evaluation (also the batch-norm statistics' batch)
@@ -50,18 +53,6 @@ class Training:
     batch_size: int
     local_steps: int
     scale: float  # IST's activation scaling (1.0: none)
-
-
-def minibatches(shard: np.ndarray, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-    """(steps, batch) row ids: a walk through fresh random permutations of the worker's shard.
-
-    A shard smaller than the batch is repeated (rows appear twice in a batch) rather than
-    giving a smaller batch, so every step of every worker has the same batch size.
-    """
-    need = steps * batch_size
-    reps = -(-need // shard.size)
-    order = np.concatenate([shard[rng.permutation(shard.size)] for _ in range(reps)])
-    return np.ascontiguousarray(order[:need].reshape(steps, batch_size))
 
 
 class MLPWorker(WorkerProgram):
@@ -120,8 +111,7 @@ class MLPMethod(Algorithm):
     """The coordinator half every MLP method shares."""
 
     worker_class: type[MLPWorker]
-    #: SGD steps one worker takes per round (/metrics/step, the schedule); DP takes one
-    local_steps_per_round = True
+    plan: ClassVar[type[MLPPlan]]
 
     def __init__(self, settings: MLPSettings) -> None:
         self.settings = settings
@@ -134,12 +124,22 @@ class MLPMethod(Algorithm):
         self.layout = net_layout(self.widths, self.batch_norm)
         self.shards = self.make_shards()
         self._eval_rows = self._training_subset()
-        self.steps_per_round = settings.local_steps if self.local_steps_per_round else 1
-        self.study = StudySettings.from_settings(settings, self.steps_per_round)
+        self.study = StudySettings.from_settings(settings, self.steps_per_round())
         self.keep: np.ndarray | None = None  # bool over the flat model: the pruning mask, once chosen
         self._noise = NoiseScaleMeter() if self.study.noise_scale_every else None
         self._before: np.ndarray | None = None  # the server model before the last round (Lipschitz)
         self._evaluations = 0
+
+    def steps_per_round(self) -> int:
+        """R local steps (DP's ``local_steps`` is pinned to 1 by the option table)."""
+        return self.settings.local_steps
+
+    def eval_schedule(self) -> EvalSchedule:
+        s = self.settings
+        return EvalSchedule(s.eval_every, s.eval_every_steps, self.steps_per_round(), s.rounds)
+
+    def goal(self) -> Goal | None:
+        return Goal.from_settings(self.settings)
 
     # -- hooks a method overrides -------------------------------------------------
     def make_shards(self) -> list[np.ndarray]:
@@ -147,8 +147,13 @@ class MLPMethod(Algorithm):
         return partition_indices(self.data.y_train, self.n_workers, s.partition, s.seed)
 
     def buffers(self) -> ArraySpec:
-        """The method's own arena arrays (per-worker buffers, plans)."""
-        return {}
+        """The method's own arena arrays: the per-worker rows its plan names, ``row_size`` values each."""
+        shape = (self.n_workers, self.row_size())
+        return {name: (shape, self.dtype.str) for name in self.plan.worker_rows(self.study.sparse)}
+
+    def row_size(self) -> int:
+        """Values in one per-worker row: a whole replica."""
+        return self.layout.size
 
     def training(self) -> Training:
         s = self.settings

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from ist_cli.algorithms.mlp.common import MLPMethod, MLPWorker
-from ist_cli.algorithms.mlp.study import norm_sq
+from ist_cli.algorithms.mlp.mask_and_measures import norm_sq
+from ist_cli.algorithms.plans import DPPlan
 from ist_cli.comm import Traffic, averaging_traffic
 from ist_cli.kernels import mlp as kernels
-from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.transport import Exchange, Region
 from ist_cli.settings import MLPSettings
 
@@ -41,15 +41,12 @@ class DPWorker(MLPWorker):
 
 
 class DataParallel(MLPMethod):
-    worker_class = DPWorker
-    local_steps_per_round = False  # one synchronous step per round
+    worker_class = DPWorker  # one synchronous step per round: ``local_steps`` is pinned to 1
+    plan = DPPlan
 
     def __init__(self, settings: MLPSettings) -> None:
         super().__init__(settings)
         self._server_velocity = np.zeros(self.layout.size, dtype=self.dtype)
-
-    def buffers(self) -> ArraySpec:
-        return {"grad": ((self.n_workers, self.layout.size), self.dtype.str)}
 
     def noise_from_workers(self) -> bool:
         return self.n_workers > 1  # B_small = one worker's batch, B_big = all n of them: no extra gradient

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ist_cli.algorithms.mlp.common import MLPMethod, MLPWorker, Training
+from ist_cli.algorithms.plans import ISTPlan
 from ist_cli.comm import INDEX_BYTES, Traffic, server_traffic
 from ist_cli.kernels import mlp as kernels
 from ist_cli.models.mlp import B
@@ -99,6 +100,7 @@ def output_bias_offset(widths: Sequence[int], n_workers: int, worker: int, batch
 
 class IST(MLPMethod):
     worker_class = ISTWorker
+    plan = ISTPlan
 
     def __init__(self, settings: MLPSettings) -> None:
         super().__init__(settings)
@@ -110,19 +112,16 @@ class IST(MLPMethod):
         scale = float(self.n_workers) if self.settings.scale_by_width else 1.0
         return replace(super().training(), scale=scale)
 
+    def row_size(self) -> int:
+        """The largest subnet's values."""
+        return int(ist_subnet_sizes(self.widths, self.n_workers, self.batch_norm)[0].max())
+
     def buffers(self) -> ArraySpec:
-        n, dt = self.n_workers, self.dtype.str
-        values, indices = ist_subnet_sizes(self.widths, n, self.batch_norm)
-        spec: dict[str, tuple[tuple[int, ...], str]] = {
-            "sub": ((n, int(values.max())), dt),
-            "grad": ((n, int(values.max())), dt),
-            "velocity": ((n, int(values.max())), dt),
-            "ids": ((n, max(int(indices.max()), 1)), "i4"),  # int32: INDEX_BYTES each
-        }
+        n = self.n_workers
+        indices = ist_subnet_sizes(self.widths, n, self.batch_norm)[1]
+        spec = {**super().buffers(), "ids": ((n, max(int(indices.max()), 1)), "i4")}  # int32: INDEX_BYTES each
         for h, width in enumerate(self.widths[1:-1]):
             spec[f"plan{h}"] = ((n, int(block_sizes(width, n).max())), "i8")
-        if self.study.sparse:
-            spec["submask"] = ((n, int(values.max())), dt)  # each worker's share of the mask, private
         return spec
 
     def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from ist_cli.algorithms.mlp.common import MLPMethod, MLPWorker
+from ist_cli.algorithms.plans import LocalSGDPlan, SinglePlan
 from ist_cli.comm import Traffic, averaging_traffic
-from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.transport import Exchange, Region
 
 
@@ -39,10 +39,7 @@ class ReplicaWorker(MLPWorker):
 
 class LocalSGD(MLPMethod):
     worker_class = ReplicaWorker
-
-    def buffers(self) -> ArraySpec:
-        shape = (self.n_workers, self.layout.size)
-        return {name: (shape, self.dtype.str) for name in ("grad", "sub", "velocity")}
+    plan = LocalSGDPlan
 
     def aggregate(self, arrays: dict[str, np.ndarray], round_index: int, results: Sequence[Any]) -> None:
         arrays["model"][...] = arrays["sub"][:, : self.layout.size].sum(axis=0, dtype=np.float64) / self.n_workers
@@ -55,6 +52,8 @@ class LocalSGD(MLPMethod):
 
 class Single(LocalSGD):
     """One worker with the whole training set: the baseline nothing is communicated for."""
+
+    plan = SinglePlan
 
     def make_shards(self) -> list[np.ndarray]:
         return [np.arange(self.data.n_train, dtype=np.int64)]

@@ -14,9 +14,10 @@ from ist_cli.kernels import mlp as kernels
 from ist_cli.models.mlp import B, NetLayout
 from ist_cli.seeding import stream
 from ist_cli.settings import MLPSettings
+from ist_cli.training.batches import minibatches
 from ist_cli.training.lipschitz import lipschitz_estimate
 from ist_cli.training.noise_scale import NoiseScaleEMA, two_batch_estimates
-from ist_cli.training.pruning import (
+from ist_cli.training.prune_at_init import (
     kept_count,
     magnitude_scores,
     random_scores,
@@ -103,7 +104,6 @@ def pruning_mask(settings: StudySettings, params: np.ndarray, layout: NetLayout,
     elif settings.prune == "magnitude":
         scores = magnitude_scores(params)
     else:
-        from ist_cli.algorithms.mlp.common import minibatches  # common imports this module
 
         if settings.snip_batches == "all":
             batches = chunks(X.shape[0], batch_size)
@@ -151,7 +151,6 @@ class NoiseScaleMeter:
                               y: np.ndarray, keep: np.ndarray | None, batch_size: int, seed: int, index: int) -> None:
         """k = ``NOISE_MICRO_BATCHES`` fresh batches of the training set at the current model:
         B_small = one batch (the mean of their squared norms), B_big = k batches (their mean)."""
-        from ist_cli.algorithms.mlp.common import minibatches  # common imports this module
 
         rows = np.arange(X.shape[0], dtype=np.int64)
         batches = minibatches(rows, NOISE_MICRO_BATCHES, batch_size, stream(seed, "noise-scale", index))

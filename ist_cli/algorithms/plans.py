@@ -1,0 +1,213 @@
+"""What each method *is*, known from its resolved config before anything is loaded: its name,
+its per-worker arena rows, the memory and file bytes a run of it needs, what its worker
+processes preload, and its own rules over several settings (such as IST's width >= n).
+
+The methods themselves (``Algorithm``) *hold* what a run loads (data, problem, mask, meters)
+and import numba; a plan imports neither, so the option table checks configs with it and
+``ist_cli.footprint`` sizes runs with it before the fork server starts. Each method class
+names its plan (``Algorithm.plan``); ``PLANS`` is the one home of the algorithms' names.
+Sizes are Python integers, so absurd widths (10^30) give an absurd estimate, never an overflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from ist_cli.data.shape import dataset_shape
+from ist_cli.errors import UserError
+from ist_cli.runtime.budget import WORKER_BASE_BYTES, RunEstimate
+from ist_cli.settings import MLPSettings, QuadraticSettings, RunSettings
+
+#: checks a setting's name for an error message: key -> ``--flag`` or ``file: key``
+Where = Callable[[str], str]
+
+
+class MethodPlan:
+    """A method's name and the facts about it that need no data."""
+
+    model: ClassVar[str]
+    algorithm: ClassVar[str]
+    settings: ClassVar[type[RunSettings]]  # the typed settings of its model
+    loading_stage: ClassVar[str]  # what the progress line says while the method loads its data or problem
+
+    @classmethod
+    def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
+        """The method's own rules over several settings of a resolved ``config`` (``given``: what
+        the user set); raises a one-line ``UserError``."""
+
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        """What a worker process imports and calls before its first round (``runtime.forkserver``
+        entries), named without importing it: the fork server starts warming before the
+        coordinator has imported numba itself."""
+        raise NotImplementedError
+
+    @classmethod
+    def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
+        """The memory a run needs, as arena, coordinator and per-worker bytes (on the high side)."""
+        raise NotImplementedError
+
+    @classmethod
+    def file_bytes(cls, config: Mapping[str, Any]) -> int:
+        """Bytes the run file will take at most."""
+        raise NotImplementedError
+
+    @staticmethod
+    def metric_bytes(config: Mapping[str, Any]) -> int:
+        rows = int(config["rounds"]) // int(config["eval_every"]) + 2
+        return rows * 32 * 8
+
+
+# ----------------------------------------------------------------------------- quadratic
+class QuadraticPlan(MethodPlan):
+    model = "quadratic"
+    settings = QuadraticSettings
+    loading_stage = "building the problem"
+
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        return ("ist_cli.algorithms.quadratic", "ist_cli.kernels.quadratic:warm_up")
+
+    @classmethod
+    def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
+        n, d = int(config["workers"]), int(config["dim"])
+        m = int(config.get("client_samples") or 2 * d)
+        count = n if config.get("heterogeneity") == "heterogeneous" else 1
+        matrices = n * d * d * 8
+        # L; per worker 9 float64 rows (b, start, scales, out, down, up, z_*) and 2 int32 ones; x; alignment
+        arena = matrices + 10 * n * d * 8 + d * 8 + 64 * 16
+        # generation: A (count, m, d), the einsum result and its symmetrised copy, repeated to n clients
+        coordinator = 8 * count * m * d + 3 * matrices
+        return RunEstimate(arena=arena, coordinator=coordinator, per_worker=WORKER_BASE_BYTES + 3 * d * 8, workers=n)
+
+    @classmethod
+    def file_bytes(cls, config: Mapping[str, Any]) -> int:
+        rounds, n, d = int(config["rounds"]), int(config["workers"]), int(config["dim"])
+        save_every = int(config.get("save_params_every") or 0)
+        snapshots = (rounds // save_every + 1) * (d + 1) * 8 if save_every else 0
+        return cls.metric_bytes(config) + snapshots + n * (d * d + d) * 8 + 2 * d * 8 + 64 * 1024
+
+
+class QuadraticISTPlan(QuadraticPlan):
+    algorithm = "ist"
+
+
+class GDPlan(QuadraticPlan):
+    algorithm = "gd"
+
+    @classmethod
+    def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
+        if given.get("local_steps", 1) != 1:
+            raise UserError(f"{where('local_steps')}: {given['local_steps']} is not allowed for {cls.algorithm}; "
+                            "expected 1 (local steps are an IST setting)")
+
+
+class DCGDPlan(GDPlan):
+    algorithm = "dcgd"
+
+
+# ----------------------------------------------------------------------------- MLP
+def mlp_widths(config: Mapping[str, Any]) -> tuple[list[int], int, int]:
+    """(widths, samples, bytes of a file source) as far as the config tells."""
+    samples, features, classes, raw = dataset_shape(config)
+    return [features, *(int(w) for w in config["hidden"]), classes], samples, raw
+
+
+def mlp_params(config: Mapping[str, Any], widths: Sequence[int]) -> tuple[int, int]:
+    """(parameter count, bytes per parameter) of the network ``widths``."""
+    itemsize = 8 if config.get("dtype") == "float64" else 4
+    params = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths, widths[1:], strict=False))
+    if config.get("norm") == "batch":
+        params += 2 * sum(widths[1:-1])
+    return params, itemsize
+
+
+class MLPPlan(MethodPlan):
+    model = "mlp"
+    settings = MLPSettings
+    loading_stage = "loading data"
+
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
+    #: the per-worker arena rows, each the size of what a worker trains (a replica or a subnet)
+    rows: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def worker_rows(cls, sparse: bool) -> tuple[str, ...]:
+        """Names of the per-worker rows (``sparse``: the run prunes weights)."""
+        return cls.rows
+
+    @classmethod
+    def row_values(cls, params: int, widths: Sequence[int], n_workers: int) -> int:
+        """Values one row holds at most: a whole replica."""
+        return params
+
+    @classmethod
+    def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
+        n = int(config["workers"])
+        widths, samples, raw = mlp_widths(config)
+        params, itemsize = mlp_params(config, widths)
+        sparse = float(config.get("sparsity") or 0) > 0
+        buffers = len(cls.worker_rows(sparse)) * n * cls.row_values(params, widths, n)
+        data = samples * (widths[0] * itemsize + 16)
+        model = params * (2 if sparse else 1)  # the model, and the pruning mask of a sparse run
+        arena = data + (model + buffers) * itemsize + 8 * sum(widths)
+        # the loaded dataset (or its file, several times over while parsed) plus the initial model and DP's velocity
+        coordinator = data + 4 * raw + 2 * params * itemsize
+        activations = 4 * int(config.get("batch_size", 32)) * sum(widths) * itemsize
+        return RunEstimate(arena=arena, coordinator=coordinator, per_worker=WORKER_BASE_BYTES + activations, workers=n)
+
+    @classmethod
+    def file_bytes(cls, config: Mapping[str, Any]) -> int:
+        params, itemsize = mlp_params(config, mlp_widths(config)[0])
+        return cls.metric_bytes(config) + params * itemsize + 64 * 1024
+
+
+class ISTPlan(MLPPlan):
+    algorithm = "ist"
+    rows = ("sub", "grad", "velocity")
+
+    @classmethod
+    def worker_rows(cls, sparse: bool) -> tuple[str, ...]:
+        return (*cls.rows, "submask") if sparse else cls.rows  # submask: its share of the pruning mask
+
+    @classmethod
+    def row_values(cls, params: int, widths: Sequence[int], n_workers: int) -> int:
+        """About a worker's share of the hidden units' weights (its subnet), and the layers' ends it shares."""
+        return params // n_workers + sum(widths)
+
+    @classmethod
+    def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
+        n = config["workers"]
+        for width in config["hidden"]:
+            if width < n:
+                raise UserError(f"{where('hidden')}: width {width} is smaller than the {n} workers; "
+                                f"IST needs every hidden layer to have at least {n} neurons")
+
+
+class DPPlan(MLPPlan):
+    algorithm = "dp"
+    rows = ("grad",)
+
+
+class LocalSGDPlan(MLPPlan):
+    algorithm = "local-sgd"
+    rows = ("grad", "sub", "velocity")
+
+
+class SinglePlan(LocalSGDPlan):
+    algorithm = "single"
+
+
+#: model -> algorithm -> plan, in the order the CLI lists them
+PLANS: dict[str, dict[str, type[MethodPlan]]] = {
+    family[0].model: {plan.algorithm: plan for plan in family}
+    for family in ((QuadraticISTPlan, GDPlan, DCGDPlan), (ISTPlan, DPPlan, LocalSGDPlan, SinglePlan))
+}
+
+
+def plan_of(config: Mapping[str, Any]) -> type[MethodPlan]:
+    """The plan of a resolved config's method."""
+    return PLANS[config["model"]][config["algorithm"]]
