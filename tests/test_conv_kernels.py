@@ -130,35 +130,66 @@ def test_reference_conv_is_a_known_convolution():
 
 
 # ----------------------------------------------------------------------------- kernels vs reference
+def none(dtype=np.float32):
+    """The size-0 array that switches an optional kernel argument off."""
+    return np.empty((0, 0, 0, 0), dtype=dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(CONV_CASES))
 def test_conv_forward_and_backward_match_reference(case, dtype):
     x, w, b, dy, geo, (oh, ow) = conv_inputs(case, seed=5, dtype=dtype)
     tol = TOL if dtype == np.float32 else 1e-10
     out = np.full((x.shape[0], oh, ow, w.shape[3]), np.nan, dtype=dtype)
-    conv.conv2d_forward(x=x, weight=w, bias=b, out=out, **geo)
-    close(out, ref.conv(x, w, b, out_h=oh, out_w=ow, **geo), tol)
+    conv.conv2d_forward(x=x, weight=w, bias=b, out=out, residual=none(dtype), relu_out=none(dtype), **geo)
+    want = ref.conv(x, w, b, out_h=oh, out_w=ow, **geo)
+    close(out, want, tol)
 
     dx_want, dw_want, db_want = ref.conv_backward(x, w, dy, **geo)
     dw = np.full_like(w, np.nan)  # beta = 0 must not read it
     db = np.full_like(b, np.nan)
     dx = np.full_like(x, np.nan)
-    conv.conv2d_backward(x=x, weight=w, dout=dy, dweight=dw, dbias=db, dx=dx, beta=0.0, **geo)
+    conv.conv2d_backward(x=x, weight=w, dout=dy, dweight=dw, dbias=db, dx=dx, beta=0.0, accumulate_dx=False,
+                         relu_mask=none(dtype), **geo)
     close(dx, dx_want, tol)
     close(dw, dw_want, tol)
     close(db, db_want, tol)
 
 
-def test_conv_backward_accumulates_with_beta_and_skips_dx():
-    x, w, b, dy, geo, _ = conv_inputs("stride2-same", seed=6)
-    _, dw_want, db_want = ref.conv_backward(x, w, dy, **geo)
-    dw0 = rand(np.random.default_rng(7), w.shape)
-    db0 = np.arange(b.size, dtype=np.float32)
-    dw, db = dw0.copy(), db0.copy()
-    conv.conv2d_backward(x=x, weight=w, dout=dy, dweight=dw, dbias=db, dx=np.empty((0, 0, 0, 0), np.float32),
-                         beta=0.9, **geo)
+@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pointwise-image", "several-chunks"])
+def test_conv_forward_fuses_residual_and_relu(case):
+    x, w, b, _, geo, (oh, ow) = conv_inputs(case, seed=20)
+    want = ref.conv(x, w, b, out_h=oh, out_w=ow, **geo)
+    shortcut = rand(np.random.default_rng(21), want.shape)
+    out = shortcut.copy()  # the shortcut already in out: residual = out
+    relu = np.full_like(out, np.nan)
+    conv.conv2d_forward(x=x, weight=w, bias=b, out=out, residual=out, relu_out=relu, **geo)
+    close(out, want + shortcut)
+    close(relu, np.maximum(want + shortcut, 0.0))
+    out2 = np.full_like(out, np.nan)
+    conv.conv2d_forward(x=x, weight=w, bias=b, out=out2, residual=shortcut, relu_out=out2, **geo)  # ReLU in place
+    close(out2, np.maximum(want + shortcut, 0.0))
+
+
+@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pointwise-image", "several-chunks"])
+def test_conv_backward_accumulates_and_masks_dx(case):
+    """dx <- relu'(mask) * (dx + dL/dx): the shortcut's gradient already in dx, then the ReLU
+    that produced x; weights accumulate with beta (a heavy-ball velocity)."""
+    x, w, b, dy, geo, _ = conv_inputs(case, seed=6)
+    dx_want, dw_want, db_want = ref.conv_backward(x, w, dy, **geo)
+    rng = np.random.default_rng(7)
+    dw0, db0, dx0 = rand(rng, w.shape), rand(rng, b.shape), rand(rng, x.shape)
+    mask = rand(rng, x.shape)
+    dw, db, dx = dw0.copy(), db0.copy(), dx0.copy()
+    conv.conv2d_backward(x=x, weight=w, dout=dy, dweight=dw, dbias=db, dx=dx, beta=0.9, accumulate_dx=True,
+                         relu_mask=mask, **geo)
     close(dw, 0.9 * dw0.astype(np.float64) + dw_want)
     close(db, 0.9 * db0.astype(np.float64) + db_want)
+    close(dx, np.where(mask > 0, dx0 + dx_want, 0.0))
+    dw[...] = np.nan
+    conv.conv2d_backward(x=x, weight=w, dout=dy, dweight=dw, dbias=db, dx=none(), beta=0.0, accumulate_dx=False,
+                         relu_mask=none(), **geo)
+    close(dw, dw_want)
 
 
 @pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "stride3-gaps"])
@@ -292,7 +323,8 @@ def test_masked_update_of_a_conv_layer_keeps_pruned_weights_zero(momentum, neste
         weight = params[:w.size].reshape(w.shape)
         grad = np.empty_like(params)
         conv.conv2d_backward(x=x, weight=weight, dout=dy, dweight=grad[:w.size].reshape(w.shape),
-                             dbias=grad[w.size:], dx=np.empty((0, 0, 0, 0), np.float32), beta=0.0, **geo)
+                             dbias=grad[w.size:], dx=none(), beta=0.0, accumulate_dx=False, relu_mask=none(),
+                             **geo)
         _, g_w, g_b = ref.conv_backward(x, want_p[:w.size].reshape(w.shape), dy, **geo)
         g = np.concatenate([g_w.ravel(), g_b]) * mask
         want_v = (momentum * want_v + g) * mask

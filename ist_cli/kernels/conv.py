@@ -9,9 +9,11 @@ NHWC was chosen by measurement against NCHW (docs/performance.md). A dense layer
 convolution of an (N, 1, 1, C) batch; it takes a no-copy path (no im2col).
 
 Convolution is im2col + one BLAS ?gemm per group of images (``CHUNK_BYTES`` of patches,
-so the patch matrix stays in cache): forward Y = cols W (+ bias, added by BLAS: the output
-is pre-filled with it and beta = 1); backward dW = cols^T dY (patches recomputed, not
-stored) and dX = col2im(dY W^T), a scatter-add. Padding is given as the zeros added on top
+so the patch matrix stays in cache): forward Y = cols W (+ bias and an optional residual,
+added by BLAS: the output is pre-filled with them and beta = 1), then an optional ReLU copy;
+backward dW = cols^T dY (patches recomputed, not stored) and dX = col2im(dY W^T), a
+scatter-add, optionally masked by the ReLU that made X. Each group's elementwise work is
+done while it is in cache, instead of as passes over whole activations. Padding is given as the zeros added on top
 and left (``pad_h``, ``pad_w``); the output size is the output array's, so VALID, TF's SAME
 (asymmetric at stride 2) and symmetric padding are all one code path: any input position
 outside the image reads as 0.
@@ -23,8 +25,9 @@ update for any layer: pruned entries stay exactly 0).
 
 Signatures (call by keyword from outside ``kernels/``):
 
-    conv2d_forward(x, weight, bias, out, stride, pad_h, pad_w)
-    conv2d_backward(x, weight, dout, dweight, dbias, dx, stride, pad_h, pad_w, beta)
+    conv2d_forward(x, weight, bias, out, stride, pad_h, pad_w, residual, relu_out)
+    conv2d_backward(x, weight, dout, dweight, dbias, dx, stride, pad_h, pad_w, beta, accumulate_dx,
+                    relu_mask)
     im2col(x, kh, kw, stride, pad_h, pad_w, out_h, out_w, cols)
     col2im(cols, kh, kw, stride, pad_h, pad_w, out_h, out_w, dx)          # dx += ...
     bias_add(z, bias)                     bias_grad(dz, dbias, beta)
@@ -49,53 +52,70 @@ CHUNK_BYTES = 1 << 21  # patch matrix per GEMM: about one core's L2 (measured: d
 
 # ----------------------------------------------------------------------------- im2col / col2im
 @njit(cache=True, nogil=True)
-def _patches(xf: np.ndarray, first: int, count: int, H: int, W: int, C: int, kh: int, kw: int, stride: int,
-             pad_h: int, pad_w: int, Ho: int, Wo: int, cols: np.ndarray, to_cols: bool) -> None:
-    """The one walk behind im2col (``to_cols``: cols <- patches of images first..first+count-1 of
-    the flat NHWC ``xf``) and col2im (xf += cols scattered back). Row r of ``cols`` (count*Ho*Wo,
-    kh*kw*C) is output pixel r; its columns are (a, b, c) in C order. A kernel row's kw*C values
-    are contiguous in NHWC, so an interior patch row is one contiguous copy."""
-    K = kh * kw * C
-    if cols.shape[1] != K or cols.shape[0] != count * Ho * Wo:
-        raise ValueError("im2col/col2im: cols must be (count*Ho*Wo, kh*kw*C)")
+def _im2col(xf: np.ndarray, first: int, count: int, H: int, W: int, C: int, kh: int, kw: int, stride: int,
+            pad_h: int, pad_w: int, Ho: int, Wo: int, cf: np.ndarray) -> None:
+    """cf (flat count*Ho*Wo x kh*kw*C) <- the patches of images first..first+count-1 of the flat
+    NHWC ``xf``. A kernel row's kw*C values are contiguous in NHWC: an interior one is one copy."""
     seg = kw * C
+    K = kh * seg
     for n in range(count):
         img = (first + n) * H * W * C
         for i in range(Ho):
             for j in range(Wo):
-                row = cols[(n * Ho + i) * Wo + j]
+                base = ((n * Ho + i) * Wo + j) * K
                 w0 = j * stride - pad_w
                 inside = w0 >= 0 and w0 + kw <= W
                 for a in range(kh):
                     h = i * stride - pad_h + a
-                    col0 = a * seg
+                    dst = base + a * seg
                     if h < 0 or h >= H:
-                        if to_cols:
-                            for t in range(seg):
-                                row[col0 + t] = 0.0
+                        for t in range(seg):
+                            cf[dst + t] = 0.0
                         continue
                     src = img + (h * W + w0) * C
                     if inside:
-                        if to_cols:
-                            for t in range(seg):
-                                row[col0 + t] = xf[src + t]
-                        else:
-                            for t in range(seg):
-                                xf[src + t] += row[col0 + t]
+                        for t in range(seg):
+                            cf[dst + t] = xf[src + t]
                         continue
                     for b in range(kw):
                         w = w0 + b
-                        cb = col0 + b * C
                         if w < 0 or w >= W:
-                            if to_cols:
-                                for c in range(C):
-                                    row[cb + c] = 0.0
-                        elif to_cols:
                             for c in range(C):
-                                row[cb + c] = xf[src + b * C + c]
+                                cf[dst + b * C + c] = 0.0
                         else:
                             for c in range(C):
-                                xf[src + b * C + c] += row[cb + c]
+                                cf[dst + b * C + c] = xf[src + b * C + c]
+
+
+@njit(cache=True, nogil=True)
+def _col2im(cf: np.ndarray, first: int, count: int, H: int, W: int, C: int, kh: int, kw: int, stride: int,
+            pad_h: int, pad_w: int, Ho: int, Wo: int, xf: np.ndarray) -> None:
+    """xf += the transpose of ``_im2col`` (same arguments): each patch entry added back to the
+    input position it came from; padding positions dropped."""
+    seg = kw * C
+    K = kh * seg
+    for n in range(count):
+        img = (first + n) * H * W * C
+        for i in range(Ho):
+            for j in range(Wo):
+                base = ((n * Ho + i) * Wo + j) * K
+                w0 = j * stride - pad_w
+                inside = w0 >= 0 and w0 + kw <= W
+                for a in range(kh):
+                    h = i * stride - pad_h + a
+                    if h < 0 or h >= H:
+                        continue
+                    dst = base + a * seg
+                    src = img + (h * W + w0) * C
+                    if inside:
+                        for t in range(seg):
+                            xf[src + t] += cf[dst + t]
+                        continue
+                    for b in range(kw):
+                        w = w0 + b
+                        if 0 <= w < W:
+                            for c in range(C):
+                                xf[src + b * C + c] += cf[dst + b * C + c]
 
 
 @njit(cache=True, nogil=True)
@@ -105,9 +125,9 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int,
     pixel (n, i, j) in C order, column = (a, b, c) in C order, the input at
     (i*stride - pad_h + a, j*stride - pad_w + b, c), 0 outside the image. One dtype, C-contiguous."""
     N, H, W, C = x.shape
-    if cols.shape[0] != N * out_h * out_w:
-        raise ValueError("im2col: cols must have N*out_h*out_w rows")
-    _patches(x.reshape(-1), 0, N, H, W, C, kh, kw, stride, pad_h, pad_w, out_h, out_w, cols, True)
+    if cols.shape[0] != N * out_h * out_w or cols.shape[1] != kh * kw * C:
+        raise ValueError("im2col: cols must be (N*out_h*out_w, kh*kw*C)")
+    _im2col(x.reshape(-1), 0, N, H, W, C, kh, kw, stride, pad_h, pad_w, out_h, out_w, cols.reshape(-1))
 
 
 @njit(cache=True, nogil=True)
@@ -116,9 +136,9 @@ def col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: i
     """dx += the transpose of ``im2col``: each entry of ``cols`` (N*out_h*out_w, kh*kw*C) added to
     the input position it was copied from (padding positions dropped); dx (N, H, W, C)."""
     N, H, W, C = dx.shape
-    if cols.shape[0] != N * out_h * out_w:
-        raise ValueError("col2im: cols must have N*out_h*out_w rows")
-    _patches(dx.reshape(-1), 0, N, H, W, C, kh, kw, stride, pad_h, pad_w, out_h, out_w, cols, False)
+    if cols.shape[0] != N * out_h * out_w or cols.shape[1] != kh * kw * C:
+        raise ValueError("col2im: cols must be (N*out_h*out_w, kh*kw*C)")
+    _col2im(cols.reshape(-1), 0, N, H, W, C, kh, kw, stride, pad_h, pad_w, out_h, out_w, dx.reshape(-1))
 
 
 # ----------------------------------------------------------------------------- bias
@@ -163,83 +183,132 @@ def _pointwise(kh: int, kw: int, stride: int, pad_h: int, pad_w: int, H: int, W:
 
 
 @njit(cache=True, nogil=True)
+def _prefill(of: np.ndarray, lo: int, hi: int, bias: np.ndarray, rf: np.ndarray) -> None:
+    """Entries [lo, hi) of the flat output <- bias (+ the flat residual ``rf`` when it is not empty)."""
+    C = bias.shape[0]
+    if rf.shape[0] > 0:
+        for base in range(lo, hi, C):
+            for c in range(C):
+                of[base + c] = rf[base + c] + bias[c]
+    else:
+        for base in range(lo, hi, C):
+            for c in range(C):
+                of[base + c] = bias[c]
+
+
+@njit(cache=True, nogil=True)
+def _relu_into(src: np.ndarray, dst: np.ndarray, lo: int, hi: int) -> None:
+    for k in range(lo, hi):
+        v = src[k]
+        dst[k] = v if v > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _mask_into(xf: np.ndarray, mf: np.ndarray, lo: int, hi: int) -> None:
+    for k in range(lo, hi):
+        xf[k] = xf[k] if mf[k] > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
 def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray, stride: int,
-                   pad_h: int, pad_w: int) -> None:
-    """out <- conv(x, weight) + bias.
+                   pad_h: int, pad_w: int, residual: np.ndarray, relu_out: np.ndarray) -> None:
+    """out <- conv(x, weight) + bias (+ residual); relu_out <- max(out, 0).
 
     ``x`` (N, H, W, C_in), ``weight`` (kh, kw, C_in, C_out), ``bias`` (C_out,), ``out``
     (N, H_out, W_out, C_out): one float dtype, C-contiguous. Output pixel (i, j) sees input rows
     i*stride - pad_h + [0, kh) and columns j*stride - pad_w + [0, kw) (0 outside the image).
+    ``residual`` (shape of out; may be ``out`` itself: a shortcut already written there) is
+    added, and ``relu_out`` (shape of out; may be ``out``: in place) gets the ReLU, both group
+    by group while the output is in cache; either may have size 0 to skip it.
     """
     N, H, W, C = x.shape
     kh, kw, _, Co = weight.shape
     Ho, Wo = out.shape[1], out.shape[2]
-    if weight.shape[2] != C or out.shape[0] != N or out.shape[3] != Co or bias.shape[0] != Co:
-        raise ValueError("conv2d_forward: shapes of x, weight, bias and out disagree")
+    if (weight.shape[2] != C or out.shape[0] != N or out.shape[3] != Co or bias.shape[0] != Co
+            or (residual.size > 0 and residual.shape != out.shape)
+            or (relu_out.size > 0 and relu_out.shape != out.shape)):
+        raise ValueError("conv2d_forward: shapes of x, weight, bias, out, residual and relu_out disagree")
     K = kh * kw * C
     P = Ho * Wo
     wm = weight.reshape((K, Co))
-    of = out.reshape((N * P, Co))
-    for r in range(N * P):  # the bias rides in the product (beta = 1)
-        of[r] = bias
-    if _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo):
-        _gemm(x.reshape((N * P, C)), False, wm, False, of, 1.0, 1.0)
-        return
+    of = out.reshape(-1)
+    rf = residual.reshape(-1)
+    af = relu_out.reshape(-1)
+    pointwise = _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo)
     chunk = _chunk(P, K, x.itemsize, N)
-    cols = np.empty((chunk * P, K), dtype=x.dtype)
+    cols = np.empty((0 if pointwise else chunk * P, K), dtype=x.dtype)
     xf = x.reshape(-1)
     for s in range(0, N, chunk):
         n = min(chunk, N - s)
-        c = cols[:n * P]
-        _patches(xf, s, n, H, W, C, kh, kw, stride, pad_h, pad_w, Ho, Wo, c, True)
-        _gemm(c, False, wm, False, of[s * P:(s + n) * P], 1.0, 1.0)
+        lo, hi = s * P * Co, (s + n) * P * Co
+        o = of[lo:hi].reshape((n * P, Co))
+        _prefill(of, lo, hi, bias, rf)  # the bias (and shortcut) ride in the product: beta = 1
+        if pointwise:
+            _gemm(xf[s * P * C:(s + n) * P * C].reshape((n * P, C)), False, wm, False, o, 1.0, 1.0)
+        else:
+            c = cols[:n * P]
+            _im2col(xf, s, n, H, W, C, kh, kw, stride, pad_h, pad_w, Ho, Wo, c.reshape(-1))
+            _gemm(c, False, wm, False, o, 1.0, 1.0)
+        if af.shape[0] > 0:
+            _relu_into(of, af, lo, hi)
 
 
 @njit(cache=True, nogil=True)
 def conv2d_backward(x: np.ndarray, weight: np.ndarray, dout: np.ndarray, dweight: np.ndarray,
-                    dbias: np.ndarray, dx: np.ndarray, stride: int, pad_h: int, pad_w: int, beta: float) -> None:
+                    dbias: np.ndarray, dx: np.ndarray, stride: int, pad_h: int, pad_w: int, beta: float,
+                    accumulate_dx: bool, relu_mask: np.ndarray) -> None:
     """Gradients of ``conv2d_forward`` given dL/d(out) ``dout`` (N, H_out, W_out, C_out).
 
     dweight (kh, kw, C_in, C_out) <- beta dweight + cols^T dout; dbias (C_out,) <- beta dbias +
-    the sum of dout; dx (N, H, W, C_in) <- dL/dx (overwritten), skipped when ``dx`` has size 0
-    (a first layer needs no input gradient). Other shapes and rules as in ``conv2d_forward``.
+    the sum of dout; dx (N, H, W, C_in) <- dL/dx, or dx + dL/dx (``accumulate_dx``), then set to
+    0 where ``relu_mask`` (shape of x) is not > 0: the ReLU that produced x, fused; ``relu_mask``
+    of size 0 skips that, and ``dx`` of size 0 skips the input gradient (a first layer needs
+    none). Other shapes and rules as in ``conv2d_forward``.
     """
     N, H, W, C = x.shape
     kh, kw, _, Co = weight.shape
     Ho, Wo = dout.shape[1], dout.shape[2]
     want_dx = dx.size > 0
+    masked = relu_mask.size > 0
     if (weight.shape[2] != C or dout.shape[0] != N or dout.shape[3] != Co or dweight.shape != weight.shape
-            or dbias.shape[0] != Co or (want_dx and dx.shape != x.shape)):
-        raise ValueError("conv2d_backward: shapes of x, weight, dout, dweight, dbias and dx disagree")
+            or dbias.shape[0] != Co or (want_dx and dx.shape != x.shape)
+            or (masked and relu_mask.shape != x.shape)):
+        raise ValueError("conv2d_backward: shapes of x, weight, dout, dweight, dbias, dx and relu_mask disagree")
     K = kh * kw * C
     P = Ho * Wo
     wm = weight.reshape((K, Co))
     dwm = dweight.reshape((K, Co))
-    df = dout.reshape((N * P, Co))
+    df = dout.reshape(-1)
     bias_grad(dout, dbias, beta)
-    if _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo):
-        xm = x.reshape((N * P, C))
-        _gemm(xm, True, df, False, dwm, 1.0, beta)
-        if want_dx:
-            _gemm(df, False, wm, True, dx.reshape((N * P, C)), 1.0, 0.0)
-        return
+    pointwise = _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo)
     chunk = _chunk(P, K, x.itemsize, N)
-    cols = np.empty((chunk * P, K), dtype=x.dtype)
-    dcols = np.empty((chunk * P if want_dx else 0, K), dtype=x.dtype)
+    cols = np.empty((0 if pointwise else chunk * P, K), dtype=x.dtype)
+    dcols = np.empty((chunk * P if want_dx and not pointwise else 0, K), dtype=x.dtype)
     xf = x.reshape(-1)
     dxf = dx.reshape(-1)
+    mf = relu_mask.reshape(-1)
     per_image = H * W * C
     for s in range(0, N, chunk):
         n = min(chunk, N - s)
-        c = cols[:n * P]
-        d = df[s * P:(s + n) * P]
-        _patches(xf, s, n, H, W, C, kh, kw, stride, pad_h, pad_w, Ho, Wo, c, True)
-        _gemm(c, True, d, False, dwm, 1.0, beta if s == 0 else 1.0)
-        if want_dx:
-            dc = dcols[:n * P]
-            _gemm(d, False, wm, True, dc, 1.0, 0.0)
-            dxf[s * per_image:(s + n) * per_image] = 0.0
-            _patches(dxf, s, n, H, W, C, kh, kw, stride, pad_h, pad_w, Ho, Wo, dc, False)
+        d = df[s * P * Co:(s + n) * P * Co].reshape((n * P, Co))
+        lo, hi = s * per_image, (s + n) * per_image
+        if pointwise:
+            xm = xf[lo:hi].reshape((n * P, C))
+            _gemm(xm, True, d, False, dwm, 1.0, beta if s == 0 else 1.0)
+            if want_dx:
+                _gemm(d, False, wm, True, dxf[lo:hi].reshape((n * P, C)), 1.0, 1.0 if accumulate_dx else 0.0)
+        else:
+            c = cols[:n * P]
+            _im2col(xf, s, n, H, W, C, kh, kw, stride, pad_h, pad_w, Ho, Wo, c.reshape(-1))
+            _gemm(c, True, d, False, dwm, 1.0, beta if s == 0 else 1.0)
+            if want_dx:
+                dc = dcols[:n * P]
+                _gemm(d, False, wm, True, dc, 1.0, 0.0)
+                if not accumulate_dx:
+                    dxf[lo:hi] = 0.0
+                _col2im(dc.reshape(-1), s, n, H, W, C, kh, kw, stride, pad_h, pad_w, Ho, Wo, dxf)
+        if want_dx and masked:
+            _mask_into(dxf, mf, lo, hi)
 
 
 # ----------------------------------------------------------------------------- ReLU
@@ -289,44 +358,45 @@ def maxpool_forward(x: np.ndarray, out: np.ndarray, argmax: np.ndarray, pool_h: 
     af = argmax.reshape(-1)
     for n in range(N):
         for i in range(Ho):
+            h0, h1 = _window(i * stride - pad_h, pool_h, H)
             for j in range(Wo):
+                w0, w1 = _window(j * stride - pad_w, pool_w, W)
                 o = ((n * Ho + i) * Wo + j) * C
-                for c in range(C):
-                    of[o + c] = -np.inf
-                    af[o + c] = -1
-                for a in range(pool_h):
-                    h = i * stride - pad_h + a
-                    if h < 0 or h >= H:
-                        continue
-                    for b in range(pool_w):
-                        w = j * stride - pad_w + b
-                        if w < 0 or w >= W:
-                            continue
-                        src = ((n * H + h) * W + w) * C
-                        for c in range(C):
-                            v = xf[src + c]
-                            if v > of[o + c]:
-                                of[o + c] = v
-                                af[o + c] = src + c
-                if relu:
-                    for c in range(C):
-                        if not of[o + c] > 0.0:
-                            of[o + c] = 0.0
-                            af[o + c] = -1
+                corner = ((n * H + h0) * W + w0) * C
+                for c in range(C):  # one channel's window in registers: no stores in the search
+                    best = -np.inf
+                    arg = -1
+                    for h in range(h1 - h0):
+                        for w in range(w1 - w0):
+                            k = corner + (h * W + w) * C + c
+                            v = xf[k]
+                            if v > best:
+                                best = v
+                                arg = k
+                    if relu and not best > 0.0:
+                        best = 0.0
+                        arg = -1
+                    of[o + c] = best
+                    af[o + c] = arg
 
 
 @njit(cache=True, nogil=True)
 def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, dx: np.ndarray) -> None:
     """dx <- 0, then dx.flat[argmax] += dout for every entry with argmax >= 0; ``dout`` and
-    ``argmax`` (int64) as ``maxpool_forward``'s out, dx as its x (overwritten)."""
+    ``argmax`` (int64) as ``maxpool_forward``'s out, dx as its x (overwritten). Image by image,
+    so the image's part of dx is zeroed and scattered into while it is in cache."""
     xf = dx.reshape(-1)
     df = dout.reshape(-1)
     af = argmax.reshape(-1)
-    xf[:] = 0.0
-    for k in range(df.shape[0]):
-        t = af[k]
-        if t >= 0:
-            xf[t] += df[k]
+    N = dx.shape[0]
+    per_in = xf.shape[0] // max(N, 1)
+    per_out = df.shape[0] // max(N, 1)
+    for n in range(N):
+        xf[n * per_in:(n + 1) * per_in] = 0.0
+        for k in range(n * per_out, (n + 1) * per_out):
+            t = af[k]
+            if t >= 0:
+                xf[t] += df[k]
 
 
 @njit(cache=True, nogil=True)
