@@ -2,7 +2,9 @@
 every kernel in float32 within 1e-5 of the float64 reference, and the reference's backward
 passes against central finite differences (float64), so a mistake shared by both cannot pass.
 Cases cover strides 1-3, zero padding (symmetric and TF's asymmetric SAME), odd and
-non-square sizes, non-square kernels and more than one image group per GEMM."""
+non-square sizes, non-square kernels, 1x1 convolutions and dense layers. The reference is
+written in NHWC with HWIO weights; the kernels take NCHW and OIHW: the tests transpose at the
+boundary, so the layout conversion is checked too."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ CONV_CASES = {
     "stride3-gaps": (2, 8, 7, 2, 2, 2, 3, 3, 0, 0, 3, 2),  # rows/columns no window reaches
     "pointwise": (4, 1, 1, 6, 1, 1, 5, 1, 0, 0, 1, 1),  # a dense layer
     "pointwise-image": (2, 3, 5, 4, 1, 1, 3, 1, 0, 0, 3, 5),
-    "several-chunks": (5, 40, 40, 8, 5, 5, 4, 1, 0, 0, 36, 36),  # > CHUNK_BYTES of patches per 2 images
+    "large-image": (3, 40, 40, 8, 5, 5, 4, 1, 0, 0, 36, 36),
 }
 
 
@@ -64,7 +66,7 @@ def some(array, rng, count=12):
 
 
 # ----------------------------------------------------------------------------- the reference itself
-@pytest.mark.parametrize("case", [c for c in CONV_CASES if c != "several-chunks"])
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c != "large-image"])
 def test_reference_conv_backward_matches_finite_differences(case):
     x, w, b, dy, geo, (oh, ow) = conv_inputs(case, seed=1, dtype=np.float64)
     rng = np.random.default_rng(2)
@@ -130,6 +132,26 @@ def test_reference_conv_is_a_known_convolution():
 
 
 # ----------------------------------------------------------------------------- kernels vs reference
+def nchw(a):
+    """A C-contiguous copy of an NHWC array in the kernels' NCHW (never a view, even where the
+    transpose is already contiguous)."""
+    return a.transpose(0, 3, 1, 2).copy()
+
+
+def oihw(w):
+    """A copy of an HWIO weight as OIHW."""
+    return w.transpose(3, 2, 0, 1).copy()
+
+
+def nhwc(a):
+    """A kernel's NCHW result in the reference's layout."""
+    return a.transpose(0, 2, 3, 1)
+
+
+def hwio(w):
+    return w.transpose(2, 3, 1, 0)
+
+
 def none(dtype=np.float32):
     """The size-0 array that switches an optional kernel argument off."""
     return np.empty((0, 0, 0, 0), dtype=dtype)
@@ -140,38 +162,39 @@ def none(dtype=np.float32):
 def test_conv_forward_and_backward_match_reference(case, dtype):
     x, w, b, dy, geo, (oh, ow) = conv_inputs(case, seed=5, dtype=dtype)
     tol = TOL if dtype == np.float32 else 1e-10
-    out = np.full((x.shape[0], oh, ow, w.shape[3]), np.nan, dtype=dtype)
-    conv.conv2d_forward(x=x, weight=w, bias=b, out=out, residual=none(dtype), relu_out=none(dtype), **geo)
-    want = ref.conv(x, w, b, out_h=oh, out_w=ow, **geo)
-    close(out, want, tol)
+    out = np.full((x.shape[0], w.shape[3], oh, ow), np.nan, dtype=dtype)
+    conv.conv2d_forward(x=nchw(x), weight=oihw(w), bias=b, out=out, residual=none(dtype), relu_out=none(dtype),
+                        **geo)
+    close(nhwc(out), ref.conv(x, w, b, out_h=oh, out_w=ow, **geo), tol)
 
     dx_want, dw_want, db_want = ref.conv_backward(x, w, dy, **geo)
-    dw = np.full_like(w, np.nan)  # beta = 0 must not read it
+    dw = np.full(oihw(w).shape, np.nan, dtype=dtype)  # beta = 0 must not read it
     db = np.full_like(b, np.nan)
-    dx = np.full_like(x, np.nan)
-    conv.conv2d_backward(x=x, weight=w, dout=dy, dweight=dw, dbias=db, dx=dx, beta=0.0, accumulate_dx=False,
-                         relu_mask=none(dtype), **geo)
-    close(dx, dx_want, tol)
-    close(dw, dw_want, tol)
+    dx = np.full(nchw(x).shape, np.nan, dtype=dtype)
+    conv.conv2d_backward(x=nchw(x), weight=oihw(w), dout=nchw(dy), dweight=dw, dbias=db, dx=dx, beta=0.0,
+                         accumulate_dx=False, relu_mask=none(dtype), **geo)
+    close(nhwc(dx), dx_want, tol)
+    close(hwio(dw), dw_want, tol)
     close(db, db_want, tol)
 
 
-@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pointwise-image", "several-chunks"])
+@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pointwise", "pointwise-image", "large-image"])
 def test_conv_forward_fuses_residual_and_relu(case):
     x, w, b, _, geo, (oh, ow) = conv_inputs(case, seed=20)
     want = ref.conv(x, w, b, out_h=oh, out_w=ow, **geo)
     shortcut = rand(np.random.default_rng(21), want.shape)
-    out = shortcut.copy()  # the shortcut already in out: residual = out
+    out = nchw(shortcut)  # the shortcut already in out: residual = out
     relu = np.full_like(out, np.nan)
-    conv.conv2d_forward(x=x, weight=w, bias=b, out=out, residual=out, relu_out=relu, **geo)
-    close(out, want + shortcut)
-    close(relu, np.maximum(want + shortcut, 0.0))
+    conv.conv2d_forward(x=nchw(x), weight=oihw(w), bias=b, out=out, residual=out, relu_out=relu, **geo)
+    close(nhwc(out), want + shortcut)
+    close(nhwc(relu), np.maximum(want + shortcut, 0.0))
     out2 = np.full_like(out, np.nan)
-    conv.conv2d_forward(x=x, weight=w, bias=b, out=out2, residual=shortcut, relu_out=out2, **geo)  # ReLU in place
-    close(out2, np.maximum(want + shortcut, 0.0))
+    conv.conv2d_forward(x=nchw(x), weight=oihw(w), bias=b, out=out2, residual=nchw(shortcut), relu_out=out2,
+                        **geo)  # ReLU in place
+    close(nhwc(out2), np.maximum(want + shortcut, 0.0))
 
 
-@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pointwise-image", "several-chunks"])
+@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pointwise", "pointwise-image", "large-image"])
 def test_conv_backward_accumulates_and_masks_dx(case):
     """dx <- relu'(mask) * (dx + dL/dx): the shortcut's gradient already in dx, then the ReLU
     that produced x; weights accumulate with beta (a heavy-ball velocity)."""
@@ -180,37 +203,37 @@ def test_conv_backward_accumulates_and_masks_dx(case):
     rng = np.random.default_rng(7)
     dw0, db0, dx0 = rand(rng, w.shape), rand(rng, b.shape), rand(rng, x.shape)
     mask = rand(rng, x.shape)
-    dw, db, dx = dw0.copy(), db0.copy(), dx0.copy()
-    conv.conv2d_backward(x=x, weight=w, dout=dy, dweight=dw, dbias=db, dx=dx, beta=0.9, accumulate_dx=True,
-                         relu_mask=mask, **geo)
-    close(dw, 0.9 * dw0.astype(np.float64) + dw_want)
+    dw, db, dx = oihw(dw0), db0.copy(), nchw(dx0)
+    conv.conv2d_backward(x=nchw(x), weight=oihw(w), dout=nchw(dy), dweight=dw, dbias=db, dx=dx, beta=0.9,
+                         accumulate_dx=True, relu_mask=nchw(mask), **geo)
+    close(hwio(dw), 0.9 * dw0.astype(np.float64) + dw_want)
     close(db, 0.9 * db0.astype(np.float64) + db_want)
-    close(dx, np.where(mask > 0, dx0 + dx_want, 0.0))
+    close(nhwc(dx), np.where(mask > 0, dx0 + dx_want, 0.0))
     dw[...] = np.nan
-    conv.conv2d_backward(x=x, weight=w, dout=dy, dweight=dw, dbias=db, dx=none(), beta=0.0, accumulate_dx=False,
-                         relu_mask=none(), **geo)
-    close(dw, dw_want)
+    conv.conv2d_backward(x=nchw(x), weight=oihw(w), dout=nchw(dy), dweight=dw, dbias=db, dx=none(), beta=0.0,
+                         accumulate_dx=False, relu_mask=none(), **geo)
+    close(hwio(dw), dw_want)
 
 
-@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "stride3-gaps"])
+@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pad1-stride1", "stride3-gaps"])
 def test_im2col_is_the_patch_matrix_and_col2im_its_transpose(case):
     x, w, _, _, geo, (oh, ow) = conv_inputs(case, seed=8)
     kh, kw = w.shape[:2]
     N, C = x.shape[0], x.shape[3]
-    cols = np.full((N * oh * ow, kh * kw * C), np.nan, dtype=np.float32)
-    conv.im2col(x=x, kh=kh, kw=kw, out_h=oh, out_w=ow, cols=cols, **geo)
+    cols = np.full((N, C * kh * kw, oh * ow), np.nan, dtype=np.float32)
+    conv.im2col(x=nchw(x), kh=kh, kw=kw, out_h=oh, out_w=ow, cols=cols, **geo)
     xp = ref.padded(x, kh, kw, geo["stride"], geo["pad_h"], geo["pad_w"], oh, ow)
     s = geo["stride"]
-    want = np.stack([xp[n, i * s:i * s + kh, j * s:j * s + kw].ravel()
-                     for n in range(N) for i in range(oh) for j in range(ow)])
+    want = np.stack([np.stack([xp[n, i * s:i * s + kh, j * s:j * s + kw].transpose(2, 0, 1).ravel()
+                               for i in range(oh) for j in range(ow)], axis=1) for n in range(N)])
     assert np.array_equal(cols, want.astype(np.float32))
     # col2im is the adjoint: <im2col(x), G> = <x, col2im(G)>, and it adds into dx
     G = rand(np.random.default_rng(9), cols.shape)
-    start = rand(np.random.default_rng(10), x.shape)
+    start = rand(np.random.default_rng(10), nchw(x).shape)
     dx = start.copy()
     conv.col2im(cols=G, kh=kh, kw=kw, out_h=oh, out_w=ow, dx=dx, **geo)
     lhs = np.sum(cols.astype(np.float64) * G)
-    rhs = np.sum(x.astype(np.float64) * (dx.astype(np.float64) - start))
+    rhs = np.sum(nchw(x).astype(np.float64) * (dx.astype(np.float64) - start))
     assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))
 
 
@@ -218,24 +241,24 @@ def test_im2col_is_the_patch_matrix_and_col2im_its_transpose(case):
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_maxpool_matches_reference(case, relu):
     x, dy, geo, (oh, ow) = pool_inputs(case, seed=11)
-    out = np.full(dy.shape, np.nan, dtype=np.float32)
-    argmax = np.full(dy.shape, -7, dtype=np.int64)
-    conv.maxpool_forward(x=x, out=out, argmax=argmax, relu=relu, **geo)
-    close(out, ref.maxpool(x, out_h=oh, out_w=ow, relu=relu, **geo))
-    dx = np.full_like(x, np.nan)
-    conv.maxpool_backward(dout=dy, argmax=argmax, dx=dx)
-    close(dx, ref.maxpool_backward(x, dy, relu=relu, **geo))
+    out = np.full(nchw(dy).shape, np.nan, dtype=np.float32)
+    argmax = np.full(out.shape, -7, dtype=np.int64)
+    conv.maxpool_forward(x=nchw(x), out=out, argmax=argmax, relu=relu, **geo)
+    close(nhwc(out), ref.maxpool(x, out_h=oh, out_w=ow, relu=relu, **geo))
+    dx = np.full(nchw(x).shape, np.nan, dtype=np.float32)
+    conv.maxpool_backward(dout=nchw(dy), argmax=argmax, dx=dx)
+    close(nhwc(dx), ref.maxpool_backward(x, dy, relu=relu, **geo))
 
 
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_avgpool_matches_reference(case):
     x, dy, geo, (oh, ow) = pool_inputs(case, seed=12)
-    out = np.full(dy.shape, np.nan, dtype=np.float32)
-    conv.avgpool_forward(x=x, out=out, accumulate=False, **geo)
-    close(out, ref.avgpool(x, out_h=oh, out_w=ow, **geo))
-    dx = np.full_like(x, np.nan)
-    conv.avgpool_backward(dout=dy, dx=dx, accumulate=False, **geo)
-    close(dx, ref.avgpool_backward(x.shape, dy, **geo))
+    out = np.full(nchw(dy).shape, np.nan, dtype=np.float32)
+    conv.avgpool_forward(x=nchw(x), out=out, accumulate=False, **geo)
+    close(nhwc(out), ref.avgpool(x, out_h=oh, out_w=ow, **geo))
+    dx = np.full(nchw(x).shape, np.nan, dtype=np.float32)
+    conv.avgpool_backward(dout=nchw(dy), dx=dx, accumulate=False, **geo)
+    close(nhwc(dx), ref.avgpool_backward(x.shape, dy, **geo))
 
 
 def test_avgpool_zero_padded_shortcut_into_wider_output():
@@ -246,53 +269,55 @@ def test_avgpool_zero_padded_shortcut_into_wider_output():
     C = x.shape[3]
     branch = rand(rng, (x.shape[0], oh, ow, 2 * C))
     pooled = ref.avgpool(x, out_h=oh, out_w=ow, **geo)
-    out = np.full_like(branch, np.nan)
-    conv.avgpool_forward(x=x, out=out, accumulate=False, **geo)
-    close(out, np.concatenate([pooled, np.zeros_like(pooled)], axis=3))
-    summed = branch.copy()
-    conv.avgpool_forward(x=x, out=summed, accumulate=True, **geo)
-    close(summed, branch + np.concatenate([pooled, np.zeros_like(pooled)], axis=3))
+    padded_pool = np.concatenate([pooled, np.zeros_like(pooled)], axis=3)
+    out = np.full(nchw(branch).shape, np.nan, dtype=np.float32)
+    conv.avgpool_forward(x=nchw(x), out=out, accumulate=False, **geo)
+    close(nhwc(out), padded_pool)
+    summed = nchw(branch)
+    conv.avgpool_forward(x=nchw(x), out=summed, accumulate=True, **geo)
+    close(nhwc(summed), branch + padded_pool)
     dy = rand(rng, branch.shape)
     dx0 = rand(rng, x.shape)
-    dx = dx0.copy()
-    conv.avgpool_backward(dout=dy, dx=dx, accumulate=True, **geo)
-    close(dx, dx0 + ref.avgpool_backward(x.shape, dy[..., :C], **geo))
+    dx = nchw(dx0)
+    conv.avgpool_backward(dout=nchw(dy), dx=dx, accumulate=True, **geo)
+    close(nhwc(dx), dx0 + ref.avgpool_backward(x.shape, dy[..., :C], **geo))
 
 
 def test_global_avgpool_matches_reference():
     rng = np.random.default_rng(15)
     x = rand(rng, (3, 5, 7, 4))
     out = np.full((3, 4), np.nan, dtype=np.float32)
-    conv.global_avgpool_forward(x=x, out=out)
+    conv.global_avgpool_forward(x=nchw(x), out=out)
     pool = dict(pool_h=5, pool_w=7, stride=1, pad_h=0, pad_w=0)  # one window: the whole image
     close(out, ref.avgpool(x, out_h=1, out_w=1, **pool)[:, 0, 0])
     dy = rand(rng, (3, 4))
-    dx = np.full_like(x, np.nan)
+    dx = np.full(nchw(x).shape, np.nan, dtype=np.float32)
     conv.global_avgpool_backward(dout=dy, dx=dx, accumulate=False)
     want = ref.avgpool_backward(x.shape, dy[:, None, None, :], **pool)
-    close(dx, want)
+    close(nhwc(dx), want)
     conv.global_avgpool_backward(dout=dy, dx=dx, accumulate=True)
-    close(dx, 2 * want)
+    close(nhwc(dx), 2 * want)
 
 
 def test_relu_and_bias_kernels():
     rng = np.random.default_rng(16)
-    z = rand(rng, (2, 3, 5, 4))
+    z_ref = rand(rng, (2, 3, 5, 4))
     bias = rand(rng, (4,))
-    want = z.astype(np.float64) + bias
+    want = z_ref.astype(np.float64) + bias
+    z = nchw(z_ref)
     conv.bias_add(z=z, bias=bias)
-    close(z, want)
+    close(nhwc(z), want)
     out = np.full_like(z, np.nan)
     conv.relu_forward(x=z, out=out)
-    close(out, np.maximum(want, 0.0))
-    dy = rand(rng, z.shape)
+    close(nhwc(out), np.maximum(want, 0.0))
+    dy = rand(rng, z_ref.shape)
     dx = np.full_like(z, np.nan)
-    conv.relu_backward(y=out, dout=dy, dx=dx, accumulate=False)
-    close(dx, np.where(want > 0, dy, 0.0))
-    conv.relu_backward(y=z, dout=dy, dx=dx, accumulate=True)
-    close(dx, 2 * np.where(want > 0, dy, 0.0))
+    conv.relu_backward(y=out, dout=nchw(dy), dx=dx, accumulate=False)
+    close(nhwc(dx), np.where(want > 0, dy, 0.0))
+    conv.relu_backward(y=z, dout=nchw(dy), dx=dx, accumulate=True)
+    close(nhwc(dx), 2 * np.where(want > 0, dy, 0.0))
     db = np.ones(4, dtype=np.float32)
-    conv.bias_grad(dz=dy, dbias=db, beta=0.5)
+    conv.bias_grad(dz=nchw(dy), dbias=db, beta=0.5)
     close(db, 0.5 + dy.astype(np.float64).sum(axis=(0, 1, 2)))
 
 
@@ -313,20 +338,20 @@ def test_masked_update_of_a_conv_layer_keeps_pruned_weights_zero(momentum, neste
     over several steps, kept ones follow the numpy update."""
     x, w, b, dy, geo, _ = conv_inputs("pad1-stride1", seed=18)
     rng = np.random.default_rng(19)
-    mask_w = (rng.random(w.shape) < 0.3).astype(np.float32)
-    params = np.concatenate([(w * mask_w).ravel(), np.zeros_like(b)])
+    shape = oihw(w).shape
+    mask_w = (rng.random(shape) < 0.3).astype(np.float32)
+    params = np.concatenate([(oihw(w) * mask_w).ravel(), np.zeros_like(b)])
     mask = np.concatenate([mask_w.ravel(), np.zeros_like(b)])  # biases pruned too, as SNIP does
     velocity = np.zeros_like(params)
     want_p, want_v = params.astype(np.float64), np.zeros(params.size)
     lr = 0.1
     for _ in range(3):
-        weight = params[:w.size].reshape(w.shape)
         grad = np.empty_like(params)
-        conv.conv2d_backward(x=x, weight=weight, dout=dy, dweight=grad[:w.size].reshape(w.shape),
-                             dbias=grad[w.size:], dx=none(), beta=0.0, accumulate_dx=False, relu_mask=none(),
-                             **geo)
-        _, g_w, g_b = ref.conv_backward(x, want_p[:w.size].reshape(w.shape), dy, **geo)
-        g = np.concatenate([g_w.ravel(), g_b]) * mask
+        conv.conv2d_backward(x=nchw(x), weight=params[:w.size].reshape(shape), dout=nchw(dy),
+                             dweight=grad[:w.size].reshape(shape), dbias=grad[w.size:], dx=none(), beta=0.0,
+                             accumulate_dx=False, relu_mask=none(), **geo)
+        _, g_w, g_b = ref.conv_backward(x, hwio(want_p[:w.size].reshape(shape)), dy, **geo)
+        g = np.concatenate([oihw(g_w).ravel(), g_b]) * mask
         want_v = (momentum * want_v + g) * mask
         want_p -= lr * ((g + momentum * want_v) if nesterov else (want_v if momentum else g))
         sgd_update(params=params, grad=grad, velocity=velocity, mask=mask, size=params.size, lr=lr,
