@@ -6,9 +6,8 @@
 A training step is forward, softmax cross-entropy backward and a heavy-ball momentum update
 (lr 0.01, momentum 0.9) of the whole network on one batch, at B = 32 and 128, float32, one
 thread for numba, OpenBLAS and torch. The two networks are written out here from the kernels
-of ``ist_cli.kernels.conv`` (NHWC, HWIO weights, one flat parameter vector, the update by
-``kernels.mlp.sgd_update``), and in PyTorch idiomatically (``nn.Conv2d`` etc., NCHW,
-``optim.SGD``):
+of ``ist_cli.kernels.conv`` (NCHW, OIHW weights, one flat parameter vector, the update by
+``kernels.mlp.sgd_update``), and in PyTorch idiomatically (``nn.Conv2d`` etc., ``optim.SGD``):
 
 - Simple-CNN (28x28x1): conv 5x5x32 VALID, ReLU, 2x2 max-pool, conv 5x5x64 VALID, ReLU, 2x2
   max-pool, dense 1024 -> 10; 62,346 parameters.
@@ -26,6 +25,10 @@ per image are reported with the achieved GFLOP/s: FLOPs counted analytically, 2*
 output pixel per product (forward, weight gradient, and input gradient except the first
 layer), elementwise work not counted. Last, the machine's single-thread sgemm rate (numpy's
 OpenBLAS, the library the kernels call) on square float32 products.
+
+``--layout`` instead times each convolution of the two networks (forward and backward, no
+bias) in the kernels' NCHW layout against the NHWC version in ``benchmarks/conv_nhwc.py``
+(same BLAS), CPU time of this thread: the measurement behind the choice of NCHW.
 """
 
 from __future__ import annotations
@@ -61,16 +64,16 @@ TOLERANCE = 1e-9
 
 # ----------------------------------------------------------------------------- layers
 class Conv:
-    """One convolution's shape and its place in the flat parameter vector (HWIO weight, bias)."""
+    """One convolution's shape and its place in the flat parameter vector (OIHW weight, bias)."""
 
     def __init__(self, kh: int, c_in: int, c_out: int, stride: int = 1, pad: int = 0) -> None:
-        self.shape = (kh, kh, c_in, c_out)
+        self.shape = (c_out, c_in, kh, kh)
         self.stride, self.pad = stride, pad
         self.size = kh * kh * c_in * c_out + c_out
         self.offset = 0
 
     def out_size(self, size: int) -> int:
-        return (size + 2 * self.pad - self.shape[0]) // self.stride + 1
+        return (size + 2 * self.pad - self.shape[2]) // self.stride + 1
 
     def views(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = int(np.prod(self.shape))
@@ -79,7 +82,7 @@ class Conv:
 
     def flops(self, in_size: int, first: bool) -> int:
         """Forward + weight gradient (+ input gradient unless first), per image."""
-        kh, kw, c_in, c_out = self.shape
+        c_out, c_in, kh, kw = self.shape
         pixels = self.out_size(in_size) ** 2
         return (2 if first else 3) * 2 * pixels * kh * kw * c_in * c_out
 
@@ -99,7 +102,7 @@ def init(layers: list[Conv], size: int, dtype: np.dtype, seed: int) -> np.ndarra
     flat = np.zeros(size, dtype=dtype)
     for layer in layers:
         w, _ = layer.views(flat)
-        fan_in = layer.shape[0] * layer.shape[1] * layer.shape[2]
+        fan_in = layer.shape[1] * layer.shape[2] * layer.shape[3]
         w[...] = rng.standard_normal(w.shape) * np.sqrt(1.0 / fan_in)
     return flat
 
@@ -153,10 +156,10 @@ class SimpleCNN(Net):
         self.setup(dtype, seed)
         B = batch
         e = dict(dtype=dtype)
-        self.z1, self.p1 = np.empty((B, 24, 24, 32), **e), np.empty((B, 12, 12, 32), **e)
-        self.z2, self.p2 = np.empty((B, 8, 8, 64), **e), np.empty((B, 4, 4, 64), **e)
+        self.z1, self.p1 = np.empty((B, 32, 24, 24), **e), np.empty((B, 32, 12, 12), **e)
+        self.z2, self.p2 = np.empty((B, 64, 8, 8), **e), np.empty((B, 64, 4, 4), **e)
         self.a1, self.a2 = np.empty(self.p1.shape, np.int64), np.empty(self.p2.shape, np.int64)
-        self.logits, self.dlogits = np.empty((B, 1, 1, CLASSES), **e), np.empty((B, 1, 1, CLASSES), **e)
+        self.logits, self.dlogits = np.empty((B, CLASSES, 1, 1), **e), np.empty((B, CLASSES, 1, 1), **e)
         self.dz1, self.dp1 = np.empty_like(self.z1), np.empty_like(self.p1)
         self.dz2, self.dp2 = np.empty_like(self.z2), np.empty_like(self.p2)
         self.none = np.empty((0, 0, 0, 0), dtype)  # switches an optional kernel argument off
@@ -171,11 +174,11 @@ class SimpleCNN(Net):
         conv.maxpool_forward(x=self.z1, out=self.p1, argmax=self.a1, **pool)  # ReLU fused into the pool
         forward(self.c2, P, self.p1, self.z2, no, no)
         conv.maxpool_forward(x=self.z2, out=self.p2, argmax=self.a2, **pool)
-        flat = self.p2.reshape(B, 1, 1, 1024)  # NHWC flatten: (h, w, c), as TF's reshape
+        flat = self.p2.reshape(B, 1024, 1, 1)  # NCHW flatten: (c, h, w), as PyTorch's
         forward(self.fc, P, flat, self.logits, no, no)
         loss = conv.softmax_xent(logits=self.logits.reshape(B, CLASSES), y=y,
                                  dlogits=self.dlogits.reshape(B, CLASSES))
-        backward(self.fc, P, G, flat, self.dlogits, self.dp2.reshape(B, 1, 1, 1024), False, no)
+        backward(self.fc, P, G, flat, self.dlogits, self.dp2.reshape(B, 1024, 1, 1), False, no)
         conv.maxpool_backward(dout=self.dp2, argmax=self.a2, dx=self.dz2)  # ReLU' rides in argmax
         backward(self.c2, P, G, self.p1, self.dz2, self.dp1, False, no)
         conv.maxpool_backward(dout=self.dp1, argmax=self.a1, dx=self.dz1)
@@ -188,9 +191,6 @@ class SimpleCNN(Net):
 
     def torch_convs(self, model: nn.Module) -> list:
         return [model[0], model[3], model[7]]
-
-    def fc_input(self) -> tuple[int, int, int]:
-        return 4, 4, 64
 
 
 # ----------------------------------------------------------------------------- ResNet-8
@@ -210,14 +210,14 @@ class ResNet8(Net):
         sides = [32, 32, 16, 8]
         widths = [16, 16, 32, 64]
         # z[s]: the stage input (pre-ReLU sum), r[s] its ReLU, h[s]/hr[s]: the block's middle
-        self.z = [np.empty((B, sides[s], sides[s], widths[s]), **e) for s in range(4)]
+        self.z = [np.empty((B, widths[s], sides[s], sides[s]), **e) for s in range(4)]
         self.r = [np.empty_like(self.z[s]) for s in range(4)]
         self.h = [np.empty_like(self.z[s + 1]) for s in range(3)]
         self.dz = [np.empty_like(a) for a in self.z]  # dz[0] lives in dz[1] (identity shortcut)
         self.dr = [np.empty_like(a) for a in self.r]  # only dr[0] and dr[3] are used
         self.dh = [np.empty_like(a) for a in self.h]
-        self.pooled, self.dpooled = np.empty((B, 1, 1, 64), **e), np.empty((B, 1, 1, 64), **e)
-        self.logits, self.dlogits = np.empty((B, 1, 1, CLASSES), **e), np.empty((B, 1, 1, CLASSES), **e)
+        self.pooled, self.dpooled = np.empty((B, 64, 1, 1), **e), np.empty((B, 64, 1, 1), **e)
+        self.logits, self.dlogits = np.empty((B, CLASSES, 1, 1), **e), np.empty((B, CLASSES, 1, 1), **e)
         self.none = np.empty((0, 0, 0, 0), dtype)  # switches an optional kernel argument off
 
     def flops(self) -> int:
@@ -267,9 +267,6 @@ class ResNet8(Net):
     def torch_convs(self, model: nn.Module) -> list:
         return [model.stem] + [c for block in model.blocks for c in block] + [model.fc]
 
-    def fc_input(self) -> tuple[int, int, int]:
-        return 1, 1, 64
-
 
 class TorchResNet8(nn.Module):
     def __init__(self) -> None:
@@ -295,31 +292,21 @@ class TorchResNet8(nn.Module):
 
 # ----------------------------------------------------------------------------- weights between the two
 def to_torch(net: Net, model: nn.Module) -> None:
-    """Copy the flat NHWC/HWIO parameters into the torch model (OIHW; the dense layer's input
-    reordered from (h, w, c) to PyTorch's (c, h, w) flatten)."""
-    hh, ww, cc = net.fc_input()
+    """Copy the flat parameters into the torch model (the same OIHW layout; a dense layer's
+    (out, in, 1, 1) weight is ``nn.Linear``'s (out, in))."""
     with torch.no_grad():
         for layer, module in zip(net.layers, net.torch_convs(model), strict=True):
             w, b = layer.views(net.params)
-            if isinstance(module, nn.Linear):
-                w4 = w.reshape(hh, ww, cc, CLASSES)
-                module.weight.copy_(torch.from_numpy(w4.transpose(3, 2, 0, 1).reshape(CLASSES, -1).copy()))
-            else:
-                module.weight.copy_(torch.from_numpy(w.transpose(3, 2, 0, 1).copy()))
+            module.weight.copy_(torch.from_numpy(w.reshape(module.weight.shape).copy()))
             module.bias.copy_(torch.from_numpy(b.copy()))
 
 
 def from_torch(net: Net, model: nn.Module) -> np.ndarray:
     """The torch model's parameters in the flat layout (inverse of ``to_torch``)."""
-    hh, ww, cc = net.fc_input()
     flat = np.zeros_like(net.params)
     for layer, module in zip(net.layers, net.torch_convs(model), strict=True):
         w, b = layer.views(flat)
-        weight = module.weight.detach().numpy()
-        if isinstance(module, nn.Linear):
-            w[...] = weight.reshape(CLASSES, cc, hh, ww).transpose(2, 3, 1, 0).reshape(w.shape)
-        else:
-            w[...] = weight.transpose(2, 3, 1, 0)
+        w[...] = module.weight.detach().numpy().reshape(w.shape)
         b[...] = module.bias.detach().numpy()
     return flat
 
@@ -331,12 +318,12 @@ class Pair:
         np_dtype = np.dtype(dtype)
         self.net = kind(batch, dtype)
         rng = np.random.default_rng(1)
-        self.X = rng.standard_normal((batch, kind.side, kind.side, kind.channels)).astype(np_dtype)
+        self.X = rng.standard_normal((batch, kind.channels, kind.side, kind.side)).astype(np_dtype)
         self.y = rng.integers(0, CLASSES, batch).astype(np.int64)
         self.model = self.net.torch_model().to(torch.float64 if np_dtype == np.float64 else torch.float32)
         to_torch(self.net, self.model)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
-        self.X_t = torch.from_numpy(np.ascontiguousarray(self.X.transpose(0, 3, 1, 2)))
+        self.X_t = torch.from_numpy(self.X)
         self.y_t = torch.from_numpy(self.y)
 
     def ours(self, steps: int) -> float:
@@ -394,6 +381,56 @@ def sgemm_peak(size: int, repeats: int) -> float:
     return 2 * size**3 / best / 1e9
 
 
+# ----------------------------------------------------------------------------- the NHWC alternative
+def layout_table(batches: list[int], repeats: int) -> None:
+    """CPU ms per image of each convolution's forward + backward, NCHW kernels vs NHWC."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from conv_nhwc import nhwc_step
+
+    convs = [("Simple-CNN conv1", SimpleCNN, 0, 28), ("Simple-CNN conv2", SimpleCNN, 1, 12),
+             ("ResNet-8 stem", ResNet8, 0, 32), ("ResNet-8 16->16", ResNet8, 1, 32),
+             ("ResNet-8 16->32 /2", ResNet8, 3, 32), ("ResNet-8 32->32", ResNet8, 4, 16),
+             ("ResNet-8 32->64 /2", ResNet8, 5, 16), ("ResNet-8 64->64", ResNet8, 6, 8)]
+    print("| convolution | B | NCHW ms/image | NHWC ms/image | NHWC / NCHW |")
+    print("|---|---:|---:|---:|---:|")
+    rng = np.random.default_rng(3)
+    none = np.empty((0, 0, 0, 0), np.float32)
+    for label, kind, index, side in convs:
+        for batch in batches:
+            layer = kind(1).layers[index]
+            c_out, c_in, kh, _ = layer.shape
+            out_side = layer.out_size(side)
+            first = index == 0
+            x = rng.standard_normal((batch, c_in, side, side)).astype(np.float32)
+            w = rng.standard_normal(layer.shape).astype(np.float32)
+            b = np.zeros(c_out, np.float32)
+            out = np.empty((batch, c_out, out_side, out_side), np.float32)
+            dw, db, dx = np.empty_like(w), np.empty_like(b), none if first else np.empty_like(x)
+            xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            wh = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+            oh = np.empty((batch, out_side, out_side, c_out), np.float32)
+            dwh, dxh = np.empty_like(wh), none if first else np.empty_like(xh)
+            geo = dict(stride=layer.stride, pad_h=layer.pad, pad_w=layer.pad)
+            runs = {
+                "nchw": lambda: (
+                    conv.conv2d_forward(x=x, weight=w, bias=b, out=out, residual=none, relu_out=none, **geo),  # noqa: B023
+                    conv.conv2d_backward(x=x, weight=w, dout=out, dweight=dw, dbias=db, dx=dx, beta=0.0,  # noqa: B023
+                                         accumulate_dx=False, relu_mask=none, **geo)),  # noqa: B023
+                "nhwc": lambda: nhwc_step(x=xh, weight=wh, out=oh, dweight=dwh, dx=dxh, stride=layer.stride,  # noqa: B023
+                                          pad=layer.pad),  # noqa: B023
+            }
+            times: dict[str, list[float]] = {"nchw": [], "nhwc": []}
+            for fn in runs.values():
+                fn()
+            for _ in range(repeats):
+                for name, fn in runs.items():
+                    start = time.thread_time()
+                    fn()
+                    times[name].append((time.thread_time() - start) / batch * 1e3)
+            a, c = np.median(times["nchw"]), np.median(times["nhwc"])
+            print(f"| {label} | {batch} | {a:.3f} | {c:.3f} | {c / a:.2f} |", flush=True)
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as info:
@@ -411,7 +448,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed repetition")
     parser.add_argument("--batches", default="32,128", help="comma-separated batch sizes")
     parser.add_argument("--nets", default="simple-cnn,resnet8", help="comma-separated: simple-cnn, resnet8")
+    parser.add_argument("--layout", action="store_true", help="time each convolution NHWC vs NCHW instead")
     args = parser.parse_args()
+    if args.layout:
+        print(f"machine: {cpu_model()}; load average {os.getloadavg()[0]:.1f}; one thread; CPU time, median of "
+              f"{args.repeats}\n")
+        layout_table([int(b) for b in args.batches.split(",")], args.repeats)
+        return
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)

@@ -54,52 +54,85 @@ from ist_cli.kernels.mlp import _gemm
 
 # ----------------------------------------------------------------------------- im2col / col2im
 @njit(cache=True, nogil=True)
-def _patches(img: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, Ho: int, Wo: int,
-             cols: np.ndarray, to_cols: bool) -> None:
-    """One image ``img`` (C, H, W) and its patch matrix ``cols`` (C*kh*kw, Ho*Wo): im2col
-    (``to_cols``: cols <- patches, 0 outside the image) or col2im (img += cols scattered back,
-    padding dropped). Row (c, a, b) of cols holds, for every output pixel (i, j), the input at
-    (c, i*stride - pad_h + a, j*stride - pad_w + b): for each i a run along an image row."""
+def _column_range(Wo: int, stride: int, pad_w: int, b: int, W: int) -> tuple[int, int]:
+    """Output columns [lo, hi) whose input column j*stride - pad_w + b is inside [0, W)."""
+    lo = 0
+    while lo < Wo and lo * stride - pad_w + b < 0:
+        lo += 1
+    hi = Wo
+    while hi > lo and (hi - 1) * stride - pad_w + b >= W:
+        hi -= 1
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def _im2col(img: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, Ho: int, Wo: int,
+            cols: np.ndarray) -> None:
+    """cols (C*kh*kw, Ho*Wo) <- the patches of one image ``img`` (C, H, W). Row (c, a, b) holds,
+    for each output row i, a run along input row i*stride - pad_h + a: a contiguous copy at
+    stride 1, which has its own loop (measured: with the stride unknown inside it, the copy
+    ran several times slower)."""
     C, H, W = img.shape
     for c in range(C):
-        plane = img[c]
         for a in range(kh):
             for b in range(kw):
                 row = cols[(c * kh + a) * kw + b]
-                # output columns j whose input column j*stride - pad_w + b is inside [0, W)
-                j_lo = 0
-                while j_lo < Wo and j_lo * stride - pad_w + b < 0:
-                    j_lo += 1
-                j_hi = Wo
-                while j_hi > j_lo and (j_hi - 1) * stride - pad_w + b >= W:
-                    j_hi -= 1
+                lo, hi = _column_range(Wo, stride, pad_w, b, W)
+                w0 = lo * stride - pad_w + b
+                if lo > 0 or hi < Wo or a - pad_h < 0 or (Ho - 1) * stride - pad_h + a >= H:
+                    row[:] = 0.0  # some of this row is padding
                 for i in range(Ho):
                     h = i * stride - pad_h + a
-                    base = i * Wo
-                    w0 = j_lo * stride - pad_w + b
-                    if h < 0 or h >= H:
-                        if to_cols:
-                            for j in range(Wo):
-                                row[base + j] = 0.0
-                        continue
-                    line = plane[h]
-                    if to_cols:
-                        for j in range(j_lo):
-                            row[base + j] = 0.0
+                    if 0 <= h < H:
                         if stride == 1:
-                            for j in range(j_hi - j_lo):
-                                row[base + j_lo + j] = line[w0 + j]
+                            _copy_run(img[c, h, w0:w0 + hi - lo], row[i * Wo + lo:i * Wo + hi])
                         else:
-                            for j in range(j_hi - j_lo):
-                                row[base + j_lo + j] = line[w0 + j * stride]
-                        for j in range(j_hi, Wo):
-                            row[base + j] = 0.0
-                    elif stride == 1:
-                        for j in range(j_hi - j_lo):
-                            line[w0 + j] += row[base + j_lo + j]
-                    else:
-                        for j in range(j_hi - j_lo):
-                            line[w0 + j * stride] += row[base + j_lo + j]
+                            _copy_strided(img[c, h, w0:], stride, row[i * Wo + lo:i * Wo + hi])
+
+
+@njit(cache=True, nogil=True)
+def _copy_run(src: np.ndarray, dst: np.ndarray) -> None:
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(cache=True, nogil=True)
+def _copy_strided(src: np.ndarray, stride: int, dst: np.ndarray) -> None:
+    for j in range(dst.shape[0]):
+        dst[j] = src[j * stride]
+
+
+@njit(cache=True, nogil=True)
+def _add_run(src: np.ndarray, dst: np.ndarray) -> None:
+    for j in range(src.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(cache=True, nogil=True)
+def _add_strided(src: np.ndarray, stride: int, dst: np.ndarray) -> None:
+    for j in range(src.shape[0]):
+        dst[j * stride] += src[j]
+
+
+@njit(cache=True, nogil=True)
+def _col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, Ho: int, Wo: int,
+            img: np.ndarray) -> None:
+    """img (C, H, W) += the transpose of ``_im2col`` (same arguments): each patch entry added
+    back to the input position it came from; padding positions dropped."""
+    C, H, W = img.shape
+    for c in range(C):
+        for a in range(kh):
+            for b in range(kw):
+                row = cols[(c * kh + a) * kw + b]
+                lo, hi = _column_range(Wo, stride, pad_w, b, W)
+                w0 = lo * stride - pad_w + b
+                for i in range(Ho):
+                    h = i * stride - pad_h + a
+                    if 0 <= h < H:
+                        if stride == 1:
+                            _add_run(row[i * Wo + lo:i * Wo + hi], img[c, h, w0:w0 + hi - lo])
+                        else:
+                            _add_strided(row[i * Wo + lo:i * Wo + hi], stride, img[c, h, w0:])
 
 
 @njit(cache=True, nogil=True)
@@ -108,11 +141,11 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int,
     """cols <- the patches of ``x`` (N, C, H, W): cols (N, C*kh*kw, out_h*out_w); entry
     (n, (c, a, b), (i, j)) (C order) is x[n, c, i*stride - pad_h + a, j*stride - pad_w + b], 0
     outside the image. One dtype, C-contiguous."""
-    N, C = x.shape[0], x.shape[1]
+    N, C, H, W = x.shape
     if cols.shape[0] != N or cols.shape[1] != C * kh * kw or cols.shape[2] != out_h * out_w:
         raise ValueError("im2col: cols must be (N, C*kh*kw, out_h*out_w)")
     for n in range(N):
-        _patches(x[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, cols[n], True)
+        _im2col(x[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, cols[n])
 
 
 @njit(cache=True, nogil=True)
@@ -120,11 +153,11 @@ def col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: i
            dx: np.ndarray) -> None:
     """dx += the transpose of ``im2col``: each entry of ``cols`` (N, C*kh*kw, out_h*out_w) added
     to the input position it was copied from (padding positions dropped); dx (N, C, H, W)."""
-    N, C = dx.shape[0], dx.shape[1]
+    N, C, H, W = dx.shape
     if cols.shape[0] != N or cols.shape[1] != C * kh * kw or cols.shape[2] != out_h * out_w:
         raise ValueError("col2im: cols must be (N, C*kh*kw, out_h*out_w)")
     for n in range(N):
-        _patches(dx[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, cols[n], False)
+        _col2im(cols[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, dx[n])
 
 
 # ----------------------------------------------------------------------------- bias
@@ -237,7 +270,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.
         if pointwise:
             _gemm(wm, False, x[n].reshape((C, P)), False, o, 1.0, 1.0)
         else:
-            _patches(x[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, cols, True)
+            _im2col(x[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, cols)
             _gemm(wm, False, cols, False, o, 1.0, 1.0)
         if relu:
             _relu_into(o.reshape(-1), a3[n].reshape(-1))
@@ -289,13 +322,13 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dout: np.ndarray, dweight
             if want_dx:
                 _gemm(wm, True, d, False, dx[n].reshape((C, P)), 1.0, 1.0 if accumulate_dx else 0.0)
         else:
-            _patches(x[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, cols, True)
+            _im2col(x[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, cols)
             _gemm(d, False, cols, True, dwm, 1.0, beta if n == 0 else 1.0)
             if want_dx:
                 _gemm(wm, True, d, False, dcols, 1.0, 0.0)
                 if not accumulate_dx:
                     dx[n] = 0.0
-                _patches(dx[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, dcols, False)
+                _col2im(dcols, kh, kw, stride, pad_h, pad_w, Ho, Wo, dx[n])
         if want_dx and masked:
             _mask_into(dx[n].reshape(-1), relu_mask[n].reshape(-1))
 
