@@ -18,7 +18,7 @@ CHUNK_BYTES = 1 << 20
 
 
 @njit(cache=True, nogil=True)
-def _im2col(xf: np.ndarray, first: int, count: int, H: int, W: int, C: int, kh: int, kw: int, stride: int,
+def _nhwc_im2col(xf: np.ndarray, first: int, count: int, H: int, W: int, C: int, kh: int, kw: int, stride: int,
             pad_h: int, pad_w: int, Ho: int, Wo: int, cf: np.ndarray) -> None:
     """cf (flat count*Ho*Wo x kh*kw*C) <- the patches of images first..first+count-1 of the flat
     NHWC ``xf``. A kernel row's kw*C values are contiguous in NHWC: an interior one is one copy."""
@@ -54,10 +54,10 @@ def _im2col(xf: np.ndarray, first: int, count: int, H: int, W: int, C: int, kh: 
 
 
 @njit(cache=True, nogil=True)
-def _col2im(cf: np.ndarray, first: int, count: int, H: int, W: int, C: int, kh: int, kw: int, stride: int,
+def _nhwc_col2im(cf: np.ndarray, first: int, count: int, H: int, W: int, C: int, kh: int, kw: int, stride: int,
             pad_h: int, pad_w: int, Ho: int, Wo: int, xf: np.ndarray) -> None:
-    """xf += the transpose of ``_im2col`` (same arguments): each patch entry added back to the
-    input position it came from; padding positions dropped."""
+    """xf += the transpose of ``_nhwc_im2col`` (same arguments): each patch entry added back
+    to the input position it came from; padding positions dropped."""
     seg = kw * C
     K = kh * seg
     for n in range(count):
@@ -105,16 +105,16 @@ def nhwc_step(x: np.ndarray, weight: np.ndarray, out: np.ndarray, dweight: np.nd
     for s in range(0, N, chunk):
         n = min(chunk, N - s)
         c = cols[:n * P]
-        _im2col(xf, s, n, H, W, C, kh, kw, stride, pad, pad, Ho, Wo, c.reshape(-1))
-        _gemm(c, False, wm, False, of[s * P:(s + n) * P], 1.0, 0.0)
+        _nhwc_im2col(xf, s, n, H, W, C, kh, kw, stride, pad, pad, Ho, Wo, c.reshape(-1))
+        _gemm(a=c, a_t=False, b=wm, b_t=False, c=of[s * P:(s + n) * P], alpha=1.0, beta=0.0)
     for s in range(0, N, chunk):
         n = min(chunk, N - s)
         c = cols[:n * P]
         d = of[s * P:(s + n) * P]
-        _im2col(xf, s, n, H, W, C, kh, kw, stride, pad, pad, Ho, Wo, c.reshape(-1))
-        _gemm(c, True, d, False, dwm, 1.0, 0.0 if s == 0 else 1.0)
+        _nhwc_im2col(xf, s, n, H, W, C, kh, kw, stride, pad, pad, Ho, Wo, c.reshape(-1))
+        _gemm(a=c, a_t=True, b=d, b_t=False, c=dwm, alpha=1.0, beta=0.0 if s == 0 else 1.0)
         if dx.size > 0:
             dc = dcols[:n * P]
-            _gemm(d, False, wm, True, dc, 1.0, 0.0)
+            _gemm(a=d, a_t=False, b=wm, b_t=True, c=dc, alpha=1.0, beta=0.0)
             dxf[s * H * W * C:(s + n) * H * W * C] = 0.0
-            _col2im(dc.reshape(-1), s, n, H, W, C, kh, kw, stride, pad, pad, Ho, Wo, dxf)
+            _nhwc_col2im(dc.reshape(-1), s, n, H, W, C, kh, kw, stride, pad, pad, Ho, Wo, dxf)
