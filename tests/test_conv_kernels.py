@@ -358,3 +358,14 @@ def test_masked_update_of_a_conv_layer_keeps_pruned_weights_zero(momentum, neste
                    momentum=momentum, nesterov=nesterov)
     assert np.all(params[mask == 0] == 0.0)
     close(params, want_p)
+
+
+def test_warm_up_compiles_every_public_kernel():
+    """A worker warms the kernels before its first step: every public kernel must have a
+    float32 compilation afterwards."""
+    conv.warm_up("float32")
+    public = [name for name, obj in vars(conv).items() if hasattr(obj, "py_func") and not name.startswith("_")]
+    assert len(public) >= 14
+    missing = [name for name in public
+               if not any("float32" in str(sig) for sig in getattr(conv, name).signatures)]
+    assert missing == []

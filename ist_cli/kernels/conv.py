@@ -42,6 +42,7 @@ Signatures (call by keyword from outside ``kernels/``):
     avgpool_backward(dout, dx, pool_h, pool_w, stride, pad_h, pad_w, accumulate)
     global_avgpool_forward(x, out)        global_avgpool_backward(dout, dx, accumulate)
     softmax_xent(logits, y, dlogits) -> mean loss
+    warm_up(dtype)                        # plain Python: compiles all of the above
 """
 
 from __future__ import annotations
@@ -538,3 +539,39 @@ def softmax_xent(logits: np.ndarray, y: np.ndarray, dlogits: np.ndarray) -> floa
             dlogits[r, k] = np.exp(logits[r, k] - top - log_total) / N
         dlogits[r, y[r]] -= 1.0 / N
     return loss / N
+
+
+def warm_up(dtype: str = "float32") -> None:
+    """Compile (or load from the cache) every public kernel for ``dtype``, with and without
+    the optional arguments, on a tiny batch (a worker can do this before its first step)."""
+    np_dtype = np.dtype(dtype)
+    none = np.empty((0, 0, 0, 0), dtype=np_dtype)
+    x = np.ones((2, 2, 5, 5), dtype=np_dtype)
+    w = np.ones((3, 2, 3, 3), dtype=np_dtype)
+    b = np.zeros(3, dtype=np_dtype)
+    out = np.empty((2, 3, 3, 3), dtype=np_dtype)
+    dw, db, dx = np.empty_like(w), np.empty_like(b), np.empty_like(x)
+    geo = dict(stride=1, pad_h=0, pad_w=0)
+    for residual, relu_out in ((none, none), (out, out)):
+        conv2d_forward(x=x, weight=w, bias=b, out=out, residual=residual, relu_out=relu_out, **geo)
+    for grad_x, mask in ((none, none), (dx, x)):
+        conv2d_backward(x=x, weight=w, dout=out, dweight=dw, dbias=db, dx=grad_x, beta=0.0, accumulate_dx=False,
+                        relu_mask=mask, **geo)
+    cols = np.empty((2, 18, 9), dtype=np_dtype)
+    im2col(x=x, kh=3, kw=3, out_h=3, out_w=3, cols=cols, **geo)
+    col2im(cols=cols, kh=3, kw=3, out_h=3, out_w=3, dx=dx, **geo)
+    bias_add(z=out, bias=b)
+    bias_grad(dz=out, dbias=db, beta=0.0)
+    relu_forward(x=out, out=out)
+    relu_backward(y=out, dout=out, dx=out, accumulate=False)
+    pooled = np.empty((2, 2, 2, 2), dtype=np_dtype)
+    argmax = np.empty(pooled.shape, dtype=np.int64)
+    pool = dict(pool_h=2, pool_w=2, stride=2, pad_h=0, pad_w=0)
+    maxpool_forward(x=x, out=pooled, argmax=argmax, relu=True, **pool)
+    maxpool_backward(dout=pooled, argmax=argmax, dx=dx)
+    avgpool_forward(x=x, out=pooled, accumulate=False, **pool)
+    avgpool_backward(dout=pooled, dx=dx, accumulate=False, **pool)
+    means = np.empty((2, 2), dtype=np_dtype)
+    global_avgpool_forward(x=x, out=means)
+    global_avgpool_backward(dout=means, dx=dx, accumulate=False)
+    softmax_xent(logits=means, y=np.zeros(2, dtype=np.int64), dlogits=np.empty_like(means))
