@@ -6,7 +6,7 @@
 A training step is forward, softmax cross-entropy backward and a heavy-ball momentum update
 (lr 0.01, momentum 0.9) of the whole network on one batch, at B = 32 and 128, float32, one
 thread for numba, OpenBLAS and torch. The two networks are written out here from the kernels
-of ``ist_cli.kernels.conv`` (NCHW, OIHW weights, one flat parameter vector, the update by
+of ``ist_cli.kernels.conv`` (NCHW, HWIO weights, one flat parameter vector, the update by
 ``kernels.mlp.sgd_update``), and in PyTorch idiomatically (``nn.Conv2d`` etc., ``optim.SGD``):
 
 - Simple-CNN (28x28x1): conv 5x5x32 VALID, ReLU, 2x2 max-pool, conv 5x5x64 VALID, ReLU, 2x2
@@ -65,16 +65,16 @@ TOLERANCE = 1e-9
 
 # ----------------------------------------------------------------------------- layers
 class Conv:
-    """One convolution's shape and its place in the flat parameter vector (OIHW weight, bias)."""
+    """One convolution's shape and its place in the flat parameter vector (HWIO weight, bias)."""
 
     def __init__(self, kh: int, c_in: int, c_out: int, stride: int = 1, pad: int = 0) -> None:
-        self.shape = (c_out, c_in, kh, kh)
+        self.shape = (kh, kh, c_in, c_out)
         self.stride, self.pad = stride, pad
         self.size = kh * kh * c_in * c_out + c_out
         self.offset = 0
 
     def out_size(self, size: int) -> int:
-        return (size + 2 * self.pad - self.shape[2]) // self.stride + 1
+        return (size + 2 * self.pad - self.shape[0]) // self.stride + 1
 
     def views(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = int(np.prod(self.shape))
@@ -83,7 +83,7 @@ class Conv:
 
     def flops(self, in_size: int, first: bool) -> int:
         """Forward + weight gradient (+ input gradient unless first), per image."""
-        c_out, c_in, kh, kw = self.shape
+        kh, kw, c_in, c_out = self.shape
         pixels = self.out_size(in_size) ** 2
         return (2 if first else 3) * 2 * pixels * kh * kw * c_in * c_out
 
@@ -103,7 +103,7 @@ def init(layers: list[Conv], size: int, dtype: np.dtype, seed: int) -> np.ndarra
     flat = np.zeros(size, dtype=dtype)
     for layer in layers:
         w, _ = layer.views(flat)
-        fan_in = layer.shape[1] * layer.shape[2] * layer.shape[3]
+        fan_in = layer.shape[0] * layer.shape[1] * layer.shape[2]
         w[...] = rng.standard_normal(w.shape) * np.sqrt(1.0 / fan_in)
     return flat
 
@@ -293,12 +293,12 @@ class TorchResNet8(nn.Module):
 
 # ----------------------------------------------------------------------------- weights between the two
 def to_torch(net: Net, model: nn.Module) -> None:
-    """Copy the flat parameters into the torch model (the same OIHW layout; a dense layer's
-    (out, in, 1, 1) weight is ``nn.Linear``'s (out, in))."""
+    """Copy the flat parameters into the torch model: HWIO conv weights to PyTorch's OIHW, a
+    dense layer's (1, 1, in, out) to ``nn.Linear``'s (out, in)."""
     with torch.no_grad():
         for layer, module in zip(net.layers, net.torch_convs(model), strict=True):
             w, b = layer.views(net.params)
-            module.weight.copy_(torch.from_numpy(w.reshape(module.weight.shape).copy()))
+            module.weight.copy_(torch.from_numpy(w.transpose(3, 2, 0, 1).reshape(module.weight.shape).copy()))
             module.bias.copy_(torch.from_numpy(b.copy()))
 
 
@@ -307,7 +307,8 @@ def from_torch(net: Net, model: nn.Module) -> np.ndarray:
     flat = np.zeros_like(net.params)
     for layer, module in zip(net.layers, net.torch_convs(model), strict=True):
         w, b = layer.views(flat)
-        w[...] = module.weight.detach().numpy().reshape(w.shape)
+        kh, kw, c_in, c_out = layer.shape
+        w[...] = module.weight.detach().numpy().reshape(c_out, c_in, kh, kw).transpose(2, 3, 1, 0)
         b[...] = module.bias.detach().numpy()
     return flat
 
@@ -401,7 +402,7 @@ def layout_table(batches: list[int], repeats: int) -> None:
     for label, kind, index, side in convs:
         for batch in batches:
             layer = kind(1).layers[index]
-            c_out, c_in, kh, _ = layer.shape
+            kh, _, c_in, c_out = layer.shape
             out_side = layer.out_size(side)
             first = index == 0
             x = rng.standard_normal((batch, c_in, side, side)).astype(np.float32)
@@ -410,7 +411,7 @@ def layout_table(batches: list[int], repeats: int) -> None:
             out = np.empty((batch, c_out, out_side, out_side), np.float32)
             dw, db, dx = np.empty_like(w), np.empty_like(b), none if first else np.empty_like(x)
             xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-            wh = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+            wh = w
             oh = np.empty((batch, out_side, out_side, c_out), np.float32)
             dwh, dxh = np.empty_like(wh), none if first else np.empty_like(xh)
             geo = dict(stride=layer.stride, pad_h=layer.pad, pad_w=layer.pad)

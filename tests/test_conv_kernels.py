@@ -3,8 +3,8 @@ every kernel in float32 within 1e-5 of the float64 reference, and the reference'
 passes against central finite differences (float64), so a mistake shared by both cannot pass.
 Cases cover strides 1-3, zero padding (symmetric and TF's asymmetric SAME), odd and
 non-square sizes, non-square kernels, 1x1 convolutions and dense layers. The reference is
-written in NHWC with HWIO weights; the kernels take NCHW and OIHW: the tests transpose at the
-boundary, so the layout conversion is checked too."""
+written in NHWC; the kernels take NCHW activations (both use HWIO weights): the tests
+transpose activations at the boundary."""
 
 from __future__ import annotations
 
@@ -138,18 +138,9 @@ def nchw(a):
     return a.transpose(0, 3, 1, 2).copy()
 
 
-def oihw(w):
-    """A copy of an HWIO weight as OIHW."""
-    return w.transpose(3, 2, 0, 1).copy()
-
-
 def nhwc(a):
     """A kernel's NCHW result in the reference's layout."""
     return a.transpose(0, 2, 3, 1)
-
-
-def hwio(w):
-    return w.transpose(2, 3, 1, 0)
 
 
 def none(dtype=np.float32):
@@ -163,18 +154,18 @@ def test_conv_forward_and_backward_match_reference(case, dtype):
     x, w, b, dy, geo, (oh, ow) = conv_inputs(case, seed=5, dtype=dtype)
     tol = TOL if dtype == np.float32 else 1e-10
     out = np.full((x.shape[0], w.shape[3], oh, ow), np.nan, dtype=dtype)
-    conv.conv2d_forward(x=nchw(x), weight=oihw(w), bias=b, out=out, residual=none(dtype), relu_out=none(dtype),
+    conv.conv2d_forward(x=nchw(x), weight=w, bias=b, out=out, residual=none(dtype), relu_out=none(dtype),
                         **geo)
     close(nhwc(out), ref.conv(x, w, b, out_h=oh, out_w=ow, **geo), tol)
 
     dx_want, dw_want, db_want = ref.conv_backward(x, w, dy, **geo)
-    dw = np.full(oihw(w).shape, np.nan, dtype=dtype)  # beta = 0 must not read it
+    dw = np.full(w.shape, np.nan, dtype=dtype)  # beta = 0 must not read it
     db = np.full_like(b, np.nan)
     dx = np.full(nchw(x).shape, np.nan, dtype=dtype)
-    conv.conv2d_backward(x=nchw(x), weight=oihw(w), dout=nchw(dy), dweight=dw, dbias=db, dx=dx, beta=0.0,
+    conv.conv2d_backward(x=nchw(x), weight=w, dout=nchw(dy), dweight=dw, dbias=db, dx=dx, beta=0.0,
                          accumulate_dx=False, relu_mask=none(dtype), **geo)
     close(nhwc(dx), dx_want, tol)
-    close(hwio(dw), dw_want, tol)
+    close(dw, dw_want, tol)
     close(db, db_want, tol)
 
 
@@ -185,11 +176,11 @@ def test_conv_forward_fuses_residual_and_relu(case):
     shortcut = rand(np.random.default_rng(21), want.shape)
     out = nchw(shortcut)  # the shortcut already in out: residual = out
     relu = np.full_like(out, np.nan)
-    conv.conv2d_forward(x=nchw(x), weight=oihw(w), bias=b, out=out, residual=out, relu_out=relu, **geo)
+    conv.conv2d_forward(x=nchw(x), weight=w, bias=b, out=out, residual=out, relu_out=relu, **geo)
     close(nhwc(out), want + shortcut)
     close(nhwc(relu), np.maximum(want + shortcut, 0.0))
     out2 = np.full_like(out, np.nan)
-    conv.conv2d_forward(x=nchw(x), weight=oihw(w), bias=b, out=out2, residual=nchw(shortcut), relu_out=out2,
+    conv.conv2d_forward(x=nchw(x), weight=w, bias=b, out=out2, residual=nchw(shortcut), relu_out=out2,
                         **geo)  # ReLU in place
     close(nhwc(out2), np.maximum(want + shortcut, 0.0))
 
@@ -203,16 +194,16 @@ def test_conv_backward_accumulates_and_masks_dx(case):
     rng = np.random.default_rng(7)
     dw0, db0, dx0 = rand(rng, w.shape), rand(rng, b.shape), rand(rng, x.shape)
     mask = rand(rng, x.shape)
-    dw, db, dx = oihw(dw0), db0.copy(), nchw(dx0)
-    conv.conv2d_backward(x=nchw(x), weight=oihw(w), dout=nchw(dy), dweight=dw, dbias=db, dx=dx, beta=0.9,
+    dw, db, dx = dw0.copy(), db0.copy(), nchw(dx0)
+    conv.conv2d_backward(x=nchw(x), weight=w, dout=nchw(dy), dweight=dw, dbias=db, dx=dx, beta=0.9,
                          accumulate_dx=True, relu_mask=nchw(mask), **geo)
-    close(hwio(dw), 0.9 * dw0.astype(np.float64) + dw_want)
+    close(dw, 0.9 * dw0.astype(np.float64) + dw_want)
     close(db, 0.9 * db0.astype(np.float64) + db_want)
     close(nhwc(dx), np.where(mask > 0, dx0 + dx_want, 0.0))
     dw[...] = np.nan
-    conv.conv2d_backward(x=nchw(x), weight=oihw(w), dout=nchw(dy), dweight=dw, dbias=db, dx=none(), beta=0.0,
+    conv.conv2d_backward(x=nchw(x), weight=w, dout=nchw(dy), dweight=dw, dbias=db, dx=none(), beta=0.0,
                          accumulate_dx=False, relu_mask=none(), **geo)
-    close(hwio(dw), dw_want)
+    close(dw, dw_want)
 
 
 @pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pad1-stride1", "stride3-gaps"])
@@ -220,11 +211,11 @@ def test_im2col_is_the_patch_matrix_and_col2im_its_transpose(case):
     x, w, _, _, geo, (oh, ow) = conv_inputs(case, seed=8)
     kh, kw = w.shape[:2]
     N, C = x.shape[0], x.shape[3]
-    cols = np.full((N, C * kh * kw, oh * ow), np.nan, dtype=np.float32)
+    cols = np.full((N, kh * kw * C, oh * ow), np.nan, dtype=np.float32)
     conv.im2col(x=nchw(x), kh=kh, kw=kw, out_h=oh, out_w=ow, cols=cols, **geo)
     xp = ref.padded(x, kh, kw, geo["stride"], geo["pad_h"], geo["pad_w"], oh, ow)
     s = geo["stride"]
-    want = np.stack([np.stack([xp[n, i * s:i * s + kh, j * s:j * s + kw].transpose(2, 0, 1).ravel()
+    want = np.stack([np.stack([xp[n, i * s:i * s + kh, j * s:j * s + kw].ravel()
                                for i in range(oh) for j in range(ow)], axis=1) for n in range(N)])
     assert np.array_equal(cols, want.astype(np.float32))
     # col2im is the adjoint: <im2col(x), G> = <x, col2im(G)>, and it adds into dx
@@ -338,9 +329,9 @@ def test_masked_update_of_a_conv_layer_keeps_pruned_weights_zero(momentum, neste
     over several steps, kept ones follow the numpy update."""
     x, w, b, dy, geo, _ = conv_inputs("pad1-stride1", seed=18)
     rng = np.random.default_rng(19)
-    shape = oihw(w).shape
+    shape = w.shape
     mask_w = (rng.random(shape) < 0.3).astype(np.float32)
-    params = np.concatenate([(oihw(w) * mask_w).ravel(), np.zeros_like(b)])
+    params = np.concatenate([(w * mask_w).ravel(), np.zeros_like(b)])
     mask = np.concatenate([mask_w.ravel(), np.zeros_like(b)])  # biases pruned too, as SNIP does
     velocity = np.zeros_like(params)
     want_p, want_v = params.astype(np.float64), np.zeros(params.size)
@@ -350,8 +341,8 @@ def test_masked_update_of_a_conv_layer_keeps_pruned_weights_zero(momentum, neste
         conv.conv2d_backward(x=nchw(x), weight=params[:w.size].reshape(shape), dout=nchw(dy),
                              dweight=grad[:w.size].reshape(shape), dbias=grad[w.size:], dx=none(), beta=0.0,
                              accumulate_dx=False, relu_mask=none(), **geo)
-        _, g_w, g_b = ref.conv_backward(x, hwio(want_p[:w.size].reshape(shape)), dy, **geo)
-        g = np.concatenate([oihw(g_w).ravel(), g_b]) * mask
+        _, g_w, g_b = ref.conv_backward(x, want_p[:w.size].reshape(shape), dy, **geo)
+        g = np.concatenate([g_w.ravel(), g_b]) * mask
         want_v = (momentum * want_v + g) * mask
         want_p -= lr * ((g + momentum * want_v) if nesterov else (want_v if momentum else g))
         sgd_update(params=params, grad=grad, velocity=velocity, mask=mask, size=params.size, lr=lr,

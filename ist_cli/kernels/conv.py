@@ -1,19 +1,20 @@
 """Numba kernels of convolutional layers: convolution, pooling, ReLU, bias, softmax loss.
 
-Layout: **NCHW** activations and **OIHW** weights (PyTorch's), float32 (float64 works too,
-for tests): an image batch ``x`` is (N, C, H, W) C-contiguous and a convolution's ``weight``
-(C_out, C_in, kh, kw), so the weight *is* the (C_out, C_in*kh*kw) matrix of the lowered
-product and an image's output (C_out, H_out*W_out) is its product with the image's patch
-matrix, with no transpose anywhere. NCHW was chosen over NHWC by measurement
+Layout: **NCHW** activations and **HWIO** weights, float32 (float64 works too, for tests):
+an image batch ``x`` is (N, C, H, W) C-contiguous and a convolution's ``weight`` (kh, kw,
+C_in, C_out), the convention of ``models.network`` (Lee et al.'s TensorFlow weights), so the
+weight *is* the (kh*kw*C_in, C_out) matrix of the lowered product, and an image's output
+(C_out, H_out*W_out) is W^T times its patch matrix (BLAS transposes at no cost). NCHW was chosen over NHWC by measurement
 (docs/performance.md): with per-image patch matrices, the copies of im2col and col2im run
 along image rows, which is what made the first layers (1 or 3 input channels) and the
-16-channel layers faster. A dense layer is a 1x1 convolution of an (N, C, 1, 1) batch: one
-GEMM over the whole batch, no im2col.
+16-channel layers faster. A dense layer is a 1x1 convolution of an (N, C, 1, 1) batch with
+weight (1, 1, in, out), i.e. the (in, out) matrix of ``A @ W + b``: one GEMM over the whole
+batch, no im2col.
 
 Convolution is, image by image, im2col + one BLAS ?gemm (``kernels.mlp._gemm``, the MLP's
-binding): forward Y = W cols (+ bias and an optional residual, added by BLAS: the output is
-pre-filled with them and beta = 1), then an optional ReLU copy; backward dW += dY cols^T
-(patches recomputed, not stored) and dX = col2im(W^T dY), a scatter-add, optionally masked
+binding): forward Y = W^T cols (+ bias and an optional residual, added by BLAS: the output is
+pre-filled with them and beta = 1), then an optional ReLU copy; backward dW += cols dY^T
+(patches recomputed, not stored) and dX = col2im(W dY), a scatter-add, optionally masked
 by the ReLU that made X. An image's patches and outputs are in cache while its elementwise
 work is done, instead of passes over whole activations.
 
@@ -69,17 +70,17 @@ def _column_range(Wo: int, stride: int, pad_w: int, b: int, W: int) -> tuple[int
 @njit(cache=True, nogil=True)
 def _im2col(img: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, Ho: int, Wo: int,
             cols: np.ndarray) -> None:
-    """cols (C*kh*kw, Ho*Wo) <- the patches of one image ``img`` (C, H, W). Row (c, a, b) holds,
+    """cols (kh*kw*C, Ho*Wo) <- the patches of one image ``img`` (C, H, W). Row (a, b, c) holds,
     for each output row i, a run along input row i*stride - pad_h + a: a contiguous copy at
     stride 1, which has its own loop (measured: with the stride unknown inside it, the copy
     ran several times slower)."""
     C, H, W = img.shape
-    for c in range(C):
-        for a in range(kh):
-            for b in range(kw):
-                row = cols[(c * kh + a) * kw + b]
-                lo, hi = _column_range(Wo, stride, pad_w, b, W)
-                w0 = lo * stride - pad_w + b
+    for a in range(kh):
+        for b in range(kw):
+            lo, hi = _column_range(Wo, stride, pad_w, b, W)
+            w0 = lo * stride - pad_w + b
+            for c in range(C):
+                row = cols[(a * kw + b) * C + c]
                 if lo > 0 or hi < Wo or a - pad_h < 0 or (Ho - 1) * stride - pad_h + a >= H:
                     row[:] = 0.0  # some of this row is padding
                 for i in range(Ho):
@@ -121,12 +122,12 @@ def _col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: 
     """img (C, H, W) += the transpose of ``_im2col`` (same arguments): each patch entry added
     back to the input position it came from; padding positions dropped."""
     C, H, W = img.shape
-    for c in range(C):
-        for a in range(kh):
-            for b in range(kw):
-                row = cols[(c * kh + a) * kw + b]
-                lo, hi = _column_range(Wo, stride, pad_w, b, W)
-                w0 = lo * stride - pad_w + b
+    for a in range(kh):
+        for b in range(kw):
+            lo, hi = _column_range(Wo, stride, pad_w, b, W)
+            w0 = lo * stride - pad_w + b
+            for c in range(C):
+                row = cols[(a * kw + b) * C + c]
                 for i in range(Ho):
                     h = i * stride - pad_h + a
                     if 0 <= h < H:
@@ -139,12 +140,12 @@ def _col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: 
 @njit(cache=True, nogil=True)
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, out_h: int, out_w: int,
            cols: np.ndarray) -> None:
-    """cols <- the patches of ``x`` (N, C, H, W): cols (N, C*kh*kw, out_h*out_w); entry
-    (n, (c, a, b), (i, j)) (C order) is x[n, c, i*stride - pad_h + a, j*stride - pad_w + b], 0
+    """cols <- the patches of ``x`` (N, C, H, W): cols (N, kh*kw*C, out_h*out_w); entry
+    (n, (a, b, c), (i, j)) (C order) is x[n, c, i*stride - pad_h + a, j*stride - pad_w + b], 0
     outside the image. One dtype, C-contiguous."""
     N, C, H, W = x.shape
     if cols.shape[0] != N or cols.shape[1] != C * kh * kw or cols.shape[2] != out_h * out_w:
-        raise ValueError("im2col: cols must be (N, C*kh*kw, out_h*out_w)")
+        raise ValueError("im2col: cols must be (N, kh*kw*C, out_h*out_w)")
     for n in range(N):
         _im2col(x[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, cols[n])
 
@@ -152,11 +153,11 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int,
 @njit(cache=True, nogil=True)
 def col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, out_h: int, out_w: int,
            dx: np.ndarray) -> None:
-    """dx += the transpose of ``im2col``: each entry of ``cols`` (N, C*kh*kw, out_h*out_w) added
+    """dx += the transpose of ``im2col``: each entry of ``cols`` (N, kh*kw*C, out_h*out_w) added
     to the input position it was copied from (padding positions dropped); dx (N, C, H, W)."""
     N, C, H, W = dx.shape
     if cols.shape[0] != N or cols.shape[1] != C * kh * kw or cols.shape[2] != out_h * out_w:
-        raise ValueError("col2im: cols must be (N, C*kh*kw, out_h*out_w)")
+        raise ValueError("col2im: cols must be (N, kh*kw*C, out_h*out_w)")
     for n in range(N):
         _col2im(cols[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, dx[n])
 
@@ -235,7 +236,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.
                    pad_h: int, pad_w: int, residual: np.ndarray, relu_out: np.ndarray) -> None:
     """out <- conv(x, weight) + bias (+ residual); relu_out <- max(out, 0).
 
-    ``x`` (N, C_in, H, W), ``weight`` (C_out, C_in, kh, kw), ``bias`` (C_out,), ``out``
+    ``x`` (N, C_in, H, W), ``weight`` (kh, kw, C_in, C_out), ``bias`` (C_out,), ``out``
     (N, C_out, H_out, W_out): one float dtype, C-contiguous. Output pixel (i, j) sees input
     rows i*stride - pad_h + [0, kh) and columns j*stride - pad_w + [0, kw) (0 outside the
     image). ``residual`` (shape of out; may be ``out`` itself: a shortcut already written
@@ -243,15 +244,15 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.
     image by image while the output is in cache; either may have size 0 to skip it.
     """
     N, C, H, W = x.shape
-    Co, _, kh, kw = weight.shape
+    kh, kw, _, Co = weight.shape
     Ho, Wo = out.shape[2], out.shape[3]
     add, relu = residual.size > 0, relu_out.size > 0
-    if (weight.shape[1] != C or out.shape[0] != N or out.shape[1] != Co or bias.shape[0] != Co
+    if (weight.shape[2] != C or out.shape[0] != N or out.shape[1] != Co or bias.shape[0] != Co
             or (add and residual.shape != out.shape) or (relu and relu_out.shape != out.shape)):
         raise ValueError("conv2d_forward: shapes of x, weight, bias, out, residual and relu_out disagree")
     K = C * kh * kw
     P = Ho * Wo
-    wm = weight.reshape((Co, K))
+    wm = weight.reshape((K, Co))
     o3 = out.reshape((N, Co, P))
     r3 = residual.reshape((residual.shape[0], Co if add else 0, P))
     a3 = relu_out.reshape((relu_out.shape[0], Co if relu else 0, P))
@@ -259,7 +260,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.
         o2 = out.reshape((N, Co))
         for n in range(N):
             _prefill(o3[n], bias, r3[n] if add else o3[n], add)
-        _gemm(x.reshape((N, C)), False, wm, True, o2, 1.0, 1.0)
+        _gemm(x.reshape((N, C)), False, wm, False, o2, 1.0, 1.0)
         if relu:
             _relu_into(out.reshape(-1), relu_out.reshape(-1))
         return
@@ -269,10 +270,10 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.
         o = o3[n]
         _prefill(o, bias, r3[n] if add else o, add)  # the bias (and shortcut) ride in the product
         if pointwise:
-            _gemm(wm, False, x[n].reshape((C, P)), False, o, 1.0, 1.0)
+            _gemm(wm, True, x[n].reshape((C, P)), False, o, 1.0, 1.0)
         else:
             _im2col(x[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, cols)
-            _gemm(wm, False, cols, False, o, 1.0, 1.0)
+            _gemm(wm, True, cols, False, o, 1.0, 1.0)
         if relu:
             _relu_into(o.reshape(-1), a3[n].reshape(-1))
 
@@ -283,32 +284,32 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dout: np.ndarray, dweight
                     accumulate_dx: bool, relu_mask: np.ndarray) -> None:
     """Gradients of ``conv2d_forward`` given dL/d(out) ``dout`` (N, C_out, H_out, W_out).
 
-    dweight (C_out, C_in, kh, kw) <- beta dweight + dout cols^T; dbias (C_out,) <- beta dbias +
+    dweight (kh, kw, C_in, C_out) <- beta dweight + cols dout^T; dbias (C_out,) <- beta dbias +
     the sum of dout; dx (N, C_in, H, W) <- dL/dx, or dx + dL/dx (``accumulate_dx``), then set to
     0 where ``relu_mask`` (shape of x) is not > 0: the ReLU that produced x, fused; ``relu_mask``
     of size 0 skips that, and ``dx`` of size 0 skips the input gradient (a first layer needs
     none). Other shapes and rules as in ``conv2d_forward``.
     """
     N, C, H, W = x.shape
-    Co, _, kh, kw = weight.shape
+    kh, kw, _, Co = weight.shape
     Ho, Wo = dout.shape[2], dout.shape[3]
     want_dx = dx.size > 0
     masked = relu_mask.size > 0
-    if (weight.shape[1] != C or dout.shape[0] != N or dout.shape[1] != Co or dweight.shape != weight.shape
+    if (weight.shape[2] != C or dout.shape[0] != N or dout.shape[1] != Co or dweight.shape != weight.shape
             or dbias.shape[0] != Co or (want_dx and dx.shape != x.shape)
             or (masked and relu_mask.shape != x.shape)):
         raise ValueError("conv2d_backward: shapes of x, weight, dout, dweight, dbias, dx and relu_mask disagree")
     K = C * kh * kw
     P = Ho * Wo
-    wm = weight.reshape((Co, K))
-    dwm = dweight.reshape((Co, K))
+    wm = weight.reshape((K, Co))
+    dwm = dweight.reshape((K, Co))
     d3 = dout.reshape((N, Co, P))
     bias_grad(dout, dbias, beta)
     if _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo) and P == 1:  # dense: one GEMM for the batch
         d2 = dout.reshape((N, Co))
-        _gemm(d2, True, x.reshape((N, C)), False, dwm, 1.0, beta)
+        _gemm(x.reshape((N, C)), True, d2, False, dwm, 1.0, beta)
         if want_dx:
-            _gemm(d2, False, wm, False, dx.reshape((N, C)), 1.0, 1.0 if accumulate_dx else 0.0)
+            _gemm(d2, False, wm, True, dx.reshape((N, C)), 1.0, 1.0 if accumulate_dx else 0.0)
             if masked:
                 _mask_into(dx.reshape(-1), relu_mask.reshape(-1))
         return
@@ -319,14 +320,14 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dout: np.ndarray, dweight
         d = d3[n]
         if pointwise:
             xm = x[n].reshape((C, P))
-            _gemm(d, False, xm, True, dwm, 1.0, beta if n == 0 else 1.0)
+            _gemm(xm, False, d, True, dwm, 1.0, beta if n == 0 else 1.0)
             if want_dx:
-                _gemm(wm, True, d, False, dx[n].reshape((C, P)), 1.0, 1.0 if accumulate_dx else 0.0)
+                _gemm(wm, False, d, False, dx[n].reshape((C, P)), 1.0, 1.0 if accumulate_dx else 0.0)
         else:
             _im2col(x[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, cols)
-            _gemm(d, False, cols, True, dwm, 1.0, beta if n == 0 else 1.0)
+            _gemm(cols, False, d, True, dwm, 1.0, beta if n == 0 else 1.0)
             if want_dx:
-                _gemm(wm, True, d, False, dcols, 1.0, 0.0)
+                _gemm(wm, False, d, False, dcols, 1.0, 0.0)
                 if not accumulate_dx:
                     dx[n] = 0.0
                 _col2im(dcols, kh, kw, stride, pad_h, pad_w, Ho, Wo, dx[n])
@@ -547,7 +548,7 @@ def warm_up(dtype: str = "float32") -> None:
     np_dtype = np.dtype(dtype)
     none = np.empty((0, 0, 0, 0), dtype=np_dtype)
     x = np.ones((2, 2, 5, 5), dtype=np_dtype)
-    w = np.ones((3, 2, 3, 3), dtype=np_dtype)
+    w = np.ones((3, 3, 2, 3), dtype=np_dtype)
     b = np.zeros(3, dtype=np_dtype)
     out = np.empty((2, 3, 3, 3), dtype=np_dtype)
     dw, db, dx = np.empty_like(w), np.empty_like(b), np.empty_like(x)
