@@ -12,6 +12,7 @@ import sys
 import click
 
 from ist_cli.calibrate import DEFAULT_REPEATS, DEFAULT_SIZES, calibrate
+from ist_cli.cli import say
 from ist_cli.errors import UserError
 from ist_cli.runtime.mpi import world
 from ist_cli.runtime.mpi_launch import launcher_rank, relaunch, require_mpi4py
@@ -52,10 +53,10 @@ def calibrate_command(transport: str, workers: int, sizes: str | None, repeats: 
     if result is None:
         return
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        say(json.dumps(result.as_dict()))
         return
-    click.echo(f"alpha (latency)   {result.latency * 1e6:.3f} us")
-    click.echo(f"beta (bandwidth)  {result.bandwidth / 1e9:.3f} GB/s")
-    click.echo(f"fit residual      {100 * result.residual:.1f}% (largest relative miss over "
+    say(f"alpha (latency)   {result.latency * 1e6:.3f} us")
+    say(f"beta (bandwidth)  {result.bandwidth / 1e9:.3f} GB/s")
+    say(f"fit residual      {100 * result.residual:.1f}% (largest relative miss over "
                f"{comm.Get_size() - 1} worker(s) x {len(chosen)} sizes)")
-    click.echo(f"flags             {result.flags}")
+    say(f"flags             {result.flags}")

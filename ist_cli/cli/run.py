@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ist_cli.cli import allow_fast_exit
+from ist_cli.cli import allow_fast_exit, say
 from ist_cli.config import (
     ALGORITHMS,
     OPTIONS,
@@ -218,14 +218,14 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
                                  round_timeout=timeout, step_budget=step_budget)
         allow_fast_exit()  # the file is finished and the workers stopped: nothing left for the exit
     if summary.extras.get("reused") and not quiet:
-        click.echo(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
+        say(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
                    "(--overwrite recomputes it)", err=True)
     if as_json:
-        click.echo(json.dumps(summary.as_dict(), sort_keys=True, default=float))
+        say(json.dumps(summary.as_dict(), sort_keys=True, default=float))
     elif not quiet:
         print_summary(summary.as_dict(), sys.stderr)
     if summary.status == "diverged":
-        click.echo(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
+        say(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
                    f"recorded in {summary.file}", err=True)
         sys.exit(3)
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from ist_cli.cli import say
 from ist_cli.config import show_value
 from ist_cli.io.names import run_file_path
 from ist_cli.io.outputs import output_dir
 from ist_cli.io.runfile import STATUSES
+from ist_cli.io.terminal import SafeConsole
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
 from ist_cli.sweep.manifest import read_manifest
@@ -37,7 +38,7 @@ def _warn_cpu(jobs: int, max_workers: int, executor: str, scheduler: str | None)
     """Warn when concurrent runs contend; one run wider than the machine is the user's own choice."""
     cores = available_cores()
     if scheduler is None and jobs > 1 and jobs * max_workers > cores:
-        click.echo(f"ist: warning: --jobs {jobs} x {max_workers} workers per run = {jobs * max_workers} processes "
+        say(f"ist: warning: --jobs {jobs} x {max_workers} workers per run = {jobs * max_workers} processes "
                    f"on {cores} cores; runs will contend for CPU (timing metrics inflated)", err=True)
 
 
@@ -53,13 +54,13 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
     for index, run in enumerate(spec.runs, 1):
         status = finished_status(run_file_path(out_dir, run.run_id)) if out_dir.is_dir() else None
         table.add_row(str(index), run.run_id, *(show_value(run.point.get(axis)) for axis in spec.axes), status or "pending")
-    console = Console(file=sys.stdout, width=160)
+    console = SafeConsole(file=sys.stdout, width=160)
     console.print(table)
     if spec.duplicates:
-        click.echo(f"{spec.duplicates} grid points resolve to the same config as an earlier one and run once")
+        say(f"{spec.duplicates} grid points resolve to the same config as an earlier one and run once")
     if known is not None and known != set(spec.run_ids):
-        click.echo(f"note: {out_dir / 'sweep.json'} holds a different run list; running needs --force or a new --out")
-    click.echo("dry run: nothing executed")
+        say(f"note: {out_dir / 'sweep.json'} holds a different run list; running needs --force or a new --out")
+    say("dry run: nothing executed")
 
 
 
@@ -67,7 +68,7 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
 def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
     executed = sum(result.executed.values())
     if executed == 0 and not result.elsewhere:
-        click.echo(f"sweep {spec.name}: nothing to do: all {result.total} runs already finished "
+        say(f"sweep {spec.name}: nothing to do: all {result.total} runs already finished "
                    f"({_counts(result.final)}) in {out_dir}", err=True)
     else:
         line = (f"sweep {spec.name}: {result.total} runs in {out_dir}: executed {executed} "
@@ -76,9 +77,9 @@ def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
             line += f"; {sum(result.elsewhere.values())} finished by another sweep process"
         if result.takeovers:
             line += f"; took over {result.takeovers} stale claims"
-        click.echo(line + f"; now {_counts(result.final)}", err=True)
+        say(line + f"; now {_counts(result.final)}", err=True)
     if result.final.get("failed"):
-        click.echo(f"ist: {result.final['failed']} runs failed (errors in {out_dir / 'sweep.json'}); "
+        say(f"ist: {result.final['failed']} runs failed (errors in {out_dir / 'sweep.json'}); "
                    "retry them with --rerun-failed", err=True)
 
 
@@ -121,7 +122,7 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
         _dry_run(spec, out, planned_jobs)
         return
     if spec.duplicates and not quiet:
-        click.echo(f"sweep {spec.name}: {spec.duplicates} grid points resolve to the same config as an "
+        say(f"sweep {spec.name}: {spec.duplicates} grid points resolve to the same config as an "
                    "earlier one; each runs once", err=True)
 
     def on_plan(todo: list[str], jobs_used: int) -> None:
@@ -132,7 +133,7 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
                            rerun_failed=rerun_failed, quiet=quiet)
     result = run_sweep(spec, out, options, on_plan=on_plan, prepare=prepare)
     if as_json:
-        click.echo(json.dumps({
+        say(json.dumps({
             "name": spec.name, "out": str(out), "total": result.total, "executed": dict(result.executed),
             "skipped": dict(result.skipped), "elsewhere": dict(result.elsewhere), "final": dict(result.final),
             "takeovers": result.takeovers, "duplicates": spec.duplicates, "exit_code": result.exit_code,

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import numpy as np
 
+from ist_cli.cli import say
 from ist_cli.cli.run import config_layers, with_run_options
 from ist_cli.config import resolve_config
 from ist_cli.errors import UserError
@@ -147,4 +148,4 @@ def theory_command(run_file: str | None, config_file: str | None, overrides: tup
         analysis = analyze(settings, L, b, x0, samples=count)
     except ValueError as exc:
         raise UserError(f"--sketch {settings.sketch}: {exc}") from None
-    click.echo(json.dumps(analysis.to_json(), allow_nan=False) if as_json else render(analysis))
+    say(json.dumps(analysis.to_json(), allow_nan=False) if as_json else render(analysis))

@@ -13,11 +13,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console, RenderableType
 from rich.console import Group as RichGroup
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ist_cli.io.terminal import SafeConsole
 from ist_cli.report.load import Skipped
 from ist_cli.report.stats import (
     BOOTSTRAP_SEED,
@@ -115,7 +116,7 @@ def vertical_table(summaries: Sequence[GroupSummary], heading: str = "") -> Rend
 
 def natural_width(renderable: RenderableType) -> int:
     """Columns the renderable needs to print without folding anything."""
-    console = Console(width=100_000)
+    console = SafeConsole(width=100_000)
     return console.measure(renderable).maximum
 
 

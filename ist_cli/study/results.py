@@ -84,10 +84,9 @@ def study_trials(manifest: dict[str, Any]) -> tuple[list[Trial], list[str], list
 
 
 def is_study_dir(path: Path) -> bool:
-    try:
-        manifest = read_manifest(path) if path.is_dir() else None
-    except UserError:
-        return False
+    """Is ``path`` a study's output directory? A sweep.json there that is not a manifest is a
+    one-line ``UserError`` (``read_manifest``), not a directory of run files."""
+    manifest = read_manifest(path) if path.is_dir() else None
     return bool(manifest) and isinstance((manifest.get("spec") or {}).get("study"), dict)
 
 
