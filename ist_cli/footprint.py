@@ -59,6 +59,13 @@ def _dataset_shape(config: Mapping[str, Any]) -> tuple[int, int, int, int]:
     return 0, 1, 2, _size_on_disk(Path(argument).expanduser())
 
 
+def known_samples(config: Mapping[str, Any]) -> int | None:
+    """The dataset's sample count when the config alone tells it (not for a file), else None."""
+    if config.get("model") != "mlp":
+        return None
+    return _dataset_shape(config)[0] or None
+
+
 def _size_on_disk(path: Path) -> int:
     try:
         if path.is_dir():

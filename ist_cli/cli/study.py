@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ist_cli.cli import say
 from ist_cli.cli.sweep import engine_options, execute
+from ist_cli.io.outputs import output_dir
 from ist_cli.io.terminal import SafeConsole
 from ist_cli.report.figures import save_figure
 from ist_cli.report.html import write_html
@@ -38,7 +39,8 @@ def study_command(study_file: str, sampler: str | None, prune: bool, **options: 
     Exit codes: 0 all trials completed or diverged, 1 any trial failed, 130 interrupted, 2 bad input.
     """
     study = load_study(study_file, sampler, max_runs=options.pop("max_runs"))
-    out = (Path(options["out_dir"]) if options["out_dir"] else Path("results") / study.name).absolute()
+    chosen = options["out_dir"]
+    out = output_dir(chosen if chosen is not None else Path("results") / study.name, "--out").absolute()
     prepare = TrialPruner(study, out).prepare if prune else None
     execute(study.sweep, **{**options, "out_dir": str(out)}, prepare=prepare,
             extra={"sampler": study.sampler, "prune_trials": prune})

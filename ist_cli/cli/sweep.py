@@ -22,6 +22,7 @@ from ist_cli.io.names import run_file_path
 from ist_cli.io.outputs import output_dir
 from ist_cli.io.runfile import STATUSES
 from ist_cli.io.terminal import SafeConsole
+from ist_cli.preflight import check_runs, check_scheduler
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
 from ist_cli.sweep.manifest import read_manifest
@@ -114,9 +115,15 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
             force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool,
             prepare: Callable[[PlannedRun], PlannedRun] | None = None, extra: dict[str, Any] | None = None) -> None:
     """Dry-run or run ``spec`` with the engine and print what happened; exit 1 if a run failed."""
-    out = output_dir(out_dir if out_dir else Path("results") / spec.name, "--out").absolute()
+    out = output_dir(out_dir if out_dir is not None else Path("results") / spec.name, "--out").absolute()
     if scheduler and executor != "dask":
         raise click.UsageError("--scheduler is only used with --executor dask")
+    # what each run's ist run would refuse, refused now: before the directory or manifest exists
+    check_runs((f"{spec.path.name}: run {run.label()}", run.config) for run in spec.runs)
+    if out.is_dir():
+        read_manifest(out)  # a sweep.json of the wrong shape: refused before the lock file is made
+    if scheduler and not dry_run:
+        check_scheduler(scheduler)
     planned_jobs = jobs or default_jobs(spec.max_workers())
     if dry_run:
         _dry_run(spec, out, planned_jobs)
