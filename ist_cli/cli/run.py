@@ -25,7 +25,7 @@ from ist_cli.config import (
     show_value,
 )
 from ist_cli.errors import UserError, shown
-from ist_cli.preflight import check_run_inputs
+from ist_cli.preflight import check_ranks, check_run_inputs
 from ist_cli.progress import print_summary
 from ist_cli.runner import RunSummary, prepare_output, run_experiment
 from ist_cli.runtime.mpi import (
@@ -239,7 +239,8 @@ def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrit
     if not launched:
         mpiexec_path()  # a missing launcher is reported before the output directory is made
         prepare_output(out_dir, name or default_run_name(config), overwrite)
-        check_run_inputs(config)  # the memory estimate and data files, before mpiexec starts
+        check_ranks(config["workers"] + 1, "--workers")  # then the memory estimate, before mpiexec starts
+        check_run_inputs(config)
         relaunch(config["workers"] + 1, sys.argv[1:])  # single has workers pinned to 1
     comm = world()
     started: list[int] = []

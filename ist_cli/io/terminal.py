@@ -4,8 +4,8 @@ A string read from a run file, a manifest or a run's stderr (a study name, a con
 an error line, a file name) may hold ESC/OSC sequences that retitle, recolour or rewrite
 the terminal of whoever prints it. Every text output of ``ist`` goes through ``printable``:
 rich output through ``SafeConsole`` (rich turns every string it prints, table cells and
-titles included, into text in ``render_str``), everything else through the CLI's ``say``
-and ``fail``. A control character becomes its escape (``\\x1b``), so it is still seen.
+titles included, into text in ``render_str``; a ``Text`` built from data is made by
+``safe_text``), everything else through the CLI's ``say`` and ``fail``. A control character becomes its escape (``\\x1b``), so it is still seen.
 Newlines and tabs stay; JSON output is escaped by ``json.dumps`` already.
 """
 
@@ -29,6 +29,12 @@ def _escape(match: re.Match[str]) -> str:
 def printable(text: Any) -> str:
     """``text`` as a string with every control character replaced by its visible escape."""
     return _CONTROL.sub(_escape, str(text))
+
+
+def safe_text(text: Any, **kwargs: Any) -> Text:
+    """A rich ``Text`` (no markup) of ``printable(text)``: rich prints a ``Text`` as it is,
+    without ``render_str``, so text built from data is made here."""
+    return Text(printable(text), **kwargs)
 
 
 class SafeConsole(Console):

@@ -18,9 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Column
-from rich.text import Text
 
-from ist_cli.io.terminal import SafeConsole, printable
+from ist_cli.io.terminal import SafeConsole, printable, safe_text
 
 
 class _BarWithFlight(Progress):
@@ -32,7 +31,7 @@ class _BarWithFlight(Progress):
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
         if self.flight:
-            yield Text(self.flight, no_wrap=True, overflow="ellipsis", style="dim")
+            yield safe_text(self.flight, no_wrap=True, overflow="ellipsis", style="dim")
 
 
 class SweepProgress:
