@@ -16,6 +16,7 @@ import os
 import socket
 import unicodedata
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from ist_cli.data import idx, libsvm, npz, problem_file
 from ist_cli.data.files import existing_dir, existing_file
 from ist_cli.errors import UserError, shown
 from ist_cli.footprint import estimate_run, known_samples
+from ist_cli.io.regular import regular_file
 from ist_cli.runtime.budget import WORKER_BASE_BYTES, available_memory, check_memory, human_bytes
 from ist_cli.runtime.spin import usable_cores
 
@@ -176,6 +178,14 @@ def check_ranks(n_ranks: int, where: str, *, per_rank_bytes: int = WORKER_BASE_B
     if available is not None and n_ranks * per_rank_bytes > available:
         raise UserError(f"{where}: {n_ranks} MPI ranks need about {human_bytes(n_ranks * per_rank_bytes)} of "
                         f"memory; {human_bytes(available)} is available; expected fewer workers")
+
+
+def check_sweep_directory(directory: Path) -> None:
+    """Nothing a sweep reads in ``directory`` (``sweep.json``, ``.sweep.lock``, claims, run
+    files) is a FIFO, socket or device: each is refused by name, from ``stat`` alone."""
+    for entry in sorted(directory.iterdir()):
+        if entry.name.endswith((".json", ".lock", ".h5", ".tmp")):
+            regular_file(entry, "--out", "a sweep directory written by ist")
 
 
 def check_scheduler(address: str) -> None:

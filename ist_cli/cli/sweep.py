@@ -22,7 +22,7 @@ from ist_cli.io.names import run_file_path
 from ist_cli.io.outputs import output_dir
 from ist_cli.io.runfile import STATUSES
 from ist_cli.io.terminal import SafeConsole
-from ist_cli.preflight import check_runs, check_scheduler
+from ist_cli.preflight import check_runs, check_scheduler, check_sweep_directory
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
 from ist_cli.sweep.manifest import read_manifest
@@ -121,7 +121,8 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
     # what each run's ist run would refuse, refused now: before the directory or manifest exists
     check_runs((f"{spec.path.name}: run {run.label()}", run.config) for run in spec.runs)
     if out.is_dir():
-        read_manifest(out)  # a sweep.json of the wrong shape: refused before the lock file is made
+        check_sweep_directory(out)  # FIFOs and devices by name; then the manifest's shape
+        read_manifest(out)  # refused before the lock file is made
     if scheduler and not dry_run:
         check_scheduler(scheduler)
     planned_jobs = jobs or default_jobs(spec.max_workers())
