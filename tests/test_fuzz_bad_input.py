@@ -484,12 +484,14 @@ def generated_theory_sizes(rng: np.random.Generator) -> list[list[str]]:
 
 
 def test_theory_refuses_what_would_not_fit_or_finish_naming_the_values(tmp_path):
+    before = shm_entries()
     rng = np.random.default_rng(2027)
     for args in generated_theory_sizes(rng):
         code, stderr = run_in_process(["theory", *args])
         line = assert_refused(code, stderr, tmp_path / "none", " ".join(args))
         assert args[1] in line, (args, line)  # the value named
         assert "expected" in line
+    assert_no_new_segments(before)
 
 
 def test_mpi_launches_beyond_the_rank_cap_are_refused_before_mpiexec(tmp_path):
@@ -607,6 +609,7 @@ def test_a_manifest_of_any_wrong_shape_is_refused_by_study_sweep_and_report(tmp_
     sweep = tmp_path / "grid.toml"
     sweep.write_text(STUDY_BASE + "[grid]\nlr = [0.1]\n")
     manifest = json.loads((out / "sweep.json").read_text())
+    segments = shm_entries()
     checked = 0
     for index, shape in enumerate(wrong_shapes(manifest, np.random.default_rng(5))):
         (out / "sweep.json").write_text(json.dumps(shape))
@@ -621,6 +624,7 @@ def test_a_manifest_of_any_wrong_shape_is_refused_by_study_sweep_and_report(tmp_
             assert snapshot(out) == before, (index, args, "the directory was changed")
             checked += 1
     assert checked >= 150
+    assert_no_new_segments(segments)
 
 
 def test_a_fifo_manifest_or_run_file_is_refused_without_being_opened(tmp_path):

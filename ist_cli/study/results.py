@@ -166,8 +166,8 @@ def to_rows(result: StudyResult) -> list[dict[str, Any]]:
             lr, momentum = point.best_config.get("lr"), point.best_config.get("momentum")
             if point.best_config.get("optimizer") == "sgd":
                 momentum = 0.0  # the momentum setting is unused by plain SGD
-            row["best_effective_lr"] = (lr / (1 - momentum) if lr is not None and momentum is not None
-                                        and momentum < 1 else None)
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lr, momentum))
+            row["best_effective_lr"] = lr / (1 - momentum) if numbers and momentum < 1 else None  # a manifest's config
             for name in OUTCOMES:
                 row[name.replace(" ", "_")] = point.counts[name]
             row.update({"k_min": group.fit.k_min, "k_min_low": group.fit.k_min_ci[0], "k_min_high": group.fit.k_min_ci[1],
