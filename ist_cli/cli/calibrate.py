@@ -74,5 +74,5 @@ def calibrate_command(transport: str, workers: int, sizes: str | None, repeats: 
     say(f"alpha (latency)   {result.latency * 1e6:.3f} us")
     say(f"beta (bandwidth)  {result.bandwidth / 1e9:.3f} GB/s")
     say(f"fit residual      {100 * result.residual:.1f}% (largest relative miss over "
-               f"{comm.Get_size() - 1} worker(s) x {len(chosen)} sizes)")
+        f"{comm.Get_size() - 1} worker(s) x {len(chosen)} sizes)")
     say(f"flags             {result.flags}")

@@ -101,7 +101,7 @@ def report_command(
         out.print(f"{len(runs)} runs in {n_groups} groups; {len(skipped)} files skipped", style="dim")
     elif fmt == "md":
         say("\n".join(markdown(section.summaries, section.model if headed else "") for section in sections),
-                   nl=False)
+            nl=False)
     elif fmt == "csv":
         say(to_csv(summaries), nl=False)
     else:

@@ -220,14 +220,14 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
         allow_fast_exit()  # the file is finished and the workers stopped: nothing left for the exit
     if summary.extras.get("reused") and not quiet:
         say(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
-                   "(--overwrite recomputes it)", err=True)
+            "(--overwrite recomputes it)", err=True)
     if as_json:
         say(json.dumps(summary.as_dict(), sort_keys=True, default=float))
     elif not quiet:
         print_summary(summary.as_dict(), sys.stderr)
     if summary.status == "diverged":
         say(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
-                   f"recorded in {summary.file}", err=True)
+            f"recorded in {summary.file}", err=True)
         sys.exit(3)
 
 

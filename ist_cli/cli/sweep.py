@@ -40,7 +40,7 @@ def _warn_cpu(jobs: int, max_workers: int, executor: str, scheduler: str | None)
     cores = available_cores()
     if scheduler is None and jobs > 1 and jobs * max_workers > cores:
         say(f"ist: warning: --jobs {jobs} x {max_workers} workers per run = {jobs * max_workers} processes "
-                   f"on {cores} cores; runs will contend for CPU (timing metrics inflated)", err=True)
+            f"on {cores} cores; runs will contend for CPU (timing metrics inflated)", err=True)
 
 
 def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
@@ -70,7 +70,7 @@ def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
     executed = sum(result.executed.values())
     if executed == 0 and not result.elsewhere:
         say(f"sweep {spec.name}: nothing to do: all {result.total} runs already finished "
-                   f"({_counts(result.final)}) in {out_dir}", err=True)
+            f"({_counts(result.final)}) in {out_dir}", err=True)
     else:
         line = (f"sweep {spec.name}: {result.total} runs in {out_dir}: executed {executed} "
                 f"({_counts(result.executed)}); skipped {sum(result.skipped.values())} already finished")
@@ -81,7 +81,7 @@ def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
         say(line + f"; now {_counts(result.final)}", err=True)
     if result.final.get("failed"):
         say(f"ist: {result.final['failed']} runs failed (errors in {out_dir / 'sweep.json'}); "
-                   "retry them with --rerun-failed", err=True)
+            "retry them with --rerun-failed", err=True)
 
 
 ENGINE_OPTIONS = (
@@ -131,7 +131,7 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
         return
     if spec.duplicates and not quiet:
         say(f"sweep {spec.name}: {spec.duplicates} grid points resolve to the same config as an "
-                   "earlier one; each runs once", err=True)
+            "earlier one; each runs once", err=True)
 
     def on_plan(todo: list[str], jobs_used: int) -> None:
         if todo:
