@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ RANKS_PER_CORE = 4
 MAX_RANKS_ENV = "IST_MAX_RANKS"
 #: multiply-adds ``ist theory`` may spend (about an hour at a few GFLOP/s)
 THEORY_MAX_WORK = 10**13
-SCHEDULER_TIMEOUT = 3.0  # seconds to wait for a dask scheduler's TCP port
+SCHEDULER_WAIT = 3.0  # seconds a dask scheduler's TCP port may take to accept a connection
 
 
 def _prefixed(where: str, message: str) -> str:
@@ -91,28 +92,34 @@ def check_batch_size(config: Mapping[str, Any], where: str = "") -> None:
                                          f"{config['dataset']!r}; expected at most {samples}"))
 
 
-def check_run_inputs(config: Mapping[str, Any], *, where: str = "", available: int | None = None) -> None:
-    """Everything about a resolved run config that can be checked before anything exists."""
+def check_run_inputs(config: Mapping[str, Any], *, where: str = "", available: int | None = None,
+                     sources: bool = True) -> None:
+    """Everything about a resolved run config that can be checked before anything exists
+    (the data files only with ``sources``)."""
     check_int64(config, where)
     check_batch_size(config, where)
-    check_sources(config, where)
+    if sources:
+        check_sources(config, where)
     try:
         check_memory(estimate_run(config), available=available)
     except UserError as exc:
         raise UserError(_prefixed(where, str(exc))) from None
 
 
-def check_runs(runs: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-    """``check_run_inputs`` for every (label, config) of a sweep or a study, with one reading
-    of the available memory; configs that differ only in what no check reads are checked once."""
+def check_runs(runs: Iterable[tuple[str, Mapping[str, Any], Iterable[str]]]) -> None:
+    """``check_run_inputs`` for every (label, config, axis keys) of a sweep or a study, with one
+    reading of the available memory; configs that differ only in what no check reads are
+    checked once. A data path that an axis varies is the run's own (it fails alone, as a
+    sweep's run may); one from the base is checked here."""
     available = available_memory()
     seen: set[tuple] = set()
-    for label, config in runs:
-        key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in ("seed", "lr", "momentum")))
+    for label, config, axes in runs:
+        sources = not {"dataset", "problem_file"} & set(axes)
+        key = (sources, *sorted((k, str(v)) for k, v in config.items() if k not in ("seed", "lr", "momentum")))
         if key in seen:
             continue
         seen.add(key)
-        check_run_inputs(config, where=label, available=available)
+        check_run_inputs(config, where=label, available=available, sources=sources)
 
 
 # ----------------------------------------------------------------------------- ist theory
@@ -188,9 +195,10 @@ def check_sweep_directory(directory: Path) -> None:
             regular_file(entry, "--out", "a sweep directory written by ist")
 
 
-def check_scheduler(address: str) -> None:
-    """A ``tcp://``/``tls://`` dask scheduler address whose port accepts a connection, within
-    ``SCHEDULER_TIMEOUT`` seconds; other protocols are left to dask."""
+def check_scheduler(address: str, wait: float = SCHEDULER_WAIT) -> None:
+    """A ``tcp://``/``tls://`` dask scheduler address whose port accepts a connection within
+    ``wait`` seconds (tried again while refused: a scheduler may be starting); other
+    protocols are left to dask."""
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
     if parts.scheme not in ("tcp", "tls"):
         return
@@ -200,10 +208,15 @@ def check_scheduler(address: str) -> None:
         host, port = None, None
     if not host or port is None:
         raise UserError(f"--scheduler: {shown(address)} is not allowed; expected an address such as tcp://HOST:8786")
-    try:
-        with socket.create_connection((host, port), timeout=SCHEDULER_TIMEOUT):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise UserError(f"--scheduler: cannot connect to {shown(address)} ({reason}); expected the address of a "
-                        "running dask scheduler, e.g. tcp://HOST:8786") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic())):
+                return
+        except OSError as exc:
+            if time.monotonic() + 0.2 >= deadline or not isinstance(exc, ConnectionRefusedError):
+                reason = exc.strerror or type(exc).__name__
+                raise UserError(f"--scheduler: cannot connect to {shown(address)} ({reason}, tried for "
+                                f"{wait:g} s); expected the address of a running dask scheduler, e.g. "
+                                "tcp://HOST:8786") from None
+            time.sleep(0.2)

@@ -420,7 +420,8 @@ def test_study_and_sweep_base_values_run_refuses_are_refused_before_anything_exi
         batch = "[2]" if key != "batch_size" else f"[{value}]"
         study.write_text((base if key != "batch_size" else STUDY_BASE) + f"[study]\nbatch_sizes = {batch}\ntrials = 1\n")
         sweep = tmp_path / f"sweep{index}.toml"
-        sweep.write_text(STUDY_BASE + f"[grid]\n{key} = [{value}]\n")
+        axis = f"[grid]\n{key} = [{value}]\n" if key == "batch_size" else f"{key} = {value}\n[grid]\nlr = [0.1, 0.2]\n"
+        sweep.write_text(STUDY_BASE + axis)
         for args in (["study", str(study)], ["sweep", str(sweep)]):
             code, stderr = run_in_process([*args, "--out", str(out), "--quiet"])
             line = assert_refused(code, stderr, out, f"{args[0]} {key} = {value[:60]}")
@@ -459,7 +460,7 @@ def test_an_unreachable_dask_scheduler_is_refused_before_the_output_exists(tmp_p
     files["study"].write_text(STUDY_BASE + "[study]\nbatch_sizes = [2]\ntrials = 1\n")
     files["sweep"].write_text(STUDY_BASE + "[grid]\nlr = [0.1, 0.2]\n")
     out = tmp_path / "out"
-    for port in closed_ports(3):
+    for port in closed_ports(2):
         for command, spec in files.items():
             code, stderr = run_in_process([command, str(spec), "--out", str(out), "--executor", "dask",
                                            "--scheduler", f"tcp://127.0.0.1:{port}", "--quiet"])
@@ -577,7 +578,7 @@ def wrong_shapes(manifest: dict, rng: np.random.Generator) -> list[object]:
         shapes.append(broken)
         broken = copy.deepcopy(manifest)
         broken["runs"][0].pop(field)
-        if field not in ("attempts", "history"):
+        if field not in ("attempts", "history", "config"):  # a study's trial needs its point
             shapes.append(broken)
     for _ in range(6):
         broken = copy.deepcopy(manifest)

@@ -96,7 +96,7 @@ def load_study_result(directory: Path, *, resamples: int | None = None) -> Study
     if manifest is None:
         raise UserError(f"{str(directory)!r} has no sweep.json; expected the --out directory of ist study")
     trials, group_axes, search_keys = study_trials(manifest)
-    configs = {record["id"]: record["config"] for record in manifest["runs"]}
+    configs = {record["id"]: record.get("config", {}) for record in manifest["runs"]}
     outcomes = {trial.run_id: read_outcome(directory / f"{trial.run_id}.h5") for trial in trials}
     groups: dict[tuple, list[Trial]] = defaultdict(list)
     for trial in trials:

@@ -24,7 +24,7 @@ _RUN_ID = re.compile(r"[0-9a-f]{6,64}")
 # top-level key -> (type, required); other keys are kept and ignored
 _TOP = {"schema": (int, True), "name": (str, False), "sweep_file": (str, False), "spec": (dict, False),
         "created": (str, False), "updated": (str, False), "runs": (list, True)}
-_RUN = {"id": (str, True), "point": (dict, True), "config": (dict, True), "status": (str, True),
+_RUN = {"id": (str, True), "point": (dict, False), "config": (dict, False), "status": (str, True),
         "attempts": (int, False), "file": (str, True), "history": (list, False), "error": (str, False)}
 _TYPE_NAMES = {int: "an integer", str: "a string", dict: "an object", list: "an array"}
 
@@ -73,6 +73,8 @@ def check_manifest(data: Any, path: Path) -> dict[str, Any]:
         if any(not isinstance(entry, dict) for entry in record.get("history", [])):
             fail(f"{where}.history: expected an array of objects")
         if study:
+            if "point" not in record:
+                fail(f"{where}.point: missing; expected an object (a study's trial)")
             for key in ("batch_size", "seed"):
                 if not _typed(record["point"].get(key), int):
                     fail(f"{where}.point.{key}: {shown(record['point'].get(key))} is not allowed; "
