@@ -720,3 +720,23 @@ def test_no_control_character_from_a_file_reaches_the_terminal(tmp_path):
         found = CONTROL.findall(text.replace("\n", "").replace("\t", ""))
         assert not found, (found, text[-1500:])
     assert any("\\x1b" in text for _, text in outputs)  # the sequences are shown, made visible
+
+
+@pytest.mark.slow
+def test_rich_markup_from_a_file_makes_no_escape_sequence_on_a_terminal(tmp_path, monkeypatch):
+    """On a terminal (FORCE_COLOR) rich styles its own output with SGR sequences; markup held in
+    a file's string (``[link=URL]``, ``[reverse]``) must stay text, not become an OSC 8 link."""
+    import json
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    rng = np.random.default_rng(3)
+    spec, study = study_directory(tmp_path)
+    manifest = json.loads((study / "sweep.json").read_text())
+    markup = f"[link=http://example.invalid/{rng.integers(10**6)}]x[/link][reverse]y[/reverse]"
+    manifest["name"] = markup
+    (study / "sweep.json").write_text(json.dumps(manifest))
+    code, text = run_capturing(["report", str(study)])
+    assert code == 0, text[-1000:]
+    plain = re.sub("\x1b\\[[0-9;]*m", "", text)  # rich's own colours and bold
+    assert not CONTROL.findall(plain.replace("\n", "")), text[-1500:]
+    assert "[link=" in plain

@@ -39,7 +39,12 @@ def safe_text(text: Any, **kwargs: Any) -> Text:
 
 class SafeConsole(Console):
     """A rich ``Console`` that prints every string through ``printable`` (rich's own styling,
-    made of control sequences it emits itself, is unaffected)."""
+    made of control sequences it emits itself, is unaffected), with markup off by default:
+    ``[link=URL]`` in a file's string would otherwise make rich emit an OSC 8 hyperlink."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("markup", False)
+        super().__init__(*args, **kwargs)
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(printable(text), **kwargs)
