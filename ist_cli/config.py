@@ -27,6 +27,7 @@ from ist_cli.data.dataset import DTYPES
 from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
 from ist_cli.data.partition import partition_problem
 from ist_cli.errors import UserError, shown
+from ist_cli.io.regular import kind_of
 from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits
 from ist_cli.models.theory import SERVER_UPDATE_DEFAULT, SERVER_UPDATES
 from ist_cli.settings import MLPSettings, QuadraticSettings
@@ -381,6 +382,9 @@ def _lookup(key: str, source: str) -> Option:
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file or raise a one-line UserError (missing file, bad syntax)."""
     path = Path(path)
+    kind = kind_of(path)
+    if kind is not None and kind != "a directory":  # a FIFO would block the read for ever
+        raise UserError(f"config file {shown(str(path))} is {kind}, not a regular file; expected a TOML file")
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

@@ -15,12 +15,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from ist_cli.algorithms.plans import plan_of
+from ist_cli.data.shape import dataset_shape
 from ist_cli.runtime.budget import RunEstimate
 
 
 def estimate_run(config: Mapping[str, Any]) -> RunEstimate:
     """The memory ``config`` (resolved) will need, as arena, coordinator and per-worker bytes."""
     return plan_of(config).estimate_run(config)
+
+
+def known_samples(config: Mapping[str, Any]) -> int | None:
+    """The dataset's sample count when the config alone tells it (not for a file), else None."""
+    if "dataset" not in config:  # a model without a dataset (the quadratic)
+        return None
+    return dataset_shape(config)[0] or None
 
 
 def estimate_file_bytes(config: Mapping[str, Any]) -> int:

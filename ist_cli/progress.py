@@ -8,10 +8,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.status import Status
 from rich.table import Column, Table
+
+from ist_cli.io.terminal import SafeConsole
 
 WIDE_TERMINAL = 120
 
@@ -24,7 +25,7 @@ class RunProgress:
         self.label = label
         self.quiet = quiet
         self.stream = stream or sys.stderr
-        self.console = Console(file=self.stream)
+        self.console = SafeConsole(file=self.stream)
         self._bar: Progress | None = None
         self._task = None
         self._last_line = 0.0
@@ -122,4 +123,4 @@ def print_summary(summary: Mapping[str, Any], stream: TextIO) -> None:
         if isinstance(value, dict):
             value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
         table.add_row(key, _fmt(value))
-    Console(file=stream).print(table)
+    SafeConsole(file=stream).print(table)

@@ -30,7 +30,7 @@ from ist_cli.algorithms.plans import plan_of
 from ist_cli.comm import NetworkModel, Traffic
 from ist_cli.config import config_hash, default_run_name, resolve_config, settings_from_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
-from ist_cli.footprint import estimate_file_bytes, estimate_run
+from ist_cli.footprint import estimate_file_bytes
 from ist_cli.io.names import run_file_path, utc_now
 from ist_cli.io.outputs import check_file_name, first_existing, make_dir, output_dir
 from ist_cli.io.provenance import environment, git_commit
@@ -43,9 +43,10 @@ from ist_cli.io.runfile import (
     read_run,
     tmp_path_for,
 )
+from ist_cli.preflight import check_run_inputs
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
-from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_memory, check_space
+from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_space
 from ist_cli.runtime.forkserver import start_server
 from ist_cli.runtime.pool import shared_memory_transport
 from ist_cli.runtime.signals import (
@@ -483,7 +484,7 @@ def run_experiment(
     config = resolve_config(config)
     name = default_run_name(config) if name is None else name
     path = prepare_output(out_dir, name, overwrite)
-    check_memory(estimate_run(config))
+    check_run_inputs(config)  # int64, data files, batch size, memory: what a sweep checks up front
     check_space(first_existing(path.parent), estimate_file_bytes(config) + DISK_MARGIN_BYTES, "the run file")
     run_id = config_hash(config)
     previous = None if overwrite else existing_run(path, run_id)

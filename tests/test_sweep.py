@@ -284,6 +284,13 @@ def dask_scheduler(request):
                                    "--no-dashboard"], **quiet))
     procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
                                    "--no-dashboard", "--host", "127.0.0.1"], **quiet))
+    deadline = time.monotonic() + 120  # a loaded machine: the scheduler listens only once it has started
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
     return address
 
 

@@ -17,6 +17,7 @@ import click
 
 from ist_cli._version import __version__
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
+from ist_cli.io.terminal import printable
 
 #: command name -> "module:attribute"; a command's module (and what it imports: the runner,
 #: matplotlib, scipy, dask) is imported only when that command runs or the group's help is shown
@@ -50,16 +51,22 @@ def cli() -> None:
     """A command-line lab for Independent Subnetwork Training (IST) research."""
 
 
+def say(text: object = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print text (stdout, or stderr with ``err``) with its control characters made visible
+    (``io.terminal.printable``): every plain-text line a command prints goes through here."""
+    click.echo(printable(text), err=err, nl=nl)
+
+
 def fail(message: str, code: int) -> None:
     """Print one line to stderr and exit; the single place the CLI reports an error."""
     first_line = " ".join(str(message).split())
-    click.echo(f"ist: error: {first_line}", err=True)
+    say(f"ist: error: {first_line}", err=True)
     sys.exit(code)
 
 
 def interrupted(detail: str = "") -> None:
     """Ctrl-C is the user's choice, not an error: say so, exit 130."""
-    click.echo(f"ist: interrupted{': ' + detail if detail else ''}", err=True)
+    say(f"ist: interrupted{': ' + detail if detail else ''}", err=True)
     sys.exit(RunInterrupted.exit_code)
 
 

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from ist_cli.cli import say
 from ist_cli.cli.study import report_study
 from ist_cli.errors import UserError
 from ist_cli.io.outputs import output_dir, output_file
+from ist_cli.io.terminal import SafeConsole
 from ist_cli.report.choices import CI_METHODS, DEFAULT_CI, DEFAULT_FIGSIZE, FIGSIZES
 from ist_cli.report.load import load_runs
 from ist_cli.report.metrics import X_AXES, available_metrics
@@ -62,7 +63,7 @@ def report_command(
         return
     from ist_cli.report.sections import build_sections  # matplotlib and scipy: only when reporting
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
     if figures_dir is not None:
         output_dir(figures_dir, "--figures")
     if html_out is not None:
@@ -94,17 +95,17 @@ def report_command(
         tables = [terminal_table(section.summaries, None, f"model {section.model}") for section in sections]
         # a terminal gets the vertical layout when the table is too wide; a pipe gets every column
         width = None if sys.stdout.isatty() else max(natural_width(table) for table in tables)
-        out = Console(highlight=False, width=width)
+        out = SafeConsole(highlight=False, width=width)
         for section in sections:
             out.print(terminal_table(section.summaries, out.width, f"model {section.model}"))
         out.print(f"{len(runs)} runs in {n_groups} groups; {len(skipped)} files skipped", style="dim")
     elif fmt == "md":
-        click.echo("\n".join(markdown(section.summaries, section.model if headed else "") for section in sections),
-                   nl=False)
+        say("\n".join(markdown(section.summaries, section.model if headed else "") for section in sections),
+            nl=False)
     elif fmt == "csv":
-        click.echo(to_csv(summaries), nl=False)
+        say(to_csv(summaries), nl=False)
     else:
-        click.echo(to_json(summaries, skipped))
+        say(to_json(summaries, skipped))
 
     if figures_dir or html_out:
         from ist_cli.report.figures import report_figures, save_figure

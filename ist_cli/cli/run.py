@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ist_cli.cli import allow_fast_exit
+from ist_cli.cli import allow_fast_exit, say
 from ist_cli.config import (
     ALGORITHMS,
     OPTIONS,
@@ -25,6 +25,7 @@ from ist_cli.config import (
     show_value,
 )
 from ist_cli.errors import UserError, shown
+from ist_cli.preflight import check_ranks, check_run_inputs
 from ist_cli.progress import print_summary
 from ist_cli.runner import RunSummary, prepare_output, run_experiment
 from ist_cli.runtime.mpi import (
@@ -218,15 +219,15 @@ def run_command(config_file: str | None, overrides: tuple[str, ...], out_dir: st
                                  round_timeout=timeout, step_budget=step_budget)
         allow_fast_exit()  # the file is finished and the workers stopped: nothing left for the exit
     if summary.extras.get("reused") and not quiet:
-        click.echo(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
-                   "(--overwrite recomputes it)", err=True)
+        say(f"ist: {summary.file} already holds this run ({summary.status}); not recomputed "
+            "(--overwrite recomputes it)", err=True)
     if as_json:
-        click.echo(json.dumps(summary.as_dict(), sort_keys=True, default=float))
+        say(json.dumps(summary.as_dict(), sort_keys=True, default=float))
     elif not quiet:
         print_summary(summary.as_dict(), sys.stderr)
     if summary.status == "diverged":
-        click.echo(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
-                   f"recorded in {summary.file}", err=True)
+        say(f"ist: run diverged at round {summary.rounds_completed} (loss not finite); "
+            f"recorded in {summary.file}", err=True)
         sys.exit(3)
 
 
@@ -238,6 +239,8 @@ def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrit
     if not launched:
         mpiexec_path()  # a missing launcher is reported before the output directory is made
         prepare_output(out_dir, name or default_run_name(config), overwrite)
+        check_ranks(config["workers"] + 1, "--workers")  # then the memory estimate, before mpiexec starts
+        check_run_inputs(config)
         relaunch(config["workers"] + 1, sys.argv[1:])  # single has workers pinned to 1
     comm = world()
     started: list[int] = []

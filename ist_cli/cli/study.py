@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from ist_cli.cli import say
 from ist_cli.cli.sweep import engine_options, execute
+from ist_cli.io.outputs import output_dir
+from ist_cli.io.terminal import SafeConsole
 from ist_cli.report.figures import save_figure
 from ist_cli.report.html import write_html
 from ist_cli.report.study import fit_rows, markdown, study_figures, study_html, table_rows, to_csv
@@ -37,20 +39,21 @@ def study_command(study_file: str, sampler: str | None, prune: bool, **options: 
     Exit codes: 0 all trials completed or diverged, 1 any trial failed, 130 interrupted, 2 bad input.
     """
     study = load_study(study_file, sampler, max_runs=options.pop("max_runs"))
-    out = (Path(options["out_dir"]) if options["out_dir"] else Path("results") / study.name).absolute()
+    chosen = options["out_dir"]
+    out = output_dir(chosen if chosen is not None else Path("results") / study.name, "--out").absolute()
     prepare = TrialPruner(study, out).prepare if prune else None
     execute(study.sweep, **{**options, "out_dir": str(out)}, prepare=prepare,
             extra={"sampler": study.sampler, "prune_trials": prune})
     if not options["quiet"] and not options["dry_run"]:
-        click.echo(f"study {study.name}: steps-to-result per batch size: ist report {out}", err=True)
+        say(f"study {study.name}: steps-to-result per batch size: ist report {out}", err=True)
 
 
 def report_study(directory: Path, fmt: str, figures_dir: str | None, html_out: str | None) -> None:
     """``ist report OUT`` for the output directory of a study (called by ``ist report``)."""
     result = load_study_result(directory)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
     if fmt == "table":
-        out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        out = SafeConsole(highlight=False, width=None if sys.stdout.isatty() else 160)
         for caption, (header, rows) in (("steps to result", table_rows(result)), ("fit", fit_rows(result))):
             table = Table(title=f"study {result.name}: {caption}")
             for column in header:
@@ -59,11 +62,11 @@ def report_study(directory: Path, fmt: str, figures_dir: str | None, html_out: s
                 table.add_row(*row)
             out.print(table)
     elif fmt == "md":
-        click.echo(markdown(result), nl=False)
+        say(markdown(result), nl=False)
     elif fmt == "csv":
-        click.echo(to_csv(result), nl=False)
+        say(to_csv(result), nl=False)
     else:
-        click.echo(to_json_text(result))
+        say(to_json_text(result))
     if figures_dir or html_out:
         figures = study_figures(result)
         if figures_dir:

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from ist_cli.cli import say
 from ist_cli.config import show_value
 from ist_cli.io.names import run_file_path
 from ist_cli.io.outputs import output_dir
 from ist_cli.io.runfile import STATUSES
+from ist_cli.io.terminal import SafeConsole
+from ist_cli.preflight import check_runs, check_scheduler, check_sweep_directory
 from ist_cli.sweep.engine import SweepOptions, SweepResult, available_cores, default_jobs, run_sweep
 from ist_cli.sweep.files import finished_status
 from ist_cli.sweep.manifest import read_manifest
@@ -37,8 +39,8 @@ def _warn_cpu(jobs: int, max_workers: int, executor: str, scheduler: str | None)
     """Warn when concurrent runs contend; one run wider than the machine is the user's own choice."""
     cores = available_cores()
     if scheduler is None and jobs > 1 and jobs * max_workers > cores:
-        click.echo(f"ist: warning: --jobs {jobs} x {max_workers} workers per run = {jobs * max_workers} processes "
-                   f"on {cores} cores; runs will contend for CPU (timing metrics inflated)", err=True)
+        say(f"ist: warning: --jobs {jobs} x {max_workers} workers per run = {jobs * max_workers} processes "
+            f"on {cores} cores; runs will contend for CPU (timing metrics inflated)", err=True)
 
 
 def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
@@ -53,13 +55,13 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
     for index, run in enumerate(spec.runs, 1):
         status = finished_status(run_file_path(out_dir, run.run_id)) if out_dir.is_dir() else None
         table.add_row(str(index), run.run_id, *(show_value(run.point.get(axis)) for axis in spec.axes), status or "pending")
-    console = Console(file=sys.stdout, width=160)
+    console = SafeConsole(file=sys.stdout, width=160)
     console.print(table)
     if spec.duplicates:
-        click.echo(f"{spec.duplicates} grid points resolve to the same config as an earlier one and run once")
+        say(f"{spec.duplicates} grid points resolve to the same config as an earlier one and run once")
     if known is not None and known != set(spec.run_ids):
-        click.echo(f"note: {out_dir / 'sweep.json'} holds a different run list; running needs --force or a new --out")
-    click.echo("dry run: nothing executed")
+        say(f"note: {out_dir / 'sweep.json'} holds a different run list; running needs --force or a new --out")
+    say("dry run: nothing executed")
 
 
 
@@ -67,8 +69,8 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
 def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
     executed = sum(result.executed.values())
     if executed == 0 and not result.elsewhere:
-        click.echo(f"sweep {spec.name}: nothing to do: all {result.total} runs already finished "
-                   f"({_counts(result.final)}) in {out_dir}", err=True)
+        say(f"sweep {spec.name}: nothing to do: all {result.total} runs already finished "
+            f"({_counts(result.final)}) in {out_dir}", err=True)
     else:
         line = (f"sweep {spec.name}: {result.total} runs in {out_dir}: executed {executed} "
                 f"({_counts(result.executed)}); skipped {sum(result.skipped.values())} already finished")
@@ -76,10 +78,10 @@ def _report(spec: SweepSpec, out_dir: Path, result: SweepResult) -> None:
             line += f"; {sum(result.elsewhere.values())} finished by another sweep process"
         if result.takeovers:
             line += f"; took over {result.takeovers} stale claims"
-        click.echo(line + f"; now {_counts(result.final)}", err=True)
+        say(line + f"; now {_counts(result.final)}", err=True)
     if result.final.get("failed"):
-        click.echo(f"ist: {result.final['failed']} runs failed (errors in {out_dir / 'sweep.json'}); "
-                   "retry them with --rerun-failed", err=True)
+        say(f"ist: {result.final['failed']} runs failed (errors in {out_dir / 'sweep.json'}); "
+            "retry them with --rerun-failed", err=True)
 
 
 ENGINE_OPTIONS = (
@@ -113,16 +115,23 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
             force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool,
             prepare: Callable[[PlannedRun], PlannedRun] | None = None, extra: dict[str, Any] | None = None) -> None:
     """Dry-run or run ``spec`` with the engine and print what happened; exit 1 if a run failed."""
-    out = output_dir(out_dir if out_dir else Path("results") / spec.name, "--out").absolute()
+    out = output_dir(out_dir if out_dir is not None else Path("results") / spec.name, "--out").absolute()
     if scheduler and executor != "dask":
         raise click.UsageError("--scheduler is only used with --executor dask")
+    # what each run's ist run would refuse, refused now: before the directory or manifest exists
+    check_runs((f"{spec.path.name}: run {run.label()}", run.config, run.point) for run in spec.runs)
+    if out.is_dir():
+        check_sweep_directory(out)  # FIFOs and devices by name; then the manifest's shape
+        read_manifest(out)  # refused before the lock file is made
+    if scheduler and not dry_run:
+        check_scheduler(scheduler)
     planned_jobs = jobs or default_jobs(spec.max_workers())
     if dry_run:
         _dry_run(spec, out, planned_jobs)
         return
     if spec.duplicates and not quiet:
-        click.echo(f"sweep {spec.name}: {spec.duplicates} grid points resolve to the same config as an "
-                   "earlier one; each runs once", err=True)
+        say(f"sweep {spec.name}: {spec.duplicates} grid points resolve to the same config as an "
+            "earlier one; each runs once", err=True)
 
     def on_plan(todo: list[str], jobs_used: int) -> None:
         if todo:
@@ -132,7 +141,7 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
                            rerun_failed=rerun_failed, quiet=quiet)
     result = run_sweep(spec, out, options, on_plan=on_plan, prepare=prepare)
     if as_json:
-        click.echo(json.dumps({
+        say(json.dumps({
             "name": spec.name, "out": str(out), "total": result.total, "executed": dict(result.executed),
             "skipped": dict(result.skipped), "elsewhere": dict(result.elsewhere), "final": dict(result.final),
             "takeovers": result.takeovers, "duplicates": spec.duplicates, "exit_code": result.exit_code,

@@ -11,12 +11,14 @@ from typing import Any
 import click
 import numpy as np
 
+from ist_cli.cli import say
 from ist_cli.cli.run import config_layers, with_run_options
 from ist_cli.config import resolve_config, settings_from_config
 from ist_cli.errors import UserError
 from ist_cli.io.runfile import RunFileError, read_run
 from ist_cli.models.analysis import Analysis, analyze, run_inputs
 from ist_cli.models.quadratic import initial_point, problem_from_settings
+from ist_cli.preflight import check_theory
 from ist_cli.settings import QuadraticSettings
 
 MAX_DIM = 2048  # E[B̄L̄B̄] costs O(n d³) and holds n d×d matrices: checked before anything is allocated
@@ -24,7 +26,7 @@ MAX_DIM = 2048  # E[B̄L̄B̄] costs O(n d³) and holds n d×d matrices: checked
 PROBLEM_KEYS = ("workers", "dim", "heterogeneity", "interpolation", "client_samples", "l2", "problem_file")
 
 
-def _from_run_file(path: str, layers: list[dict[str, Any]], sources: list[str]
+def _from_run_file(path: str, layers: list[dict[str, Any]], sources: list[str], samples: int | None
                    ) -> tuple[QuadraticSettings, np.ndarray, np.ndarray, np.ndarray]:
     try:
         run = read_run(path, load_problem=True)
@@ -39,7 +41,9 @@ def _from_run_file(path: str, layers: list[dict[str, Any]], sources: list[str]
             if key in layer:
                 raise UserError(f"{source}: {key} cannot be changed for a run file (its problem is fixed); "
                                 f"expected no {key} with {path!r}")
-    settings = settings_from_config(resolve_config(run.config, *layers, sources=[f"run file {path}", *sources]))
+    config = resolve_config(run.config, *layers, sources=[f"run file {path}", *sources])
+    check_theory(config, samples)
+    settings = settings_from_config(config)
     return (settings, *run_inputs(settings, run.problem, run.params))
 
 
@@ -124,12 +128,12 @@ def theory_command(run_file: str | None, config_file: str | None, overrides: tup
     trajectory, and the quantities of Theorems 1 and 2. RUN.h5 takes the problem and settings of a run."""
     count = None
     if samples is not None:
-        count = int(samples) if samples.strip().isdigit() else 0
+        count = int(samples) if samples.strip().isascii() and samples.strip().isdigit() else 0
         if count < 2:
             raise UserError(f"--theory-samples: {samples!r} is not allowed; expected an integer >= 2")
     layers, sources = config_layers(config_file, overrides, flags)
     if run_file:
-        settings, L, b, x0 = _from_run_file(run_file, layers, sources)
+        settings, L, b, x0 = _from_run_file(run_file, layers, sources, count)
     else:
         config = resolve_config({"model": "quadratic"}, *layers, sources=["default", *sources])
         if config["model"] != "quadratic":
@@ -137,6 +141,7 @@ def theory_command(run_file: str | None, config_file: str | None, overrides: tup
         if config["dim"] > MAX_DIM:
             raise UserError(f"--dim: {config['dim']} is too large for ist theory (O(n d³) work); "
                             f"expected at most {MAX_DIM}")
+        check_theory(config, count)  # memory and work from the inputs, before the problem is made
         settings = settings_from_config(config)
         problem = problem_from_settings(settings)
         L, b, x0 = problem.L, problem.b, initial_point(settings.dim, settings.seed)
@@ -147,4 +152,4 @@ def theory_command(run_file: str | None, config_file: str | None, overrides: tup
         analysis = analyze(settings, L, b, x0, samples=count)
     except ValueError as exc:
         raise UserError(f"--sketch {settings.sketch}: {exc}") from None
-    click.echo(json.dumps(analysis.to_json(), allow_nan=False) if as_json else render(analysis))
+    say(json.dumps(analysis.to_json(), allow_nan=False) if as_json else render(analysis))

@@ -28,6 +28,7 @@ import numpy as np
 
 from ist_cli.io.metric_info import METRICS
 from ist_cli.io.names import utc_now
+from ist_cli.io.regular import check_regular
 
 SCHEMA_VERSION = 1
 RESULT_STATUSES = ("completed", "diverged")  # the run produced a result (a diverged run is one)
@@ -347,6 +348,7 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
 
     Raises ``OSError`` when the file cannot be opened as HDF5.
     """
+    check_regular(path)  # a FIFO would block HDF5's open for ever
     with h5py.File(path, "r") as handle:
         return {key: _attr(value) for key, value in handle.attrs.items()}
 
@@ -359,6 +361,7 @@ def read_run(path: str | Path, *, load_problem: bool = True) -> RunData:
     """
     path = Path(path)
     try:
+        check_regular(path)
         with h5py.File(path, "r") as handle:
             attrs = {key: _attr(value) for key, value in handle.attrs.items()}
             schema = attrs.get("schema")

@@ -13,11 +13,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console, RenderableType
 from rich.console import Group as RichGroup
+from rich.console import RenderableType
 from rich.table import Table
-from rich.text import Text
 
+from ist_cli.io.terminal import SafeConsole, safe_text
 from ist_cli.report.load import Skipped
 from ist_cli.report.stats import (
     BOOTSTRAP_SEED,
@@ -95,27 +95,27 @@ def rich_table(summaries: Sequence[GroupSummary], heading: str = "") -> Table:
         else:
             table.add_column(name, justify="right", overflow="fold")
     for row in rows:
-        table.add_row(*(Text(value) for value in row))  # Text: no rich markup in values
+        table.add_row(*(safe_text(value) for value in row))  # Text: no rich markup in values
     return table
 
 
 def vertical_table(summaries: Sequence[GroupSummary], heading: str = "") -> RenderableType:
     """The same numbers, one block per group (``name  value`` lines), for narrow terminals."""
     header, rows = display_rows(summaries)
-    blocks: list[RenderableType] = [Text(" · ".join(filter(None, [heading, title(summaries)])), style="bold")]
+    blocks: list[RenderableType] = [safe_text(" · ".join(filter(None, [heading, title(summaries)])), style="bold")]
     for row in rows:
         block = Table.grid(padding=(0, 2))
         block.add_column(style="cyan", no_wrap=True)
         block.add_column(overflow="fold")
         for name, value in zip(header, row, strict=True):
-            block.add_row(name, Text(value))
-        blocks.extend([Text(""), block])
+            block.add_row(name, safe_text(value))
+        blocks.extend([safe_text(""), block])
     return RichGroup(*blocks)
 
 
 def natural_width(renderable: RenderableType) -> int:
     """Columns the renderable needs to print without folding anything."""
-    console = Console(width=100_000)
+    console = SafeConsole(width=100_000)
     return console.measure(renderable).maximum
 
 

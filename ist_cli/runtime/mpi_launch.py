@@ -79,7 +79,11 @@ def relaunch_command(n_ranks: int, argv: Sequence[str]) -> list[str]:
 
 
 def relaunch(n_ranks: int, argv: Sequence[str]) -> None:
-    """Replace this process by the launcher (so Ctrl-C and the exit code are the launcher's)."""
+    """Replace this process by the launcher (so Ctrl-C and the exit code are the launcher's),
+    once the rank count is known to fit the machine (``preflight.check_ranks``)."""
+    from ist_cli.preflight import check_ranks  # noqa: PLC0415 - numpy: not before a rank pins its threads
+
+    check_ranks(n_ranks, "--workers")
     require_mpi4py()
     command = relaunch_command(n_ranks, argv)
     sys.stdout.flush()

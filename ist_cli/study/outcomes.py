@@ -54,5 +54,5 @@ def read_outcome(path: Path) -> Outcome:
         return Outcome("not run")
     try:
         return classify(read_attrs(path))
-    except OSError:
+    except (OSError, ValueError, TypeError, KeyError):  # unreadable, or attrs of the wrong type
         return Outcome("failed")

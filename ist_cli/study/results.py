@@ -85,10 +85,9 @@ def study_trials(manifest: dict[str, Any]) -> tuple[list[Trial], list[str], list
 
 
 def is_study_dir(path: Path) -> bool:
-    try:
-        manifest = read_manifest(path) if path.is_dir() else None
-    except UserError:
-        return False
+    """Is ``path`` a study's output directory? A sweep.json there that is not a manifest is a
+    one-line ``UserError`` (``read_manifest``), not a directory of run files."""
+    manifest = read_manifest(path) if path.is_dir() else None
     return bool(manifest) and isinstance((manifest.get("spec") or {}).get("study"), dict)
 
 
@@ -98,7 +97,7 @@ def load_study_result(directory: Path, *, resamples: int | None = None) -> Study
     if manifest is None:
         raise UserError(f"{str(directory)!r} has no sweep.json; expected the --out directory of ist study")
     trials, group_axes, search_keys = study_trials(manifest)
-    configs = {record["id"]: record["config"] for record in manifest["runs"]}
+    configs = {record["id"]: record.get("config", {}) for record in manifest["runs"]}
     outcomes = {trial.run_id: read_outcome(run_file_path(directory, trial.run_id)) for trial in trials}
     groups: dict[tuple, list[Trial]] = defaultdict(list)
     for trial in trials:
@@ -168,8 +167,8 @@ def to_rows(result: StudyResult) -> list[dict[str, Any]]:
             lr, momentum = point.best_config.get("lr"), point.best_config.get("momentum")
             if point.best_config.get("optimizer") == "sgd":
                 momentum = 0.0  # the momentum setting is unused by plain SGD
-            row["best_effective_lr"] = (lr / (1 - momentum) if lr is not None and momentum is not None
-                                        and momentum < 1 else None)
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lr, momentum))
+            row["best_effective_lr"] = lr / (1 - momentum) if numbers and momentum < 1 else None  # a manifest's config
             for name in OUTCOMES:
                 row[name.replace(" ", "_")] = point.counts[name]
             row.update({"k_min": group.fit.k_min, "k_min_low": group.fit.k_min_ci[0], "k_min_high": group.fit.k_min_ci[1],

@@ -23,6 +23,7 @@ from typing import Any
 
 from ist_cli.io.atomic import create_exclusive, write_text_atomic
 from ist_cli.io.names import utc_now
+from ist_cli.io.regular import regular_file
 from ist_cli.runtime.processes import process_alive, process_start_ticks
 
 HEARTBEAT_SECONDS = 5.0
@@ -33,6 +34,7 @@ LOCK_NAME = ".sweep.lock"
 @contextmanager
 def directory_lock(directory: Path) -> Iterator[None]:
     """Exclusive ``flock`` on ``DIR/.sweep.lock``: serialises manifest updates and takeovers."""
+    regular_file(directory / LOCK_NAME, "--out", "a sweep directory written by ist")  # a FIFO would block
     with open(directory / LOCK_NAME, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -47,6 +49,7 @@ def claim_path(directory: Path, run_id: str) -> Path:
 
 def read_claim(path: Path) -> dict[str, Any] | None:
     """The claim's record, ``{}`` if it exists but is not yet readable, None if absent."""
+    regular_file(path, "--out", "a sweep directory written by ist")  # a FIFO would block the read
     try:
         text = path.read_text()
         mtime = path.stat().st_mtime

@@ -17,21 +17,33 @@ from typing import Any
 from ist_cli.errors import UserError
 from ist_cli.io.atomic import write_text_atomic
 from ist_cli.io.names import run_file_name, utc_now
+from ist_cli.io.regular import check_regular
 from ist_cli.sweep.claims import directory_lock
+from ist_cli.sweep.manifest_schema import check_manifest
 from ist_cli.sweep.spec import SweepSpec
 
 MANIFEST_NAME = "sweep.json"
 MANIFEST_SCHEMA = 1
+
+
 def read_manifest(directory: Path) -> dict[str, Any] | None:
-    """The manifest in ``directory`` or None; a corrupt one is a one-line ``UserError``."""
+    """The manifest in ``directory`` or None; one that is not a regular file, not JSON or not of
+    a manifest's shape (``manifest_schema``) is a one-line ``UserError``, and nothing is written."""
     path = directory / MANIFEST_NAME
     try:
-        return json.loads(path.read_text())
+        check_regular(path)  # a FIFO named sweep.json would block the read for ever
+        text = path.read_text()
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
         raise UserError(f"--out: {str(path)!r} is not a readable sweep manifest ({exc}); "
                         "expected a sweep.json written by ist sweep") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"--out: {str(path)!r} is not a readable sweep manifest ({exc}); "
+                        "expected a sweep.json written by ist sweep") from None
+    return check_manifest(data, path)
 
 
 def _new_record(run: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from rich.console import Console, RenderableType
+from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,7 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Column
-from rich.text import Text
+
+from ist_cli.io.terminal import SafeConsole, printable, safe_text
 
 
 class _BarWithFlight(Progress):
@@ -30,7 +31,7 @@ class _BarWithFlight(Progress):
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
         if self.flight:
-            yield Text(self.flight, no_wrap=True, overflow="ellipsis", style="dim")
+            yield safe_text(self.flight, no_wrap=True, overflow="ellipsis", style="dim")
 
 
 class SweepProgress:
@@ -42,7 +43,7 @@ class SweepProgress:
         self.label = label
         self.quiet = quiet
         self.stream = stream or sys.stderr
-        self.console = Console(file=self.stream)
+        self.console = SafeConsole(file=self.stream)
         self.flight: dict[str, str] = {}
         self._bar: _BarWithFlight | None = None
         self._task = None
@@ -69,7 +70,7 @@ class SweepProgress:
     def started(self, run_id: str, label: str) -> None:
         self.flight[run_id] = label
         if self._bar is None and not self.quiet:
-            print(f"{self.label}: start {label}", file=self.stream, flush=True)
+            print(printable(f"{self.label}: start {label}"), file=self.stream, flush=True)
         self._refresh()
 
     def finished(self, run_id: str, label: str, status: str, detail: str = "") -> None:
@@ -79,7 +80,7 @@ class SweepProgress:
         if self._bar is not None:
             self._bar.console.print(line, highlight=False)
         elif not self.quiet:
-            print(f"{self.label}: {line}", file=self.stream, flush=True)
+            print(printable(f"{self.label}: {line}"), file=self.stream, flush=True)
         self._refresh()
 
     def dropped(self, run_id: str) -> None:
