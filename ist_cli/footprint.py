@@ -105,10 +105,10 @@ def _mlp(config: Mapping[str, Any]) -> RunEstimate:
 
 
 def estimate_file_bytes(config: Mapping[str, Any]) -> int:
-    """Bytes the run file will take at most: metric rows, /params snapshots, /problem, /final."""
+    """Bytes the run file will take at most: metric rows, /rounds, /params snapshots, /problem, /final."""
     rounds = int(config["rounds"])
     rows = rounds // int(config["eval_every"]) + 2
-    metrics = rows * 32 * 8
+    metrics = rows * 32 * 8 + rounds * (6 + 3 * int(config["workers"])) * 8  # /rounds: 6 scalars, 3 per worker
     if config["model"] == "quadratic":
         n, d = int(config["workers"]), int(config["dim"])
         save_every = int(config.get("save_params_every") or 0)

@@ -41,6 +41,7 @@ from ist_cli.io.runfile import (
     tmp_path_for,
 )
 from ist_cli.progress import RunProgress
+from ist_cli.rounds import RoundLog
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_memory, check_space
 from ist_cli.runtime.forkserver import start_server
@@ -51,35 +52,38 @@ from ist_cli.runtime.signals import (
     signals_deferred,
     signals_ignored,
 )
-from ist_cli.runtime.transport import Transport, TransportFactory
+from ist_cli.runtime.transport import StepClock, StepTime, Transport, TransportFactory
 from ist_cli.settings import settings_from_config
 from ist_cli.training.goal import EvalSchedule, Goal
 
-TIMING_METRICS = ("wall_time", "compute_time", "comm_time_model", "sim_time", "comm_time_measured")
+TIMING_METRICS = ("wall_time", "compute_time", "compute_time_wall", "comm_time_model", "sim_time",
+                  "comm_time_measured")
 
 
 # ----------------------------------------------------------------------------- one round
 @dataclass(frozen=True)
 class RoundResult:
-    """What one round produced: the workers' step results and what it cost."""
+    """What one round produced: the workers' step results and what it cost (``StepTime``s:
+    thread CPU seconds, the charge of a dedicated core, and wall seconds)."""
 
     results: list[Any]
-    slowest_worker_seconds: float
-    coordinator_seconds: float
+    slowest_worker: StepTime
+    coordinator: StepTime
     traffic: Traffic
 
 
 def run_round(algorithm: Algorithm, transport: Transport, arrays: dict[str, np.ndarray], round_index: int) -> RoundResult:
     """Plan, run every worker, aggregate; the coordinator's own time is measured apart."""
-    started = time.perf_counter()
+    clock = StepClock()
     payloads = algorithm.plan_round(arrays, round_index)
-    plan_seconds = time.perf_counter() - started
+    plan = clock.stop()
     replies = transport.run_round(round_index, payloads)
     results = [result for _, result in replies]
-    aggregate_start = time.perf_counter()
+    clock = StepClock()
     algorithm.aggregate(arrays, round_index, results)
-    coordinator_seconds = plan_seconds + time.perf_counter() - aggregate_start
-    return RoundResult(results, max(seconds for seconds, _ in replies), coordinator_seconds,
+    aggregate = clock.stop()
+    slowest = StepTime(max(t.cpu for t, _ in replies), max(t.wall for t, _ in replies))
+    return RoundResult(results, slowest, StepTime(plan.cpu + aggregate.cpu, plan.wall + aggregate.wall),
                        algorithm.round_traffic(round_index))
 
 
@@ -91,18 +95,20 @@ class Totals:
     bytes_up: float = 0.0
     bytes_down: float = 0.0
     compute_time: float = 0.0
+    compute_time_wall: float = 0.0
     comm_time_model: float = 0.0
 
     def add(self, done: RoundResult) -> None:
         # workers run in parallel in the modelled deployment: the slowest one counts
-        self.compute_time += done.slowest_worker_seconds + done.coordinator_seconds
+        self.compute_time += done.slowest_worker.cpu + done.coordinator.cpu
+        self.compute_time_wall += done.slowest_worker.wall + done.coordinator.wall
         self.bytes_up += done.traffic.total_up
         self.bytes_down += done.traffic.total_down
         self.comm_time_model += self.network.round_time(done.traffic)
 
     def row(self) -> dict[str, float]:
         return {"bytes_up": self.bytes_up, "bytes_down": self.bytes_down, "compute_time": self.compute_time,
-                "comm_time_model": self.comm_time_model, "sim_time": self.compute_time + self.comm_time_model}
+                "compute_time_wall": self.compute_time_wall, "comm_time_model": self.comm_time_model, "sim_time": self.compute_time + self.comm_time_model}
 
 
 # ----------------------------------------------------------------------------- faults
@@ -318,6 +324,7 @@ def run_experiment(
         goal_attrs.update(step_budget=int(step_budget), budget_stopped=False)
     policy = FaultPolicy()
     totals = Totals(settings.network)
+    round_log = RoundLog(algorithm.n_workers)  # /rounds: each round's cost, for re-pricing (ist_cli.rounds)
     last_metrics: dict[str, float] = {}
     round_index = 0
     arena: Arena | None = None
@@ -334,6 +341,7 @@ def run_experiment(
         guard.check()
         with signals_deferred():
             writer.append_metrics(row)
+            round_log.flush(writer)
         last_metrics.update(row)
         raise_if_interrupted()  # one that an evaluation's kernel load swallowed (runtime/signals.py)
 
@@ -358,6 +366,7 @@ def run_experiment(
                 writer = _claim_run_file(path, overwrite, run_id=run_id, config=config, env=environment(),
                                          seed=settings.seed, version=__version__, git_commit=git_commit())
                 guard = SpaceGuard(writer.tmp_path)
+                writer.create_rounds(round_log.shapes())
                 # built (not started) before row 0, whose columns include the transport's own metrics
                 workers = transport(algorithm.worker_program(), arrays, arena.layout, algorithm.n_workers)
                 problem = algorithm.problem_arrays()
@@ -387,6 +396,7 @@ def run_experiment(
                         raise_if_interrupted()
                         done = run_round(algorithm, workers, arrays, round_index)
                         totals.add(done)
+                        round_log.add(round_index, done.slowest_worker, done.coordinator, done.traffic)
                         if save_every and round_index % save_every == 0:
                             guard.check()
                             with signals_deferred():
@@ -406,6 +416,8 @@ def run_experiment(
                                 progress.update(round_index, metrics)
                                 break
                         progress.update(round_index, metrics)
+                with signals_deferred():
+                    round_log.flush(writer)
                 timeline["rounds_ended"] = utc_now("microseconds")
         except _FinishedMeanwhile as done:  # nothing of this run was written; the other one is the record
             meanwhile = done.summary
