@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-TIMING = {"wall_time", "compute_time", "sim_time"}
+TIMING = {"wall_time", "compute_time", "compute_time_wall", "sim_time"}
 
 
 def ist(*args: str, timeout: float = 120, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
