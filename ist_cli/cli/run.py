@@ -234,7 +234,7 @@ def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrit
                 launched: bool, step_budget: int | None = None) -> RunSummary:
     """Rank 0 of an MPI job; outside any launcher, check the input, then become ``mpiexec``."""
     require_mpi4py()
-    check_topology(config["topology"])
+    check_topology(config)
     if not launched:
         mpiexec_path()  # a missing launcher is reported before the output directory is made
         prepare_output(out_dir, name or default_run_name(config), overwrite)

@@ -5,8 +5,13 @@ worker is a rank with its own zeroed copy of the arena's arrays. Start-up (once,
 apart): rank 0 pickles each worker its program and the arena's shapes, then sends its
 resident regions as numpy buffers. Each round only numpy buffers move: a 16-byte header
 (the round), the worker's down regions (after ``pack_down`` on rank 0; a masked region as
-its kept entries only), its up regions back (then ``unpack_up`` on rank 0) and a 24-byte
-trailer (the step's thread CPU and wall seconds, its result).
+its kept entries only), its up regions back (then ``unpack_up`` on rank 0) and a 40-byte
+trailer (the step's thread CPU and wall seconds, its result, and the bytes it sent and
+received in a ring all-reduce).
+On ``--topology ring`` data parallelism averages among the worker ranks instead
+(``runtime.ring``): the model goes down once, at start, each worker updates its own copy, and
+rank 0 receives only worker 0's averaged gradient (counted apart) to keep its copy for the
+evaluations.
 Region bytes are counted at every send and receive: they are the algorithm's
 ``round_traffic``; headers, trailers and start-up are counted separately.
 
@@ -36,6 +41,7 @@ import numpy as np
 from ist_cli.errors import UserError
 from ist_cli.runtime.arena import SHM_DIR
 from ist_cli.runtime.pool import RemoteTraceback, WorkerFailed
+from ist_cli.runtime.ring import ring_allreduce
 from ist_cli.runtime.signals import signals_deferred
 from ist_cli.runtime.transport import StepClock, StepTime, WorkerProgram, receive_down
 
@@ -85,6 +91,7 @@ class ByteCounts:
     round_down: np.ndarray = field(init=False)
     startup: int = 0
     control: int = 0
+    to_coordinator: int = 0  # all-reduce mode: what rank 0 receives to keep its model (not round traffic)
 
     def __post_init__(self) -> None:
         self.round_up = np.zeros(self.n_workers)
@@ -132,11 +139,18 @@ def release_workers(comm: Any) -> None:
         comm.Send(stop, dest=rank, tag=TAG_STOP)
 
 
-def check_topology(topology: str) -> None:
-    """Every message goes through rank 0: only the ``ps`` model describes that."""
-    if topology != "ps":
-        raise UserError(f"--topology: {topology!r} is not allowed with --transport mpi; expected ps "
-                        "(rank 0 is the server every message goes through)")
+def check_topology(config: dict[str, Any]) -> None:
+    """On ``ps`` every message goes through rank 0; ``ring`` is data parallelism's all-reduce
+    among the worker ranks (``runtime.ring``), which no other method has."""
+    topology = config["topology"]
+    if topology == "ps":
+        return
+    if topology != "ring" or config["algorithm"] != "dp":
+        raise UserError(f"--topology: {topology!r} is not allowed with --transport mpi and --algorithm "
+                        f"{config['algorithm']}; expected ps (ring: --algorithm dp only, an all-reduce)")
+    if config.get("noise_scale_every"):
+        raise UserError(f"--noise-scale-every: {config['noise_scale_every']} is not allowed with --topology ring "
+                        "and --transport mpi (the coordinator sees only the averaged gradient); expected 0")
 
 
 def check_launcher_size(comm: Any, n_workers: int) -> None:
@@ -183,6 +197,9 @@ class MPITransport:
         self.comm_seconds = 0.0  # the last round's time in messages (see ``run_round``)
         self.comm_seconds_total = 0.0
         self._servers: list[WorkerProgram] = []
+        self.allreducing = bool(program.can_allreduce)
+        if self.allreducing:
+            program.use_allreduce()
 
     # -- start-up -----------------------------------------------------------------
     def start(self) -> None:
@@ -247,8 +264,11 @@ class MPITransport:
 
     def attrs(self) -> dict[str, Any]:
         """Root attributes of the run file: what moved outside the rounds' regions."""
-        return {"transport": "mpi", "bytes_startup_measured": int(self.bytes.startup),
-                "bytes_control_measured": int(self.bytes.control)}
+        attrs = {"transport": "mpi", "bytes_startup_measured": int(self.bytes.startup),
+                 "bytes_control_measured": int(self.bytes.control)}
+        if self.allreducing:
+            attrs["bytes_to_coordinator_measured"] = int(self.bytes.to_coordinator)
+        return attrs
 
     def _collect(self, phase: str, ups: Sequence[Sequence[Any]]) -> list[tuple[StepTime, Any]]:
         """Receive every worker's up regions straight into the arena, then its trailer."""
@@ -269,12 +289,17 @@ class MPITransport:
                 target = region.buffer(self.arrays)
                 self.comm.Recv(target, source=rank, tag=TAG_DATA)
                 region.unpack(self.arrays, target)
-                self.bytes.round_up[worker] += target.nbytes
+                if self.allreducing:
+                    self.bytes.to_coordinator += target.nbytes
+                else:
+                    self.bytes.round_up[worker] += target.nbytes
                 received[worker] += 1
             elif tag == TAG_HEADER:
                 trailer = _receive(self.comm, status, np.dtype(np.float64))
                 self.bytes.control += trailer.nbytes
-                cpu, wall, result = trailer
+                cpu, wall, result, ring_sent, ring_received = trailer
+                self.bytes.round_up[worker] += ring_sent
+                self.bytes.round_down[worker] += ring_received
                 replies[worker] = (StepTime(float(cpu), float(wall)), None if np.isnan(result) else float(result))
             else:
                 raise WorkerFailed(f"worker {worker} (rank {rank}) sent an unexpected message (tag {tag}) during {phase}")
@@ -302,7 +327,8 @@ def serve_worker(comm: Any | None = None) -> None:
                 return
             comm.Recv(region.view(private), source=0, tag=TAG_DATA)
         program.setup(private, worker)
-        comm.Send(np.array([os.getpid(), 0.0, np.nan]), dest=0, tag=TAG_HEADER)  # ready: the pid
+        workers = comm.Create_group(comm.Get_group().Excl([0])) if program.allreducing else None
+        comm.Send(np.array([os.getpid(), 0.0, np.nan, 0.0, 0.0]), dest=0, tag=TAG_HEADER)  # ready: the pid
         header = np.zeros(2, dtype=np.int64)
         while True:
             if _stop_is_next(comm, MPI):
@@ -317,10 +343,23 @@ def serve_worker(comm: Any | None = None) -> None:
             clock = StepClock()  # this thread's CPU time: the work, not the wait for a core
             result = program.step(round_index, None)
             seconds = clock.stop()
+            ring_sent = ring_received = 0
+            if workers is not None:
+                for region in program.allreduce(round_index):
+                    buffer = np.ascontiguousarray(region.pack(private))
+                    sent, received = ring_allreduce(workers, MPI, buffer)
+                    if region.mask is None and not np.shares_memory(buffer, region.view(private)):
+                        region.view(private)[...] = buffer
+                    region.unpack(private, buffer)
+                    ring_sent, ring_received = ring_sent + sent, ring_received + received
+                clock = StepClock()
+                program.after_allreduce(round_index)
+                update = clock.stop()
+                seconds = StepTime(seconds.cpu + update.cpu, seconds.wall + update.wall)
             for region in program.exchange(round_index).up:
                 comm.Send(region.pack(private), dest=0, tag=TAG_DATA)
-            comm.Send(np.array([seconds.cpu, seconds.wall, np.nan if result is None else float(result)]), dest=0,
-                      tag=TAG_HEADER)
+            comm.Send(np.array([seconds.cpu, seconds.wall, np.nan if result is None else float(result), ring_sent,
+                                ring_received]), dest=0, tag=TAG_HEADER)
     except BaseException:
         comm.Send(np.frombuffer(traceback.format_exc().encode(), dtype=np.uint8), dest=0, tag=TAG_ERROR)
         # wait (bounded) for the coordinator's stop so MPI finalises cleanly

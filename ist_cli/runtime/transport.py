@@ -146,6 +146,22 @@ class WorkerProgram:
     def unpack_up(self, round_index: int) -> None:
         """Fold this worker's up regions into the server state."""
 
+    #: True for a program that can average among the workers themselves (a ring all-reduce);
+    #: a transport that can run one calls ``use_allreduce`` before ``setup`` (``runtime.mpi``)
+    can_allreduce = False
+    allreducing = False  # set by ``use_allreduce``
+
+    def use_allreduce(self) -> None:
+        """From now on ``exchange`` and ``unpack_up`` are the all-reduce's (see ``allreduce``)."""
+        raise NotImplementedError
+
+    def allreduce(self, round_index: int) -> tuple[Region, ...]:
+        """Regions summed over all workers after ``step`` (all-reduce mode only)."""
+        return ()
+
+    def after_allreduce(self, round_index: int) -> None:
+        """On a worker, once the ``allreduce`` regions hold the sum over workers."""
+
 
 def receive_down(program: WorkerProgram, round_index: int, arrays: dict[str, np.ndarray],
                  receive: Callable[[np.ndarray], None]) -> None:
