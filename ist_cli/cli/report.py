@@ -123,7 +123,8 @@ def report_command(
     headed = len(sections) > 1
 
     if target is not None:
-        report_time_to_target(runs, own_network, target, baseline, fmt, ci, figures_dir, figsize, err)
+        report_time_to_target(runs, own_network, target, baseline, fmt, ci, figures_dir, figsize, err,
+                              [key.replace("-", "_") for key in group_by])
         if fmt in ("csv", "json"):  # one document on stdout: the time-to-target table
             return
     if fmt == "table":
@@ -160,13 +161,13 @@ def report_command(
 
 
 def report_time_to_target(runs: list, own_network: list, target: object, baseline: str, fmt: str, ci: str,
-                          figures_dir: str | None, figsize: str, err: Console) -> None:
+                          figures_dir: str | None, figsize: str, err: Console, group_by: list[str]) -> None:
     """The time-to-target table of ``runs`` on stdout (in ``fmt``) and, with ``--figures``, the
     speed-up figure (``own_network``: the runs before any ``--network``, each keeps its latency)."""
     from ist_cli.report import time_to_target as ttt  # noqa: PLC0415
     from ist_cli.report.stats import ci_caption  # noqa: PLC0415
 
-    rows = ttt.time_to_target(runs, target, baseline, ci)
+    rows = ttt.time_to_target(runs, target, baseline, ci, group_by=group_by or None)
     caption = (f"mean [{ci_caption(ci)}] over the runs that met it; speed-up over {baseline}: mean over seeds "
                f"of T_{baseline}/T")
     if fmt == "table":

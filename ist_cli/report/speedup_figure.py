@@ -22,11 +22,10 @@ from ist_cli.report.choices import DEFAULT_FIGSIZE
 from ist_cli.report.figures import color, legend_below, new_figure, styled
 from ist_cli.report.stats import DEFAULT_CI
 from ist_cli.report.table import show
-from ist_cli.report.time_to_target import Target, time_to_target
+from ist_cli.report.time_to_target import Target, default_keys, time_to_target
 from ist_cli.repricing import Link, can_reprice, repriced
 
 GRID = np.logspace(6, 11, 21) / 8  # 1 Mbit/s .. 100 Gbit/s, in bytes per second
-GROUP_KEYS = ("model", "algorithm", "workers")
 
 
 @dataclass
@@ -54,9 +53,10 @@ def speedup_curves(runs: Sequence[RunData], target: Target, baseline: str, *, gr
     """One curve per (model, method, workers) other than the baseline."""
     runs = [run for run in runs if can_reprice(run)]
     points: dict[str, list[float]] = {}
+    keys = [key for key in default_keys(runs) if key not in ("bandwidth", "network")]
     for bandwidth in grid:
         priced = [repriced(run, Link("", parse_latency(run.config["latency"]), float(bandwidth))) for run in runs]
-        for row in time_to_target(priced, target, baseline, ci, group_by=GROUP_KEYS):
+        for row in time_to_target(priced, target, baseline, ci, group_by=keys):
             if row.group.key.get("algorithm") == baseline:
                 continue
             label = ", ".join(f"{k}={show(v)}" for k, v in row.group.key.items() if k != "model")

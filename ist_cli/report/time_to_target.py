@@ -3,8 +3,9 @@ than a baseline method (docs/report.md#time-to-a-target).
 
 A run *meets* the target at its first ``/metrics`` row whose value satisfies the comparison
 (NaN never does); its time is that row's ``sim_time``, with the row's round and bytes
-(``bytes_up + bytes_down``). Runs are grouped as the report groups them (every varying config
-key but the seed). Per group: the mean time over the runs that met the target, with the
+(``bytes_up + bytes_down``). Runs are grouped by model, method and workers, and by the network
+and topology when those vary (``--group-by`` chooses other keys): a method's own settings,
+such as its rounds or evaluation interval, do not split it. Per group: the mean time over the runs that met the target, with the
 report's interval; how many runs missed it and their seeds (never dropped silently). The
 speed-up of a group over the baseline group (same key but the method) is the mean, over the
 seeds both ran and both met the target, of ``T_baseline(seed) / T(seed)``, with its interval.
@@ -27,7 +28,7 @@ import numpy as np
 from ist_cli.errors import UserError
 from ist_cli.io.runfile import RunData
 from ist_cli.report.stats import DEFAULT_CI, interval
-from ist_cli.report.table import Group, canon, group_runs, show
+from ist_cli.report.table import Group, canon, group_runs, show, varying_keys
 
 COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt,
                                                      "<": operator.lt}
@@ -125,11 +126,20 @@ def _matches_baseline(group: Group, candidate: Group) -> bool:
     return True
 
 
+GROUP_KEYS = ("model", "algorithm", "workers")
+NETWORK_KEYS = ("network", "topology", "latency", "bandwidth")
+
+
+def default_keys(runs: Sequence[RunData]) -> list[str]:
+    varying = set(varying_keys(runs))
+    return [*GROUP_KEYS, *(key for key in NETWORK_KEYS if key in varying)]
+
+
 def time_to_target(runs: Sequence[RunData], target: Target, baseline: str | None = "dp",
                    ci: str = DEFAULT_CI, group_by: Sequence[str] | None = None) -> list[TargetRow]:
-    """One row per group of ``runs`` (as ``group_runs`` groups them), with the speed-up over the
-    ``baseline`` method's matching group when there is one."""
-    groups = group_runs(runs, group_by)
+    """One row per group of ``runs`` (``default_keys`` unless ``group_by``), with the speed-up
+    over the ``baseline`` method's matching group when there is one."""
+    groups = group_runs(runs, list(group_by) if group_by else default_keys(runs))
     rows = []
     for group in groups:
         hits = [first_hit(run, target) for run in group.runs]
