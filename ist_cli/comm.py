@@ -63,6 +63,29 @@ def parse_latency(value: Any) -> float:
                      positive=False, default_unit="s")
 
 
+def parse_link(value: str) -> tuple[float, float]:
+    """``BANDWIDTH,LATENCY`` (either order, e.g. ``1Gbit,100us``) as (latency seconds, bytes per second);
+    each part must carry its unit, which tells which is which."""
+    expects = "a bandwidth and a latency with units, such as 1Gbit,100us"
+    parts = [part.strip() for part in str(value).split(",")]
+    if len(parts) != 2:
+        raise ValueError(expects)
+    found: dict[str, float] = {}
+    for part in parts:
+        kinds = {}
+        for kind, parse in (("bandwidth", parse_bandwidth), ("latency", parse_latency)):
+            try:
+                kinds[kind] = parse(part)
+            except ValueError:
+                pass
+        if len(kinds) != 1 or not re.search(r"[A-Za-zµ]", part):
+            raise ValueError(expects)
+        found.update(kinds)
+    if set(found) != {"bandwidth", "latency"}:
+        raise ValueError(expects)
+    return found["latency"], found["bandwidth"]
+
+
 @dataclass(frozen=True)
 class Traffic:
     """What one round moves, per worker: ``bytes_up[i]``, ``bytes_down[i]``, ``messages[i]``.

@@ -45,6 +45,7 @@ from ist_cli.io.runfile import (
 )
 from ist_cli.preflight import check_run_inputs
 from ist_cli.progress import RunProgress
+from ist_cli.rounds import RoundLog
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_space
 from ist_cli.runtime.forkserver import start_server
@@ -55,32 +56,34 @@ from ist_cli.runtime.signals import (
     signals_deferred,
     signals_ignored,
 )
-from ist_cli.runtime.transport import Transport, TransportFactory
+from ist_cli.runtime.transport import StepClock, StepTime, Transport, TransportFactory
 from ist_cli.training.goal import Goal
 
 
 # ----------------------------------------------------------------------------- one round
 @dataclass(frozen=True)
 class RoundResult:
-    """What one round produced: the workers' step results and what it cost."""
+    """What one round produced: the workers' step results and what it cost (``StepTime``s:
+    thread CPU seconds, the charge of a dedicated core, and wall seconds)."""
 
     results: list[Any]
-    slowest_worker_seconds: float
-    coordinator_seconds: float
+    slowest_worker: StepTime
+    coordinator: StepTime
     traffic: Traffic
 
 
 def run_round(algorithm: Algorithm, transport: Transport, arrays: dict[str, np.ndarray], round_index: int) -> RoundResult:
     """Plan, run every worker, aggregate; the coordinator's own time is measured apart."""
-    started = time.perf_counter()
+    clock = StepClock()
     payloads = algorithm.plan_round(arrays, round_index)
-    plan_seconds = time.perf_counter() - started
+    plan = clock.stop()
     replies = transport.run_round(round_index, payloads)
     results = [result for _, result in replies]
-    aggregate_start = time.perf_counter()
+    clock = StepClock()
     algorithm.aggregate(arrays, round_index, results)
-    coordinator_seconds = plan_seconds + time.perf_counter() - aggregate_start
-    return RoundResult(results, max(seconds for seconds, _ in replies), coordinator_seconds,
+    aggregate = clock.stop()
+    slowest = StepTime(max(t.cpu for t, _ in replies), max(t.wall for t, _ in replies))
+    return RoundResult(results, slowest, StepTime(plan.cpu + aggregate.cpu, plan.wall + aggregate.wall),
                        algorithm.round_traffic(round_index))
 
 
@@ -92,18 +95,20 @@ class Totals:
     bytes_up: float = 0.0
     bytes_down: float = 0.0
     compute_time: float = 0.0
+    compute_time_wall: float = 0.0
     comm_time_model: float = 0.0
 
     def add(self, done: RoundResult) -> None:
         # workers run in parallel in the modelled deployment: the slowest one counts
-        self.compute_time += done.slowest_worker_seconds + done.coordinator_seconds
+        self.compute_time += done.slowest_worker.cpu + done.coordinator.cpu
+        self.compute_time_wall += done.slowest_worker.wall + done.coordinator.wall
         self.bytes_up += done.traffic.total_up
         self.bytes_down += done.traffic.total_down
         self.comm_time_model += self.network.round_time(done.traffic)
 
     def row(self) -> dict[str, float]:
         return {"bytes_up": self.bytes_up, "bytes_down": self.bytes_down, "compute_time": self.compute_time,
-                "comm_time_model": self.comm_time_model, "sim_time": self.compute_time + self.comm_time_model}
+                "compute_time_wall": self.compute_time_wall, "comm_time_model": self.comm_time_model, "sim_time": self.compute_time + self.comm_time_model}
 
 
 # ----------------------------------------------------------------------------- faults
@@ -311,6 +316,7 @@ class RunLog:
     totals: Totals
     steps_per_round: int | None  # None: the method does not count steps (no /metrics/step)
     started: float
+    rounds: RoundLog  # /rounds: each round's cost, for re-pricing (ist_cli.rounds)
     round_index: int = 0
     last: dict[str, float] = field(default_factory=dict)
     writer: RunFileWriter = field(init=False)  # set as the run starts (``_start``)
@@ -324,6 +330,7 @@ class RunLog:
         self.guard.check()
         with signals_deferred():
             self.writer.append_metrics(row)
+            self.rounds.flush(self.writer)
         self.last.update(row)
         raise_if_interrupted()  # one that an evaluation's kernel load swallowed (runtime/signals.py)
 
@@ -343,6 +350,7 @@ def run_rounds(algorithm: Algorithm, workers: Transport, arrays: dict[str, np.nd
             raise_if_interrupted()
             done = run_round(algorithm, workers, arrays, round_index)
             log.totals.add(done)
+            log.rounds.add(round_index, done.slowest_worker, done.coordinator, done.traffic)
             if save_every and round_index % save_every == 0:
                 log.snapshot(algorithm, arrays)
             metrics = None
@@ -436,6 +444,7 @@ def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, p
         seed=algorithm.settings.seed, version=__version__, git_commit=git_commit())
     held.stack.callback(held.finish_file, algorithm, policy, attrs)
     log.guard = SpaceGuard(held.writer.tmp_path)
+    held.writer.create_rounds(log.rounds.shapes())
     # built (not started) before row 0, whose columns include the transport's own metrics
     held.workers = log.workers = transport(algorithm.worker_program(), arrays, held.arena.layout, algorithm.n_workers)
     held.stack.callback(held.workers.close)
@@ -495,7 +504,8 @@ def run_experiment(
     algorithm = _method(config, progress)
     targets = Targets(algorithm.goal(), step_budget, algorithm.steps_per_round() or 1)
     policy, held, timeline = FaultPolicy(), Resources(), {}  # timeline: when the rounds began and ended
-    log = RunLog(Totals(algorithm.settings.network), algorithm.steps_per_round(), time.perf_counter())
+    log = RunLog(Totals(algorithm.settings.network), algorithm.steps_per_round(), time.perf_counter(),
+                 RoundLog(algorithm.n_workers))
     reclaim_orphaned_segments()
 
     def attrs() -> dict[str, Any]:  # the root attrs the run file is closed with
@@ -512,6 +522,8 @@ def run_experiment(
                 stop = Stop.GOAL if targets.reached(log.last, 0) else None  # the initial model may meet it
                 with progress:
                     stop = stop or run_rounds(algorithm, held.workers, held.arena.arrays, log, targets, progress)
+                with signals_deferred():
+                    log.rounds.flush(log.writer)
                 if stop is Stop.INTERRUPTED:
                     raise KeyboardInterrupt
                 policy.status = "diverged" if stop is Stop.DIVERGED else "completed"

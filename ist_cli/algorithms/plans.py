@@ -30,6 +30,7 @@ class MethodPlan:
     algorithm: ClassVar[str]
     settings: ClassVar[type[RunSettings]]  # the typed settings of its model
     loading_stage: ClassVar[str]  # what the progress line says while the method loads its data or problem
+    allreduce: ClassVar[bool] = False  # averages by an all-reduce among the workers (--topology ring over MPI)
 
     @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
@@ -55,8 +56,9 @@ class MethodPlan:
 
     @staticmethod
     def metric_bytes(config: Mapping[str, Any]) -> int:
-        rows = int(config["rounds"]) // int(config["eval_every"]) + 2
-        return rows * 32 * 8
+        rounds = int(config["rounds"])
+        rows = rounds // int(config["eval_every"]) + 2
+        return rows * 32 * 8 + rounds * (6 + 3 * int(config["workers"])) * 8  # /rounds: 6 scalars, 3 per worker
 
 
 # ----------------------------------------------------------------------------- quadratic
@@ -190,6 +192,7 @@ class ISTPlan(MLPPlan):
 class DPPlan(MLPPlan):
     algorithm = "dp"
     rows = ("grad",)
+    allreduce = True
 
 
 class LocalSGDPlan(MLPPlan):
@@ -211,3 +214,18 @@ PLANS: dict[str, dict[str, type[MethodPlan]]] = {
 def plan_of(config: Mapping[str, Any]) -> type[MethodPlan]:
     """The plan of a resolved config's method."""
     return PLANS[config["model"]][config["algorithm"]]
+
+
+def check_topology(config: Mapping[str, Any]) -> None:
+    """Over MPI, ``ps`` sends every message through rank 0; ``ring`` is an all-reduce among the
+    worker ranks (``runtime.ring``), which only a method that averages whole gradients has."""
+    topology = config["topology"]
+    if topology == "ps":
+        return
+    if topology != "ring" or not plan_of(config).allreduce:
+        allowed = ", ".join(plan.algorithm for plan in PLANS[config["model"]].values() if plan.allreduce)
+        raise UserError(f"--topology: {topology!r} is not allowed with --transport mpi and --algorithm "
+                        f"{config['algorithm']}; expected ps (ring: --algorithm {allowed} only, an all-reduce)")
+    if config.get("noise_scale_every"):
+        raise UserError(f"--noise-scale-every: {config['noise_scale_every']} is not allowed with --topology ring "
+                        "and --transport mpi (the coordinator sees only the averaged gradient); expected 0")

@@ -46,9 +46,18 @@ from ist_cli.study.results import is_study_dir
 @click.option("--logx", is_flag=True, help="Logarithmic x axis for the curves (bytes and times span decades).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None, metavar="OUT.html",
               help="Write a self-contained HTML report.")
+@click.option("--network", "networks", multiple=True, metavar="BANDWIDTH,LATENCY",
+              help="Price every run on this network instead of its own, from its per-round costs, e.g. "
+                   "1Gbit,100us (repeatable: one set of rows per network).")
+@click.option("--target", "target_text", default=None, metavar="METRIC>=VALUE",
+              help="Add the time-to-target table (first sim_time at which the target was met), "
+                   "e.g. test_accuracy>=0.95; with --figures, the speed-up vs bandwidth figure.")
+@click.option("--baseline", default="dp", show_default=True, metavar="ALGORITHM",
+              help="Method the time-to-target speed-ups are taken against.")
 def report_command(
     paths: tuple[str, ...], fmt: str, metrics: tuple[str, ...], group_by: tuple[str, ...], where: tuple[str, ...],
     best: bool, ci: str, figures_dir: str | None, figsize: str, x_axis: str, logx: bool, html_out: str | None,
+    networks: tuple[str, ...] = (), target_text: str | None = None, baseline: str = "dp",
 ) -> None:
     """Summarise the run files under PATH... (directories are searched recursively).
 
@@ -56,6 +65,9 @@ def report_command(
     as the mean and a 95% CI over the group's runs (--ci). A run found twice (same run id) counts
     once. Unreadable and duplicate files are listed on stderr.
     """
+    from ist_cli.repricing import Link  # noqa: PLC0415 - standard library and numpy only
+
+    links = [Link.parse(text) for text in networks]
     if any(is_study_dir(Path(path)) for path in paths):
         if len(paths) > 1:
             raise UserError(f"PATH: {', '.join(paths)}: a study's directory is reported alone; expected one PATH")
@@ -80,7 +92,27 @@ def report_command(
         if not runs:
             raise UserError(f"--where {' '.join(where)}: no run matches; drop or change the filter")
 
+    own_network = runs  # the speed-up figure re-prices these on its own grid of bandwidths
+    if links:
+        from ist_cli.repricing import reprice_all  # noqa: PLC0415
+
+        runs, unpriced = reprice_all(runs, links)
+        for run in unpriced:
+            err.print(f"ist: skipped {run.path}: no /rounds to re-price it from (written by an older ist)",
+                      markup=False)
+        if not runs:
+            raise UserError("--network: no run has the per-round costs (/rounds) re-pricing needs")
+
     available = available_metrics(runs)
+    target = None
+    if target_text is not None:
+        from ist_cli.report.time_to_target import Target  # noqa: PLC0415
+
+        target = Target.parse(target_text, available)
+        methods = sorted({str(run.config.get("algorithm")) for run in runs})
+        if baseline not in methods:
+            raise UserError(f"--baseline: {baseline!r} is not a method of these runs; expected one of "
+                            f"{', '.join(methods)}")
     for metric in metrics:
         if metric not in available:
             raise UserError(f"--metric: unknown metric {metric!r}; available: {', '.join(available)}")
@@ -91,6 +123,11 @@ def report_command(
     n_groups = len(summaries)
     headed = len(sections) > 1
 
+    if target is not None:
+        report_time_to_target(runs, own_network, target, baseline, fmt, ci, figures_dir, figsize, err,
+                              [key.replace("-", "_") for key in group_by])
+        if fmt in ("csv", "json"):  # one document on stdout: the time-to-target table
+            return
     if fmt == "table":
         tables = [terminal_table(section.summaries, None, f"model {section.model}") for section in sections]
         # a terminal gets the vertical layout when the table is too wide; a pipe gets every column
@@ -122,3 +159,36 @@ def report_command(
         if html_out:
             text = build_html(sections, runs, skipped, x=x_axis, sources=paths)
             err.print(f"ist: wrote {write_html(html_out, text)}", markup=False)
+
+
+def report_time_to_target(runs: list, own_network: list, target: object, baseline: str, fmt: str, ci: str,
+                          figures_dir: str | None, figsize: str, err: SafeConsole, group_by: list[str]) -> None:
+    """The time-to-target table of ``runs`` on stdout (in ``fmt``) and, with ``--figures``, the
+    speed-up figure (``own_network``: the runs before any ``--network``, each keeps its latency)."""
+    from ist_cli.report import time_to_target as ttt  # noqa: PLC0415
+    from ist_cli.report.stats import ci_caption  # noqa: PLC0415
+
+    rows = ttt.time_to_target(runs, target, baseline, ci, group_by=group_by or None)
+    caption = (f"mean [{ci_caption(ci)}] over the runs that met it; speed-up over {baseline}: mean over seeds "
+               f"of T_{baseline}/T")
+    if fmt == "table":
+        table = ttt.rich_table(rows, target, caption)
+        SafeConsole(highlight=False, width=None if sys.stdout.isatty() else natural_width(table)).print(table)
+    elif fmt == "md":
+        click.echo(ttt.markdown(rows, target, caption))
+    elif fmt == "csv":
+        click.echo(ttt.to_csv(rows, target), nl=False)
+    else:
+        click.echo(ttt.to_json(rows, target, ci))
+    if figures_dir:
+        from ist_cli.report.figures import save_figure  # noqa: PLC0415
+        from ist_cli.report.speedup_figure import speedup_curves, speedup_figure  # noqa: PLC0415
+
+        curves = speedup_curves(own_network, target, baseline, ci=ci)
+        if not curves:
+            err.print(f"ist: no speed-up figure: no method and {baseline} both met {target} with the same seed",
+                      markup=False)
+        else:
+            for path in save_figure(speedup_figure(curves, target, baseline, figsize), figures_dir,
+                                    f"speedup_vs_bandwidth_over_{baseline}"):
+                err.print(f"ist: wrote {path}", markup=False)

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ist_cli.algorithms.plans import check_topology
 from ist_cli.cli import allow_fast_exit, say
 from ist_cli.config import (
     ALGORITHMS,
@@ -31,7 +32,6 @@ from ist_cli.runner import RunSummary, prepare_output, run_experiment
 from ist_cli.runtime.mpi import (
     abort_at_exit,
     check_launcher_size,
-    check_topology,
     mpi_transport,
     release_workers,
     serve_worker,
@@ -235,7 +235,7 @@ def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrit
                 launched: bool, step_budget: int | None = None) -> RunSummary:
     """Rank 0 of an MPI job; outside any launcher, check the input, then become ``mpiexec``."""
     require_mpi4py()
-    check_topology(config["topology"])
+    check_topology(config)
     if not launched:
         mpiexec_path()  # a missing launcher is reported before the output directory is made
         prepare_output(out_dir, name or default_run_name(config), overwrite)

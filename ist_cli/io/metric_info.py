@@ -34,8 +34,11 @@ METRICS: dict[str, MetricInfo] = {
                            "bytes up (cumulative)"),
     "bytes_down": MetricInfo("byte", "cumulative bytes sent server -> worker, summed over workers",
                              "bytes down (cumulative)"),
-    "compute_time": MetricInfo("s", "cumulative modelled compute: per round the slowest worker's measured "
-                               "step plus the coordinator's plan and aggregation", "compute time [s]", timing=True),
+    "compute_time": MetricInfo("s", "cumulative modelled compute: per round the slowest worker's step plus "
+                               "the coordinator's plan and aggregation, each in CPU time of the thread that ran "
+                               "it (as on a dedicated core)", "compute time [s]", timing=True),
+    "compute_time_wall": MetricInfo("s", "compute_time's rounds in wall time: includes waiting for a core when "
+                                    "workers outnumber cores", "compute time, wall [s]", timing=True),
     "comm_time_model": MetricInfo("s", "cumulative communication time of the alpha-beta network model",
                                   "modelled communication time [s]"),
     "sim_time": MetricInfo("s", "compute_time + comm_time_model", "modelled time [s]", timing=True),

@@ -186,6 +186,26 @@ class RunFileWriter:
             self._metrics = self._file["metrics"]
             self._live = False
 
+    # -- per-round costs (/rounds) ------------------------------------------------------
+    def create_rounds(self, columns: Mapping[str, tuple[int, ...]]) -> None:
+        """Create ``/rounds``, one empty dataset per column (``name -> (shape of one round,)``),
+        before the live phase; ``append_rounds`` then adds rows."""
+        group = self._file.create_group("rounds")
+        for name, row_shape in columns.items():
+            dtype = "i8" if name == "round" else "f8"
+            group.create_dataset(name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
+                                 chunks=(max(1, 4096 // max(1, int(np.prod(row_shape)))), *row_shape))
+
+    def append_rounds(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Append rows to ``/rounds`` (every column the same number of rows)."""
+        group = self._file["rounds"]
+        for name, values in columns.items():
+            dataset = group[name]
+            start = dataset.shape[0]
+            dataset.resize((start + len(values), *dataset.shape[1:]))
+            dataset[start:] = values
+        self._file.flush()
+
     # -- arrays ---------------------------------------------------------------------
     def write_group(self, group: str, arrays: Mapping[str, np.ndarray]) -> None:
         """Write whole arrays under ``/group`` (``final``, ``problem``, ...), replacing old ones."""
@@ -276,6 +296,7 @@ class RunData:
     final: dict[str, np.ndarray] = field(default_factory=dict)
     problem: dict[str, np.ndarray] = field(default_factory=dict)
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    rounds: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -373,7 +394,7 @@ def read_run(path: str | Path, *, load_problem: bool = True) -> RunData:
             env = _json_object(handle, "env") if "env" in handle else {}
             metrics = _metrics(handle["metrics"])
             groups: dict[str, dict[str, np.ndarray]] = {}
-            for group in ("final", "problem", "params"):
+            for group in ("final", "problem", "params", "rounds"):
                 if group in handle and (group != "problem" or load_problem):
                     if not isinstance(handle[group], h5py.Group):
                         raise RunFileError(f"/{group} is not a group")

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ist_cli.runtime.arena import ArenaLayout
-from ist_cli.runtime.transport import Region, TransportBase, WorkerProgram, receive_down
+from ist_cli.runtime.transport import (
+    Region,
+    StepClock,
+    StepTime,
+    TransportBase,
+    WorkerProgram,
+    receive_down,
+)
 
 
 class InProcessTransport(TransportBase):
@@ -48,12 +54,12 @@ class InProcessTransport(TransportBase):
             self._workers.append(program)
             self._private.append(private)
 
-    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[float, Any]]:
+    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[StepTime, Any]]:
         replies = []
         for worker, (server, program, private) in enumerate(zip(self._servers, self._workers, self._private,
                                                                 strict=True)):
             exchange = server.exchange(round_index)
-            start = time.perf_counter()
+            clock = StepClock()
             server.pack_down(round_index)
             receive_down(program, round_index, private, _wire([region.pack(self.arrays) for region in exchange.down]))
             result = program.step(round_index, payloads[worker] if payloads is not None else None)
@@ -62,7 +68,7 @@ class InProcessTransport(TransportBase):
                 buffer[...] = region.pack(private)
                 region.unpack(self.arrays, buffer)
             server.unpack_up(round_index)
-            replies.append((time.perf_counter() - start, result))
+            replies.append((clock.stop(), result))
         return replies
 
     def close(self) -> None:

@@ -5,8 +5,13 @@ worker is a rank with its own zeroed copy of the arena's arrays. Start-up (once,
 apart): rank 0 pickles each worker its program and the arena's shapes, then sends its
 resident regions as numpy buffers. Each round only numpy buffers move: a 16-byte header
 (the round), the worker's down regions (after ``pack_down`` on rank 0; a masked region as
-its kept entries only), its up regions back (then ``unpack_up`` on rank 0) and a 16-byte
-trailer (compute seconds, result).
+its kept entries only), its up regions back (then ``unpack_up`` on rank 0) and a 40-byte
+trailer (the step's thread CPU and wall seconds, its result, and the bytes it sent and
+received in a ring all-reduce).
+On ``--topology ring`` data parallelism averages among the worker ranks instead
+(``runtime.ring``): the model goes down once, at start, each worker updates its own copy, and
+rank 0 receives only worker 0's averaged gradient (counted apart) to keep its copy for the
+evaluations.
 Region bytes are counted at every send and receive: they are the algorithm's
 ``round_traffic``; headers, trailers and start-up are counted separately.
 
@@ -36,8 +41,15 @@ import numpy as np
 from ist_cli.errors import UserError
 from ist_cli.runtime.arena import SHM_DIR
 from ist_cli.runtime.pool import RemoteTraceback, WorkerFailed
+from ist_cli.runtime.ring import ring_allreduce
 from ist_cli.runtime.signals import signals_deferred
-from ist_cli.runtime.transport import TransportBase, WorkerProgram, receive_down
+from ist_cli.runtime.transport import (
+    StepClock,
+    StepTime,
+    TransportBase,
+    WorkerProgram,
+    receive_down,
+)
 
 TAG_SETUP, TAG_HEADER, TAG_DATA, TAG_ERROR, TAG_STOP = range(1, 6)
 _POLL_SLEEP = 0.0002  # seconds between probes once a wait is no longer short
@@ -85,6 +97,7 @@ class ByteCounts:
     round_down: np.ndarray = field(init=False)
     startup: int = 0
     control: int = 0
+    to_coordinator: int = 0  # all-reduce mode: what rank 0 receives to keep its model (not round traffic)
 
     def __post_init__(self) -> None:
         self.round_up = np.zeros(self.n_workers)
@@ -132,13 +145,6 @@ def release_workers(comm: Any) -> None:
         comm.Send(stop, dest=rank, tag=TAG_STOP)
 
 
-def check_topology(topology: str) -> None:
-    """Every message goes through rank 0: only the ``ps`` model describes that."""
-    if topology != "ps":
-        raise UserError(f"--topology: {topology!r} is not allowed with --transport mpi; expected ps "
-                        "(rank 0 is the server every message goes through)")
-
-
 def check_launcher_size(comm: Any, n_workers: int) -> None:
     """The job must have one rank per worker plus the coordinator: a one-line error otherwise."""
     size = comm.Get_size()
@@ -183,6 +189,9 @@ class MPITransport(TransportBase):
         self.comm_seconds = 0.0  # the last round's time in messages (see ``run_round``)
         self.comm_seconds_total = 0.0
         self._servers: list[WorkerProgram] = []
+        self.allreducing = bool(program.can_allreduce)
+        if self.allreducing:
+            program.use_allreduce()
 
     # -- start-up -----------------------------------------------------------------
     def start(self) -> None:
@@ -202,14 +211,14 @@ class MPITransport(TransportBase):
                 self.bytes.startup += content.nbytes
                 self.comm.Send(content, dest=worker + 1, tag=TAG_DATA)
         replies = self._collect("start-up", [()] * self.n_workers)
-        self.pids = [int(seconds) for seconds, _ in replies]
+        self.pids = [int(seconds.cpu) for seconds, _ in replies]  # a rank's ready trailer carries its pid
 
     # -- rounds -------------------------------------------------------------------
-    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[float, Any]]:
-        """Send every worker its down regions, receive its up regions; (compute seconds, result) each.
+    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[StepTime, Any]]:
+        """Send every worker its down regions, receive its up regions; (``StepTime``, result) each.
 
         ``comm_seconds`` becomes the round's wall time on this rank minus packing/unpacking
-        and minus the slowest worker's compute: the time the round spent in messages.
+        and minus the slowest worker's compute (wall): the time the round spent in messages.
         """
         if payloads is not None and any(p is not None for p in payloads):
             raise ValueError("the MPI transport moves arena regions, not per-round payloads")
@@ -234,7 +243,7 @@ class MPITransport(TransportBase):
         for server in self._servers:
             server.unpack_up(round_index)
         packing += time.perf_counter() - tick
-        slowest = max(seconds for seconds, _ in replies)
+        slowest = max(seconds.wall for seconds, _ in replies)
         self.comm_seconds = max(0.0, time.perf_counter() - started - packing - slowest)
         self.comm_seconds_total += self.comm_seconds
         return replies
@@ -247,13 +256,16 @@ class MPITransport(TransportBase):
 
     def attrs(self) -> dict[str, Any]:
         """Root attributes of the run file: what moved outside the rounds' regions."""
-        return {"transport": "mpi", "bytes_startup_measured": int(self.bytes.startup),
-                "bytes_control_measured": int(self.bytes.control)}
+        attrs = {"transport": "mpi", "bytes_startup_measured": int(self.bytes.startup),
+                 "bytes_control_measured": int(self.bytes.control)}
+        if self.allreducing:
+            attrs["bytes_to_coordinator_measured"] = int(self.bytes.to_coordinator)
+        return attrs
 
-    def _collect(self, phase: str, ups: Sequence[Sequence[Any]]) -> list[tuple[float, Any]]:
+    def _collect(self, phase: str, ups: Sequence[Sequence[Any]]) -> list[tuple[StepTime, Any]]:
         """Receive every worker's up regions straight into the arena, then its trailer."""
         received = [0] * self.n_workers
-        replies: dict[int, tuple[float, Any]] = {}
+        replies: dict[int, tuple[StepTime, Any]] = {}
         MPI = self.MPI
         while len(replies) < self.n_workers:
             status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG)
@@ -269,12 +281,18 @@ class MPITransport(TransportBase):
                 target = region.buffer(self.arrays)
                 self.comm.Recv(target, source=rank, tag=TAG_DATA)
                 region.unpack(self.arrays, target)
-                self.bytes.round_up[worker] += target.nbytes
+                if self.allreducing:
+                    self.bytes.to_coordinator += target.nbytes
+                else:
+                    self.bytes.round_up[worker] += target.nbytes
                 received[worker] += 1
             elif tag == TAG_HEADER:
-                seconds, result = _receive(self.comm, status, np.dtype(np.float64))
-                self.bytes.control += 16
-                replies[worker] = (float(seconds), None if np.isnan(result) else float(result))
+                trailer = _receive(self.comm, status, np.dtype(np.float64))
+                self.bytes.control += trailer.nbytes
+                cpu, wall, result, ring_sent, ring_received = trailer
+                self.bytes.round_up[worker] += ring_sent
+                self.bytes.round_down[worker] += ring_received
+                replies[worker] = (StepTime(float(cpu), float(wall)), None if np.isnan(result) else float(result))
             else:
                 raise WorkerFailed(f"worker {worker} (rank {rank}) sent an unexpected message (tag {tag}) during {phase}")
         return [replies[w] for w in range(self.n_workers)]
@@ -301,7 +319,8 @@ def serve_worker(comm: Any | None = None) -> None:
                 return
             comm.Recv(region.view(private), source=0, tag=TAG_DATA)
         program.setup(private, worker)
-        comm.Send(np.array([os.getpid(), np.nan]), dest=0, tag=TAG_HEADER)
+        workers = comm.Create_group(comm.Get_group().Excl([0])) if program.allreducing else None
+        comm.Send(np.array([os.getpid(), 0.0, np.nan, 0.0, 0.0]), dest=0, tag=TAG_HEADER)  # ready: the pid
         header = np.zeros(2, dtype=np.int64)
         while True:
             if _stop_is_next(comm, MPI):
@@ -313,12 +332,26 @@ def serve_worker(comm: Any | None = None) -> None:
                 comm.Recv(buffer, source=0, tag=TAG_DATA)
 
             receive_down(program, round_index, private, receive)
-            start = time.perf_counter()
+            clock = StepClock()  # this thread's CPU time: the work, not the wait for a core
             result = program.step(round_index, None)
-            seconds = time.perf_counter() - start
+            seconds = clock.stop()
+            ring_sent = ring_received = 0
+            if workers is not None:
+                for region in program.allreduce(round_index):
+                    buffer = np.ascontiguousarray(region.pack(private))
+                    sent, received = ring_allreduce(workers, MPI, buffer)
+                    if region.mask is None and not np.shares_memory(buffer, region.view(private)):
+                        region.view(private)[...] = buffer
+                    region.unpack(private, buffer)
+                    ring_sent, ring_received = ring_sent + sent, ring_received + received
+                clock = StepClock()
+                program.after_allreduce(round_index)
+                update = clock.stop()
+                seconds = StepTime(seconds.cpu + update.cpu, seconds.wall + update.wall)
             for region in program.exchange(round_index).up:
                 comm.Send(region.pack(private), dest=0, tag=TAG_DATA)
-            comm.Send(np.array([seconds, np.nan if result is None else float(result)]), dest=0, tag=TAG_HEADER)
+            comm.Send(np.array([seconds.cpu, seconds.wall, np.nan if result is None else float(result), ring_sent,
+                                ring_received]), dest=0, tag=TAG_HEADER)
     except BaseException:
         comm.Send(np.frombuffer(traceback.format_exc().encode(), dtype=np.uint8), dest=0, tag=TAG_ERROR)
         # wait (bounded) for the coordinator's stop so MPI finalises cleanly

@@ -32,7 +32,7 @@ from ist_cli.runtime.forkserver import environment, start_server
 from ist_cli.runtime.processes import set_process_name
 from ist_cli.runtime.spin import RoundFlags, should_spin
 from ist_cli.runtime.threads import SINGLE_THREAD_ENV
-from ist_cli.runtime.transport import TransportBase, WorkerProgram
+from ist_cli.runtime.transport import StepClock, StepTime, TransportBase, WorkerProgram
 from ist_cli.runtime.watchdog import RoundWatchdog
 
 
@@ -68,11 +68,11 @@ def _worker_main(program: WorkerProgram, layout: ArenaLayout, worker: int, conn:
             kind, round_index, payload, number = conn.recv()
             if kind == "stop":
                 break
-            start = time.perf_counter()
+            clock = StepClock()  # this thread's CPU time: the work, not the wait for a core
             program.pack_down(round_index)
             result = program.step(round_index, payload)
             program.unpack_up(round_index)
-            conn.send(("done", time.perf_counter() - start, result))
+            conn.send(("done", clock.stop(), result))
             flags.answered(worker, number)
     except (EOFError, BrokenPipeError):
         pass  # the coordinator is gone; nothing left to report to
@@ -168,8 +168,8 @@ class WorkerPool(TransportBase):
             self._flags.ring(worker, self._number)
         return self._number
 
-    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[float, Any]]:
-        """Run one round on every worker; return each worker's (compute seconds, result).
+    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[StepTime, Any]]:
+        """Run one round on every worker; return each worker's (``StepTime``, result).
 
         Workers that have not answered by the round watchdog's deadline fail the round.
         """

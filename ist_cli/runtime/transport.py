@@ -1,7 +1,7 @@
 """The seam between the runner and the processes that run workers.
 
 A ``Transport`` starts N workers, runs a round (one payload per worker), returns each
-worker's ``(seconds, result)`` and closes. A ``WorkerProgram`` (an algorithm's worker half)
+worker's ``(StepTime, result)`` and closes. A ``WorkerProgram`` (an algorithm's worker half)
 never sees how: it says, per round, which arena regions go *down* to its worker before the
 step and come back *up* after it (``exchange``), and splits its work into three phases:
 
@@ -26,11 +26,34 @@ unpacked (``receive_down``). Regions without a mask move as before, with no pack
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+
+
+class StepTime(NamedTuple):
+    """What a worker's round cost it, in seconds: ``cpu``, the CPU time of the thread that ran it
+    (what the step takes on a core of its own: workers compute with one BLAS/numba thread), and
+    ``wall``, the elapsed time, which also counts waiting for a core on an oversubscribed machine."""
+
+    cpu: float
+    wall: float
+
+
+class StepClock:
+    """Started at construction; ``stop`` gives the ``StepTime`` since (thread CPU and wall clocks)."""
+
+    __slots__ = ("_cpu", "_wall")
+
+    def __init__(self) -> None:
+        self._cpu = time.thread_time()
+        self._wall = time.perf_counter()
+
+    def stop(self) -> StepTime:
+        return StepTime(time.thread_time() - self._cpu, time.perf_counter() - self._wall)
 
 
 @dataclass(frozen=True)
@@ -123,6 +146,22 @@ class WorkerProgram:
     def unpack_up(self, round_index: int) -> None:
         """Fold this worker's up regions into the server state."""
 
+    #: True for a program that can average among the workers themselves (a ring all-reduce);
+    #: a transport that can run one calls ``use_allreduce`` before ``setup`` (``runtime.mpi``)
+    can_allreduce = False
+    allreducing = False  # set by ``use_allreduce``
+
+    def use_allreduce(self) -> None:
+        """From now on ``exchange`` and ``unpack_up`` are the all-reduce's (see ``allreduce``)."""
+        raise NotImplementedError
+
+    def allreduce(self, round_index: int) -> tuple[Region, ...]:
+        """Regions summed over all workers after ``step`` (all-reduce mode only)."""
+        return ()
+
+    def after_allreduce(self, round_index: int) -> None:
+        """On a worker, once the ``allreduce`` regions hold the sum over workers."""
+
 
 def receive_down(program: WorkerProgram, round_index: int, arrays: dict[str, np.ndarray],
                  receive: Callable[[np.ndarray], None]) -> None:
@@ -151,8 +190,8 @@ class Transport(Protocol):
     def start(self) -> None:
         """Start every worker and wait until each has set up."""
 
-    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[float, Any]]:
-        """One round on every worker: pack_down, step, unpack_up; (seconds, step result) per worker."""
+    def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[StepTime, Any]]:
+        """One round on every worker: pack_down, step, unpack_up; (its ``StepTime``, step result) per worker."""
 
     def close(self) -> None:
         """Stop every worker; never leaves a process behind."""

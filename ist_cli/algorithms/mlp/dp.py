@@ -14,20 +14,59 @@ from ist_cli.algorithms.mlp.mask_and_measures import norm_sq
 from ist_cli.algorithms.plans import DPPlan
 from ist_cli.comm import Traffic, averaging_traffic
 from ist_cli.kernels import mlp as kernels
-from ist_cli.runtime.transport import Exchange, Region
+from ist_cli.runtime.transport import Exchange, Region, WorkerProgram
 from ist_cli.settings import MLPSettings
 
 
 class DPWorker(MLPWorker):
-    """Down: the model; up: its gradient on one batch (its ``grad`` row)."""
+    """Down: the model; up: its gradient on one batch (its ``grad`` row).
+
+    All-reduce mode (``--topology ring`` over MPI): the model is sent once, at start; after
+    the step the workers sum their gradients in a ring, and each applies the server's update
+    (the same kernel, its own copy of the velocity) to its own model. The coordinator's copy
+    stays identical from one averaged gradient a round, worker 0's, which is its only up region.
+    """
+
+    can_allreduce = False  # set by ``DataParallel.worker_program`` on a ring
+    allreducing = False
+
+    def use_allreduce(self) -> None:
+        self.allreducing = True
 
     def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
         super().setup(arrays, worker)
         self.grad = arrays["grad"][worker]
+        self.all_grads = arrays["grad"]
+        if self.allreducing:
+            self.velocity = np.zeros(self.full.size, dtype=self.model.dtype)
+
+    def resident(self, worker: int) -> tuple[Region, ...]:
+        model = (Region("model"),) if self.allreducing else ()  # the initial model, once
+        return (*super().resident(worker), *model)
 
     def exchange(self, round_index: int) -> Exchange:
-        return Exchange(down=(self.pruned(Region("model")),),
-                        up=(self.pruned(Region("grad", self.worker, self.full.size)),))
+        grad = self.pruned(Region("grad", self.worker, self.full.size))
+        if self.allreducing:
+            return Exchange(up=(grad,) if self.worker == 0 else ())
+        return Exchange(down=(self.pruned(Region("model")),), up=(grad,))
+
+    def allreduce(self, round_index: int) -> tuple[Region, ...]:
+        return (self.pruned(Region("grad", self.worker, self.full.size)),) if self.allreducing else ()
+
+    def after_allreduce(self, round_index: int) -> None:
+        """The summed gradient becomes the mean, and the server's update is applied here."""
+        t, size = self.training, self.full.size
+        grad = self.grad[:size]
+        grad[...] = (grad.astype(np.float64) / t.n_workers).astype(grad.dtype)
+        study = t.study
+        kernels.sgd_update(params=self.model, grad=grad, velocity=self.velocity, mask=self.mask, size=size,
+                           lr=study.schedule.at(round_index - 1), momentum=study.momentum, nesterov=study.nesterov)
+
+    def unpack_up(self, round_index: int) -> None:
+        """All-reduce mode, on the coordinator: worker 0's row is the mean gradient; every row
+        becomes it, so ``aggregate``'s mean of the rows is that gradient exactly."""
+        if self.allreducing and self.worker == 0:
+            self.all_grads[1:, : self.full.size] = self.all_grads[0, : self.full.size]
 
     def step(self, round_index: int, payload: Any) -> float:
         t, full = self.training, self.full
@@ -47,6 +86,11 @@ class DataParallel(MLPMethod):
     def __init__(self, settings: MLPSettings) -> None:
         super().__init__(settings)
         self._server_velocity = np.zeros(self.layout.size, dtype=self.dtype)
+
+    def worker_program(self) -> WorkerProgram:
+        program = super().worker_program()
+        program.can_allreduce = self.settings.network.topology == "ring"  # a transport may then all-reduce
+        return program
 
     def noise_from_workers(self) -> bool:
         return self.n_workers > 1  # B_small = one worker's batch, B_big = all n of them: no extra gradient
