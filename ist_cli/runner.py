@@ -33,7 +33,7 @@ from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.footprint import estimate_file_bytes, estimate_run
 from ist_cli.io.names import run_file_path, utc_now
 from ist_cli.io.outputs import check_file_name, first_existing, make_dir, output_dir
-from ist_cli.io.provenance import environment, git_commit
+from ist_cli.io.provenance import environment, git_state
 from ist_cli.io.runfile import (
     RESULT_STATUSES,
     TMP_SUFFIX,
@@ -432,7 +432,7 @@ def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, p
     make_dir(file.path.parent, "--out")
     held.writer = log.writer = _claim_run_file(
         file.path, file.overwrite, run_id=file.run_id, config=file.config, env=environment(),
-        seed=algorithm.settings.seed, version=__version__, git_commit=git_commit())
+        seed=algorithm.settings.seed, version=__version__, **git_state())
     held.stack.callback(held.finish_file, algorithm, policy, attrs)
     log.guard = SpaceGuard(held.writer.tmp_path)
     # built (not started) before row 0, whose columns include the transport's own metrics
