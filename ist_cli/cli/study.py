@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ist_cli.cli.sweep import engine_options, execute
+from ist_cli.config import parse_set_overrides
 from ist_cli.report.figures import save_figure
 from ist_cli.report.html import write_html
 from ist_cli.report.study import fit_rows, markdown, study_figures, study_html, table_rows, to_csv
@@ -30,13 +31,17 @@ from ist_cli.study.step_budgets import TrialPruner
               help="Search sequence (default: study.sampler of the file, else sobol: unscrambled, as Lee et al.).")
 @click.option("--prune-trials/--no-prune-trials", "prune", default=True, show_default=True,
               help="Stop a trial at the best steps-to-result already known for its batch size and grid point.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting of the file's [base] (repeatable; not one the study varies).")
 @engine_options
-def study_command(study_file: str, sampler: str | None, prune: bool, **options: Any) -> None:
+def study_command(study_file: str, sampler: str | None, prune: bool, overrides: tuple[str, ...],
+                  **options: Any) -> None:
     """Run every trial of STUDY.toml once (resumable, parallel); then `ist report OUT`.
 
     Exit codes: 0 all trials completed or diverged, 1 any trial failed, 130 interrupted, 2 bad input.
     """
-    study = load_study(study_file, sampler, max_runs=options.pop("max_runs"))
+    study = load_study(study_file, sampler, max_runs=options.pop("max_runs"),
+                       overrides=parse_set_overrides(overrides) if overrides else None)
     out = (Path(options["out_dir"]) if options["out_dir"] else Path("results") / study.name).absolute()
     prepare = TrialPruner(study, out).prepare if prune else None
     execute(study.sweep, **{**options, "out_dir": str(out)}, prepare=prepare,
