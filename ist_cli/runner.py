@@ -43,6 +43,7 @@ from ist_cli.io.runfile import (
     read_run,
     tmp_path_for,
 )
+from ist_cli.kernels.cache import kernels_cached
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_memory, check_space
@@ -456,6 +457,9 @@ def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, p
     held.workers.start()
 
 
+COMPILING = "compiling kernels (first run only, ≈ 30 s)"
+
+
 def run_experiment(
     config: Mapping[str, Any],
     *,
@@ -493,6 +497,8 @@ def run_experiment(
     progress = RunProgress(config["rounds"], name, quiet=quiet)
     algorithm = _method(config, progress)
     targets = Targets(algorithm.goal(), step_budget, algorithm.steps_per_round() or 1)
+    if kernels_cached(config["model"]) is False:  # input checked: no error line can follow this one
+        progress.announce(COMPILING)
     policy, held, timeline = FaultPolicy(), Resources(), {}  # timeline: when the rounds began and ended
     log = RunLog(Totals(algorithm.settings.network), algorithm.steps_per_round(), time.perf_counter())
     reclaim_orphaned_segments()

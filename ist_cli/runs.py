@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ist_cli.errors import UserError
+from ist_cli.errors import UserError, install_hint
 from ist_cli.io.runfile import TMP_SUFFIX, RunData, RunFileError, error_headline, read_run
 from ist_cli.report.load import find_run_files
 from ist_cli.report.metrics import final_value
@@ -122,7 +122,8 @@ def _optional(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise UserError(f"ist_cli.load_runs needs {module}: pip install 'ist-cli[notebook]'") from None
+        raise UserError(f"ist_cli.load_runs needs {module}, which is not installed; expected the notebook extra: "
+                        f"{install_hint('notebook')}") from None
 
 
 def _ordered(columns: Iterable[str]) -> list[str]:
