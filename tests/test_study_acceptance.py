@@ -1,4 +1,4 @@
-"""``ist study`` on real trials that reach their goal (issue 12, acceptance 1 and 2).
+"""``ist study`` on real trials that reach their goal.
 
 Three runs of one small study (digits, a 16-unit MLP, 2 batch sizes x 3 trials): with
 pruning and ``--jobs 2``, SIGKILLed midway and resumed; without pruning (``--jobs 2``); with

@@ -1,4 +1,4 @@
-"""``ist sweep`` end to end (issue 4 acceptance 1-4): the real CLI as subprocesses, small
+"""``ist sweep`` end to end: the real CLI as subprocesses, small
 quadratic runs, and the manifest and run files it leaves behind as the evidence."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def leftovers(out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory):
-    """GRID_12 through the local executor with --jobs 2 (acceptance 1)."""
+    """GRID_12 through the local executor with --jobs 2."""
     root = tmp_path_factory.mktemp("local")
     grid = root / "grid.toml"
     grid.write_text(GRID_12)

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from ist_cli.cli.sweep import engine_options, execute
 from ist_cli.config import parse_set_overrides
+from ist_cli.errors import UserError
 from ist_cli.report.figures import save_figure
 from ist_cli.report.html import write_html
 from ist_cli.report.study import fit_rows, markdown, study_figures, study_html, table_rows, to_csv
@@ -42,6 +43,9 @@ def study_command(study_file: str, sampler: str | None, prune: bool, overrides: 
     """
     study = load_study(study_file, sampler, max_runs=options.pop("max_runs"),
                        overrides=parse_set_overrides(overrides) if overrides else None)
+    if any(run.config.get("goal_error") is None for run in study.sweep.runs):
+        raise UserError(f"{Path(study_file).name}: base.goal_error: missing; a study measures the steps to a goal, "
+                        "expected e.g. goal_error = 0.05 with validation_fraction = 0.1 in [base]")
     out = (Path(options["out_dir"]) if options["out_dir"] else Path("results") / study.name).absolute()
     prepare = TrialPruner(study, out).prepare if prune else None
     execute(study.sweep, **{**options, "out_dir": str(out)}, prepare=prepare,
@@ -50,10 +54,11 @@ def study_command(study_file: str, sampler: str | None, prune: bool, overrides: 
         click.echo(f"study {study.name}: steps-to-result per batch size: ist report {out}", err=True)
 
 
-def report_study(directory: Path, fmt: str, figures_dir: str | None, html_out: str | None) -> None:
+def report_study(directory: Path, fmt: str, figures_dir: str | None, html_out: str | None, *,
+                 quiet: bool = False) -> None:
     """``ist report OUT`` for the output directory of a study (called by ``ist report``)."""
     result = load_study_result(directory)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
     if fmt == "table":
         out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
         for caption, (header, rows) in (("steps to result", table_rows(result)), ("fit", fit_rows(result))):
