@@ -30,6 +30,7 @@ from ist_cli.report.metrics import final_value
 ATTR_COLUMNS = ("status", "run_id", "created", "finished", "rounds_completed", "ist_version", "git_commit",
                 "git_dirty", "git_diff_sha256", "transport", "goal_reached", "steps_to_result", "step_budget",
                 "budget_stopped")
+PROVENANCE = ("git_commit", "git_dirty", "git_diff_sha256")
 #: columns that come first in every table, in this order
 LEAD_COLUMNS = ("name", "status", "model", "algorithm")
 
@@ -50,8 +51,8 @@ def run_row(run: RunData, name: str) -> dict[str, Any]:
     run's last row, see ``report.metrics.final_value``)."""
     row: dict[str, Any] = {"name": name, "path": str(run.path)}
     for key in ATTR_COLUMNS:
-        if key in run.attrs:
-            row[key] = run.attrs[key]
+        if key in run.attrs or key in PROVENANCE:  # provenance always: None outside a git checkout
+            row[key] = run.attrs.get(key)
     row["error"] = error_headline(run.attrs.get("error"))
     for key, value in run.config.items():
         row[key] = tuple(value) if isinstance(value, list) else value

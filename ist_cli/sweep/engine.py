@@ -199,7 +199,7 @@ class SweepEngine:
         else:
             outcome_name = status
             attrs = run_file_attrs(path)
-            if status == "completed" and attrs.get("budget_stopped"):  # a study's trial pruned (--step-budget)
+            if status == "completed" and attrs.get("budget_stopped") == "True":  # a study's pruned trial
                 shown = "pruned (stopped at its step budget)"
             if attrs.get("run_id") not in (None, run_id):
                 error = f"run file holds run_id {attrs['run_id']}, expected {run_id}"
