@@ -85,3 +85,20 @@ def test_a_piped_first_run_says_it_compiles_before_it_does(tmp_path: Path) -> No
     assert indexes_then < len(list(cache.rglob("*.nbi"))), "the notice came after the kernels were compiled"
     warm = ist("run", *args[4:], "--name", "warm", env=env, check=True)
     assert "compiling kernels" not in warm.stderr
+
+
+@pytest.mark.slow  # compiles the MLP's kernels into an empty cache
+def test_a_cold_data_parallel_run_compiles_each_kernel_once_not_once_per_worker(tmp_path: Path) -> None:
+    """numba's cache log (NUMBA_DEBUG_CACHE) names every kernel a process compiled and saved:
+    with 4 workers, ``loss_and_grad`` (every DP worker's kernel) is compiled once, by the fork
+    server they are forked from, and no kernel is compiled by every worker."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "NUMBA_DEBUG_CACHE": "1"}
+    result = ist("run", "--model", "mlp", "--algorithm", "dp", "--workers", "4", "--rounds", "1", "--eval-every", "1",
+                 "--out", str(tmp_path / "out"), "--quiet", env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = re.findall(r"data saved to '.*?mlp\.(\w+)-\d+\.py\d+\.(\d+)\.nbc'", result.stdout)  # numba logs on stdout
+    counts: dict[tuple[str, str], int] = {}
+    for kernel, signature in saved:
+        counts[kernel, signature] = counts.get((kernel, signature), 0) + 1
+    assert counts.get(("loss_and_grad", "1")) == 1, counts
+    assert max(counts.values()) <= 2, counts  # the coordinator and the fork server at most, never per worker

@@ -24,6 +24,7 @@ class DPWorker(MLPWorker):
     def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
         super().setup(arrays, worker)
         self.grad = arrays["grad"][worker]
+        kernels.warm_up_gradient(self.training.dtype)  # loaded by the fork server; compiled here only if cold
 
     def exchange(self, round_index: int) -> Exchange:
         return Exchange(down=(self.pruned(Region("model")),),
