@@ -24,7 +24,6 @@ from ist_cli.algorithms.plans import PLANS, plan_of
 from ist_cli.comm import NetworkModel, parse_bandwidth, parse_latency
 from ist_cli.data import synthetic
 from ist_cli.data.dataset import DTYPES
-from ist_cli.data.load import EXPECTS as DATASET_EXPECTS
 from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
 from ist_cli.data.partition import partition_problem
 from ist_cli.errors import UserError, shown
@@ -205,6 +204,7 @@ def _partition(value: Any) -> str:
 
 
 _partition.expects = PARTITION_EXPECTS  # type: ignore[attr-defined]
+DATASET_EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH, mnist1d[:N], fashion-mnist[:DIR] or cifar10:DIR"
 
 
 def _checked(parser: Callable[[Any], Any], check: Callable[[Any], Any]) -> Callable[[Any], Any]:
