@@ -157,6 +157,10 @@ def test_ist_ls_lists_a_mixed_directory_and_filters(mixed_dir: Path) -> None:
     assert "'nosuchkey'" in line and "algorithm" in line
     assert "KEY=VALUE" in one_error_line(ist("ls", str(mixed_dir), "--where", "algorithm"))
     assert "not a directory" in one_error_line(ist("ls", str(mixed_dir / "nowhere")))
+    chosen = ist("ls", str(mixed_dir), "--columns", "dim,test_accuracy", check=True)
+    header = next(line for line in chosen.stdout.splitlines() if " name " in line)
+    assert "dim" in header and "test_accuracy" in header and "algorithm" not in header
+    assert "no run has this column" in one_error_line(ist("ls", str(mixed_dir), "--columns", "nosuch"))
 
 
 def test_old_files_with_float_rounds_read_as_integers(sweep_dir: Path, tmp_path: Path) -> None:
