@@ -13,7 +13,10 @@ MODULES = {"mlp": "ist_cli.kernels.mlp", "quadratic": "ist_cli.kernels.quadratic
 def kernels_cached(model: str) -> bool | None:
     """True when every cached kernel of ``model`` has a fresh index in numba's cache (its
     source unchanged since it was written); False when one has none, so the run compiles;
-    None when it cannot be told (numba's cache internals differ from the ones read here)."""
+    None when it cannot be told (a model without a kernel module here, or numba's cache
+    internals differ from the ones read here)."""
+    if model not in MODULES:
+        return None
     module = importlib.import_module(MODULES[model])
     try:
         for value in vars(module).values():
