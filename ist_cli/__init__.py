@@ -35,6 +35,7 @@ _EXPORTS = {
     "NetworkModel": "ist_cli.comm",
     "load_dataset": "ist_cli.data",
     "partition_indices": "ist_cli.data",
+    "load_runs": "ist_cli.runs",
 }
 
 __all__ = ["__version__", *_EXPORTS]

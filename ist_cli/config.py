@@ -205,6 +205,7 @@ def _partition(value: Any) -> str:
 
 
 _partition.expects = PARTITION_EXPECTS  # type: ignore[attr-defined]
+DATASET_EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH, mnist1d[:N], fashion-mnist[:DIR] or cifar10:DIR"
 
 
 def _checked(parser: Callable[[Any], Any], check: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -316,13 +317,13 @@ OPTIONS: tuple[Option, ...] = (
     # mlp (Yuan et al.)
     Option("hidden", _int_list, [512, 512], "Hidden widths, comma separated.", models=("mlp",), metavar="W1,W2"),
     Option("dataset", _spec_string(r"digits|synthetic|mnist1d(:[0-9]+)?|fashion-mnist|(npz|mnist|libsvm|fashion-mnist|cifar10):.+",
-                                   "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH, mnist1d[:N], "
-                                   "fashion-mnist[:DIR] or cifar10:DIR"),
-           "digits", "Training data.", models=("mlp",), metavar="SPEC"),
+                                   DATASET_EXPECTS),
+           "digits", f"Training data: {DATASET_EXPECTS} (docs/datasets.md).", models=("mlp",), metavar="SPEC"),
     Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=("mlp",)),
     Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=("mlp",)),
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),
-    Option("partition", _partition, "iid", "How training data is split across workers.", models=("mlp",),
+    Option("partition", _partition, "iid", f"How training data is split across workers: {PARTITION_EXPECTS}.",
+           models=("mlp",),
            algorithms=("ist", "dp", "local-sgd"), metavar="SPEC"),
     Option("dtype", _str, "float32", "Floating point type of the model.", choices=DTYPES, models=("mlp",)),
     Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "

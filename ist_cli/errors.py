@@ -37,3 +37,8 @@ def shown(value: object) -> str:
     if len(text) <= SHOWN_CHARS:
         return text
     return f"{text[:SHOWN_CHARS - 20]}...({len(text)} chars)"
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional part of ist, worded the same in every message and doc."""
+    return f"pip install -e '.[{extra}]' in the ist checkout"

@@ -49,6 +49,18 @@ class RunProgress:
         else:
             self._status.update(line)
 
+    def announce(self, text: str) -> None:
+        """Say what a long start-up stage is doing on any output: the spinning status line on a
+        terminal, one plain line otherwise (CI logs, batch jobs), so a first run that compiles
+        is not silent. Call it once the input has been checked: a bad input must still leave
+        exactly one line on stderr."""
+        if self.quiet:
+            return
+        if self.console.is_terminal:
+            self.stage(text)
+            return
+        print(f"{self.label}: {text}", file=self.stream, flush=True)
+
     def end_stage(self) -> None:
         if self._status is not None:
             self._status.stop()

@@ -33,7 +33,7 @@ from ist_cli.errors import RunFailed, RunInterrupted, UserError
 from ist_cli.footprint import estimate_file_bytes
 from ist_cli.io.names import run_file_path, utc_now
 from ist_cli.io.outputs import check_file_name, first_existing, make_dir, output_dir
-from ist_cli.io.provenance import environment, git_commit
+from ist_cli.io.provenance import environment, git_state
 from ist_cli.io.runfile import (
     RESULT_STATUSES,
     TMP_SUFFIX,
@@ -43,6 +43,7 @@ from ist_cli.io.runfile import (
     read_run,
     tmp_path_for,
 )
+from ist_cli.kernels.cache import kernels_cached
 from ist_cli.preflight import check_run_inputs
 from ist_cli.progress import RunProgress
 from ist_cli.rounds import RoundLog
@@ -441,7 +442,7 @@ def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, p
     make_dir(file.path.parent, "--out")
     held.writer = log.writer = _claim_run_file(
         file.path, file.overwrite, run_id=file.run_id, config=file.config, env=environment(),
-        seed=algorithm.settings.seed, version=__version__, git_commit=git_commit())
+        seed=algorithm.settings.seed, version=__version__, **git_state())
     held.stack.callback(held.finish_file, algorithm, policy, attrs)
     log.guard = SpaceGuard(held.writer.tmp_path)
     held.writer.create_rounds(log.rounds.shapes())
@@ -464,6 +465,9 @@ def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, p
     held.writer.start_live()
     progress.stage(f"starting {algorithm.n_workers} workers")
     held.workers.start()
+
+
+COMPILING = "compiling kernels (first run only, ≈ 30 s)"
 
 
 def run_experiment(
@@ -503,6 +507,8 @@ def run_experiment(
     progress = RunProgress(config["rounds"], name, quiet=quiet)
     algorithm = _method(config, progress)
     targets = Targets(algorithm.goal(), step_budget, algorithm.steps_per_round() or 1)
+    if kernels_cached(config["model"]) is False:  # input checked: no error line can follow this one
+        progress.announce(COMPILING)
     policy, held, timeline = FaultPolicy(), Resources(), {}  # timeline: when the rounds began and ended
     log = RunLog(Totals(algorithm.settings.network), algorithm.steps_per_round(), time.perf_counter(),
                  RoundLog(algorithm.n_workers))

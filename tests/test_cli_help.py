@@ -28,7 +28,7 @@ def complete(words: str) -> list[str]:
     ("ist run --prune ", ["snip", "random", "magnitude"]),
     ("ist run --algorithm l", ["local-sgd"]),
     ("ist report x --ci ", ["t", "bootstrap", "bca"]),
-    ("ist ", ["calibrate", "report", "run", "study", "sweep", "theory"]),
+    ("ist ", ["calibrate", "ls", "report", "run", "study", "sweep", "theory"]),
 ])
 def test_bash_completion_offers_the_allowed_values(words: str, expected: list[str]) -> None:
     assert complete(words) == expected

@@ -1,10 +1,10 @@
-"""Every command in README.md and docs/*.md runs as written, from a fresh copy of the repository.
+"""Every command in README.md, docs/*.md and experiments/README.md runs as written, from a fresh copy of the repository.
 
 The convention (also in docs/contributing.md), for anyone adding documentation:
 
 - A fenced block tagged ``bash`` (or ``sh``/``shell``) is run whole with ``bash -eo pipefail``;
   a block tagged ``python`` is run with this Python. Blocks run in document order, README.md
-  first and then docs/*.md by name, all in ONE scratch directory holding a copy of the files git
+  first, then docs/*.md by name, then experiments/README.md, all in ONE scratch directory holding a copy of the files git
   tracks (a fresh clone, without .git), so a later block may use what an earlier one wrote
   (``results/``, ``report.html``, ...). Untagged, ``toml``, ``text`` ... blocks are not run.
 - ``<!-- doc-test: skip REASON -->`` on the line right before a fence skips that block; the
@@ -67,7 +67,7 @@ def blocks(path: Path) -> list[Block]:
 
 
 def documents() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "experiments" / "README.md"]
 
 
 def fresh_copy(target: Path) -> None:

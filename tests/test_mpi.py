@@ -148,7 +148,7 @@ def test_without_mpi4py_the_error_names_the_extra(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     line = one_error_line(ist("run", "--transport", "mpi", "--model", "quadratic", "--workers", "2", "--dim", "8",
                               "--out", str(tmp_path / "out"), env=env))
-    assert "mpi4py" in line and "ist-cli[mpi]" in line
+    assert "mpi4py" in line and "pip install -e '.[mpi]'" in line
     assert not (tmp_path / "out").exists()
 
 

@@ -341,8 +341,8 @@ def test_a_billion_replicates_are_refused_fast_and_the_cap_is_settable(tmp_path)
 def test_a_study_file_has_the_same_cap(tmp_path):
     """``ist study`` shares the engine options: 2 batch sizes x 3 trials = 6 runs > --max-runs 5."""
     path = tmp_path / "study.toml"
-    path.write_text('[base]\nmodel = "mlp"\nalgorithm = "single"\n[study]\nbatch_sizes = [4, 16]\ntrials = 3\n'
-                    '[search]\nlr = { log = [0.01, 1.0] }\n')
+    path.write_text('[base]\nmodel = "mlp"\nalgorithm = "single"\ngoal_error = 0.1\ngoal_metric = "train_error"\n'
+                    '[study]\nbatch_sizes = [4, 16]\ntrials = 3\n[search]\nlr = { log = [0.01, 1.0] }\n')
     line = one_error_line(ist("study", str(path), "--max-runs", "5", "--out", str(tmp_path / "s")))
     assert "6 runs" in line and "at most 5" in line
     assert not (tmp_path / "s").exists()

@@ -34,7 +34,8 @@ def test_quadratic_run_file_schema(tmp_path):
         lengths = {metrics[name].shape for name in metrics}
         assert lengths == {(5,)}  # rounds 0, 3, 6, 9 and the last one, 10
         np.testing.assert_array_equal(metrics["round"][()], [0, 3, 6, 9, 10])
-        assert all(metrics[name].dtype == np.float64 for name in metrics)
+        assert metrics["round"].dtype == np.int64 and f["params/round"].dtype == np.int64
+        assert all(metrics[name].dtype == np.float64 for name in metrics if name != "round")
         assert np.all(np.diff(metrics["bytes_up"][()]) > 0)
         L, b, x_star = f["problem/L"][()], f["problem/b"][()], f["problem/x_star"][()]
         assert L.shape == (2, 6, 6) and b.shape == (2, 6)

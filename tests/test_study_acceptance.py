@@ -1,4 +1,4 @@
-"""``ist study`` on real trials that reach their goal (issue 12, acceptance 1 and 2).
+"""``ist study`` on real trials that reach their goal.
 
 Three runs of one small study (digits, a 16-unit MLP, 2 batch sizes x 3 trials): with
 pruning and ``--jobs 2``, SIGKILLed midway and resumed; without pruning (``--jobs 2``); with
@@ -150,9 +150,12 @@ def unpruned(study_file, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sequential(study_file, tmp_path_factory) -> Path:
+    """``--jobs 1``, not quiet: its progress lines are kept in ``progress.txt`` beside ``out``."""
     out = tmp_path_factory.mktemp("sequential") / "out"
-    summary = run_study(study_file, out, "--jobs", "1")
-    assert summary["executed"] == {"completed": RUNS}
+    result = ist("study", str(study_file), "--out", str(out), "--json", "--jobs", "1", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["executed"] == {"completed": RUNS}
+    (out.parent / "progress.txt").write_text(result.stderr)
     return out
 
 
@@ -204,6 +207,10 @@ def test_pruned_trials_are_recorded_as_such_and_stopped_where_the_unpruned_run_h
         np.testing.assert_array_equal(trial["step"], other["step"][:rows])
         np.testing.assert_array_equal(trial["val_error"], other["val_error"][:rows])
         assert not other["goal_reached"] or other["steps_to_result"] >= trial["step_budget"]
+    finished = [line for line in (sequential.parent / "progress.txt").read_text().splitlines() if f"/{RUNS}] " in line]
+    assert len(finished) == RUNS  # the progress says "pruned" for these trials, "completed" for the others
+    assert sum(": pruned (stopped at its step budget)" in line for line in finished) == len(stopped)
+    assert sum(": completed (" in line for line in finished) == RUNS - len(stopped)
     rows = json.loads(ist("report", str(sequential), "--format", "json", check=True).stdout)["rows"]
     per_b = {b: sum(t["budget_stopped"] for t in stopped.values() if t["config"]["batch_size"] == b) for b in (8, 64)}
     assert {row["batch_size"]: row["pruned"] for row in rows} == per_b

@@ -8,7 +8,7 @@ import h5py
 import pytest
 
 from ist_cli.study.spec import load_study
-from tests.helpers import ist
+from tests.helpers import ist, one_error_line
 
 STUDY = """
 name = "tiny"
@@ -22,6 +22,8 @@ eval_every = 1
 dataset = "synthetic"
 synthetic_samples = 200
 synthetic_features = 8
+goal_error = 0.001
+goal_metric = "train_error"
 [study]
 batch_sizes = [4, 16]
 trials = 2
@@ -50,8 +52,17 @@ def test_study_runs_every_trial_once_and_resumes_with_nothing_to_do(tmp_path):
     again = ist("study", str(path), "--out", str(out), "--json", "--quiet", timeout=300)
     assert json.loads(again.stdout)["executed"] == {}
     report = json.loads(ist("report", str(out), "--format", "json").stdout)
-    # these runs train to no goal: every trial is incomplete, none reached
+    # the goal is out of reach in 2 rounds: every trial is incomplete, none reached
     assert [(row["batch_size"], row["incomplete"], row["steps_to_result"]) for row in report["rows"]] == [
         (4, 2, None), (16, 2, None)]
     changed = ist("study", str(path), "--out", str(out), "--sampler", "halton", "--quiet", timeout=300)
     assert changed.returncode == 2 and "different run list" in changed.stderr
+
+
+def test_a_study_without_a_goal_is_one_line_exit_2_and_nothing_created(tmp_path):
+    path = tmp_path / "nogoal.toml"
+    path.write_text(STUDY.replace('goal_error = 0.001\ngoal_metric = "train_error"\n', ""))
+    out = tmp_path / "out"
+    line = one_error_line(ist("study", str(path), "--out", str(out)))
+    assert "nogoal.toml: base.goal_error: missing" in line and "goal_error = 0.05" in line
+    assert not out.exists()

@@ -1,4 +1,4 @@
-"""``ist sweep`` end to end (issue 4 acceptance 1-4): the real CLI as subprocesses, small
+"""``ist sweep`` end to end: the real CLI as subprocesses, small
 quadratic runs, and the manifest and run files it leaves behind as the evidence."""
 
 from __future__ import annotations
@@ -33,14 +33,35 @@ GRID_12 = 'name = "acc"\nseeds = [0, 1, 2]\n' + BASE + '[grid]\nlr = [0.02, 0.05
 GRID_2 = 'name = "acc2"\nseeds = [0]\n' + BASE + '[grid]\nlr = [0.05]\nalgorithm = ["ist", "dcgd"]\n'
 GRID_6 = 'name = "six"\nseeds = [0, 1, 2]\n' + BASE.replace("rounds = 5", "rounds = 40") + "[grid]\nlr = [0.02, 0.05]\n"
 GRID_4 = 'name = "four"\nseeds = [0, 1]\n' + BASE + "[grid]\nlr = [0.02, 0.05]\n"
+# the same sweeps on the command line (ist sweep --grid ... -- RUN OPTIONS): same runs, same ids
+RUN_OPTIONS = ["--", "--model", "quadratic", "--workers", "1", "--dim", "4"]
+COMMAND_LINE = {
+    GRID_6: ["--name", "six", "--grid", "lr=0.02,0.05", "--grid", "seed=0,1,2", *RUN_OPTIONS, "--rounds", "40"],
+    GRID_4: ["--name", "four", "--grid", "lr=0.02,0.05", "--grid", "seed=0,1", *RUN_OPTIONS, "--rounds", "5"],
+}
+SOURCES = ["file", "command-line"]
+
+
+def sweep_source(tmp_path: Path, text: str, kind: str) -> Path | list[str]:
+    """The sweep ``text`` as a file written under ``tmp_path``, or as its command-line arguments."""
+    if kind == "command-line":
+        return COMMAND_LINE[text]
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text)
+    return grid
+
+
+def source_args(grid: Path | list[str]) -> list[str]:
+    """Arguments naming the sweep: last on the command line (run options follow ``--``)."""
+    return [str(grid)] if isinstance(grid, Path) else list(grid)
 
 
 def manifest(out: Path) -> dict:
     return json.loads((out / "sweep.json").read_text())
 
 
-def sweep(grid: Path, out: Path, *args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
-    result = ist("sweep", str(grid), "--out", str(out), "--json", *args, timeout=timeout)
+def sweep(grid: Path | list[str], out: Path, *args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
+    result = ist("sweep", "--out", str(out), "--json", *args, *source_args(grid), timeout=timeout)
     assert result.returncode == 0, result.stderr
     return result, json.loads(result.stdout)
 
@@ -68,7 +89,7 @@ def leftovers(out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory):
-    """GRID_12 through the local executor with --jobs 2 (acceptance 1)."""
+    """GRID_12 through the local executor with --jobs 2."""
     root = tmp_path_factory.mktemp("local")
     grid = root / "grid.toml"
     grid.write_text(GRID_12)
@@ -100,6 +121,38 @@ def test_grid_runs_once_and_a_second_invocation_executes_nothing(local_sweep):
     assert all(run["attempts"] == 1 for run in manifest(out)["runs"])
 
 
+def test_a_command_line_grid_is_its_file_sweep_and_runs_once(tmp_path):
+    """``--grid ... -- RUN OPTIONS`` expands to the same run ids as the equivalent file, runs
+    each once, and the same command again executes nothing and touches no file."""
+    from ist_cli.sweep.spec import load_sweep
+
+    file_ids = set(load_sweep(sweep_source(tmp_path, GRID_4, "file")).run_ids)
+    out = tmp_path / "out"
+    _, summary = sweep(COMMAND_LINE[GRID_4], out, "--jobs", "2")
+    assert summary["name"] == "four" and summary["executed"] == {"completed": 4}
+    runs = manifest(out)["runs"]
+    assert {run["id"] for run in runs} == file_ids
+    assert manifest(out)["sweep_file"].startswith("ist sweep ") and "--grid lr=0.02,0.05" in manifest(out)["sweep_file"]
+    before = {run["id"]: file_identity(out / run["file"]) for run in runs}
+    again = ist("sweep", "--out", str(out), *COMMAND_LINE[GRID_4], timeout=120)
+    assert again.returncode == 0 and "nothing to do: all 4 runs already finished" in again.stderr
+    assert {run["id"]: file_identity(out / run["file"]) for run in manifest(out)["runs"]} == before
+    assert leftovers(out) == []
+
+
+def test_set_overrides_the_base_of_a_sweep_file(tmp_path):
+    from ist_cli.sweep.spec import load_sweep
+
+    grid = sweep_source(tmp_path, GRID_4, "file")
+    out = tmp_path / "out"
+    _, summary = sweep(grid, out, "--set", "dim=3", "--set", "rounds=2")
+    assert summary["final"] == {"completed": 4}
+    for run in manifest(out)["runs"]:
+        data = read_run(out / run["file"], load_problem=False)
+        assert data.config["dim"] == 3 and data.config["rounds"] == 2 and data.config["workers"] == 1
+    assert {run["id"] for run in manifest(out)["runs"]}.isdisjoint(load_sweep(grid).run_ids)
+
+
 def segments_of_runs(run_ids) -> list[str]:
     return [name for name in os.listdir("/dev/shm") if any(name.startswith(f"ist_{run_id[:8]}_") for run_id in run_ids)]
 
@@ -118,15 +171,15 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
-    """GRID_6 by ``ist sweep --jobs 2`` in its own process group (so a signal can reach all of
-    it, as a terminal's would); the process, the grid file and the output directory."""
-    grid = tmp_path / "grid.toml"
-    grid.write_text(GRID_6)
+def start_sweep(tmp_path: Path, kind: str = "file") -> tuple[subprocess.Popen, Path | list[str], Path]:
+    """GRID_6 (a file or its command line) by ``ist sweep --jobs 2`` in its own process group
+    (so a signal can reach all of it, as a terminal's would); the process, the sweep's source
+    and the output directory."""
+    grid = sweep_source(tmp_path, GRID_6, kind)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "ist_cli", "sweep", str(grid), "--out", str(out), "--jobs", "2",
-                             "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "ist_cli", "sweep", "--out", str(out), "--jobs", "2",
+                             "--quiet", *source_args(grid)], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     return proc, grid, out
 
 
@@ -146,8 +199,9 @@ def wait_midway(proc: subprocess.Popen, out: Path) -> list[str]:
             return [run["id"] for run in runs]
 
 
-def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
-    proc, grid, out = start_sweep(tmp_path)
+@pytest.mark.parametrize("kind", SOURCES)
+def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path, kind):
+    proc, grid, out = start_sweep(tmp_path, kind)
     run_ids: list[str] = []
     try:
         run_ids = wait_midway(proc, out)
@@ -192,10 +246,11 @@ def test_sigkill_mid_sweep_then_resume_finishes_without_running_anything_twice(t
     assert leftovers(out) == []
 
 
-def test_ctrl_c_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path):
+@pytest.mark.parametrize("kind", SOURCES)
+def test_ctrl_c_mid_sweep_then_resume_finishes_without_running_anything_twice(tmp_path, kind):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it): the sweep stops its
     runs, puts them back to pending and exits 130 with one line; the same command resumes."""
-    proc, grid, out = start_sweep(tmp_path)
+    proc, grid, out = start_sweep(tmp_path, kind)
     run_ids: list[str] = []
     try:
         run_ids = wait_midway(proc, out)
@@ -230,12 +285,12 @@ def test_ctrl_c_mid_sweep_then_resume_finishes_without_running_anything_twice(tm
     assert leftovers(out) == []
 
 
-def test_two_sweeps_started_together_execute_each_run_exactly_once(tmp_path):
-    grid = tmp_path / "grid.toml"
-    grid.write_text(GRID_4)
+@pytest.mark.parametrize("kind", SOURCES)
+def test_two_sweeps_started_together_execute_each_run_exactly_once(tmp_path, kind):
+    grid = sweep_source(tmp_path, GRID_4, kind)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "ist_cli", "sweep", str(grid), "--out", str(out), "--jobs", "1", "--json",
-               "--quiet"]
+    command = [sys.executable, "-m", "ist_cli", "sweep", "--out", str(out), "--jobs", "1", "--json",
+               "--quiet", *source_args(grid)]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     summaries = []
     for proc in procs:

@@ -194,6 +194,11 @@ class DPPlan(MLPPlan):
     rows = ("grad",)
     allreduce = True
 
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        """Also ``loss_and_grad``, every DP worker's kernel: compiled once here, not per worker."""
+        return (*super().preload(settings), f"ist_cli.kernels.mlp:warm_up_gradient:{settings.dtype}")
+
 
 class LocalSGDPlan(MLPPlan):
     algorithm = "local-sgd"

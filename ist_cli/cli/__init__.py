@@ -28,6 +28,7 @@ COMMANDS = {
     "report": "ist_cli.cli.report:report_command",
     "theory": "ist_cli.cli.theory:theory_command",
     "calibrate": "ist_cli.cli.calibrate:calibrate_command",
+    "ls": "ist_cli.cli.ls:ls_command",
 }
 
 

@@ -54,10 +54,11 @@ from ist_cli.study.results import is_study_dir
                    "e.g. test_accuracy>=0.95; with --figures, the speed-up vs bandwidth figure.")
 @click.option("--baseline", default="dp", show_default=True, metavar="ALGORITHM",
               help="Method the time-to-target speed-ups are taken against.")
+@click.option("--quiet", is_flag=True, help="Nothing on stderr but errors (no skipped files, no files written).")
 def report_command(
     paths: tuple[str, ...], fmt: str, metrics: tuple[str, ...], group_by: tuple[str, ...], where: tuple[str, ...],
     best: bool, ci: str, figures_dir: str | None, figsize: str, x_axis: str, logx: bool, html_out: str | None,
-    networks: tuple[str, ...] = (), target_text: str | None = None, baseline: str = "dp",
+    networks: tuple[str, ...] = (), target_text: str | None = None, baseline: str = "dp", quiet: bool = False,
 ) -> None:
     """Summarise the run files under PATH... (directories are searched recursively).
 
@@ -71,11 +72,11 @@ def report_command(
     if any(is_study_dir(Path(path)) for path in paths):
         if len(paths) > 1:
             raise UserError(f"PATH: {', '.join(paths)}: a study's directory is reported alone; expected one PATH")
-        report_study(Path(paths[0]), fmt, figures_dir, html_out)
+        report_study(Path(paths[0]), fmt, figures_dir, html_out, quiet=quiet)
         return
     from ist_cli.report.sections import build_sections  # matplotlib and scipy: only when reporting
 
-    err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+    err = SafeConsole(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
     if figures_dir is not None:
         output_dir(figures_dir, "--figures")
     if html_out is not None:

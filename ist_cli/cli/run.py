@@ -122,6 +122,15 @@ def _in_section(decorator, section: str):
     return apply
 
 
+def _given_once(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> str | None:
+    """A setting given twice (``--seed 1 --seed 2``) is refused: click would keep the last silently."""
+    if len(values) > 1:
+        shown_values = ", ".join(values)
+        raise click.UsageError(f"{param.opts[0]} given {len(values)} times ({shown_values}); expected it once "
+                               f"(several values: ist sweep --grid {param.name}={','.join(values)} -- ...)")
+    return values[0] if values else None
+
+
 def _option_decorators(model: str | None, exclude: tuple[str, ...]):
     decorators = []
     for option in OPTIONS:
@@ -142,7 +151,7 @@ def _option_decorators(model: str | None, exclude: tuple[str, ...]):
                 help_text += f" (default: {show_value(option.default)})"
             decorators.append(_in_section(
                 click.option(option.flag, option.key, type=click_type(option, model), default=None, metavar=option.metavar,
-                             help=help_text),
+                             help=help_text, multiple=True, callback=_given_once),
                 _section(option)))
     return decorators
 

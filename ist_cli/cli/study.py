@@ -15,6 +15,8 @@ from rich.table import Table
 
 from ist_cli.cli import say
 from ist_cli.cli.sweep import engine_options, execute
+from ist_cli.config import parse_set_overrides
+from ist_cli.errors import UserError
 from ist_cli.io.outputs import output_dir
 from ist_cli.io.terminal import SafeConsole
 from ist_cli.report.figures import save_figure
@@ -32,13 +34,20 @@ from ist_cli.study.step_budgets import TrialPruner
               help="Search sequence (default: study.sampler of the file, else sobol: unscrambled, as Lee et al.).")
 @click.option("--prune-trials/--no-prune-trials", "prune", default=True, show_default=True,
               help="Stop a trial at the best steps-to-result already known for its batch size and grid point.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting of the file's [base] (repeatable; not one the study varies).")
 @engine_options
-def study_command(study_file: str, sampler: str | None, prune: bool, **options: Any) -> None:
+def study_command(study_file: str, sampler: str | None, prune: bool, overrides: tuple[str, ...],
+                  **options: Any) -> None:
     """Run every trial of STUDY.toml once (resumable, parallel); then `ist report OUT`.
 
     Exit codes: 0 all trials completed or diverged, 1 any trial failed, 130 interrupted, 2 bad input.
     """
-    study = load_study(study_file, sampler, max_runs=options.pop("max_runs"))
+    study = load_study(study_file, sampler, max_runs=options.pop("max_runs"),
+                       overrides=parse_set_overrides(overrides) if overrides else None)
+    if any(run.config.get("goal_error") is None for run in study.sweep.runs):
+        raise UserError(f"{Path(study_file).name}: base.goal_error: missing; a study measures the steps to a goal, "
+                        "expected e.g. goal_error = 0.05 with validation_fraction = 0.1 in [base]")
     chosen = options["out_dir"]
     out = output_dir(chosen if chosen is not None else Path("results") / study.name, "--out").absolute()
     prepare = TrialPruner(study, out).prepare if prune else None
@@ -48,10 +57,11 @@ def study_command(study_file: str, sampler: str | None, prune: bool, **options: 
         say(f"study {study.name}: steps-to-result per batch size: ist report {out}", err=True)
 
 
-def report_study(directory: Path, fmt: str, figures_dir: str | None, html_out: str | None) -> None:
+def report_study(directory: Path, fmt: str, figures_dir: str | None, html_out: str | None, *,
+                 quiet: bool = False) -> None:
     """``ist report OUT`` for the output directory of a study (called by ``ist report``)."""
     result = load_study_result(directory)
-    err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+    err = SafeConsole(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
     if fmt == "table":
         out = SafeConsole(highlight=False, width=None if sys.stdout.isatty() else 160)
         for caption, (header, rows) in (("steps to result", table_rows(result)), ("fit", fit_rows(result))):

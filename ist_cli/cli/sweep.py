@@ -153,13 +153,65 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
         sys.exit(result.exit_code)
 
 
-@click.command(context_settings={"max_content_width": 110})
-@click.argument("sweep_file", metavar="GRID.toml", type=str)
+#: ``ist run`` options that are not settings: a sweep decides them itself
+NOT_SETTINGS = ("out_dir", "name", "overwrite", "round_timeout", "quiet", "as_json", "step_budget", "transport")
+
+
+def run_options_base(args: tuple[str, ...]) -> dict[str, Any]:
+    """The settings of ``ist run`` options (``-- --model mlp --set lr=0.1 ...``) as one base
+    table: ``--config``, then ``--set``, then flags, as ``ist run`` layers them."""
+    from click.core import ParameterSource
+
+    from ist_cli.cli.run import config_layers, run_command
+
+    ctx = run_command.make_context("ist sweep ... --", list(args))
+    params = dict(ctx.params)
+    for key in NOT_SETTINGS:
+        if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
+            flag = next(param.opts[0] for param in run_command.params if param.name == key)
+            raise click.UsageError(f"{flag} after --: not a setting of the runs; expected it before -- "
+                                   "(ist sweep --help) or not at all")
+        params.pop(key, None)
+    layers, _ = config_layers(params.pop("config_file"), params.pop("overrides"), params)
+    base: dict[str, Any] = {}
+    for layer in layers:
+        base.update(layer)
+    return base
+
+
+@click.command(context_settings={"max_content_width": 110}, no_args_is_help=True)
+@click.argument("args", metavar="[GRID.toml | --grid KEY=V1,V2 ... -- RUN OPTIONS]", nargs=-1, type=click.UNPROCESSED)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting of the file's [base] (repeatable; not an axis of its grid).")
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
+              help="Without a file: an axis of the grid (repeatable; ';' separates values that hold commas, "
+                   "e.g. hidden=16,16;32,32). The settings of every run follow -- as ist run options.")
+@click.option("--name", type=str, default=None,
+              help="With --grid: the sweep's name (default: grid- and a hash of the grid and the run options, "
+                   "so the same command resumes in the same results/NAME).")
 @engine_options
-def sweep_command(sweep_file: str, **options: Any) -> None:
-    """Run every run of GRID.toml once: resumable, parallel, never a run twice.
+def sweep_command(args: tuple[str, ...], overrides: tuple[str, ...], grid: tuple[str, ...], name: str | None,
+                  **options: Any) -> None:
+    """Run every run of GRID.toml, or of the --grid axes, once: resumable, parallel, never a run twice.
+
+    ist sweep GRID.toml [--set KEY=VALUE ...]  |  ist sweep --grid lr=0.01,0.1 --grid seed=0,1 -- --model quadratic
 
     Exit codes: 0 all runs completed or diverged, 1 any run failed, 130 interrupted, 2 bad input.
     """
+    from ist_cli.config import parse_set_overrides
+
     max_runs = options.pop("max_runs")
-    execute(load_sweep(sweep_file, max_runs=max_runs), **options)
+    if grid:
+        if overrides:
+            raise click.UsageError("--set is for a sweep file; with --grid, give settings as run options after --")
+        from ist_cli.sweep.cmdline import command_line_sweep
+
+        spec = command_line_sweep(grid, run_options_base(args), name=name, argv=sys.argv[2:], max_runs=max_runs)
+    else:
+        if len(args) != 1 or args[0].startswith("-"):
+            raise click.UsageError("expected one GRID.toml, or --grid KEY=V1,V2,... -- RUN OPTIONS"
+                                   + (f"; got {' '.join(args)}" if args else ""))
+        if name:
+            raise click.UsageError("--name is for --grid; a sweep file names itself (name = ...)")
+        spec = load_sweep(args[0], max_runs=max_runs, overrides=parse_set_overrides(overrides) if overrides else None)
+    execute(spec, **options)

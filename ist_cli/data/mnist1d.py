@@ -12,7 +12,7 @@ import random
 import numpy as np
 
 from ist_cli.data.dataset import Dataset, build
-from ist_cli.errors import UserError
+from ist_cli.errors import UserError, install_hint
 
 DEFAULT_SAMPLES = 5000  # the package's default: 4000 train / 1000 test
 GENERATOR_SEED = 42  # the package's default seed: ``mnist1d`` is the published dataset's recipe
@@ -36,7 +36,11 @@ def parse_samples(arg: str) -> int:
 
 def load_mnist1d(samples: int = DEFAULT_SAMPLES, *, dtype: str = "float32") -> Dataset:
     """``samples`` signals of 40 points, 10 classes, split 80/20 by the generator itself."""
-    from mnist1d.data import get_dataset_args, make_dataset
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise UserError(f"--dataset mnist1d: the mnist1d package is not installed; expected the data extra: "
+                        f"{install_hint('data')}") from None
 
     args = get_dataset_args()
     args.num_samples = int(samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
@@ -32,17 +33,32 @@ def environment() -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the ist checkout this code runs from, if it runs from one."""
-    source = Path(__file__).resolve().parents[2]
-    if not (source / ".git").exists():
-        return None
+def _git(source: Path, *args: str) -> bytes | None:
     try:
-        result = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
+        result = subprocess.run(["git", "-C", str(source), *args], capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and commit else None
+    return result.stdout if result.returncode == 0 else None
+
+
+@lru_cache(maxsize=4)
+def git_state(source: Path | None = None) -> dict[str, Any]:
+    """Root attrs of provenance for the git checkout ``source`` (default: the one this code
+    runs from): ``git_commit``; ``git_dirty``, whether it had local changes (tracked changes,
+    or untracked files that are not ignored); ``git_diff_sha256``, the SHA-256 of
+    ``git diff HEAD --binary`` (tracked changes only; absent when there are none), which
+    tells runs of one edit from runs of another on the same commit. Empty outside a checkout."""
+    source = source or Path(__file__).resolve().parents[2]
+    if not (source / ".git").exists():
+        return {}
+    commit = (_git(source, "rev-parse", "HEAD") or b"").decode().strip()
+    if not commit:
+        return {}
+    state: dict[str, Any] = {"git_commit": commit}
+    status = _git(source, "status", "--porcelain")
+    diff = _git(source, "diff", "HEAD", "--binary", "--no-ext-diff")
+    if status is not None:
+        state["git_dirty"] = bool(status.strip())
+    if diff:
+        state["git_diff_sha256"] = hashlib.sha256(diff).hexdigest()
+    return state

@@ -34,6 +34,34 @@ SCHEMA_VERSION = 1
 RESULT_STATUSES = ("completed", "diverged")  # the run produced a result (a diverged run is one)
 STATUSES = (*RESULT_STATUSES, "failed")  # how a finished run file can end
 TMP_SUFFIX = ".tmp"
+INTEGER_METRICS = frozenset({"round"})  # stored as int64 (files written before: float64, read the same)
+
+
+def typed_config_attrs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as typed HDF5 attributes of ``/config``: a tool that cannot parse JSON reads
+    ``lr`` as a float64 and ``hidden`` as an int64 array. Nulls have no attribute; the JSON
+    string stays the reference (``run_id`` hashes it)."""
+    attrs: dict[str, Any] = {}
+    for key, value in config.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            attrs[key] = np.bool_(value)
+        elif isinstance(value, int):
+            attrs[key] = np.int64(value)
+        elif isinstance(value, float):
+            attrs[key] = np.float64(value)
+        elif isinstance(value, str):
+            attrs[key] = value
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                for v in value):
+            attrs[key] = np.asarray(value, dtype=np.int64)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                for v in value):
+            attrs[key] = np.asarray(value, dtype=np.float64)
+        else:  # anything else (an empty list, a mapping) only in the JSON
+            continue
+    return attrs
 
 
 def error_headline(error: Any) -> str | None:
@@ -96,6 +124,8 @@ class RunFileWriter:
         seed: int,
         version: str,
         git_commit: str | None = None,
+        git_dirty: bool | None = None,
+        git_diff_sha256: str | None = None,
         replace: bool = True,
     ) -> None:
         """Claim ``NAME.h5.tmp`` and start it; ``RunFileBusy`` if a live writer holds it,
@@ -109,13 +139,14 @@ class RunFileWriter:
             if self.final_path.exists() and not replace:  # finished while this run started
                 raise FileExistsError(errno.EEXIST, "a finished run file exists", str(self.final_path))
             self._file = h5py.File(self.tmp_path, "w", libver="latest")
-            self._start(run_id=run_id, config=config, env=env, seed=seed, version=version, git_commit=git_commit)
+            self._start(run_id=run_id, config=config, env=env, seed=seed, version=version, git_commit=git_commit,
+                        git_dirty=git_dirty, git_diff_sha256=git_diff_sha256)
         except BaseException:
             self._abandon()  # nothing half-made survives a failed start
             raise
 
     def _start(self, *, run_id: str, config: Mapping[str, Any], env: Mapping[str, Any], seed: int, version: str,
-               git_commit: str | None) -> None:
+               git_commit: str | None, git_dirty: bool | None, git_diff_sha256: str | None) -> None:
         attrs = self._file.attrs
         attrs["schema"] = SCHEMA_VERSION
         attrs["run_id"] = run_id
@@ -125,7 +156,13 @@ class RunFileWriter:
         attrs["seed"] = int(seed)
         if git_commit:
             attrs["git_commit"] = git_commit
-        self._file.create_dataset("config", data=json.dumps(dict(config), sort_keys=True))
+        if git_dirty is not None:
+            attrs["git_dirty"] = bool(git_dirty)
+        if git_diff_sha256:
+            attrs["git_diff_sha256"] = git_diff_sha256
+        config_node = self._file.create_dataset("config", data=json.dumps(dict(config), sort_keys=True))
+        for key, value in typed_config_attrs(config).items():
+            config_node.attrs[key] = value
         self._file.create_dataset("env", data=json.dumps(dict(env), sort_keys=True))
         self._metrics = self._file.create_group("metrics")
         self._rows = 0
@@ -143,7 +180,7 @@ class RunFileWriter:
         for name, value in row.items():
             dataset = self._metrics[name]
             dataset.resize((self._rows + 1,))
-            dataset[self._rows] = float(value)
+            dataset[self._rows] = int(value) if name in INTEGER_METRICS else float(value)
         self._rows += 1
         self._file.flush()
 
@@ -151,7 +188,8 @@ class RunFileWriter:
         """One f8 dataset per metric with ``units``/``description`` attributes; ``round`` is the
         dimension scale of all the others, so netCDF readers (xarray) see it as the coordinate."""
         for name in row:
-            dataset = self._metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,))
+            dtype = "i8" if name in INTEGER_METRICS else "f8"
+            dataset = self._metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
             info = METRICS.get(name)
             if info is not None:
                 dataset.attrs["units"] = info.units
@@ -222,7 +260,7 @@ class RunFileWriter:
         params = self._file.require_group("params")
         if "x" not in params:
             params.create_dataset("x", shape=(0, x.size), maxshape=(None, x.size), dtype="f8")
-            params.create_dataset("round", shape=(0,), maxshape=(None,), dtype="f8")
+            params.create_dataset("round", shape=(0,), maxshape=(None,), dtype="i8")
             params["round"].make_scale("round")
             params["x"].dims[0].attach_scale(params["round"])
         row = self._params_rows
@@ -361,7 +399,15 @@ def _metrics(group: Any) -> dict[str, np.ndarray]:
     if len({shape[0] for shape in lengths.values()}) > 1:
         shown = ", ".join(f"{name} {shape[0]}" for name, shape in list(lengths.items())[:4])
         raise RunFileError(f"/metrics datasets differ in length ({shown}, ...); expected one length")
-    return {name: node[()] for name, node in datasets.items()}
+    return {name: _integer_rounds(name, node[()]) for name, node in datasets.items()}
+
+
+def _integer_rounds(name: str, values: np.ndarray) -> np.ndarray:
+    """``round`` as int64 whatever wrote it: files before the change hold whole float64s."""
+    if name in INTEGER_METRICS and values.dtype.kind == "f" and np.all(np.isfinite(values)) \
+            and np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    return values
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
@@ -398,7 +444,7 @@ def read_run(path: str | Path, *, load_problem: bool = True) -> RunData:
                 if group in handle and (group != "problem" or load_problem):
                     if not isinstance(handle[group], h5py.Group):
                         raise RunFileError(f"/{group} is not a group")
-                    groups[group] = {name: _dataset(handle[group][name], f"/{group}/{name}")[()]
+                    groups[group] = {name: _integer_rounds(name, _dataset(handle[group][name], f"/{group}/{name}")[()])
                                      for name in handle[group]}
     except RunFileError:
         raise

@@ -458,6 +458,18 @@ def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.nd
     return total / max(steps, 1)
 
 
+def warm_up_gradient(dtype: str = "float32") -> None:
+    """Compile (or load) ``loss_and_grad`` for ``dtype``: what a data-parallel worker calls.
+    Not in ``warm_up``, which every method's workers run: the others never call it."""
+    from ist_cli.models.mlp import initial_params, net_layout
+
+    np_dtype = np.dtype(dtype)
+    layout = net_layout([3, 4, 2], True)
+    params = initial_params(layout, 0, np_dtype)
+    loss_and_grad(params, layout.offsets, layout.widths, True, 1.0, np.ones((2, 3), dtype=np_dtype),
+                  np.zeros(2, dtype=np.int64), np.zeros_like(params))
+
+
 def warm_up(dtype: str = "float32") -> None:
     """Compile (or load from the cache) every kernel for ``dtype``, both norms."""
     from ist_cli.models.mlp import initial_params, net_layout

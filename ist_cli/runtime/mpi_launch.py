@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ist_cli.errors import UserError
+from ist_cli.errors import UserError, install_hint
 from ist_cli.runtime.threads import SINGLE_THREAD_ENV
 
 # rank variables set by the launchers we know: MPICH/Hydra (PMI), PMIx, Open MPI, Slurm srun
 _RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
-INSTALL_HINT = "install the extra: pip install 'ist-cli[mpi]' (or mpi4py built against your system MPI)"
+INSTALL_HINT = f"install the mpi extra: {install_hint('mpi')} (or mpi4py built against your system MPI)"
 
 
 def launcher_rank() -> int | None:

@@ -57,14 +57,35 @@ class StudySpec:
         self._by_id = {trial.run_id: trial for trial in self.trials}
 
 
-def load_study(path: str | Path, sampler: str | None = None, *, max_runs: int = DEFAULT_MAX_RUNS) -> StudySpec:
-    """Read and expand a study file; any mistake is a one-line ``UserError`` naming its key path."""
+def load_study(path: str | Path, sampler: str | None = None, *, max_runs: int = DEFAULT_MAX_RUNS,
+               overrides: Mapping[str, Any] | None = None) -> StudySpec:
+    """Read and expand a study file; any mistake is a one-line ``UserError`` naming its key path.
+    ``overrides`` (``--set``) replace settings of its ``[base]``."""
     path = Path(path)
     try:
         raw = load_toml(path)
     except UserError as exc:
         raise UserError(str(exc).replace("config file", "study file", 1)) from None
+    if overrides:
+        raw = _with_overrides(raw, overrides, path.name)
     return parse_study(raw, path, sampler, max_runs=max_runs)
+
+
+def _with_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The study with ``--set`` settings in its ``[base]``; a key the study varies is refused."""
+    varied = {"batch_size": "study.batch_sizes", "sparsity": "study.sparsities"}
+    for table in ("grid", "search"):
+        value = raw.get(table)
+        varied.update({key.replace("-", "_"): table for key in (value if isinstance(value, dict) else {})})
+    base = raw.get("base", {})
+    base = dict(base) if isinstance(base, dict) else base
+    for key, value in overrides.items():
+        OPTIONS_BY_KEY[key].coerce(value, source=f"--set {key}")
+        if key in varied:
+            raise UserError(f"--set {key}: varied by {varied[key]} in {where}; expected a setting of [base]")
+        if isinstance(base, dict):
+            base[key] = value
+    return {**raw, "base": base}
 
 
 def parse_study(raw: Mapping[str, Any], path: Path, sampler: str | None = None, *,

@@ -188,7 +188,7 @@ class SweepEngine:
     def _finish(self, run_id: str, outcome: Outcome, claims: ClaimBook, progress: SweepProgress) -> None:
         path = run_file_path(self.out_dir, run_id)
         status = finished_status(path)
-        error = None
+        error = shown = None
         interrupted = self.interrupting or outcome.returncode == INTERRUPTED_EXIT
         if interrupted:
             if status is not None:
@@ -199,6 +199,8 @@ class SweepEngine:
         else:
             outcome_name = status
             attrs = run_file_attrs(path)
+            if status == "completed" and attrs.get("budget_stopped") == "True":  # a study's pruned trial
+                shown = "pruned (stopped at its step budget)"
             if attrs.get("run_id") not in (None, run_id):
                 error = f"run file holds run_id {attrs['run_id']}, expected {run_id}"
                 status = outcome_name = "failed"
@@ -219,7 +221,7 @@ class SweepEngine:
             progress.dropped(run_id)
             return
         self.result.executed[status] += 1
-        progress.finished(run_id, label, status, f"({outcome.seconds:.1f}s)" + (f": {error}" if error else ""))
+        progress.finished(run_id, label, shown or status, f"({outcome.seconds:.1f}s)" + (f": {error}" if error else ""))
 
     def _record_elsewhere(self, run_id: str, status: str, progress: SweepProgress) -> None:
         self.manifest.update_run(run_id, lambda entry: entry.update(status=status))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ist_cli.config import show_value
-from ist_cli.errors import UserError
+from ist_cli.errors import UserError, install_hint
 from ist_cli.io.atomic import create_exclusive
 from ist_cli.io.names import run_file_name, run_file_path
 from ist_cli.sweep.remote import run_command, run_in_tempdir
@@ -125,8 +125,9 @@ class DaskExecutor:
     def __init__(self, out_dir: Path, jobs: int | None, scheduler: str | None) -> None:
         try:
             from distributed import Client, LocalCluster
-        except ImportError:  # pragma: no cover - dask is a dependency
-            raise UserError("--executor dask: dask.distributed is not installed; expected pip install 'dask[distributed]'") from None
+        except ImportError:
+            raise UserError("--executor dask: dask.distributed is not installed; expected the cluster extra: "
+                            f"{install_hint('cluster')}") from None
         self.out_dir = out_dir
         self._cluster = None
         if scheduler:

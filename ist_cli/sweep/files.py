@@ -31,12 +31,13 @@ def finished_status(path: Path) -> str | None:
 
 
 def run_file_attrs(path: Path) -> dict[str, str]:
-    """A few root attrs worth copying into the manifest (``run_id``, ``created``, ``error``)."""
+    """A few root attrs, as text: worth copying into the manifest (``run_id``, ``created``,
+    ``error``), and ``budget_stopped`` (a study's pruned trial, shown as such)."""
     try:
         attrs = read_attrs(path)
     except OSError:
         return {}
-    return {key: str(attrs[key]) for key in ("run_id", "created", "error") if key in attrs}
+    return {key: str(attrs[key]) for key in ("run_id", "created", "error", "budget_stopped") if key in attrs}
 
 
 def move_aside(path: Path, tag: str) -> Path:

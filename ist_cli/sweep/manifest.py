@@ -79,7 +79,7 @@ class Manifest:
         with directory_lock(self.directory):
             data = read_manifest(self.directory)
             if data is None:
-                data = {"schema": MANIFEST_SCHEMA, "name": spec.name, "sweep_file": str(spec.path.resolve()),
+                data = {"schema": MANIFEST_SCHEMA, "name": spec.name, "sweep_file": spec.source(),
                         "spec": spec.raw, "created": utc_now(), "runs": [_new_record(run) for run in spec.runs]}
             else:
                 old_ids = [run["id"] for run in data.get("runs", [])]
@@ -94,7 +94,7 @@ class Manifest:
                     records = {run["id"]: run for run in data.get("runs", [])}
                     data["runs"] = [records.get(run.run_id) or _new_record(run) for run in spec.runs]
                     data["spec"] = spec.raw
-                    data["sweep_file"] = str(spec.path.resolve())
+                    data["sweep_file"] = spec.source()
                 data["name"] = spec.name
             data["updated"] = utc_now()
             write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=False))

@@ -65,6 +65,11 @@ class SweepSpec:
     runs: list[PlannedRun]
     duplicates: int = 0
     axes: list[str] = field(default_factory=list)
+    command: str | None = None  # the command line of a sweep given by --grid, without a file
+
+    def source(self) -> str:
+        """What the sweep came from: the file's absolute path, or the command line."""
+        return self.command or str(self.path.resolve())
 
     @property
     def run_ids(self) -> list[str]:
@@ -74,18 +79,22 @@ class SweepSpec:
         return max((int(run.config.get("workers", 1)) for run in self.runs), default=1)
 
 
-def load_sweep(path: str | Path, *, max_runs: int = DEFAULT_MAX_RUNS) -> SweepSpec:
-    """Read and expand a sweep file; any mistake is a one-line ``UserError`` naming its key path."""
+def load_sweep(path: str | Path, *, max_runs: int = DEFAULT_MAX_RUNS,
+               overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Read and expand a sweep file; any mistake is a one-line ``UserError`` naming its key path.
+    ``overrides`` (``--set``) replace settings of its ``[base]``."""
     path = Path(path)
     try:
         raw = load_toml(path)
     except UserError as exc:
         raise UserError(str(exc).replace("config file", "sweep file", 1)) from None
-    return parse_sweep(raw, path, max_runs=max_runs)
+    return parse_sweep(raw, path, max_runs=max_runs, overrides=overrides)
 
 
-def parse_sweep(raw: Mapping[str, Any], path: Path, *, max_runs: int = DEFAULT_MAX_RUNS) -> SweepSpec:
-    """Expand the tables of a sweep file into its run list (grid × zip × seeds), at most ``max_runs``."""
+def parse_sweep(raw: Mapping[str, Any], path: Path, *, max_runs: int = DEFAULT_MAX_RUNS,
+                overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Expand the tables of a sweep file into its run list (grid × zip × seeds), at most ``max_runs``;
+    ``overrides`` (``--set``, checked keys) replace settings of ``[base]`` but not an axis."""
     where = path.name
     unknown = [key for key in raw if key not in TOP_LEVEL_KEYS]
     if unknown:
@@ -94,6 +103,14 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, *, max_runs: int = DEFAULT_M
     base = check_keys(_table(raw, "base", where), f"{where}: base")
     for key, value in base.items():
         OPTIONS_BY_KEY[key].coerce(value, source=f"{where}: base.{key}")
+    if overrides:
+        for key, value in overrides.items():
+            OPTIONS_BY_KEY[key].coerce(value, source=f"--set {key}")
+            for table in ("grid", "zip"):
+                if key in (raw.get(table) or {}):
+                    raise UserError(f"--set {key}: an axis of [{table}] in {where}; expected a setting of [base]")
+        base = {**base, **overrides}
+        raw = {**raw, "base": base}
 
     grid_axes = _axes(raw, "grid", where)
     zip_axes = _axes(raw, "zip", where)

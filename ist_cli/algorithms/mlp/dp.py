@@ -37,6 +37,7 @@ class DPWorker(MLPWorker):
         super().setup(arrays, worker)
         self.grad = arrays["grad"][worker]
         self.all_grads = arrays["grad"]
+        kernels.warm_up_gradient(self.training.dtype)  # loaded by the fork server; compiled here only if cold
         if self.allreducing:
             self.velocity = np.zeros(self.full.size, dtype=self.model.dtype)
 
