@@ -19,6 +19,7 @@ from ist_cli.io.names import utc_now
 from ist_cli.io.outputs import make_dir
 from ist_cli.io.runfile import RunData
 from ist_cli.report.figures import figure_caption, png_bytes
+from ist_cli.report.labels import plural
 from ist_cli.report.load import Skipped
 from ist_cli.report.render import display_rows, title
 from ist_cli.report.sections import Section
@@ -85,11 +86,13 @@ def provenance_rows(runs: Sequence[RunData]) -> list[list[str]]:
     return [[key, "; ".join(values)] for key, values in seen.items()]
 
 
-def _figure(name: str, fig: Figure, ci: str) -> str:
+def _figure(name: str, fig: Figure, ci: str, caption: str | None = None) -> str:
+    """A figure at paper scale with its caption (by default what line and band are)."""
     data = base64.b64encode(png_bytes(fig)).decode()
     width = round(fig.get_size_inches()[0] * CSS_PX_PER_INCH)
+    text = figure_caption(fig, name, ci) if caption is None else caption
     return (f'<figure style="width:{width}px"><img alt="{_e(name)}" width="{width}" src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{_e(name)}</b>: {_e(figure_caption(fig, name, ci))}</figcaption></figure>")
+            f"<figcaption><b>{_e(name)}</b>: {_e(text)}</figcaption></figure>")
 
 
 def _ci_sentence(ci: str) -> str:
@@ -105,6 +108,7 @@ def build_html(
     *,
     x: str = "round",
     sources: Sequence[str] = (),
+    extra_html: str = "",
 ) -> str:
     """The report as one HTML string: one section per model, then skipped files and provenance."""
     now = utc_now()
@@ -115,11 +119,14 @@ def build_html(
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<title>ist report</title>", f"<style>{CSS}</style></head><body>",
         "<h1>ist report</h1>",
-        f'<p class="meta">{len(runs)} runs of {len(sections)} model(s) in {n_groups} groups from'
+        f'<p class="meta">{plural(len(runs), "run")} of {plural(len(sections), "model")} in '
+        f'{plural(n_groups, "group")} from'
         f' {_e(", ".join(sources) or "-")} · generated {now} by ist {__version__} · {_e(_ci_sentence(ci))}</p>',
     ]
+    if extra_html:
+        parts.append(extra_html)
     for section in sections:
-        parts.append(f"<h2>Model: {_e(section.model)} ({len(section.runs)} runs)</h2>")
+        parts.append(f"<h2>Model: {_e(section.model)} ({plural(len(section.runs), 'run')})</h2>")
         summaries = section.summaries
         parts.append(f"<p class=\"meta\">{_e(title(summaries))}</p>")
         header, rows = display_rows(summaries)
@@ -134,7 +141,7 @@ def build_html(
         for s in summaries:
             group = s.group
             parts.append(f"<h4>{_e(group.label)}</h4>")
-            parts.append(f'<p class="meta">{s.runs} runs, seeds {_e(", ".join(show(v) for v in group.seeds))}</p>')
+            parts.append(f'<p class="meta">{plural(s.runs, "run")}, seeds {_e(", ".join(show(v) for v in group.seeds))}</p>')
             config_rows = [[k, show(v)] for k, v in sorted(group.config.items())]
             parts.append("<details><summary>config</summary>" + _table(["key", "value"], config_rows, 2)
                          + "</details>")
