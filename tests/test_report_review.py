@@ -327,3 +327,28 @@ def test_study_figures_share_the_run_figures_layout(tmp_path: Path) -> None:
         assert not fig.axes[0].get_title()  # captions, not titles, as on the run pages
         labels = [t.get_text() for t in fig.axes[0].xaxis.get_ticklabels() if t.get_text()]
         assert labels and all(t.isdigit() for t in labels), labels  # 2, 8, 32: not 2^5
+
+
+# ----------------------------------------------------------------------------- labels
+def test_labels_from_the_option_and_the_sweep_file(tmp_path: Path) -> None:
+    from ist_cli.errors import UserError
+    from ist_cli.report.labels import group_label, merged, parse_label_options, plural, sweep_labels
+    from ist_cli.sweep.manifest import Manifest
+
+    assert group_label({"algorithm": "local-sgd", "workers": 1}, n=4) == "local SGD, 1 worker (n = 4)"
+    assert group_label({"algorithm": "ist", "lr": 0.1}) == "IST, lr = 0.1"
+    assert plural(1, "run") == "1 run" and plural(2, "model") == "2 models"
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text('name = "s"\n[base]\nmodel = "quadratic"\nrounds = 2\n[grid]\nalgorithm = ["ist", "gd"]\n'
+                          '[labels.algorithm]\nist = "IST (ours)"\ngd = "plain GD"\n')
+    out = tmp_path / "out"
+    Manifest(out).open(load_sweep(sweep_file), force=False)
+    labels = merged(sweep_labels([out]), parse_label_options(["algorithm=gd:GD baseline"]))
+    assert group_label({"algorithm": "ist"}, labels) == "IST (ours)"
+    assert group_label({"algorithm": "gd"}, labels) == "GD baseline"  # --label wins over the file
+    with pytest.raises(UserError, match="--label"):
+        parse_label_options(["algorithm=ist"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[base]\nmodel = "quadratic"\n[labels]\nalgorithm = "IST"\n')
+    with pytest.raises(UserError, match="labels.algorithm"):
+        load_sweep(bad)

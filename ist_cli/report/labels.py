@@ -47,7 +47,10 @@ def parse_label_options(items: Iterable[str]) -> Labels:
 
 
 def sweep_labels(paths: Iterable[str | Path]) -> Labels:
-    """The ``[labels]`` tables of the sweep files behind ``paths`` (their ``sweep.json``)."""
+    """The ``[labels]`` tables of the sweep files behind ``paths``: the file named in their
+    ``sweep.json`` when it is still there (labels may be added after the runs), else the copy
+    the manifest keeps."""
+    from ist_cli.config import load_toml
     from ist_cli.sweep.manifest import read_manifest
 
     labels: Labels = {}
@@ -60,6 +63,12 @@ def sweep_labels(paths: Iterable[str | Path]) -> Labels:
         except UserError:
             continue
         table = manifest.get("spec", {}).get("labels", {})
+        source = Path(str(manifest.get("sweep_file", "")))
+        if source.is_file():
+            try:
+                table = load_toml(source).get("labels", table)
+            except UserError:
+                pass
         for key, mapping in table.items() if isinstance(table, Mapping) else ():
             if isinstance(mapping, Mapping):
                 labels.setdefault(key, {}).update({str(v): str(label) for v, label in mapping.items()})

@@ -30,7 +30,7 @@ from ist_cli.report.stats import (
     few_runs_note,
 )
 from ist_cli.report.table import show
-from ist_cli.report.units import human, unit_of
+from ist_cli.report.units import human, plain, unit_of
 
 FORMATS = ("table", "md", "csv", "json")
 
@@ -40,7 +40,8 @@ def _finite(value: float) -> float | None:
 
 
 def fmt(value: float, digits: int = 4) -> str:
-    return f"{value:.{digits}g}" if math.isfinite(value) else "-"
+    """``digits`` significant digits, without an exponent between 1e-4 and 1e7 (3910, not 3.91e+03)."""
+    return plain(value, digits) if math.isfinite(value) else "-"
 
 
 def format_metric(metric: str, value: float, digits: int = 4) -> str:

@@ -42,7 +42,11 @@ def plain(value: float, digits: int = 4) -> str:
         return "0"
     text = f"{value:.{digits}g}"
     if "e" in text and 1e-4 <= abs(value) < 1e7:
-        text = f"{value:.{max(digits - int(math.floor(math.log10(abs(value)))) - 1, 0)}f}".rstrip("0").rstrip(".")
+        decimals = max(digits - int(math.floor(math.log10(abs(value)))) - 1, 0)
+        rounded = float(f"{value:.{digits}g}")  # keep only the significant digits
+        text = f"{rounded:.{decimals}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
     return text
 
 
