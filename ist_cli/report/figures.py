@@ -43,7 +43,7 @@ MAX_POINTS = 400
 LOG_DECADES = 2.0
 THEORY_METRIC = "dist_to_opt_sq"
 LEGEND_ROW_INCHES = 0.17
-LOG_X_DEFAULT = ("bytes", "sim_time")  # axes that span decades: log scale unless --linx
+LOG_X_DEFAULT = ("bytes", "sim_time", "steps", "samples")  # span decades: log scale unless --linx
 LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1.2)), "-.", (0, (6, 1.5, 1, 1.5, 1, 1.5)))
 PANEL_INCHES = (3.4, 2.3)  # one panel of a figure grid
 STYLE = {
@@ -237,7 +237,7 @@ def group_theory_curve(group: Group, x: str = "round") -> tuple[np.ndarray, np.n
 
 
 def default_logx(x: str) -> bool:
-    """Bytes and modelled time span decades: a log x axis unless the user asks otherwise."""
+    """Bytes, modelled time, steps and samples span decades: a log x axis unless the user asks otherwise."""
     return x in LOG_X_DEFAULT
 
 

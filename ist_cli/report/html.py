@@ -36,7 +36,8 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px soli
 margin-top:1.6em}h3{font-size:1.05em;margin-bottom:.3em}h4{font-size:.95em;margin:.8em 0 .2em}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.5em 0;font-size:.88em}
-th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top;overflow-wrap:anywhere}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top;overflow-wrap:anywhere;
+white-space:pre-line}th{overflow-wrap:normal}
 th{background:#f3f5f8}td.k,th.k{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .meta{color:#666;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:12px}
 .figs figure{margin:0;max-width:100%}.figs img{max-width:100%;height:auto;border:1px solid #eee}
@@ -95,6 +96,15 @@ def _figure(name: str, fig: Figure, ci: str, caption: str | None = None) -> str:
             f"<figcaption><b>{_e(name)}</b>: {_e(text)}</figcaption></figure>")
 
 
+def page_figures(figures: Mapping[str, Figure], x: str) -> dict[str, Figure]:
+    """The figures a page shows: the grid of every metric (one shared legend) in place of the
+    single-metric figures it repeats; ``--figures`` still writes them all."""
+    if f"curves_vs_{x}" not in figures:
+        return dict(figures)
+    return {name: fig for name, fig in figures.items()
+            if name == f"curves_vs_{x}" or not name.endswith(f"_vs_{x}")}
+
+
 def _ci_sentence(ci: str) -> str:
     if ci == "t":
         return "CI: Student-t interval of the mean (t quantile with n−1 degrees of freedom)"
@@ -130,12 +140,13 @@ def build_html(
         summaries = section.summaries
         parts.append(f"<p class=\"meta\">{_e(title(summaries))}</p>")
         header, rows = display_rows(summaries)
+        rows = [[cell.replace(" (n = ", "\n(n = ") for cell in row] for row in rows]  # the note on its own line
         n_keys = len(summaries[0].group.key) if summaries else 0
         parts.append(_table(header, rows, n_left=max(n_keys, 1)))
         if section.figures:
             parts.append(f"<h3>Figures</h3><p class=\"meta\">x axis of the curves: {_e(x)}</p>")
             parts.append('<div class="figs">')
-            parts.extend(_figure(name, fig, ci) for name, fig in section.figures.items())
+            parts.extend(_figure(name, fig, ci) for name, fig in page_figures(section.figures, x).items())
             parts.append("</div>")
         parts.append("<h3>Groups</h3>")
         for s in summaries:
