@@ -120,7 +120,7 @@ def report_command(
     if compare_key is not None:
         compared = [m for m in (chosen or default_metrics(runs)) if m in available]
         comparisons = compare(runs, compared, compare_key.replace("-", "_"), baseline, how=aggregate,
-                              which="best" if best else "final")
+                              which="best" if best else "final", ignore=[over.replace("-", "_")] if over else [])
     extras = ExtraTables(choices, best_by or "", "best" if best else "final", comparisons,
                          compare_key or "", labels)
 

@@ -37,20 +37,23 @@ from ist_cli.report.table import canon, order_key, show, varying_keys
 from ist_cli.seeding import stream
 
 
-def aggregate(values: np.ndarray, how: str) -> float:
-    """Mean, median or interquartile mean (the mean of the middle 50%, rliable's IQM)."""
+def aggregate(values: np.ndarray, how: str, axis: int | None = None):
+    """Mean, median or interquartile mean (the mean of the middle 50%, rliable's IQM) of the
+    values, or of each row along ``axis``."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return float("nan")
     if how == "mean":
-        return float(x.mean())
-    if how == "median":
-        return float(np.median(x))
-    if how == "iqm":
+        out = x.mean(axis=axis)
+    elif how == "median":
+        out = np.median(x, axis=axis)
+    elif how == "iqm":
         from scipy import stats as scipy_stats
 
-        return float(scipy_stats.trim_mean(x, 0.25))
-    raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
+        out = scipy_stats.trim_mean(x, 0.25, axis=axis)
+    else:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
+    return float(out) if axis is None else out
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, higher_better: bool = True) -> float:
@@ -121,11 +124,11 @@ def _bootstrap_difference(x: np.ndarray, y: np.ndarray, how: str, paired: bool) 
     tail = 100.0 * (1.0 - CI_LEVEL) / 2.0
     if paired:
         idx = rng.integers(0, x.size, size=(N_RESAMPLES, x.size))
-        diffs = [aggregate(x[i], how) - aggregate(y[i], how) for i in idx]
+        diffs = aggregate(x[idx], how, axis=1) - aggregate(y[idx], how, axis=1)
     else:
         ix = rng.integers(0, x.size, size=(N_RESAMPLES, x.size))
         iy = rng.integers(0, y.size, size=(N_RESAMPLES, y.size))
-        diffs = [aggregate(x[a], how) - aggregate(y[b], how) for a, b in zip(ix, iy, strict=True)]
+        diffs = aggregate(x[ix], how, axis=1) - aggregate(y[iy], how, axis=1)
     low, high = np.percentile(diffs, [tail, 100.0 - tail])
     return float(low), float(high)
 
@@ -133,7 +136,8 @@ def _bootstrap_difference(x: np.ndarray, y: np.ndarray, how: str, paired: bool) 
 def compare_values(x: np.ndarray, y: np.ndarray, how: str, paired: bool, higher_better: bool,
                    ) -> tuple[float, float, float, str, float, float, float]:
     """(difference, low, high, test name, statistic, p, P(improvement)) of x against the
-    baseline y (aligned by seed when ``paired``); NaN where there are too few values."""
+    baseline y (aligned by seed when ``paired``); NaN where there are too few values, and no
+    test (NaN p) where the values do not vary beyond rounding."""
     from scipy import stats as scipy_stats
 
     nan = float("nan")
@@ -142,6 +146,11 @@ def compare_values(x: np.ndarray, y: np.ndarray, how: str, paired: bool, higher_
     test = "paired t" if paired else "Welch t"
     if x.size < 2 or y.size < 2:
         return difference, nan, nan, test, nan, nan, prob
+    spread = [x - y] if paired else [x, y]
+    if all(np.ptp(v) <= 1e-12 * max(np.abs(v).max(), 1e-300) for v in spread):
+        # no spread beyond rounding (e.g. a byte count fixed by the config): the difference is
+        # exact and a t statistic would be rounding noise over rounding noise
+        return difference, difference, difference, test, nan, nan, prob
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # zero spread: scipy returns NaN
         warnings.simplefilter("ignore")
         result = (scipy_stats.ttest_rel(x, y) if paired else scipy_stats.ttest_ind(x, y, equal_var=False))
@@ -154,8 +163,9 @@ def compare_values(x: np.ndarray, y: np.ndarray, how: str, paired: bool, higher_
 
 
 def compare(runs: Sequence[RunData], metrics: Sequence[str], factor: str, baseline: str, *,
-            how: str = "mean", which: str = "final") -> list[Comparison]:
-    """Every comparison of the report (see the module docstring), Holm-corrected together."""
+            how: str = "mean", which: str = "final", ignore: Sequence[str] = ()) -> list[Comparison]:
+    """Every comparison of the report (see the module docstring), Holm-corrected together.
+    Keys in ``ignore`` do not split contexts (``--over``'s key: each method at its own best)."""
     values = {canon(run.config[factor]): run.config[factor] for run in runs if factor in run.config}
     if not values:
         known = sorted({key for run in runs for key in run.config})
@@ -165,7 +175,7 @@ def compare(runs: Sequence[RunData], metrics: Sequence[str], factor: str, baseli
     if base_key is None:
         shown = ", ".join(show(v) for v in sorted(values.values(), key=order_key))
         raise UserError(f"--baseline: {baseline!r} is not a value of {factor}; allowed: {shown}")
-    context_keys = [key for key in varying_keys(runs) if key not in ("seed", factor)]
+    context_keys = [key for key in varying_keys(runs) if key not in ("seed", factor, *ignore)]
     contexts: dict[tuple[str, ...], dict[str, list[RunData]]] = {}
     for run in runs:
         if factor not in run.config:

@@ -248,6 +248,7 @@ def draw_metric(ax, groups: Sequence[Group], metric: str, x: str = "round", *, t
     show_theory = theory and metric == THEORY_METRIC
     styles = group_styles(groups, colour_only=show_theory)
     plotted: list[np.ndarray] = []
+    bands: list[np.ndarray] = []
     for index, group in enumerate(groups):
         curve = group_curve(group, metric, x, ci)
         if curve is None:
@@ -263,7 +264,11 @@ def draw_metric(ax, groups: Sequence[Group], metric: str, x: str = "round", *, t
         if len(group.runs) > 1:
             shade = ax.fill_between(xs, low, high, color=colour, alpha=0.18, lw=0)
             shade.set_gid("ci")
-    log = bool(plotted) and wants_log(np.concatenate(plotted))
+            bands.extend([low, high])
+    # a positive quantity whose means or bands span decades goes on a log axis, where its
+    # log-scale band is symmetric (a linear axis would be all band)
+    positive = metric_range(metric)[0] == 0 and bands and all(np.nanmin(b) > 0 for b in bands if np.isfinite(b).any())
+    log = bool(plotted) and wants_log(np.concatenate(plotted + (bands if positive else [])))
     if show_theory:
         # the group's colour says whose theory a line is; the legend explains the two styles once
         kinds: dict[str, str] = {}

@@ -59,11 +59,11 @@ def cell(summary: GroupSummary, metric: str) -> str:
     stats = summary.metrics[metric]
     if stats.n == 0:
         return "-"
-    if stats.n == 1 or stats.low == stats.high:
+    low, high = format_metric(metric, stats.low, 3), format_metric(metric, stats.high, 3)
+    if stats.n == 1 or low == high:  # no spread at the shown precision: the mean alone
         return format_metric(metric, stats.mean)
     note = few_runs_note(stats.n)
-    text = f"{format_metric(metric, stats.mean)} [{format_metric(metric, stats.low, 3)}, " \
-           f"{format_metric(metric, stats.high, 3)}]"
+    text = f"{format_metric(metric, stats.mean)} [{low}, {high}]"
     return f"{text} ({note})" if note else text
 
 

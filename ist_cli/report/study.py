@@ -75,7 +75,9 @@ def steps_figure(result: StudyResult, *, normalised: bool = False) -> Figure:
             continue
         scale = k[0] if normalised else 1.0
         ax.plot(b, k / scale, "o-", ms=3, color=color(index), label=_study_label(group))
-        ax.plot(b, k[0] * b[0] / b / scale, "--", color=color(index), alpha=0.6, linewidth=1)
+        if not normalised or not any(line.get_linestyle() == "--" for line in ax.lines):  # normalised: one b0/b
+            ax.plot(b, k[0] * b[0] / b / scale, "--", color="0.4" if normalised else color(index), alpha=0.6,
+                    linewidth=1)
         if not normalised and math.isfinite(group.fit.k_min) and math.isfinite(group.fit.b_c):
             grid = np.geomspace(b.min(), b.max(), 100)
             ax.plot(grid, group.fit.k_min * (1 + group.fit.b_c / grid), ":", color=color(index), linewidth=1.5)
@@ -160,10 +162,15 @@ def table_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _fit_interval(fit, interval: tuple[float, float]) -> str:
+def _fit_value(value: float, digits: int = 4) -> str:
+    """B_c = inf (K_min = 0: perfect scaling over the whole range) reads as ∞."""
+    return "∞" if value == math.inf else fmt(value, digits)
+
+
+def _fit_interval(fit, interval: tuple[float, float], reason: bool = True) -> str:
     if fit.no_ci:
-        return fit.no_ci
-    return f"[{fmt(interval[0], 3)}, {fmt(interval[1], 3)}]"
+        return fit.no_ci if reason else "-"
+    return f"[{_fit_value(interval[0], 3)}, {_fit_value(interval[1], 3)}]"
 
 
 def fit_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
@@ -172,8 +179,8 @@ def fit_rows(result: StudyResult) -> tuple[list[str], list[list[str]]]:
     rows = []
     for group in result.groups:
         fit = group.fit
-        rows.append([group.label(), fmt(fit.k_min), _fit_interval(fit, fit.k_min_ci), fmt(fit.b_c),
-                     _fit_interval(fit, fit.b_c_ci), str(fit.points), str(fit.dof),
+        rows.append([group.label(), _fit_value(fit.k_min), _fit_interval(fit, fit.k_min_ci), _fit_value(fit.b_c),
+                     _fit_interval(fit, fit.b_c_ci, reason=False), str(fit.points), str(fit.dof),
                      fmt(group.noise_scale), fmt(group.lipschitz)])
     return header, rows
 
