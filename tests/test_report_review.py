@@ -353,3 +353,19 @@ def test_labels_from_the_option_and_the_sweep_file(tmp_path: Path) -> None:
     bad.write_text('[base]\nmodel = "quadratic"\n[labels]\nalgorithm = "IST"\n')
     with pytest.raises(UserError, match="labels.algorithm"):
         load_sweep(bad)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--compare", "algorithm"], "--compare KEY and --baseline VALUE go together"),
+    (["--compare", "algorithm", "--baseline", "adam"], "--baseline: 'adam' is not a value of algorithm; allowed: gd, ist"),
+    (["--compare", "colour", "--baseline", "red"], "--compare: unknown key 'colour'"),
+    (["--best-by", "val_error", "--over", "lr"], "--best-by: unknown metric 'val_error'"),
+    (["--label", "algorithm=ist"], "--label: 'algorithm=ist' is not allowed"),
+])
+def test_bad_comparison_options_are_one_line_errors(tmp_path: Path, args: list[str], expected: str) -> None:
+    (tmp_path / "runs").mkdir()
+    small_sweep(tmp_path / "runs", seeds=(0, 1))
+    result = ist("report", str(tmp_path / "runs"), *args, "--figures", str(tmp_path / "figs"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("ist: error: ") and expected in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "figs").exists()  # nothing created
