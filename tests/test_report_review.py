@@ -360,7 +360,7 @@ def test_labels_from_the_option_and_the_sweep_file(tmp_path: Path) -> None:
     (["--compare", "algorithm", "--baseline", "adam"], "--baseline: 'adam' is not a value of algorithm; allowed: gd, ist"),
     (["--compare", "colour", "--baseline", "red"], "--compare: unknown key 'colour'"),
     (["--best-by", "val_error", "--over", "lr"], "--best-by: unknown metric 'val_error'"),
-    (["--label", "algorithm=ist"], "--label: 'algorithm=ist' is not allowed"),
+    (["--label", "algorithm=ist"], "--label: 'ist' in 'algorithm=ist' is not allowed; expected VALUE:LABEL"),
 ])
 def test_bad_comparison_options_are_one_line_errors(tmp_path: Path, args: list[str], expected: str) -> None:
     (tmp_path / "runs").mkdir()
