@@ -127,7 +127,7 @@ def test_nothing_to_report_is_one_line_and_exit_2(tmp_path: Path, make: str) -> 
     (["--where", "algorithm=adam"], "no run matches"),
     (["--metric", "accuracy"], "unknown metric 'accuracy'"),
     (["--group-by", "nope"], "unknown key 'nope'"),
-    (["--x", "steps"], "steps"),
+    (["--x", "epochs"], "epochs"),
 ])
 def test_bad_options_are_one_line_user_errors(sweep: list[Path], args: list[str], expected: str) -> None:
     result = ist("report", str(sweep[0].parent), *args)
