@@ -32,7 +32,7 @@ from ist_cli.report import (
 )
 from ist_cli.report.figures import figure_caption, png_bytes, theory_value
 from ist_cli.report.metrics import run_value
-from ist_cli.report.render import flat_rows, fmt, terminal_table, title, to_json
+from ist_cli.report.render import flat_rows, format_metric, terminal_table, title, to_json
 from ist_cli.report.stats import bootstrap_band, t_band, t_ci
 from tests.test_report_support import (
     h5_final,
@@ -212,13 +212,18 @@ def test_x_axis_bytes_and_sim_time_use_the_logged_series(loaded) -> None:
     groups = group_runs(loaded)
     group = groups[0]
     m = known_metrics(group.key["algorithm"], 0)
-    fig = metric_figure([group], "f_gap", x="bytes")
+    fig = metric_figure([group], "f_gap", x="bytes", logx=False)
     (line,) = [line for line in fig.axes[0].get_lines() if line.get_gid() == "mean"]
     np.testing.assert_allclose(line.get_xdata(), m["bytes_up"] + m["bytes_down"])
     assert fig.axes[0].get_yscale() == "linear"  # f_gap spans less than two decades
-    fig = metric_figure([group], "f_gap", x="sim_time")
+    fig = metric_figure([group], "f_gap", x="sim_time", logx=False)
     (line,) = [line for line in fig.axes[0].get_lines() if line.get_gid() == "mean"]
     np.testing.assert_allclose(line.get_xdata(), m["compute_time"] + m["comm_time_model"])
+    # by default both span decades on a log axis, where x = 0 has no place
+    fig = metric_figure([group], "f_gap", x="bytes")
+    (line,) = [line for line in fig.axes[0].get_lines() if line.get_gid() == "mean"]
+    assert fig.axes[0].get_xscale() == "log"
+    np.testing.assert_allclose(line.get_xdata(), (m["bytes_up"] + m["bytes_down"])[1:])
 
 
 def test_single_run_group_has_a_line_but_no_band(tmp_path: Path) -> None:
@@ -234,7 +239,7 @@ def test_comm_figure_has_one_point_per_group_in_the_groups_colour(loaded) -> Non
     fig = comm_figure(groups)
     ax = fig.axes[0]
     assert len(ax.containers) == 2
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["algorithm=gd (n=4)", "algorithm=ist (n=4)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["GD (n = 4)", "IST (n = 4)"]
     points = sorted((c.lines[0].get_xdata()[0], c.lines[0].get_ydata()[0]) for c in ax.containers)
     assert points[0][0] == pytest.approx(96 * 2.5 * 20)  # ist: final bytes_up + bytes_down
     assert coloured_fraction(fig) > 0.001
@@ -405,5 +410,5 @@ def test_narrow_terminal_gets_every_number_whole(loaded) -> None:
     text = buffer.getvalue()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 40
     for s in summaries:
-        for stats in s.metrics.values():
-            assert fmt(stats.mean) in text
+        for metric, stats in s.metrics.items():
+            assert format_metric(metric, stats.mean) in text

@@ -127,7 +127,7 @@ def test_nothing_to_report_is_one_line_and_exit_2(tmp_path: Path, make: str) -> 
     (["--where", "algorithm=adam"], "no run matches"),
     (["--metric", "accuracy"], "unknown metric 'accuracy'"),
     (["--group-by", "nope"], "unknown key 'nope'"),
-    (["--x", "steps"], "steps"),
+    (["--x", "epochs"], "epochs"),
 ])
 def test_bad_options_are_one_line_user_errors(sweep: list[Path], args: list[str], expected: str) -> None:
     result = ist("report", str(sweep[0].parent), *args)
@@ -149,7 +149,9 @@ def test_figures_and_self_contained_html(sweep: list[Path], tmp_path: Path) -> N
     text = page.read_text()
     assert [p.name for p in page.parent.iterdir() if p.name.endswith(".tmp")] == []  # no temporary left
     assert "<script" not in text and not re.search(r"(src|href)=\"(https?:)?//", text)
-    assert text.count("data:image/png;base64,") == len([n for n in names if n.endswith(".png")])
+    # the page shows the grid of every metric (one legend) and the communication figure
+    assert text.count("data:image/png;base64,") == len([n for n in names if n.endswith(".png")
+                                                        and n.startswith(("curves_vs_", "comm_vs_"))]) == 2
     for needle in ("deadbeef", "0.1.0", "packages.numpy", "9.9.9", "algorithm=ist", "Provenance"):
         assert needle in text
     # the theory line's value is checked in test_report.py; here: it is drawn in the written figure

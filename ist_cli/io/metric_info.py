@@ -72,8 +72,28 @@ METRICS: dict[str, MetricInfo] = {
 #: the metrics that are measured times, never the same twice (compared apart from all others)
 TIMING_METRICS: tuple[str, ...] = tuple(name for name, info in METRICS.items() if info.timing)
 
+# The range each metric's values (and so every interval of its mean) lives in; a metric not
+# named here is unbounded (the quadratic's loss f(x) can be negative, a noise-scale estimate
+# too). The report computes intervals of bounded metrics on a scale that keeps them inside.
+PROPORTION = (0.0, 1.0)
+NONNEGATIVE = (0.0, float("inf"))
+UNBOUNDED = (float("-inf"), float("inf"))
+RANGES: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("train_accuracy", "test_accuracy", "val_accuracy", "val_error"), PROPORTION),
+    **dict.fromkeys(("round", "f_gap", "grad_norm_sq", "dist_to_opt_sq", "test_loss", "val_loss",
+                     "worker_train_loss", "bytes_up", "bytes_down", "compute_time", "comm_time_model", "sim_time",
+                     "wall_time", "step", "lipschitz", "comm_time_measured",
+                     "bytes_up_measured", "bytes_down_measured", "bytes", "steps", "samples"), NONNEGATIVE),
+}
+
 # derived series the report computes from stored ones (never stored)
-DERIVED_LABELS = {"bytes": "bytes communicated (cumulative, all workers)"}
+DERIVED_LABELS = {"bytes": "bytes communicated (cumulative, all workers)",
+                  "steps": "SGD steps per worker", "samples": "training examples processed (all workers)"}
+
+
+def metric_range(name: str) -> tuple[float, float]:
+    """(low, high) bounds of the metric's values; (-inf, inf) when it has none."""
+    return RANGES.get(name, UNBOUNDED)
 
 
 def metric_label(name: str) -> str:

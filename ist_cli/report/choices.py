@@ -9,3 +9,4 @@ CI_NAMES = {"t": "Student-t", "bootstrap": "percentile bootstrap", "bca": "BCa b
 # (width, height) in inches: a one-column figure of a two-column paper, and a full-width one
 FIGSIZES = {"column": (3.4, 2.4), "page": (7.0, 3.0)}
 DEFAULT_FIGSIZE = "column"
+AGGREGATES = ("mean", "median", "iqm")  # what --compare compares (iqm: interquartile mean)

@@ -25,23 +25,27 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 from ist_cli.config import settings_from_config
 from ist_cli.errors import UserError
-from ist_cli.io.metric_info import metric_label
+from ist_cli.io.metric_info import metric_label, metric_range
 from ist_cli.io.outputs import make_dir
 from ist_cli.io.runfile import RunData, RunFileError, read_run
 from ist_cli.models.analysis import Analysis, analyze, run_inputs
 from ist_cli.report.choices import DEFAULT_FIGSIZE, FIGSIZES
-from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, final_value, series
+from ist_cli.report.labels import Labels, group_label
+from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, X_UNITS, final_value, series
 from ist_cli.report.stats import CI_LEVEL, DEFAULT_CI, band, ci_caption, summarize_values
 from ist_cli.report.table import Group
+from ist_cli.report.units import format_axis, unit_of
 
 MAX_POINTS = 400
 LOG_DECADES = 2.0
 THEORY_METRIC = "dist_to_opt_sq"
 LEGEND_ROW_INCHES = 0.17
+LOG_X_DEFAULT = ("bytes", "sim_time", "steps", "samples")  # span decades: log scale unless --linx
+LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1.2)), "-.", (0, (6, 1.5, 1, 1.5, 1, 1.5)))
+PANEL_INCHES = (3.4, 2.3)  # one panel of a figure grid
 STYLE = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
     "legend.fontsize": 7, "lines.linewidth": 1.3, "svg.fonttype": "none", "pdf.fonttype": 42,
@@ -86,16 +90,22 @@ def new_figure(size: str = DEFAULT_FIGSIZE) -> Figure:
 
 
 def legend_below(fig: Figure, ax, size: str, title: str | None = None) -> None:
-    """Legend under the axes (a legend inside a one-column plot hides the curves); the
-    figure grows by one text row per entry so the axes keep their size."""
-    handles, labels = ax.get_legend_handles_labels()
-    if not handles:
+    """One legend for the whole figure, under its axes (a legend inside a one-column plot
+    hides the curves); the figure grows by one text row per legend row so the axes keep their
+    size. Entries of every axes are gathered once (a figure grid shares one legend)."""
+    entries: dict[str, object] = {}
+    for axes in fig.axes:
+        for handle, label in zip(*axes.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if not entries:
         return
-    ncols = 1 if size == "column" else 2
-    rows = -(-len(handles) // ncols) + (1 if title else 0)
-    width, height = FIGSIZES[size]
+    width, height = fig.get_size_inches()
+    longest = max(len(label) for label in entries)
+    ncols = max(1, min(len(entries), int(width * 13 // max(longest + 4, 1))))
+    rows = -(-len(entries) // ncols) + (1 if title else 0)
     fig.set_size_inches(width, height + LEGEND_ROW_INCHES * rows + 0.1)
-    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False, title=title)
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=ncols, frameon=False,
+               title=title)
 
 
 def short(label: str, limit: int = 60) -> str:
@@ -105,6 +115,30 @@ def short(label: str, limit: int = 60) -> str:
 
 def color(index: int) -> str:
     return f"C{index % 10}"
+
+
+def group_styles(groups: Sequence[Group], *, colour_only: bool = False) -> list[tuple[str, object]]:
+    """(colour, line style) per group: colour by the first grouping key, line style by the
+    rest (e.g. colour = method, style = number of workers), so the factor structure shows;
+    every group its own colour when ``colour_only`` (dashed and dotted lines mean theory)."""
+    if colour_only or not groups or len(groups[0].key) < 2:
+        return [(color(i), "-") for i in range(len(groups))]
+    first = list(groups[0].key)[0]
+    colours: dict[str, int] = {}
+    styles: dict[str, int] = {}
+    out = []
+    for group in groups:
+        head = repr(group.key.get(first))
+        rest = repr([v for k, v in group.key.items() if k != first])
+        c = colours.setdefault(head, len(colours))
+        st = styles.setdefault(rest, len(styles))
+        out.append((color(c), LINESTYLES[st % len(LINESTYLES)]))
+    return out
+
+
+def legend_text(group: Group, labels: Labels | None = None) -> str:
+    """``IST, 4 workers (n = 3)``."""
+    return short(group_label(group.key, labels, len(group.runs)))
 
 
 def group_curve(group: Group, metric: str, x: str = "round", ci: str = DEFAULT_CI,
@@ -128,7 +162,7 @@ def group_curve(group: Group, metric: str, x: str = "round", ci: str = DEFAULT_C
     if ys.shape[1] > MAX_POINTS:
         pick = np.unique(np.linspace(0, ys.shape[1] - 1, MAX_POINTS).round().astype(int))
         ys, xs = ys[:, pick], xs[:, pick]
-    mean, low, high = band(ys, ci)
+    mean, low, high = band(ys, ci, metric_range(metric))
     with np.errstate(invalid="ignore"):
         x_mean = np.nanmean(np.where(np.isfinite(xs), xs, np.nan), axis=0) if xs.size else xs[0]
     return x_mean, mean, low, high
@@ -202,16 +236,19 @@ def group_theory_curve(group: Group, x: str = "round") -> tuple[np.ndarray, np.n
     return np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0)
 
 
-@styled
-def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, theory: bool = True,
-                  ci: str = DEFAULT_CI, size: str = DEFAULT_FIGSIZE, logx: bool = False) -> Figure:
-    """``metric`` vs ``x`` (round|bytes|time|sim_time): a mean line (gid ``mean``) and CI band
-    (gid ``ci``) per group, plus on dist_to_opt_sq the theory: dashed limit lines (gid ``theory``)
-    and dotted exact mean trajectories (gid ``theory-curve``).
-    ``logx`` puts the x axis on a log scale (bytes and times span decades)."""
-    fig = new_figure(size)
-    ax = fig.add_subplot()
+def default_logx(x: str) -> bool:
+    """Bytes, modelled time, steps and samples span decades: a log x axis unless the user asks otherwise."""
+    return x in LOG_X_DEFAULT
+
+
+def draw_metric(ax, groups: Sequence[Group], metric: str, x: str = "round", *, theory: bool = True,
+                ci: str = DEFAULT_CI, logx: bool = False, labels: Labels | None = None) -> None:
+    """Draw ``metric`` vs ``x`` into ``ax``: a mean line (gid ``mean``) and CI band (gid ``ci``)
+    per group, and on dist_to_opt_sq the theory (gids ``theory``, ``theory-curve``)."""
+    show_theory = theory and metric == THEORY_METRIC
+    styles = group_styles(groups, colour_only=show_theory)
     plotted: list[np.ndarray] = []
+    bands: list[np.ndarray] = []
     for index, group in enumerate(groups):
         curve = group_curve(group, metric, x, ci)
         if curve is None:
@@ -220,42 +257,77 @@ def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, the
         if logx:  # round 0 and time 0 have no place on a log axis
             keep = xs > 0
             xs, mean, low, high = xs[keep], mean[keep], low[keep], high[keep]
-        (line,) = ax.plot(xs, mean, color=color(index), label=short(f"{group.label} (n={len(group.runs)})"))
+        colour, linestyle = styles[index]
+        (line,) = ax.plot(xs, mean, color=colour, ls=linestyle, label=legend_text(group, labels))
         line.set_gid("mean")
         plotted.append(mean)
         if len(group.runs) > 1:
-            shade = ax.fill_between(xs, low, high, color=color(index), alpha=0.2, lw=0)
-            shade.set_gid("ci")  # not in ``plotted``: a t band may dip below 0 where the means do not
-    log = bool(plotted) and wants_log(np.concatenate(plotted))
-    if theory and metric == THEORY_METRIC:
+            shade = ax.fill_between(xs, low, high, color=colour, alpha=0.18, lw=0)
+            shade.set_gid("ci")
+            bands.extend([low, high])
+    # a positive quantity whose means or bands span decades goes on a log axis, where its
+    # log-scale band is symmetric (a linear axis would be all band)
+    positive = metric_range(metric)[0] == 0 and bands and all(np.nanmin(b) > 0 for b in bands if np.isfinite(b).any())
+    log = bool(plotted) and wants_log(np.concatenate(plotted + (bands if positive else [])))
+    if show_theory:
         # the group's colour says whose theory a line is; the legend explains the two styles once
-        styles: dict[str, str] = {}
+        kinds: dict[str, str] = {}
         for index, group in enumerate(groups):
             curve = group_theory_curve(group, x)
             if curve is not None:
                 xs, ys = curve
                 shown = np.isfinite(ys) & (ys > 0 if log else True) & (xs > 0 if logx else True)
-                (line,) = ax.plot(xs[shown], ys[shown], color=color(index), ls=":", lw=1.4)
+                (line,) = ax.plot(xs[shown], ys[shown], color=styles[index][0], ls=":", lw=1.4)
                 line.set_gid("theory-curve")
-                styles[":"] = r"theory $\|E[x^k] - x^*\|^2$ (exact mean)"
+                kinds[":"] = r"theory $\|E[x^k] - x^*\|^2$ (exact mean)"
             value = group_theory(group)
             if value is None or (log and value <= 0):
                 continue
-            line = ax.axhline(value, color=color(index), ls="--", lw=1.0)
+            line = ax.axhline(value, color=styles[index][0], ls="--", lw=1.0)
             line.set_gid("theory")
-            styles["--"] = r"theory $\|x^\infty - x^*\|^2$ (limit of the mean)"
-        for style, label in styles.items():
-            ax.plot([], [], color="0.4", ls=style, lw=1.2, label=label)
+            kinds["--"] = r"theory $\|x^\infty - x^*\|^2$ (limit of the mean)"
+        for kind, label in kinds.items():
+            ax.plot([], [], color="0.4", ls=kind, lw=1.2, label=label)
     if log:
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a log axis collide
+    format_axis(ax.xaxis, X_UNITS[x], integer=X_UNITS[x] == "count")
+    format_axis(ax.yaxis, unit_of(metric))
     ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel(metric_label(metric))
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
+
+
+@styled
+def metric_figure(groups: Sequence[Group], metric: str, x: str = "round", *, theory: bool = True,
+                  ci: str = DEFAULT_CI, size: str = DEFAULT_FIGSIZE, logx: bool | None = None,
+                  labels: Labels | None = None) -> Figure:
+    """``metric`` vs ``x`` (``X_AXES``) in one axes, with the legend under it (``draw_metric``).
+    ``logx`` (default: ``default_logx(x)``) puts the x axis on a log scale."""
+    fig = new_figure(size)
+    ax = fig.add_subplot()
+    draw_metric(ax, groups, metric, x, theory=theory, ci=ci, logx=default_logx(x) if logx is None else logx,
+                labels=labels)
     legend_below(fig, ax, size)
+    return fig
+
+
+@styled
+def curves_figure(groups: Sequence[Group], metrics: Sequence[str], x: str = "round", *, ci: str = DEFAULT_CI,
+                  logx: bool | None = None, labels: Labels | None = None) -> Figure:
+    """Every metric vs ``x`` as a grid of panels (two per row) sharing one legend under them."""
+    n = len(metrics)
+    ncols = 1 if n == 1 else 2
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(PANEL_INCHES[0] * ncols, PANEL_INCHES[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        draw_metric(ax, groups, metric, x, ci=ci, logx=default_logx(x) if logx is None else logx, labels=labels)
+    for ax in list(axes.flat)[n:]:
+        fig.delaxes(ax)
+    legend_below(fig, axes.flat[0], "page")
     return fig
 
 
@@ -293,31 +365,39 @@ def comm_metric(groups: Sequence[Group]) -> str:
 
 @styled
 def comm_figure(groups: Sequence[Group], metric: str | None = None, which: str = "final", *,
-                ci: str = DEFAULT_CI, size: str = DEFAULT_FIGSIZE) -> Figure:
+                ci: str = DEFAULT_CI, size: str = DEFAULT_FIGSIZE, labels: Labels | None = None) -> Figure:
     """Final ``metric`` (default test_accuracy, else f_gap, else loss) vs total bytes, one point
-    per group with its CI as an error bar, in the group's colour (as in every other figure)."""
+    per group with its CI as an error bar, in the group's colour and marker (as in every other
+    figure); the x axis is logarithmic when the totals are positive."""
     metric = metric or comm_metric(groups)
     fig = new_figure(size)
     ax = fig.add_subplot()
     xs_all: list[float] = []
     ys_all: list[float] = []
+    markers = ("o", "s", "^", "D", "v")
     for index, group in enumerate(groups):
-        bytes_ = summarize_values([final_value(run, "bytes") for run in group.runs], ci)
-        value = summarize_values([final_value(run, metric) for run in group.runs], ci)
+        bytes_ = summarize_values([final_value(run, "bytes") for run in group.runs], ci, bounds=metric_range("bytes"))
+        value = summarize_values([final_value(run, metric) for run in group.runs], ci, bounds=metric_range(metric))
         if not (np.isfinite(bytes_.mean) and np.isfinite(value.mean)):
             continue
         low = value.low if np.isfinite(value.low) else value.mean
         high = value.high if np.isfinite(value.high) else value.mean
-        ax.errorbar([bytes_.mean], [value.mean], yerr=[[value.mean - low], [high - value.mean]],
-                    fmt="o", ms=4, color=color(index), capsize=2, label=short(f"{group.label} (n={len(group.runs)})"))
+        colour, linestyle = group_styles(groups)[index]
+        marker = markers[LINESTYLES.index(linestyle) % len(markers)] if linestyle in LINESTYLES else "o"
+        ax.errorbar([bytes_.mean], [value.mean], yerr=[[max(value.mean - low, 0.0)], [max(high - value.mean, 0.0)]],
+                    fmt=marker, ms=4, color=colour, capsize=2, label=legend_text(group, labels))
         xs_all.append(bytes_.mean)
         ys_all.extend([low, high])
-    if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 10:
+    if xs_all and min(xs_all) > 0:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        lo, hi = min(xs_all), max(xs_all)
+        if hi / lo < 10:  # fewer than one decade: widen the view to show labelled decades
+            ax.set_xlim(lo / 2, hi * 2)
     if ys_all and wants_log(np.asarray(ys_all)):
         ax.set_yscale("log")
-    ax.set_xlabel("total bytes communicated (all workers)")
+    format_axis(ax.xaxis, "byte")
+    format_axis(ax.yaxis, unit_of(metric))
+    ax.set_xlabel("bytes communicated (all workers)")
     ax.set_ylabel(f"{which} {metric_label(metric)}")
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
@@ -326,18 +406,25 @@ def comm_figure(groups: Sequence[Group], metric: str | None = None, which: str =
 
 
 def report_figures(groups: Sequence[Group], metrics: Sequence[str], x: str = "round", *, ci: str = DEFAULT_CI,
-                   size: str = DEFAULT_FIGSIZE, logx: bool = False) -> dict[str, Figure]:
-    """The figure set of a report: one per metric (vs ``x``) and communication vs accuracy."""
+                   size: str = DEFAULT_FIGSIZE, logx: bool | None = None, labels: Labels | None = None,
+                   ) -> dict[str, Figure]:
+    """The figure set of a report: one per metric (vs ``x``), all of them as one grid with a
+    shared legend (``curves_vs_<x>``, when there are several), and communication vs accuracy."""
     figures: dict[str, Figure] = {}
+    curves: list[str] = []
     with style():
         for metric in metrics:
             if metric in BOOKKEEPING or metric == X_AXES[x] or metric == "bytes":
                 continue
             if any(series(run, metric) is not None for g in groups for run in g.runs):
-                figures[f"{metric}_vs_{x}"] = metric_figure(groups, metric, x, ci=ci, size=size, logx=logx)
+                curves.append(metric)
+                figures[f"{metric}_vs_{x}"] = metric_figure(groups, metric, x, ci=ci, size=size, logx=logx,
+                                                            labels=labels)
+        if len(curves) > 1:
+            figures[f"curves_vs_{x}"] = curves_figure(groups, curves, x, ci=ci, logx=logx, labels=labels)
         if any(series(run, "bytes") is not None for g in groups for run in g.runs):
             metric = comm_metric(groups)
-            figures[f"comm_vs_{metric}"] = comm_figure(groups, metric, ci=ci, size=size)
+            figures[f"comm_vs_{metric}"] = comm_figure(groups, metric, ci=ci, size=size, labels=labels)
     return figures
 
 

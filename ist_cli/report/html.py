@@ -19,6 +19,7 @@ from ist_cli.io.names import utc_now
 from ist_cli.io.outputs import make_dir
 from ist_cli.io.runfile import RunData
 from ist_cli.report.figures import figure_caption, png_bytes
+from ist_cli.report.labels import plural
 from ist_cli.report.load import Skipped
 from ist_cli.report.render import display_rows, title
 from ist_cli.report.sections import Section
@@ -35,7 +36,8 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px soli
 margin-top:1.6em}h3{font-size:1.05em;margin-bottom:.3em}h4{font-size:.95em;margin:.8em 0 .2em}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.5em 0;font-size:.88em}
-th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top;overflow-wrap:anywhere}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top;overflow-wrap:anywhere;
+white-space:pre-line}th{overflow-wrap:normal}
 th{background:#f3f5f8}td.k,th.k{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .meta{color:#666;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:12px}
 .figs figure{margin:0;max-width:100%}.figs img{max-width:100%;height:auto;border:1px solid #eee}
@@ -85,11 +87,22 @@ def provenance_rows(runs: Sequence[RunData]) -> list[list[str]]:
     return [[key, "; ".join(values)] for key, values in seen.items()]
 
 
-def _figure(name: str, fig: Figure, ci: str) -> str:
+def _figure(name: str, fig: Figure, ci: str, caption: str | None = None) -> str:
+    """A figure at paper scale with its caption (by default what line and band are)."""
     data = base64.b64encode(png_bytes(fig)).decode()
     width = round(fig.get_size_inches()[0] * CSS_PX_PER_INCH)
+    text = figure_caption(fig, name, ci) if caption is None else caption
     return (f'<figure style="width:{width}px"><img alt="{_e(name)}" width="{width}" src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{_e(name)}</b>: {_e(figure_caption(fig, name, ci))}</figcaption></figure>")
+            f"<figcaption><b>{_e(name)}</b>: {_e(text)}</figcaption></figure>")
+
+
+def page_figures(figures: Mapping[str, Figure], x: str) -> dict[str, Figure]:
+    """The figures a page shows: the grid of every metric (one shared legend) in place of the
+    single-metric figures it repeats; ``--figures`` still writes them all."""
+    if f"curves_vs_{x}" not in figures:
+        return dict(figures)
+    return {name: fig for name, fig in figures.items()
+            if name == f"curves_vs_{x}" or not name.endswith(f"_vs_{x}")}
 
 
 def _ci_sentence(ci: str) -> str:
@@ -105,6 +118,7 @@ def build_html(
     *,
     x: str = "round",
     sources: Sequence[str] = (),
+    extra_html: str = "",
 ) -> str:
     """The report as one HTML string: one section per model, then skipped files and provenance."""
     now = utc_now()
@@ -115,26 +129,30 @@ def build_html(
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<title>ist report</title>", f"<style>{CSS}</style></head><body>",
         "<h1>ist report</h1>",
-        f'<p class="meta">{len(runs)} runs of {len(sections)} model(s) in {n_groups} groups from'
+        f'<p class="meta">{plural(len(runs), "run")} of {plural(len(sections), "model")} in '
+        f'{plural(n_groups, "group")} from'
         f' {_e(", ".join(sources) or "-")} · generated {now} by ist {__version__} · {_e(_ci_sentence(ci))}</p>',
     ]
+    if extra_html:
+        parts.append(extra_html)
     for section in sections:
-        parts.append(f"<h2>Model: {_e(section.model)} ({len(section.runs)} runs)</h2>")
+        parts.append(f"<h2>Model: {_e(section.model)} ({plural(len(section.runs), 'run')})</h2>")
         summaries = section.summaries
         parts.append(f"<p class=\"meta\">{_e(title(summaries))}</p>")
         header, rows = display_rows(summaries)
+        rows = [[cell.replace(" (n = ", "\n(n = ") for cell in row] for row in rows]  # the note on its own line
         n_keys = len(summaries[0].group.key) if summaries else 0
         parts.append(_table(header, rows, n_left=max(n_keys, 1)))
         if section.figures:
             parts.append(f"<h3>Figures</h3><p class=\"meta\">x axis of the curves: {_e(x)}</p>")
             parts.append('<div class="figs">')
-            parts.extend(_figure(name, fig, ci) for name, fig in section.figures.items())
+            parts.extend(_figure(name, fig, ci) for name, fig in page_figures(section.figures, x).items())
             parts.append("</div>")
         parts.append("<h3>Groups</h3>")
         for s in summaries:
             group = s.group
             parts.append(f"<h4>{_e(group.label)}</h4>")
-            parts.append(f'<p class="meta">{s.runs} runs, seeds {_e(", ".join(show(v) for v in group.seeds))}</p>')
+            parts.append(f'<p class="meta">{plural(s.runs, "run")}, seeds {_e(", ".join(show(v) for v in group.seeds))}</p>')
             config_rows = [[k, show(v)] for k, v in sorted(group.config.items())]
             parts.append("<details><summary>config</summary>" + _table(["key", "value"], config_rows, 2)
                          + "</details>")

@@ -27,8 +27,10 @@ from ist_cli.report.stats import (
     N_RESAMPLES,
     GroupSummary,
     ci_caption,
+    few_runs_note,
 )
 from ist_cli.report.table import show
+from ist_cli.report.units import human, plain, unit_of
 
 FORMATS = ("table", "md", "csv", "json")
 
@@ -38,17 +40,31 @@ def _finite(value: float) -> float | None:
 
 
 def fmt(value: float, digits: int = 4) -> str:
-    return f"{value:.{digits}g}" if math.isfinite(value) else "-"
+    """``digits`` significant digits, without an exponent between 1e-4 and 1e7 (3910, not 3.91e+03)."""
+    return plain(value, digits) if math.isfinite(value) else "-"
+
+
+def format_metric(metric: str, value: float, digits: int = 4) -> str:
+    """A value of ``metric`` as a table shows it: bytes and seconds in human units (kB, MB,
+    GB; s, min, h), other numbers with ``digits`` significant digits."""
+    unit = unit_of(metric)
+    if unit in ("byte", "s") and math.isfinite(value):
+        return human(value, unit, digits - 1)
+    return fmt(value, digits)
 
 
 def cell(summary: GroupSummary, metric: str) -> str:
-    """``mean [low, high]``; just the mean for a single run."""
+    """``mean [low, high]``, with ``(n = 3 < 5)`` when fewer than FEW_SEEDS runs back the
+    interval; just the mean for a single run."""
     stats = summary.metrics[metric]
     if stats.n == 0:
         return "-"
-    if stats.n == 1 or stats.low == stats.high:
-        return fmt(stats.mean)
-    return f"{fmt(stats.mean)} [{fmt(stats.low, 3)}, {fmt(stats.high, 3)}]"
+    low, high = format_metric(metric, stats.low, 3), format_metric(metric, stats.high, 3)
+    if stats.n == 1 or low == high:  # no spread at the shown precision: the mean alone
+        return format_metric(metric, stats.mean)
+    note = few_runs_note(stats.n)
+    text = f"{format_metric(metric, stats.mean)} [{low}, {high}]"
+    return f"{text} ({note})" if note else text
 
 
 def _keys(summaries: Sequence[GroupSummary]) -> list[str]:

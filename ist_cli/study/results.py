@@ -173,6 +173,7 @@ def to_rows(result: StudyResult) -> list[dict[str, Any]]:
                 row[name.replace(" ", "_")] = point.counts[name]
             row.update({"k_min": group.fit.k_min, "k_min_low": group.fit.k_min_ci[0], "k_min_high": group.fit.k_min_ci[1],
                         "b_c": group.fit.b_c, "b_c_low": group.fit.b_c_ci[0], "b_c_high": group.fit.b_c_ci[1],
+                        "fit_dof": group.fit.dof, "fit_no_ci": group.fit.no_ci,
                         "noise_scale": group.noise_scale, "lipschitz": group.lipschitz})
             rows.append(row)
     return rows

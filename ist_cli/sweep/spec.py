@@ -31,7 +31,7 @@ from ist_cli.config import (
 )
 from ist_cli.errors import UserError, shown
 
-TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "replicates")
+TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "replicates", "labels")
 DEFAULT_MAX_RUNS = 100_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -100,6 +100,7 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, *, max_runs: int = DEFAULT_M
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}")
     name = _sweep_name(raw, path, where)
+    _check_labels(raw.get("labels", {}), where)
     base = check_keys(_table(raw, "base", where), f"{where}: base")
     for key, value in base.items():
         OPTIONS_BY_KEY[key].coerce(value, source=f"{where}: base.{key}")
@@ -135,6 +136,16 @@ def parse_sweep(raw: Mapping[str, Any], path: Path, *, max_runs: int = DEFAULT_M
         runs.append(PlannedRun(run_id, {key: config.get(key, value) for key, (value, _) in point.items()}, config))
     axes = list(grid_axes) + list(zip_axes) + (["seed"] if seeds is not None else [])
     return SweepSpec(name=name, path=path, raw=dict(raw), runs=runs, duplicates=duplicates, axes=axes)
+
+
+def _check_labels(labels: Any, where: str) -> None:
+    """``[labels.KEY]`` tables of VALUE = "label" strings (names in ``ist report``'s legends)."""
+    if not isinstance(labels, dict):
+        raise UserError(f"{where}: labels: {shown(labels)} is not allowed; expected tables [labels.KEY]")
+    for key, table in labels.items():
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise UserError(f"{where}: labels.{key}: {shown(table)} is not allowed; expected a table of "
+                            'VALUE = "label" strings, e.g. [labels.algorithm] ist = "IST"')
 
 
 def _sweep_name(raw: Mapping[str, Any], path: Path, where: str) -> str:
