@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,7 @@ from ist_cli.io.runfile import (
 from ist_cli.progress import RunProgress
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_memory, check_space
-from ist_cli.runtime.forkserver import start_server
-from ist_cli.runtime.pool import shared_memory_transport
+from ist_cli.runtime.choice import default_transport
 from ist_cli.runtime.signals import (
     interrupts_raised,
     raise_if_interrupted,
@@ -275,7 +273,8 @@ def run_experiment(
     ``config`` may be partial: it is resolved against the defaults. Raises ``UserError``
     for bad input (nothing written), ``RunFailed``/``RunInterrupted`` after writing a
     ``failed`` file. A diverged run returns normally with status ``diverged``.
-    ``transport`` builds the workers (``runtime.transport``); None: shared memory, where
+    ``transport`` builds the workers (``runtime.transport``); None: ``runtime.choice`` (shared
+    memory; a one-worker ``single`` run in this process), where
     ``round_timeout`` (seconds) fails a round whose workers do not all answer in time and
     None learns a generous one from the first rounds (``runtime.watchdog``).
     ``step_budget`` (a study's trial pruning, docs/study.md): at an evaluation that does not
@@ -292,10 +291,9 @@ def run_experiment(
         previous = existing_run(path, run_id)
         if previous is not None:
             return previous
-    if transport is None:  # shared memory: the fork server warms up while the data loads
-        preload = worker_preload(settings_from_config(config))
-        start_server(preload)
-        transport = partial(shared_memory_transport, round_timeout=round_timeout, preload=preload)
+    if transport is None:  # shared memory (the fork server warms up while the data loads) or in-process
+        settings = settings_from_config(config)
+        transport = default_transport(settings, worker_preload(settings), round_timeout)
     progress = RunProgress(config["rounds"], name, quiet=quiet)
     progress.stage("loading data" if config["model"] == "mlp" else "building the problem")
     try:

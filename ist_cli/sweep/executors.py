@@ -1,7 +1,9 @@
 """Where runs execute: local subprocesses, or tasks on a dask.distributed cluster.
 
-Both run ``python -m ist_cli run`` as a subprocess, which keeps the sweep process light
-and makes a killed run look exactly like a crashed one. Both hand back an ``Outcome``;
+Both run each ``ist run`` in a process of its own, which keeps the sweep process light and
+makes a killed run look exactly like a crashed one: forked from a warm process
+(``--isolation warm``, ``sweep/warm.py``) or as a ``python -m ist_cli run`` subprocess
+(``--isolation process``). Both hand back an ``Outcome``;
 the dask executor also lands the run file (returned as bytes) in the client's ``OUT``.
 """
 
@@ -122,12 +124,13 @@ class DaskExecutor:
 
     name = "dask"
 
-    def __init__(self, out_dir: Path, jobs: int | None, scheduler: str | None) -> None:
+    def __init__(self, out_dir: Path, jobs: int | None, scheduler: str | None, isolation: str = "warm") -> None:
         try:
             from distributed import Client, LocalCluster
         except ImportError:  # pragma: no cover - dask is a dependency
             raise UserError("--executor dask: dask.distributed is not installed; expected pip install 'dask[distributed]'") from None
         self.out_dir = out_dir
+        self.isolation = isolation
         self._cluster = None
         if scheduler:
             try:
@@ -146,7 +149,7 @@ class DaskExecutor:
 
     def submit(self, run: PlannedRun, on_pid: Callable[[int], None]) -> None:
         future = self._client.submit(run_in_tempdir, run.run_id, set_args(run.config) + list(run.run_args),
-                                     key=f"ist-run-{run.run_id}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
+                                     self.isolation, key=f"ist-run-{run.run_id}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
         self._futures[future] = run.run_id
 
     def in_flight(self) -> int:
@@ -192,12 +195,20 @@ class DaskExecutor:
                 self._cluster.close()
 
 
-def make_executor(kind: str, out_dir: Path, jobs: int | None, scheduler: str | None, default_jobs: int):
-    """The executor for ``--executor``; ``--scheduler`` only makes sense with dask."""
+def make_executor(kind: str, out_dir: Path, jobs: int | None, scheduler: str | None, default_jobs: int,
+                  isolation: str = "warm"):
+    """The executor for ``--executor`` and ``--isolation`` (``sweep/warm.py``); ``--scheduler``
+    only makes sense with dask."""
+    if isolation not in ("warm", "process"):
+        raise UserError(f"--isolation: {isolation!r} is not allowed; expected warm or process")
     if kind == "local":
         if scheduler:
             raise UserError("--scheduler: only used with --executor dask; expected --executor dask --scheduler ADDRESS")
+        if isolation == "warm":
+            from ist_cli.sweep.warm import WarmExecutor
+
+            return WarmExecutor(out_dir, jobs or default_jobs)
         return LocalExecutor(out_dir, jobs or default_jobs)
     if kind == "dask":
-        return DaskExecutor(out_dir, jobs or (None if scheduler else default_jobs), scheduler)
+        return DaskExecutor(out_dir, jobs or (None if scheduler else default_jobs), scheduler, isolation)
     raise UserError(f"--executor: {kind!r} is not allowed; expected local or dask")

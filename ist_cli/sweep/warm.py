@@ -1,0 +1,146 @@
+"""Warm trial execution: each run forked from a process that has imported and warmed everything.
+
+``python -m ist_cli run`` pays for its interpreter, its imports, numba's cache load and its
+teardown before and after every run: most of a small trial. ``--isolation warm`` (the
+default) keeps one warm process per slot (``sweep/trial_server.py``) and forks each run from
+it, so a run starts with all of that done, and still runs in a process of its own: a run that
+segfaults, is killed or hangs ends as a crashed ``ist run`` would (same exit status, same
+files), and its server forks the next one. ``--isolation process`` keeps one subprocess per
+run (``executors.LocalExecutor``), the reference the tests compare against.
+
+A dask worker runs its tasks the same way (``run_warm_here``: one warm server per worker
+process, started on its first task).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ist_cli.sweep.executors import LocalExecutor, Outcome, set_args
+from ist_cli.sweep.remote import run_command
+from ist_cli.sweep.spec import PlannedRun
+
+ISOLATIONS = ("warm", "process")
+
+
+class TrialServer:
+    """One warm process (``sweep/trial_server.py``), started at once, warming in the background."""
+
+    def __init__(self) -> None:
+        self._proc = self._start()
+
+    @staticmethod
+    def _start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "ist_cli.sweep.trial_server"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def run(self, argv: list[str], on_pid: Callable[[int], None]) -> tuple[int, str, str, int]:
+        """``ist run ARGV`` in a child forked from the server: (returncode, stdout, stderr, pid)."""
+        if self._proc.poll() is not None:  # the server died (killed): a new one serves from now on
+            self._proc = self._start()
+        with tempfile.TemporaryDirectory(prefix="ist-trial-") as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            try:
+                self._proc.stdin.write(json.dumps({"argv": argv, "stdout": str(out), "stderr": str(err)}) + "\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                return -1, "", "ist: error: the warm trial process is gone; the run did not start", 0
+            pid = _reply(self._proc).get("pid", 0)
+            if pid:
+                on_pid(pid)
+            returncode = _reply(self._proc).get("returncode")
+            stdout = out.read_text(errors="replace") if out.exists() else ""
+            stderr = err.read_text(errors="replace") if err.exists() else ""
+        if returncode is None:
+            return -1, stdout, stderr + "\nist: error: the warm trial process died during the run", pid
+        return returncode, stdout, stderr, pid
+
+    def close(self) -> None:
+        """Close stdin: the server ends once its current run (if any) has ended."""
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _reply(proc: subprocess.Popen) -> dict:
+    line = proc.stdout.readline()
+    return json.loads(line) if line.strip() else {}
+
+
+_dask_server: TrialServer | None = None
+_dask_lock = threading.Lock()
+
+
+def run_warm_here(argv: list[str]) -> tuple[int, str, str]:
+    """``ist run ARGV`` forked from this process's own warm server (a dask worker's), started on
+    first use and kept for the worker's lifetime; one run at a time."""
+    global _dask_server
+    with _dask_lock:
+        if _dask_server is None:
+            _dask_server = TrialServer()
+        returncode, stdout, stderr, _ = _dask_server.run(argv, lambda pid: None)
+    return returncode, stdout, stderr
+
+
+class WarmExecutor(LocalExecutor):
+    """``LocalExecutor`` whose runs are forked from ``jobs`` warm servers, one run per server."""
+
+    def __init__(self, out_dir: Path, jobs: int) -> None:
+        super().__init__(out_dir, jobs)
+        self._servers = [TrialServer() for _ in range(jobs)]  # they warm up while the sweep plans
+        self._idle: queue.Queue[TrialServer] = queue.Queue()
+        for server in self._servers:
+            self._idle.put(server)
+        self._pids: dict[str, int] = {}
+
+    def _execute(self, run: PlannedRun, on_pid: Callable[[int], None]) -> Outcome:
+        started = time.perf_counter()
+        argv = run_command(set_args(run.config) + list(run.run_args), run.run_id, str(self.out_dir))[4:]
+        server = self._idle.get()
+
+        def started_pid(pid: int) -> None:
+            with self._guard:
+                self._pids[run.run_id] = pid
+            on_pid(pid)
+
+        try:
+            returncode, stdout, stderr, pid = server.run(argv, started_pid)
+        finally:
+            with self._guard:
+                self._pids.pop(run.run_id, None)
+            self._idle.put(server)
+        return Outcome(returncode, stdout, stderr, time.perf_counter() - started, f"{socket.gethostname()}:{pid}")
+
+    def interrupt(self) -> None:
+        """SIGTERM every running run: each records a failed file and exits 130."""
+        with self._guard:
+            pids = list(self._pids.values())
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            for server in self._servers:
+                server.close()
