@@ -7,8 +7,9 @@ cache and starts multiprocessing's resource tracker, then serves: for each reque
 (one JSON line: ``argv``, ``stdout``, ``stderr``) it forks one child, which runs
 ``ist run ARGV`` exactly as ``python -m ist_cli run ARGV`` would, its output to the two
 files, and leaves with ``os._exit``. The server answers ``{"pid"}`` at once and
-``{"pid", "returncode"}`` when the child has ended (``returncode`` negative: the signal that
-killed it, as ``subprocess`` reports it). One child at a time per server.
+``{"pid", "returncode", "cpu_seconds"}`` when the child has ended (``returncode`` negative:
+the signal that killed it, as ``subprocess`` reports it; ``cpu_seconds``: the child's user
+and system time). One child at a time per server.
 
 Why forking this process is safe: it never opens a file of a run (HDF5's library is loaded,
 no file is open), never starts a thread (numba's threading layer is never started; OpenBLAS
@@ -34,6 +35,10 @@ PRELOAD = (
     "ist_cli.kernels.mlp:warm_up:float32",
     "ist_cli.kernels.mlp:warm_up:float64",
     "ist_cli.kernels.quadratic:warm_up",
+    "ist_cli.data.digits:digits_arrays",
+    # what every run file records of its code and machine: the code is the server's, loaded now
+    "ist_cli.io.provenance:environment",
+    "ist_cli.io.provenance:git_commit",
 )
 
 
@@ -110,8 +115,9 @@ def serve() -> None:
         if pid == 0:
             run_trial(request["argv"], request["stdout"], request["stderr"], (0, replies.fileno()))
         replies.write(json.dumps({"pid": pid}) + "\n")
-        _, status = os.waitpid(pid, 0)
-        replies.write(json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        _, status, usage = os.wait4(pid, 0)
+        replies.write(json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status),
+                                  "cpu_seconds": usage.ru_utime + usage.ru_stime}) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ process, started on its first task).
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import signal
@@ -26,7 +27,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
+from ist_cli.runtime.threads import SINGLE_THREAD_ENV
 from ist_cli.sweep.executors import LocalExecutor, Outcome, set_args
 from ist_cli.sweep.remote import run_command
 from ist_cli.sweep.spec import PlannedRun
@@ -34,8 +37,25 @@ from ist_cli.sweep.spec import PlannedRun
 ISOLATIONS = ("warm", "process")
 
 
+class TrialEnd(NamedTuple):
+    """How one run forked from a warm server ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    pid: int
+    cpu_seconds: float  # the run's own user + system time (nan if unknown)
+
+
 class TrialServer:
-    """One warm process (``sweep/trial_server.py``), started at once, warming in the background."""
+    """One warm process (``sweep/trial_server.py``), started at once, warming in the background.
+
+    It and the runs it forks compute with one BLAS thread, as the workers of a run do: a
+    sweep runs ``cores // workers`` runs at once, so every core is busy already, and a
+    threaded BLAS on a busy core mostly waits (a zero-step trial took 2.5x the CPU with
+    OpenBLAS's threads at load 20). OpenBLAS splits a product's rows and columns among its
+    threads, never a sum, so the numbers do not change (``tests/test_warm_trials.py``).
+    """
 
     def __init__(self) -> None:
         self._proc = self._start()
@@ -43,10 +63,11 @@ class TrialServer:
     @staticmethod
     def _start() -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "ist_cli.sweep.trial_server"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                                env={**os.environ, **SINGLE_THREAD_ENV})
 
-    def run(self, argv: list[str], on_pid: Callable[[int], None]) -> tuple[int, str, str, int]:
-        """``ist run ARGV`` in a child forked from the server: (returncode, stdout, stderr, pid)."""
+    def run(self, argv: list[str], on_pid: Callable[[int], None]) -> TrialEnd:
+        """``ist run ARGV`` in a child forked from the server."""
         if self._proc.poll() is not None:  # the server died (killed): a new one serves from now on
             self._proc = self._start()
         with tempfile.TemporaryDirectory(prefix="ist-trial-") as tmp:
@@ -55,16 +76,18 @@ class TrialServer:
                 self._proc.stdin.write(json.dumps({"argv": argv, "stdout": str(out), "stderr": str(err)}) + "\n")
                 self._proc.stdin.flush()
             except (BrokenPipeError, OSError):
-                return -1, "", "ist: error: the warm trial process is gone; the run did not start", 0
+                return TrialEnd(-1, "", "ist: error: the warm trial process is gone; the run did not start", 0,
+                                math.nan)
             pid = _reply(self._proc).get("pid", 0)
             if pid:
                 on_pid(pid)
-            returncode = _reply(self._proc).get("returncode")
+            end = _reply(self._proc)
             stdout = out.read_text(errors="replace") if out.exists() else ""
             stderr = err.read_text(errors="replace") if err.exists() else ""
-        if returncode is None:
-            return -1, stdout, stderr + "\nist: error: the warm trial process died during the run", pid
-        return returncode, stdout, stderr, pid
+        if end.get("returncode") is None:
+            return TrialEnd(-1, stdout, stderr + "\nist: error: the warm trial process died during the run", pid,
+                            math.nan)
+        return TrialEnd(end["returncode"], stdout, stderr, pid, end.get("cpu_seconds", math.nan))
 
     def close(self) -> None:
         """Close stdin: the server ends once its current run (if any) has ended."""
@@ -95,8 +118,8 @@ def run_warm_here(argv: list[str]) -> tuple[int, str, str]:
     with _dask_lock:
         if _dask_server is None:
             _dask_server = TrialServer()
-        returncode, stdout, stderr, _ = _dask_server.run(argv, lambda pid: None)
-    return returncode, stdout, stderr
+        end = _dask_server.run(argv, lambda pid: None)
+    return end.returncode, end.stdout, end.stderr
 
 
 class WarmExecutor(LocalExecutor):
@@ -121,12 +144,13 @@ class WarmExecutor(LocalExecutor):
             on_pid(pid)
 
         try:
-            returncode, stdout, stderr, pid = server.run(argv, started_pid)
+            end = server.run(argv, started_pid)
         finally:
             with self._guard:
                 self._pids.pop(run.run_id, None)
             self._idle.put(server)
-        return Outcome(returncode, stdout, stderr, time.perf_counter() - started, f"{socket.gethostname()}:{pid}")
+        return Outcome(end.returncode, end.stdout, end.stderr, time.perf_counter() - started,
+                       f"{socket.gethostname()}:{end.pid}")
 
     def interrupt(self) -> None:
         """SIGTERM every running run: each records a failed file and exits 130."""
