@@ -18,8 +18,10 @@ average read before and after:
 ``study``: ``ist study experiments/lee2021_digits.toml --jobs 2`` with ``--isolation process``
 and with the default (warm), interleaved, ``--repeats`` times each, into fresh directories.
 ``--batch-sizes``/``--trials``/``--sparsities`` take a subset of the design (the same file
-otherwise); ``--full`` runs the whole design. The answers (steps-to-result of every trial) of
-the two are compared: they must be equal.
+otherwise); ``--full`` runs the whole design. The answers of the two are compared and must
+be equal: the study's (the report's JSON) with trial pruning, every trial's steps-to-result
+with ``--no-prune`` (``--no-prune-trials``: the same work in both, whatever order trials
+finish in).
 
 Prints markdown tables with the date and ``uptime``. Timings are upper bounds on a loaded machine.
 """
@@ -157,13 +159,21 @@ def study_subset(args: argparse.Namespace, directory: Path) -> Path:
     return path
 
 
-def answers(out: Path) -> dict:
+def answers(out: Path, pruned: bool) -> dict:
+    """Unpruned: every trial's (steps-to-result, goal reached). Pruned: the study's answer (the
+    report's JSON), since which trials a budget stops depends on the order trials finish in."""
     import h5py
 
+    if pruned:
+        from ist_cli.study.results import load_study_result, to_json_text
+
+        answer = json.loads(to_json_text(load_study_result(out)))
+        answer.pop("directory", None)
+        return answer
     found = {}
     for path in sorted(out.glob("*.h5")):
         with h5py.File(path, "r") as f:
-            found[path.name] = (int(f.attrs.get("steps_to_result", -2)), bool(f.attrs.get("budget_stopped", False)))
+            found[path.name] = (int(f.attrs.get("steps_to_result", -2)), bool(f.attrs.get("goal_reached", False)))
     return found
 
 
@@ -178,19 +188,21 @@ def study(args: argparse.Namespace) -> None:
                 out = Path(tmp) / f"{isolation}-{repeat}"
                 before, started = load(), time.perf_counter()
                 result = subprocess.run([sys.executable, "-m", "ist_cli", "study", str(path), "--out", str(out),
-                                         "--jobs", "2", "--json", "--quiet", "--isolation", isolation],
+                                         "--jobs", "2", "--json", "--quiet", "--isolation", isolation,
+                                         *(["--no-prune-trials"] if args.no_prune else [])],
                                         capture_output=True, text=True)
                 wall = time.perf_counter() - started
                 assert result.returncode == 0, result.stderr
                 summary = json.loads(result.stdout)
-                seen.setdefault(repeat, {})[isolation] = answers(out)
+                seen.setdefault(repeat, {})[isolation] = answers(out, not args.no_prune)
                 rows.append((isolation, repeat, wall, summary["total"], before, load(), datetime.now(timezone.utc)))
                 print(isolation, repeat, f"{wall:.1f} s", f"load {before:.1f}-{load():.1f}", file=sys.stderr, flush=True)
         equal = all(pair["process"] == pair["warm"] for pair in seen.values())
     print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {uptime()}\n")
     print(f"`ist study {STUDY.relative_to(ROOT)} --jobs 2`" + ("" if args.full else
           f", subset: batch_sizes {design['study']['batch_sizes']}, sparsities {design['study']['sparsities']}, "
-          f"trials {design['study']['trials']}, grid and search as in the file") + "\n")
+          f"trials {design['study']['trials']}, grid and search as in the file")
+          + (", `--no-prune-trials`" if args.no_prune else ", trial pruning on (the default)") + "\n")
     print("| isolation | repeat | trials | wall (s) | load before-after | ended (UTC) |")
     print("|---|---:|---:|---:|---|---|")
     for isolation, repeat, wall, total, before, after, ended in rows:
@@ -199,7 +211,8 @@ def study(args: argparse.Namespace) -> None:
         process = next(r[2] for r in rows if r[0] == "process" and r[1] == repeat)
         warm = next(r[2] for r in rows if r[0] == "warm" and r[1] == repeat)
         print(f"\nrepeat {repeat}: warm / process = {warm / process:.2f}")
-    print(f"\nsteps-to-result of every trial equal between the two: {equal}")
+    what = "every trial's steps-to-result" if args.no_prune else "the study's answer (report JSON)"
+    print(f"\n{what} equal between the two: {equal}")
 
 
 def main() -> None:
@@ -214,6 +227,7 @@ def main() -> None:
     two.add_argument("--trials", type=int, default=2)
     two.add_argument("--sparsities", default=None)
     two.add_argument("--full", action="store_true", help="the whole design of the file")
+    two.add_argument("--no-prune", action="store_true", help="--no-prune-trials: the same work in both")
     args = parser.parse_args()
     overhead(args) if args.what == "overhead" else study(args)
 
