@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from ist_cli._version import __version__
 from ist_cli.algorithms import Algorithm, build_algorithm, worker_preload
-from ist_cli.algorithms.plans import plan_of
+from ist_cli.algorithms.plans import plan_of, runs_in_process
 from ist_cli.comm import NetworkModel, Traffic
 from ist_cli.config import config_hash, default_run_name, resolve_config, settings_from_config
 from ist_cli.errors import RunFailed, RunInterrupted, UserError
@@ -49,8 +48,7 @@ from ist_cli.progress import RunProgress
 from ist_cli.rounds import RoundLog
 from ist_cli.runtime.arena import Arena, reclaim_orphaned_segments
 from ist_cli.runtime.budget import DISK_MARGIN_BYTES, SpaceGuard, check_space
-from ist_cli.runtime.forkserver import start_server
-from ist_cli.runtime.pool import shared_memory_transport
+from ist_cli.runtime.choice import default_transport
 from ist_cli.runtime.signals import (
     interrupts_raised,
     raise_if_interrupted,
@@ -413,10 +411,9 @@ def _method(config: Mapping[str, Any], progress: RunProgress) -> Algorithm:
 
 
 def _default_transport(config: Mapping[str, Any], round_timeout: float | None) -> TransportFactory:
-    """Shared memory: the fork server starts warming while the coordinator loads the data."""
-    preload = worker_preload(settings_from_config(config))
-    start_server(preload)
-    return partial(shared_memory_transport, round_timeout=round_timeout, preload=preload)
+    """Shared memory (the fork server starts warming while the coordinator loads the data), or
+    this process for a method whose one worker may step here (``runtime.choice``)."""
+    return default_transport(runs_in_process(config), worker_preload(settings_from_config(config)), round_timeout)
 
 
 @dataclass(frozen=True)
@@ -487,7 +484,8 @@ def run_experiment(
     ``config`` may be partial: it is resolved against the defaults. Raises ``UserError``
     for bad input (nothing written), ``RunFailed``/``RunInterrupted`` after writing a
     ``failed`` file. A diverged run returns normally with status ``diverged``.
-    ``transport`` builds the workers (``runtime.transport``); None: shared memory, where
+    ``transport`` builds the workers (``runtime.transport``); None: ``runtime.choice`` (shared
+    memory; a one-worker ``single`` run in this process), where
     ``round_timeout`` (seconds) fails a round whose workers do not all answer in time and
     None learns a generous one from the first rounds (``runtime.watchdog``).
     ``step_budget`` (a study's trial pruning, docs/study.md): at an evaluation that does not

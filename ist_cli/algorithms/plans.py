@@ -31,6 +31,8 @@ class MethodPlan:
     settings: ClassVar[type[RunSettings]]  # the typed settings of its model
     loading_stage: ClassVar[str]  # what the progress line says while the method loads its data or problem
     allreduce: ClassVar[bool] = False  # averages by an all-reduce among the workers (--topology ring over MPI)
+    # alone (one worker), its worker's round may run in the coordinator's process, bitwise the same
+    in_process_alone: ClassVar[bool] = False
 
     @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
@@ -207,6 +209,7 @@ class LocalSGDPlan(MLPPlan):
 
 class SinglePlan(LocalSGDPlan):
     algorithm = "single"
+    in_process_alone = True  # plain minibatch SGD: no worker process needed (runtime/choice.py)
 
 
 #: model -> algorithm -> plan, in the order the CLI lists them
@@ -219,6 +222,11 @@ PLANS: dict[str, dict[str, type[MethodPlan]]] = {
 def plan_of(config: Mapping[str, Any]) -> type[MethodPlan]:
     """The plan of a resolved config's method."""
     return PLANS[config["model"]][config["algorithm"]]
+
+
+def runs_in_process(config: Mapping[str, Any]) -> bool:
+    """True for a run (resolved ``config``) whose one worker steps in the coordinator's process."""
+    return plan_of(config).in_process_alone and int(config["workers"]) == 1
 
 
 def check_topology(config: Mapping[str, Any]) -> None:

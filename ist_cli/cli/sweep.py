@@ -95,6 +95,9 @@ ENGINE_OPTIONS = (
                  help="Adopt a changed run list and re-run every run (old files kept as ID.old-N.h5)."),
     click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
                  help="Local subprocesses or tasks on a dask.distributed cluster."),
+    click.option("--isolation", type=click.Choice(["warm", "process"]), default="warm", show_default=True,
+                 help="Each run in a process forked from a warm one (imports and kernels loaded once), "
+                      "or a fresh `ist run` subprocess."),
     click.option("--scheduler", type=str, default=None, metavar="ADDRESS",
                  help="dask scheduler address, e.g. tcp://HOST:8786 (default: a LocalCluster started by ist)."),
     click.option("--max-runs", type=click.IntRange(min=1), default=DEFAULT_MAX_RUNS, show_default=True,
@@ -112,7 +115,7 @@ def engine_options(function):
 
 
 def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: bool, rerun_failed: bool,
-            force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool,
+            force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool, isolation: str = "warm",
             prepare: Callable[[PlannedRun], PlannedRun] | None = None, extra: dict[str, Any] | None = None) -> None:
     """Dry-run or run ``spec`` with the engine and print what happened; exit 1 if a run failed."""
     out = output_dir(out_dir if out_dir is not None else Path("results") / spec.name, "--out").absolute()
@@ -137,7 +140,7 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
         if todo:
             _warn_cpu(min(jobs_used, len(todo)), spec.max_workers(), executor, scheduler)
 
-    options = SweepOptions(jobs=jobs, executor=executor, scheduler=scheduler, force=force,
+    options = SweepOptions(jobs=jobs, executor=executor, isolation=isolation, scheduler=scheduler, force=force,
                            rerun_failed=rerun_failed, quiet=quiet)
     result = run_sweep(spec, out, options, on_plan=on_plan, prepare=prepare)
     if as_json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 from pathlib import Path
@@ -27,18 +28,24 @@ def bundled_digits_file() -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """(X float64 (1797, 64), y int (1797,)): what ``sklearn.datasets.load_digits`` returns,
-    read from the same file the same way (``tests/test_data.py`` compares them)."""
+    """(X float64 (1797, 64), y int (1797,)), read-only: what ``sklearn.datasets.load_digits``
+    returns, read from the same file the same way (``tests/test_data.py`` compares them).
+    Parsed once per process: a sweep's warm trial process parses it before it forks trials."""
     path = bundled_digits_file()
     if path is None:
         from sklearn.datasets import load_digits  # a scikit-learn that stores its digits elsewhere
 
         bunch = load_digits()
-        return bunch.data, bunch.target
-    with gzip.open(path, "rt", encoding="utf-8") as text:
-        table = np.loadtxt(text, delimiter=",")
-    return table[:, :-1], table[:, -1].astype(int, copy=False)
+        X, y = bunch.data, bunch.target
+    else:
+        with gzip.open(path, "rt", encoding="utf-8") as text:
+            table = np.loadtxt(text, delimiter=",")
+        X, y = table[:, :-1], table[:, -1].astype(int, copy=False)
+    for array in (X, y):
+        array.setflags(write=False)
+    return X, y
 
 
 def load_digits_dataset(*, dtype: str = "float32") -> Dataset:

@@ -42,6 +42,7 @@ class SweepOptions:
 
     jobs: int | None = None
     executor: str = "local"
+    isolation: str = "warm"  # each run forked from a warm process, or a subprocess (sweep/warm.py)
     scheduler: str | None = None
     force: bool = False
     rerun_failed: bool = False
@@ -296,7 +297,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan:
         if todo:
             done = len(spec.runs) - len(todo)
             slots = min(jobs, len(todo)) if not options.scheduler else options.jobs
-            executor = make_executor(options.executor, out_dir, slots, options.scheduler, jobs)
+            executor = make_executor(options.executor, out_dir, slots, options.scheduler, jobs, options.isolation)
             try:
                 seen: dict[str, bool] = {}
                 with interrupts_raised(lambda: seen.update(sigterm=True)), SweepProgress(len(spec.runs), done, spec.name, quiet=options.quiet) as progress:

@@ -1,7 +1,9 @@
 """Where runs execute: local subprocesses, or tasks on a dask.distributed cluster.
 
-Both run ``python -m ist_cli run`` as a subprocess, which keeps the sweep process light
-and makes a killed run look exactly like a crashed one. Both hand back an ``Outcome``;
+Both run each ``ist run`` in a process of its own, which keeps the sweep process light and
+makes a killed run look exactly like a crashed one: forked from a warm process
+(``--isolation warm``, ``sweep/warm.py``) or as a ``python -m ist_cli run`` subprocess
+(``--isolation process``). Both hand back an ``Outcome``;
 the dask executor also lands the run file (returned as bytes) in the client's ``OUT``.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -26,6 +29,7 @@ from ist_cli.io.atomic import create_exclusive
 from ist_cli.io.names import run_file_name, run_file_path
 from ist_cli.sweep.remote import run_command, run_in_tempdir
 from ist_cli.sweep.spec import PlannedRun
+from ist_cli.sweep.warm import TrialServer
 
 
 @dataclass
@@ -122,13 +126,14 @@ class DaskExecutor:
 
     name = "dask"
 
-    def __init__(self, out_dir: Path, jobs: int | None, scheduler: str | None) -> None:
+    def __init__(self, out_dir: Path, jobs: int | None, scheduler: str | None, isolation: str = "warm") -> None:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
             raise UserError("--executor dask: dask.distributed is not installed; expected the cluster extra: "
                             f"{install_hint('cluster')}") from None
         self.out_dir = out_dir
+        self.isolation = isolation
         self._cluster = None
         if scheduler:
             try:
@@ -147,7 +152,7 @@ class DaskExecutor:
 
     def submit(self, run: PlannedRun, on_pid: Callable[[int], None]) -> None:
         future = self._client.submit(run_in_tempdir, run.run_id, set_args(run.config) + list(run.run_args),
-                                     key=f"ist-run-{run.run_id}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
+                                     self.isolation, key=f"ist-run-{run.run_id}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
         self._futures[future] = run.run_id
 
     def in_flight(self) -> int:
@@ -193,12 +198,66 @@ class DaskExecutor:
                 self._cluster.close()
 
 
-def make_executor(kind: str, out_dir: Path, jobs: int | None, scheduler: str | None, default_jobs: int):
-    """The executor for ``--executor``; ``--scheduler`` only makes sense with dask."""
+class WarmExecutor(LocalExecutor):
+    """``LocalExecutor`` whose runs are forked from ``jobs`` warm servers, one run per server."""
+
+    def __init__(self, out_dir: Path, jobs: int) -> None:
+        super().__init__(out_dir, jobs)
+        self._servers = [TrialServer() for _ in range(jobs)]  # they warm up while the sweep plans
+        self._idle: queue.Queue[TrialServer] = queue.Queue()
+        for server in self._servers:
+            self._idle.put(server)
+        self._pids: dict[str, int] = {}
+
+    def _execute(self, run: PlannedRun, on_pid: Callable[[int], None]) -> Outcome:
+        started = time.perf_counter()
+        argv = run_command(set_args(run.config) + list(run.run_args), run.run_id, str(self.out_dir))[4:]
+        server = self._idle.get()
+
+        def started_pid(pid: int) -> None:
+            with self._guard:
+                self._pids[run.run_id] = pid
+            on_pid(pid)
+
+        try:
+            end = server.run(argv, started_pid)
+        finally:
+            with self._guard:
+                self._pids.pop(run.run_id, None)
+            self._idle.put(server)
+        return Outcome(end.returncode, end.stdout, end.stderr, time.perf_counter() - started,
+                       f"{socket.gethostname()}:{end.pid}")
+
+    def interrupt(self) -> None:
+        """SIGTERM every running run: each records a failed file and exits 130."""
+        with self._guard:
+            pids = list(self._pids.values())
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            for server in self._servers:
+                server.close()
+
+
+def make_executor(kind: str, out_dir: Path, jobs: int | None, scheduler: str | None, default_jobs: int,
+                  isolation: str = "warm"):
+    """The executor for ``--executor`` and ``--isolation`` (``sweep/warm.py``); ``--scheduler``
+    only makes sense with dask."""
+    if isolation not in ("warm", "process"):
+        raise UserError(f"--isolation: {isolation!r} is not allowed; expected warm or process")
     if kind == "local":
         if scheduler:
             raise UserError("--scheduler: only used with --executor dask; expected --executor dask --scheduler ADDRESS")
+        if isolation == "warm":
+            return WarmExecutor(out_dir, jobs or default_jobs)
         return LocalExecutor(out_dir, jobs or default_jobs)
     if kind == "dask":
-        return DaskExecutor(out_dir, jobs or (None if scheduler else default_jobs), scheduler)
+        return DaskExecutor(out_dir, jobs or (None if scheduler else default_jobs), scheduler, isolation)
     raise UserError(f"--executor: {kind!r} is not allowed; expected local or dask")
