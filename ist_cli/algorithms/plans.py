@@ -145,6 +145,12 @@ class MLPPlan(MethodPlan):
         return params
 
     @classmethod
+    def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
+        if given.get("server", "central") != "central":
+            raise UserError(f"{where('server')}: {given['server']!r} is not allowed for {config['algorithm']}; "
+                            f"expected central ({config['algorithm']} needs the whole model on every worker)")
+
+    @classmethod
     def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
         n = int(config["workers"])
         widths, samples, raw = mlp_widths(config)
@@ -185,6 +191,9 @@ class ISTPlan(MLPPlan):
             if width < n:
                 raise UserError(f"{where('hidden')}: width {width} is smaller than the {n} workers; "
                                 f"IST needs every hidden layer to have at least {n} neurons")
+        if config.get("server") == "partitioned" and config.get("lipschitz_every"):
+            raise UserError(f"{where('lipschitz_every')}: {config['lipschitz_every']} is not allowed with --server "
+                            "partitioned; expected 0 (the estimate needs the whole model before every round)")
 
 
 class DPPlan(MLPPlan):

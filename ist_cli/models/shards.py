@@ -22,7 +22,7 @@ import numpy as np
 
 from ist_cli.kernels.layout import BETA, GAMMA, B, W
 from ist_cli.models.mlp import NetLayout
-from ist_cli.models.subnet import block_sizes
+from ist_cli.models.subnet import block_sizes, draw_partition
 from ist_cli.seeding import stream
 
 PARTITION_RULES = ("random", "stratified")
@@ -59,6 +59,12 @@ def draw_stratified(hidden: Sequence[int], n_workers: int, seed: int, round_inde
             plan[worker, : sizes[worker]] = order[worker::n_workers]
         plans.append(plan)
     return plans
+
+
+def draw_plans(rule: str, hidden: Sequence[int], n_workers: int, seed: int, round_index: int) -> list[np.ndarray]:
+    """The round's partition under ``rule`` (``PARTITION_RULES``); any process gets the same from the same seed."""
+    draw = draw_stratified if rule == "stratified" else draw_partition
+    return draw(hidden, n_workers, seed, round_index)
 
 
 @dataclass(frozen=True)

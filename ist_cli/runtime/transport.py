@@ -96,7 +96,10 @@ class WorkerProgram:
     ``setup`` binds to arena arrays for worker ``worker``. The same program, set up on the
     coordinator's arrays, must be able to run ``pack_down``/``unpack_up`` there: that is how
     a transport without shared memory uses it. The defaults suit a program that only steps.
+    ``peers``: over MPI its workers also exchange pieces with each other (``runtime.mpi_peers``).
     """
+
+    peers = False
 
     def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
         """Bind to the arena's arrays once, before the first round."""
