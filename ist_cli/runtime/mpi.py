@@ -302,6 +302,11 @@ def serve_worker(comm: Any | None = None) -> None:
             comm.Recv(region.view(private), source=0, tag=TAG_DATA)
         program.setup(private, worker)
         comm.Send(np.array([os.getpid(), np.nan]), dest=0, tag=TAG_HEADER)
+        if program.peers:  # its workers trade pieces among themselves (partitioned IST)
+            from ist_cli.runtime.mpi_peers import serve_peer  # noqa: PLC0415
+
+            serve_peer(comm, MPI, program, worker)
+            return
         header = np.zeros(2, dtype=np.int64)
         while True:
             if _stop_is_next(comm, MPI):
@@ -337,6 +342,10 @@ def mpi_transport(program: WorkerProgram, arrays: dict[str, np.ndarray], layout:
     kills every rank when one dies, resource tracker included, and the segment would leak.
     """
     unlink_name(layout.segment)
+    if program.peers:
+        from ist_cli.runtime.mpi_peers import PeerTransport  # noqa: PLC0415
+
+        return PeerTransport(program, arrays, layout, n_workers)
     return MPITransport(program, arrays, layout, n_workers)
 
 

@@ -29,6 +29,7 @@ from ist_cli.models.mlp import B
 from ist_cli.models.shards import Piece, draw_plans, shard_layout
 from ist_cli.models.subnet import neuron_index, subnet_layout
 from ist_cli.runtime.arena import ArraySpec
+from ist_cli.runtime.transport import Region
 from ist_cli.training.goal import EvalSchedule
 
 
@@ -57,6 +58,10 @@ class PartitionedISTWorker(ISTWorker):
         if t.study.sparse:  # this owner's share of the resident pruning mask (MPI: only its own is used)
             self.shard_mask = np.zeros(self.owners[worker].size, dtype=self.model.dtype)
             self.owners[worker].split(self.mask, self.full, self.shard_mask)
+
+    def resident(self, worker: int) -> tuple[Region, ...]:
+        # the owner's shard starts where the coordinator initialised it; from then on it lives there
+        return (*super().resident(worker), Region("shard", worker))
 
     # -- the round's partition, drawn here -----------------------------------------
     def piece(self, round_index: int, owner: int, worker: int) -> Piece:
