@@ -7,13 +7,25 @@ written here from the partition, not against the code's own accounting alone.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import psutil
 import pytest
 
 from ist_cli.comm import NetworkModel, pair_traffic
 from ist_cli.io.runfile import read_run
 from ist_cli.models.subnet import block_sizes, draw_partition
-from tests.helpers import TIMING, ist, ist_json, one_error_line
+from tests.helpers import (
+    TIMING,
+    assert_no_new_segments,
+    ist,
+    ist_json,
+    one_error_line,
+    shm_entries,
+    worker_processes,
+)
+from tests.test_faults import assert_failed_file, start_long_run, wait_end
 
 MLP = ["--model", "mlp", "--algorithm", "ist", "--hidden", "24,16", "--rounds", "4", "--eval-every", "2",
        "--local-steps", "3"]
@@ -130,3 +142,35 @@ def test_the_link_model_prices_the_busiest_link_of_each_phase():
     network = NetworkModel(latency=1e-3, bandwidth=1e3)
     assert network.round_time(traffic) == pytest.approx(2e-3 + 1000 / 1e3 + 2000 / 1e3)
     assert traffic.bytes_down.tolist() == [10.0, 1000.0] and traffic.bytes_up.tolist() == [2000.0, 400.0]
+
+
+LONG_PARTITIONED = ["run", "--model", "mlp", "--algorithm", "ist", "--server", "partitioned", "--workers", "4",
+                    "--hidden", "24,16", "--local-steps", "1", "--rounds", "1000000", "--eval-every", "50",
+                    "--name", "long"]
+
+
+@pytest.mark.slow
+def test_a_killed_owner_fails_the_run_within_10_seconds_naming_its_lost_shard(tmp_path):
+    before = shm_entries()
+    process = start_long_run(tmp_path, LONG_PARTITIONED)
+    workers = worker_processes(process.pid)
+    workers[2].send_signal(9)
+    code, stderr, seconds = wait_end(process, 30)
+    assert seconds < 10 and code == 1
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("ist: error: worker") and "shard" in lines[-1] and "SIGKILL" in lines[-1]
+    assert_failed_file(tmp_path, "is lost")
+    assert_no_new_segments(before, process.pid)
+    time.sleep(0.5)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_partitioned_run_as_today(tmp_path):
+    before = shm_entries()
+    process = start_long_run(tmp_path, LONG_PARTITIONED)
+    process.send_signal(2)
+    code, stderr, seconds = wait_end(process, 30)
+    assert seconds < 10 and code == 130 and "Traceback" not in stderr
+    assert_failed_file(tmp_path, "interrupted")
+    assert_no_new_segments(before, process.pid)

@@ -108,8 +108,8 @@ class PeerTransport(MPITransport):
     def attrs(self) -> dict[str, Any]:
         """Root attributes: the per-pair bytes (row: from rank, column: to rank), counted by senders and receivers."""
         return {**super().attrs(), "server": "partitioned",
-                "bytes_pairs_sent_measured": self.pairs_sent.sum(axis=0),
-                "bytes_pairs_received_measured": self.pairs_received.sum(axis=0)}
+                "bytes_pairs_sent_measured": self.pairs_sent.sum(axis=0).tolist(),
+                "bytes_pairs_received_measured": self.pairs_received.sum(axis=0).tolist()}
 
 
 def serve_peer(comm: Any, MPI: Any, program: Any, worker: int) -> None:

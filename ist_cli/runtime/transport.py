@@ -104,6 +104,10 @@ class WorkerProgram:
     def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
         """Bind to the arena's arrays once, before the first round."""
 
+    def lost_with(self, worker: int) -> str:
+        """What a run loses with worker ``worker`` beyond its round, for a fault message ("": nothing)."""
+        return ""
+
     def resident(self, worker: int) -> tuple[Region, ...]:
         """Regions worker ``worker`` reads that never change during the run (sent once, before ``setup``)."""
         return ()

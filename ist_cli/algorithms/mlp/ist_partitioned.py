@@ -59,6 +59,10 @@ class PartitionedISTWorker(ISTWorker):
             self.shard_mask = np.zeros(self.owners[worker].size, dtype=self.model.dtype)
             self.owners[worker].split(self.mask, self.full, self.shard_mask)
 
+    def lost_with(self, worker: int) -> str:
+        return (f"; its shard {worker} (the parameters of hidden-neuron block {worker} of every layer) is lost "
+                "with it, so the run cannot go on")
+
     def resident(self, worker: int) -> tuple[Region, ...]:
         # the owner's shard starts where the coordinator initialised it; from then on it lives there
         return (*super().resident(worker), Region("shard", worker))
