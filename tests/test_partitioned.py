@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from ist_cli.comm import NetworkModel, pair_traffic
+from ist_cli.config import config_hash, resolve_config
 from ist_cli.io.runfile import read_run
 from ist_cli.models.subnet import block_sizes, draw_partition
 from tests.helpers import (
@@ -122,8 +123,13 @@ def test_partitioned_over_mpi_gives_the_central_model_and_counts_the_accounted_b
         assert np.array_equal(sent, closed_form_pairs([64, 24, 16, 10], workers, 0, 4, {2, 4}))
     for direction in ("up", "down"):
         assert np.array_equal(partitioned.metrics[f"bytes_{direction}_measured"], partitioned.metrics[f"bytes_{direction}"])
-    # rank 0 is no longer the busiest process
-    assert summary["busiest_rank_bytes_per_round"] < central_summary["busiest_rank_bytes_per_round"]
+    # the summary's busiest process: the most bytes any rank sent and received, per round
+    measured = np.asarray(sent)
+    assert summary["busiest_rank_bytes_per_round"] == (measured.sum(axis=0) + measured.sum(axis=1)).max() / 4
+    assert central_summary["busiest_rank_bytes_per_round"] == (central.metrics["bytes_up"][-1]
+                                                               + central.metrics["bytes_down"][-1]) / 4
+    peak = np.asarray(partitioned.attrs["peak_rss_bytes_per_rank"])
+    assert peak.shape == (workers + 1,) and (peak > 10**6).all()  # every rank reported a real VmHWM
 
 
 @pytest.mark.parametrize("algorithm", ["dp", "local-sgd"])
@@ -174,3 +180,13 @@ def test_ctrl_c_ends_a_partitioned_run_as_today(tmp_path):
     assert seconds < 10 and code == 130 and "Traceback" not in stderr
     assert_failed_file(tmp_path, "interrupted")
     assert_no_new_segments(before, process.pid)
+
+
+def test_server_and_partition_rule_change_the_run_id_and_their_defaults_are_not_recorded():
+    base = {"model": "mlp", "algorithm": "ist", "workers": 2, "hidden": [8]}
+    default = resolve_config(base)
+    assert "server" not in default and "partition_rule" not in default  # ids of older runs stay valid
+    assert resolve_config({**base, "server": "central", "partition_rule": "random"}) == default
+    ids = {config_hash(resolve_config({**base, "server": s, "partition_rule": r}))
+           for s in ("central", "partitioned") for r in ("random", "stratified")}
+    assert len(ids) == 4

@@ -303,9 +303,7 @@ def serve_worker(comm: Any | None = None) -> None:
         program.setup(private, worker)
         comm.Send(np.array([os.getpid(), np.nan]), dest=0, tag=TAG_HEADER)
         if program.peers:  # its workers trade pieces among themselves (partitioned IST)
-            from ist_cli.runtime.mpi_peers import serve_peer  # noqa: PLC0415
-
-            serve_peer(comm, MPI, program, worker)
+            program.mpi_peers().serve_peer(comm, MPI, program, worker)
             return
         header = np.zeros(2, dtype=np.int64)
         while True:
@@ -343,9 +341,7 @@ def mpi_transport(program: WorkerProgram, arrays: dict[str, np.ndarray], layout:
     """
     unlink_name(layout.segment)
     if program.peers:
-        from ist_cli.runtime.mpi_peers import PeerTransport  # noqa: PLC0415
-
-        return PeerTransport(program, arrays, layout, n_workers)
+        return program.mpi_peers().PeerTransport(program, arrays, layout, n_workers)
     return MPITransport(program, arrays, layout, n_workers)
 
 

@@ -5,8 +5,8 @@ rank a 16-byte header and the output bias; the worker ranks then trade their pie
 themselves (owner k -> worker i before the step, worker i -> owner k after it: nonblocking
 sends, then polled receives in rank order, so no pair of ranks waits on the other), and
 each sends rank 0 its trained output bias, on evaluation rounds its shard, and a trailer:
-its compute seconds, its result and the bytes it sent to and received from every rank in
-both phases. Rank 0 counts its own sends and receives, so ``pairs_sent`` and
+its compute seconds, its result, its peak resident memory and parameter bytes, and the
+bytes it sent to and received from every rank in both phases. Rank 0 counts its own sends and receives, so ``pairs_sent`` and
 ``pairs_received`` (phase, source, destination) are counted at every send and receive;
 they equal the method's per-pair accounting (``ISTPartitioned.round_pairs``).
 
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ist_cli.runtime.budget import peak_resident_bytes
 from ist_cli.runtime.mpi import (
     TAG_DATA,
     TAG_ERROR,
@@ -47,11 +48,22 @@ class PeerTransport(MPITransport):
         ranks = n_workers + 1
         self.pairs_sent = np.zeros((2, ranks, ranks))
         self.pairs_received = np.zeros((2, ranks, ranks))
+        self.peak_rss = np.zeros(ranks)  # bytes, per rank (VmHWM)
+        self.param_bytes = np.zeros(ranks)  # bytes of parameters each rank holds
+        self.collected_at_close = 0
+        self._clean = False  # the last round ended normally: the ranks can still be asked for their shards
+        self._fresh = True  # the coordinator's copies of the shards are current (the last round collected them)
+
+    def start(self) -> None:
+        super().start()
+        self._clean = True
+        self.param_bytes[0] = self.arrays["model"].nbytes  # the model it joins to evaluate and to write
 
     def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[float, Any]]:
         if payloads is not None and any(p is not None for p in payloads):
             raise ValueError("the MPI transport moves arena regions, not per-round payloads")
         started = time.perf_counter()
+        self._clean = False
         header = np.array([round_index, 0], dtype=np.int64)
         for worker, server in enumerate(self._servers):
             self.comm.Send(header, dest=worker + 1, tag=TAG_HEADER)
@@ -63,7 +75,30 @@ class PeerTransport(MPITransport):
         slowest = max(seconds for seconds, _ in replies)
         self.comm_seconds = max(0.0, time.perf_counter() - started - slowest)
         self.comm_seconds_total += self.comm_seconds
+        self._clean, self._fresh = True, self._servers[0].collects(round_index)
         return replies
+
+    def close(self) -> None:
+        """Before the ranks stop: when the last round did not send the shards (an interrupted
+        run), ask every owner for its shard, so ``/final`` is the model the rounds made."""
+        if self._clean and not self._fresh and self._servers:
+            self._collect_shards()
+        self.peak_rss[0] = peak_resident_bytes()
+        super().close()
+
+    def _collect_shards(self) -> None:
+        header = np.array([-1, 0], dtype=np.int64)  # round -1: send your shard
+        for worker in range(self.n_workers):
+            self.comm.Send(header, dest=worker + 1, tag=TAG_HEADER)
+        deadline = time.monotonic() + 10.0
+        for worker, server in enumerate(self._servers):
+            while not self.comm.Iprobe(source=worker + 1, tag=TAG_DATA):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.0002)
+            target = server.own_shard()
+            self.comm.Recv(target, source=worker + 1, tag=TAG_DATA)
+            self.collected_at_close += target.nbytes
 
     def _collect_peers(self, round_index: int) -> list[tuple[float, Any]]:
         """Every worker's output bias (into its ``sub`` row), its shard when due, then its trailer."""
@@ -90,7 +125,8 @@ class PeerTransport(MPITransport):
                 trailer = _receive(self.comm, status, np.dtype(np.float64))
                 self.bytes.control += trailer.nbytes
                 ranks = n + 1
-                counts = trailer[2:].reshape(2, 2, ranks)  # (sent, received) x (down, up) x other rank
+                counts = trailer[4:].reshape(2, 2, ranks)  # (sent, received) x (down, up) x other rank
+                self.peak_rss[rank], self.param_bytes[rank] = trailer[2], trailer[3]
                 self.pairs_sent[:, rank, :] += counts[0]
                 self.pairs_received[:, :, rank] += counts[1]
                 replies[worker] = (float(trailer[0]), None if np.isnan(trailer[1]) else float(trailer[1]))
@@ -109,7 +145,9 @@ class PeerTransport(MPITransport):
         """Root attributes: the per-pair bytes (row: from rank, column: to rank), counted by senders and receivers."""
         return {**super().attrs(), "server": "partitioned",
                 "bytes_pairs_sent_measured": self.pairs_sent.sum(axis=0).tolist(),
-                "bytes_pairs_received_measured": self.pairs_received.sum(axis=0).tolist()}
+                "bytes_pairs_received_measured": self.pairs_received.sum(axis=0).tolist(),
+                "bytes_final_collect_measured": int(self.collected_at_close),
+                "peak_rss_bytes_per_rank": self.peak_rss.tolist(), "param_bytes_per_rank": self.param_bytes.tolist()}
 
 
 def serve_peer(comm: Any, MPI: Any, program: Any, worker: int) -> None:
@@ -122,6 +160,9 @@ def serve_peer(comm: Any, MPI: Any, program: Any, worker: int) -> None:
             return
         comm.Recv(header, source=0, tag=TAG_HEADER)
         round_index = int(header[0])
+        if round_index < 0:  # the run ends between evaluations: rank 0 wants the shard for /final
+            comm.Send(np.ascontiguousarray(program.own_shard()), dest=0, tag=TAG_DATA)
+            continue
         counts = np.zeros((2, 2, ranks))  # (sent, received) x (down, up) x other rank
         _wait(comm, MPI, 0, TAG_DATA)
         bias = program.bias()
@@ -141,7 +182,8 @@ def serve_peer(comm: Any, MPI: Any, program: Any, worker: int) -> None:
         for part in outgoing:
             comm.Send(part, dest=0, tag=TAG_DATA)
             counts[0, UP, 0] += part.nbytes
-        comm.Send(np.concatenate([[seconds, np.nan if result is None else float(result)], counts.ravel()]),
+        comm.Send(np.concatenate([[seconds, np.nan if result is None else float(result), peak_resident_bytes(),
+                                   program.param_bytes()], counts.ravel()]),
                   dest=0, tag=TAG_HEADER)
 
 

@@ -101,6 +101,11 @@ class WorkerProgram:
 
     peers = False
 
+    def mpi_peers(self) -> Any:
+        """A ``peers`` program's MPI module (``runtime.mpi_peers``), named by the program so that
+        ``runtime.mpi`` need not import it."""
+        raise NotImplementedError
+
     def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
         """Bind to the arena's arrays once, before the first round."""
 

@@ -59,6 +59,11 @@ class PartitionedISTWorker(ISTWorker):
             self.shard_mask = np.zeros(self.owners[worker].size, dtype=self.model.dtype)
             self.owners[worker].split(self.mask, self.full, self.shard_mask)
 
+    def mpi_peers(self) -> Any:
+        from ist_cli.runtime import mpi_peers  # noqa: PLC0415 (MPI only: mpi4py is optional)
+
+        return mpi_peers
+
     def lost_with(self, worker: int) -> str:
         return (f"; its shard {worker} (the parameters of hidden-neuron block {worker} of every layer) is lost "
                 "with it, so the run cannot go on")
@@ -155,6 +160,10 @@ class PartitionedISTWorker(ISTWorker):
 
     def own_shard(self) -> np.ndarray:
         return self.shards[self.worker][: self.owners[self.worker].size]
+
+    def param_bytes(self) -> int:
+        """Bytes of parameters this rank holds: its shard and the subnet it trains."""
+        return (self.owners[self.worker].size + self.layout.size) * self.model.itemsize
 
     def collects(self, round_index: int) -> bool:
         """Do the owners send their shards to the coordinator after this round (it evaluates)?"""
