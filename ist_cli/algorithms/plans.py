@@ -12,6 +12,7 @@ Sizes are Python integers, so absurd widths (10^30) give an absurd estimate, nev
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ist_cli.data.shape import dataset_shape
@@ -183,6 +184,15 @@ class ISTPlan(MLPPlan):
     def row_values(cls, params: int, widths: Sequence[int], n_workers: int) -> int:
         """About a worker's share of the hidden units' weights (its subnet), and the layers' ends it shares."""
         return params // n_workers + sum(widths)
+
+    @classmethod
+    def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
+        """The partitioned server adds the owners' shard rows to the arena: about one more model."""
+        estimate = super().estimate_run(config)
+        if config.get("server") != "partitioned":
+            return estimate
+        params, itemsize = mlp_params(config, mlp_widths(config)[0])
+        return replace(estimate, arena=estimate.arena + params * itemsize)
 
     @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
