@@ -7,11 +7,13 @@ written here from the partition, not against the code's own accounting alone.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -234,3 +236,15 @@ def test_a_killed_owner_rank_ends_the_mpi_job_within_10_seconds_leaving_no_rank(
             kill_job(launcher)
             launcher.wait()
     assert not (tmp_path / "long.h5").exists()  # the launcher took rank 0 too: only the .tmp is left
+
+
+@pytest.mark.slow
+def test_closing_after_rounds_without_evaluation_brings_the_shards_home_for_final():
+    """An interrupted run ends between evaluations: rank 0 asks the owners for their shards at close."""
+    pytest.importorskip("mpi4py")
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    result = subprocess.run([str(mpiexec), "-n", "3", sys.executable, "-m", "tests.mpi_partitioned_close"],
+                            capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["same"] and report["changed"]
+    assert report["collected"] > 0
