@@ -98,6 +98,9 @@ class Traffic:
     bytes_down: np.ndarray
     messages: np.ndarray
     pattern: str = "ps"
+    #: ``"pairs"`` only: (2, n+1, n+1) bytes from rank row to rank column in the down and the up
+    #: phase (rank 0 the coordinator, rank i+1 worker i)
+    pairs: np.ndarray | None = None
 
     @property
     def total_up(self) -> float:
@@ -113,6 +116,18 @@ def server_traffic(bytes_up: Any, bytes_down: Any) -> Traffic:
     up = np.asarray(bytes_up, dtype=np.float64)
     down = np.asarray(bytes_down, dtype=np.float64)
     return Traffic(up, down, np.full(up.shape, 2.0), "ps")
+
+
+def pair_traffic(pairs: np.ndarray) -> Traffic:
+    """A round of direct messages between ranks (the partitioned server): ``pairs[phase, src, dst]``.
+
+    A worker's ``bytes_down`` is what it receives in the down phase, its ``bytes_up`` what it
+    sends in the up phase; each nonzero entry is one message.
+    """
+    down, up = pairs[0, :, 1:].sum(axis=0), pairs[1, 1:, :].sum(axis=1)
+    messages = (pairs[0, :, 1:] > 0).sum(axis=0) + (pairs[1, 1:, :] > 0).sum(axis=1)
+    return Traffic(up.astype(np.float64), down.astype(np.float64), messages.astype(np.float64), "pairs",
+                   pairs.astype(np.float64))
 
 
 def allreduce_traffic(n_workers: int, payload_bytes: float) -> Traffic:
@@ -149,12 +164,17 @@ class NetworkModel:
 
         ``ps``: the server's link carries every worker's bytes; the down phase (plan and
         parameters) precedes the up phase (results), each costing one latency.
+        ``pairs`` (the partitioned server): each ordered pair of ranks has its own link and
+        all links carry their bytes at once, so a phase takes one latency plus its busiest
+        link's bytes over the bandwidth (the topology does not change this).
         ``allreduce`` (and any traffic on ``ring``): links are per worker and full-duplex,
         so a worker's time is its messages' latency plus the larger direction's bytes; the
         round takes as long as the slowest worker.
         """
         if traffic.bytes_up.size == 0 or (traffic.total_up == 0 and traffic.total_down == 0):
             return 0.0
+        if traffic.pairs is not None:  # every link its own, in parallel; the up phase follows the down phase
+            return sum(self.latency + float(phase.max()) / self.bandwidth for phase in traffic.pairs if phase.any())
         if traffic.pattern == "allreduce" or self.topology == "ring":
             per_worker = traffic.messages * self.latency + np.maximum(traffic.bytes_up, traffic.bytes_down) / self.bandwidth
             return float(per_worker.max())

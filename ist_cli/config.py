@@ -28,6 +28,7 @@ from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
 from ist_cli.data.partition import partition_problem
 from ist_cli.errors import UserError, shown
 from ist_cli.io.regular import kind_of
+from ist_cli.models.shards import PARTITION_RULES
 from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits
 from ist_cli.models.theory import SERVER_UPDATE_DEFAULT, SERVER_UPDATES
 from ist_cli.settings import MLPSettings, QuadraticSettings
@@ -240,6 +241,8 @@ class Option:
     metavar: str | None = None
     defaults_by_model: Mapping[str, Any] = field(default_factory=dict)
     section: str = ""  # its ``ist run --help`` section ("" = by its models: common, quadratic or MLP)
+    #: False: the key is left out of a config that holds its default (older run ids stay valid)
+    recorded_when_default: bool = True
 
     @property
     def flag(self) -> str:
@@ -329,6 +332,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "
            "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",),
            algorithms=("ist",)),
+    Option("server", _str, "central", "IST: where the model lives: on the coordinator (central) or in shards, one "
+           "per worker, which exchange subnet pieces directly (partitioned; docs/cluster.md).",
+           choices=("central", "partitioned"), models=("mlp",), algorithms=("ist",), recorded_when_default=False),
+    Option("partition_rule", _str, "random", "IST: how hidden neurons are dealt to workers each round: a random "
+           "permutation cut into blocks, or stratified (each block takes d/n^2 neurons of every owner's shard).",
+           choices=PARTITION_RULES, models=("mlp",), algorithms=("ist",), recorded_when_default=False),
     Option("synthetic_samples", _int(2), synthetic.SAMPLES, "Samples of the synthetic dataset.", models=("mlp",),
            requires={"dataset": ("synthetic",)}),
     Option("synthetic_features", _int(1), synthetic.FEATURES, "Features of the synthetic dataset.", models=("mlp",),
@@ -456,7 +465,8 @@ def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = N
     _check_algorithm(config, merged)
     given = {key: config[key] for key in merged if key in config}
     used = {option.key: option for option in OPTIONS if option.used_by(config)}
-    config = {key: option.pinned.get(config["algorithm"], config[key]) for key, option in used.items()}
+    config = {key: option.pinned.get(config["algorithm"], config[key]) for key, option in used.items()
+              if option.recorded_when_default or config[key] != option.default_for(model)}
     _more_validate(config, given, lambda key: _name(merged.get(key, (None, "cli"))[1], key))
     return config
 

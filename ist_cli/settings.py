@@ -71,6 +71,9 @@ class MLPSettings(RunSettings):
     prune_biases: bool
     noise_scale_every: int
     lipschitz_every: int
+    # IST's model placement and partition rule (docs/cluster.md, docs/algorithms.md)
+    server: str = "central"
+    partition_rule: str = "random"
 
     @property
     def batch_norm(self) -> bool:

@@ -23,6 +23,8 @@ VALUES = {
     "goal_metric": ("test_error", "train_error"), "max_steps": (0, 10), "sparsity": (0.0, 0.5),
     "prune": ("snip", "random"), "snip_batches": (1, 2), "prune_biases": (False, True),
     "noise_scale_every": (0, 1), "lipschitz_every": (0, 1),
+    "server": None,  # refused (not ignored) by the methods that need the whole model: test_partitioned.py
+    "partition_rule": ("random", "stratified"),
 }
 BASE = {"workers": 2, "dim": 8, "hidden": [8]}
 

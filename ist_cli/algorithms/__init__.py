@@ -12,9 +12,10 @@ from ist_cli.settings import MLPSettings, RunSettings
 def method_class(settings: RunSettings) -> type[Algorithm]:
     """The class of the configured method (imports its model's methods, and so numba)."""
     if isinstance(settings, MLPSettings):
-        from ist_cli.algorithms.mlp import METHODS
-    else:
-        from ist_cli.algorithms.quadratic import METHODS  # type: ignore[assignment]
+        from ist_cli.algorithms.mlp import method_for
+
+        return method_for(settings)
+    from ist_cli.algorithms.quadratic import METHODS
     return METHODS[settings.algorithm]
 
 

@@ -12,6 +12,7 @@ Sizes are Python integers, so absurd widths (10^30) give an absurd estimate, nev
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ist_cli.data.shape import dataset_shape
@@ -149,6 +150,12 @@ class MLPPlan(MethodPlan):
         return params
 
     @classmethod
+    def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
+        if given.get("server", "central") != "central":
+            raise UserError(f"{where('server')}: {given['server']!r} is not allowed for {config['algorithm']}; "
+                            f"expected central ({config['algorithm']} needs the whole model on every worker)")
+
+    @classmethod
     def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
         n = int(config["workers"])
         widths, samples, raw = mlp_widths(config)
@@ -183,12 +190,24 @@ class ISTPlan(MLPPlan):
         return params // n_workers + sum(widths)
 
     @classmethod
+    def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
+        """The partitioned server adds the owners' shard rows to the arena: about one more model."""
+        estimate = super().estimate_run(config)
+        if config.get("server") != "partitioned":
+            return estimate
+        params, itemsize = mlp_params(config, mlp_widths(config)[0])
+        return replace(estimate, arena=estimate.arena + params * itemsize)
+
+    @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
         n = config["workers"]
         for width in config["hidden"]:
             if width < n:
                 raise UserError(f"{where('hidden')}: width {width} is smaller than the {n} workers; "
                                 f"IST needs every hidden layer to have at least {n} neurons")
+        if config.get("server") == "partitioned" and config.get("lipschitz_every"):
+            raise UserError(f"{where('lipschitz_every')}: {config['lipschitz_every']} is not allowed with --server "
+                            "partitioned; expected 0 (the estimate needs the whole model before every round)")
 
 
 class DPPlan(MLPPlan):

@@ -47,6 +47,17 @@ class RunEstimate:
                 f"{human_bytes(self.coordinator)}, {self.workers} workers x {human_bytes(self.per_worker)})")
 
 
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory so far (``VmHWM`` of /proc/self/status; 0 where unknown)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _meminfo_available() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

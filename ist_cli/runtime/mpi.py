@@ -321,6 +321,9 @@ def serve_worker(comm: Any | None = None) -> None:
         program.setup(private, worker)
         workers = comm.Create_group(comm.Get_group().Excl([0])) if program.allreducing else None
         comm.Send(np.array([os.getpid(), 0.0, np.nan, 0.0, 0.0]), dest=0, tag=TAG_HEADER)  # ready: the pid
+        if program.peers:  # its workers trade pieces among themselves (partitioned IST)
+            program.mpi_peers().serve_peer(comm, MPI, program, worker)
+            return
         header = np.zeros(2, dtype=np.int64)
         while True:
             if _stop_is_next(comm, MPI):
@@ -370,6 +373,8 @@ def mpi_transport(program: WorkerProgram, arrays: dict[str, np.ndarray], layout:
     kills every rank when one dies, resource tracker included, and the segment would leak.
     """
     unlink_name(layout.segment)
+    if program.peers:
+        return program.mpi_peers().PeerTransport(program, arrays, layout, n_workers)
     return MPITransport(program, arrays, layout, n_workers)
 
 

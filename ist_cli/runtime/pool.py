@@ -229,7 +229,8 @@ class WorkerPool(TransportBase):
     def _raise_dead(self, worker: int, phase: str) -> None:
         process = self._processes[worker]
         process.join(timeout=1.0)
-        raise WorkerFailed(f"worker {worker} (pid {process.pid}) {_describe_exit(process)} during {phase}")
+        raise WorkerFailed(f"worker {worker} (pid {process.pid}) {_describe_exit(process)} during {phase}"
+                           f"{self.program.lost_with(worker)}")
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop workers politely, then by force; never leaves a process behind."""

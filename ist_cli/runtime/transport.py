@@ -119,10 +119,22 @@ class WorkerProgram:
     ``setup`` binds to arena arrays for worker ``worker``. The same program, set up on the
     coordinator's arrays, must be able to run ``pack_down``/``unpack_up`` there: that is how
     a transport without shared memory uses it. The defaults suit a program that only steps.
+    ``peers``: over MPI its workers also exchange pieces with each other (``runtime.mpi_peers``).
     """
+
+    peers = False
+
+    def mpi_peers(self) -> Any:
+        """A ``peers`` program's MPI module (``runtime.mpi_peers``), named by the program so that
+        ``runtime.mpi`` need not import it."""
+        raise NotImplementedError
 
     def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
         """Bind to the arena's arrays once, before the first round."""
+
+    def lost_with(self, worker: int) -> str:
+        """What a run loses with worker ``worker`` beyond its round, for a fault message ("": nothing)."""
+        return ""
 
     def resident(self, worker: int) -> tuple[Region, ...]:
         """Regions worker ``worker`` reads that never change during the run (sent once, before ``setup``)."""

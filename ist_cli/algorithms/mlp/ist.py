@@ -20,9 +20,9 @@ from ist_cli.algorithms.plans import ISTPlan
 from ist_cli.comm import INDEX_BYTES, Traffic, server_traffic
 from ist_cli.kernels import mlp as kernels
 from ist_cli.models.mlp import B
+from ist_cli.models.shards import draw_plans
 from ist_cli.models.subnet import (
     block_sizes,
-    draw_partition,
     ist_subnet_sizes,
     neuron_index,
     subnet_layout,
@@ -107,6 +107,7 @@ class IST(MLPMethod):
         # where each worker's subnet keeps the shared output bias: fixed for the run
         self._output_bias_offsets = [output_bias_offset(self.widths, self.n_workers, worker, self.batch_norm)
                                      for worker in range(self.n_workers)]
+        self._server_bytes, self._rounds_counted = 0.0, 0
 
     def training(self) -> Training:
         scale = float(self.n_workers) if self.settings.scale_by_width else 1.0
@@ -126,7 +127,8 @@ class IST(MLPMethod):
 
     def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> None:
         super().plan_round(arrays, round_index)
-        plans = draw_partition(self.widths[1:-1], self.n_workers, self.settings.seed, round_index)
+        plans = draw_plans(self.settings.partition_rule, self.widths[1:-1], self.n_workers, self.settings.seed,
+                           round_index)
         for h, plan in enumerate(plans):
             arrays[f"plan{h}"][...] = plan
         if self.study.sparse:
@@ -160,4 +162,12 @@ class IST(MLPMethod):
         if self.study.sparse:  # the mask is known to all: only kept values cross, no index for them
             values = self._kept_per_worker
         value = self.dtype.itemsize
-        return server_traffic(values * value, values * value + indices * INDEX_BYTES)
+        traffic = server_traffic(values * value, values * value + indices * INDEX_BYTES)
+        self._server_bytes += traffic.total_up + traffic.total_down
+        self._rounds_counted += 1
+        return traffic
+
+    def summary_extras(self) -> dict[str, Any]:
+        """The busiest process's bytes per round: the server's, which sends and receives every subnet."""
+        return {**super().summary_extras(), "server": "central",
+                "busiest_rank_bytes_per_round": self._server_bytes / max(self._rounds_counted, 1)}
