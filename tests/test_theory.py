@@ -190,3 +190,20 @@ def test_theorem1_theta_is_the_smallest_valid_constant() -> None:
     assert np.linalg.eigvalsh(0.99 * t1.theta * t1.W - blb)[0] < 0
     assert t1.rate == pytest.approx(1 - 1e-4 * t1.mu)
     assert theorem1(law, problem.L, lr=2 / t1.theta).rate is None
+
+
+def test_the_theorys_method_table_agrees_with_the_option_table() -> None:
+    """The theory's per-method facts (models.theory.DYNAMICS) are the option table's: a method
+    with a fixed sketch takes no --sketch, only those with local steps or a server-update choice
+    take those settings, and GD's fixed sketch is the identity."""
+    from ist_cli.config import ALGORITHMS, OPTIONS_BY_KEY
+    from ist_cli.models.theory import DYNAMICS
+
+    assert tuple(DYNAMICS) == ALGORITHMS["quadratic"]
+    for algorithm, rule in DYNAMICS.items():
+        config = {"model": "quadratic", "algorithm": algorithm}
+        assert OPTIONS_BY_KEY["sketch"].used_by(config) == (rule.fixed_sketch is None), algorithm
+        assert OPTIONS_BY_KEY["server_update"].used_by(config) == rule.server_updates, algorithm
+        assert OPTIONS_BY_KEY["local_steps"].used_by(config) == rule.local_steps, algorithm
+    assert DYNAMICS["gd"].fixed_sketch == "identity"
+    assert [name for name, rule in DYNAMICS.items() if rule.biased] == ["ist"]  # the report's bias overlay

@@ -34,6 +34,7 @@ class MethodPlan:
     allreduce: ClassVar[bool] = False  # averages by an all-reduce among the workers (--topology ring over MPI)
     # alone (one worker), its worker's round may run in the coordinator's process, bitwise the same
     in_process_alone: ClassVar[bool] = False
+    theory: ClassVar[bool] = False  # the closed-form mean dynamics cover it (models.theory: ist theory, report overlays)
 
     @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
@@ -69,6 +70,7 @@ class QuadraticPlan(MethodPlan):
     model = "quadratic"
     settings = QuadraticSettings
     loading_stage = "building the problem"
+    theory = True
 
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:
@@ -241,6 +243,12 @@ PLANS: dict[str, dict[str, type[MethodPlan]]] = {
 def plan_of(config: Mapping[str, Any]) -> type[MethodPlan]:
     """The plan of a resolved config's method."""
     return PLANS[config["model"]][config["algorithm"]]
+
+
+def theory_covers(config: Mapping[str, Any]) -> bool:
+    """True for a config (a run file's too, of any age) of a model whose methods the closed-form
+    mean dynamics cover."""
+    return any(plan.theory for plan in PLANS.get(config.get("model"), {}).values())
 
 
 def runs_in_process(config: Mapping[str, Any]) -> bool:

@@ -43,8 +43,9 @@ from ist_cli.runtime.watchdog import AUTO, parse_round_timeout
 TRANSPORTS = ("shm", "mpi")  # workers as processes on shared memory, or as MPI ranks
 
 # --help sections, in order; options of the table go to their ``Option.section`` if they name one,
-# else to one by their model (network keys apart)
-SECTIONS = ("common", "quadratic", "MLP", STUDY_SECTION, "network model", "input and output")
+# else to their model's if they have one model (network keys apart), else to "common"
+MODEL_SECTIONS = {"quadratic": "quadratic", "mlp": "MLP"}
+SECTIONS = ("common", *MODEL_SECTIONS.values(), STUDY_SECTION, "network model", "input and output")
 NETWORK_KEYS = ("bandwidth", "latency", "topology")
 ALL_ALGORITHMS = tuple(dict.fromkeys(name for names in ALGORITHMS.values() for name in names))
 
@@ -54,10 +55,8 @@ def _section(option: Option) -> str:
         return option.section
     if option.key in NETWORK_KEYS:
         return "network model"
-    if option.models == ("quadratic",):
-        return "quadratic"
-    if option.models == ("mlp",):
-        return "MLP"
+    if len(option.models) == 1:
+        return MODEL_SECTIONS[option.models[0]]
     return "common"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import numpy as np
 
+from ist_cli.algorithms.plans import theory_covers
 from ist_cli.cli import say
 from ist_cli.cli.run import config_layers, with_run_options
 from ist_cli.config import resolve_config, settings_from_config
@@ -34,7 +35,7 @@ def _from_run_file(path: str, layers: list[dict[str, Any]], sources: list[str], 
         raise UserError(f"{path!r} is not a readable run file ({exc})") from None
     except FileNotFoundError:
         raise UserError(f"{path!r} does not exist; expected an ist run file (.h5)") from None
-    if run.config.get("model") != "quadratic":
+    if not theory_covers(run.config):
         raise UserError(f"{path!r} is a {run.config.get('model')} run; ist theory covers the quadratic model only")
     for layer, source in zip(layers, sources, strict=True):
         for key in PROBLEM_KEYS:
@@ -136,7 +137,7 @@ def theory_command(run_file: str | None, config_file: str | None, overrides: tup
         settings, L, b, x0 = _from_run_file(run_file, layers, sources, count)
     else:
         config = resolve_config({"model": "quadratic"}, *layers, sources=["default", *sources])
-        if config["model"] != "quadratic":
+        if not theory_covers(config):
             raise UserError(f"model {config['model']!r} is not allowed; ist theory covers the quadratic model only")
         if config["dim"] > MAX_DIM:
             raise UserError(f"--dim: {config['dim']} is too large for ist theory (O(n d³) work); "

@@ -22,6 +22,7 @@ from ist_cli.models.theory import (
     mean_trajectory,
     method_for,
     optimum,
+    round_of,
 )
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ def analyze(settings: QuadraticSettings, L: np.ndarray, b: np.ndarray, x0: np.nd
     Raises ValueError for what the theory cannot do (the CLI turns it into a one-line error).
     """
     algorithm, rounds = settings.algorithm, settings.rounds
-    server_update = settings.server_update if algorithm == "ist" else SERVER_UPDATE_DEFAULT
+    rule = round_of(algorithm)
+    server_update = settings.server_update if rule.server_updates else SERVER_UPDATE_DEFAULT
     lr, steps = float(settings.lr), int(settings.local_steps)
     method = method_for(algorithm, settings.sketch, L, q=settings.sketch_q, server_update=server_update,
                         lr=lr, local_steps=steps)
@@ -125,7 +127,7 @@ def analyze(settings: QuadraticSettings, L: np.ndarray, b: np.ndarray, x0: np.nd
     if x_limit is None:
         notes.append(f"ρ(P) = {dyn.spectral_radius():.6g} >= 1: the mean iterate does not converge at lr {lr:g}")
     t1 = t2 = None
-    if theorems and algorithm in ("ist", "gd") and steps == 1:
+    if theorems and rule.theorems and steps == 1:
         t1, t2 = theorem1(method.law, L, lr), theorem2(method.law, L, b, lr)
         if np.any(np.asarray(b) != 0):
             notes.append("Theorem 1 assumes interpolation (b_i = 0); this problem has b ≠ 0, so its rate bounds "
@@ -133,8 +135,8 @@ def analyze(settings: QuadraticSettings, L: np.ndarray, b: np.ndarray, x0: np.nd
         if server_update == "average" and method.law.kind in ("perm-precond", "rand"):
             notes.append("Theorems 1-2 analyse the delta (gradient) form; with --server-update average this "
                          "sketch runs a different method ((1/n)Σ C_i ≠ I)")
-    elif theorems and algorithm == "dcgd":
-        notes.append("Theorems 1-2 are about IST (and GD); for DCGD only the mean dynamics are computed")
+    elif theorems and not rule.theorems:
+        notes.append(f"Theorems 1-2 are about IST (and GD); for {algorithm.upper()} only the mean dynamics are computed")
     elif theorems:
         notes.append(f"Theorems 1-2 are about one local step; with R = {steps} only the mean dynamics are computed")
     return Analysis(settings, dyn, x_star, x_limit, dist, t1, t2, tuple(notes))

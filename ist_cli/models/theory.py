@@ -35,13 +35,45 @@ from ist_cli.seeding import stream
 
 SERVER_UPDATES = ("average", "delta")
 SERVER_UPDATE_DEFAULT = "average"  # also what runs written before the setting existed did
-METHODS = ("ist", "gd", "dcgd")
 MC_BATCHES = 20  # batches for the Monte-Carlo standard errors (grouped jackknife)
 
 __all__ = [
-    "SERVER_UPDATES", "SKETCHES", "MeanDynamics", "Method", "expected_clc", "ist_bias_sq", "ist_limit",
-    "mean_dynamics", "mean_trajectory", "optimum", "sketch_q",
+    "DYNAMICS", "METHODS", "SERVER_UPDATES", "SKETCHES", "MeanDynamics", "Method", "Round", "expected_clc",
+    "ist_bias_sq", "ist_limit", "mean_dynamics", "mean_trajectory", "optimum", "sketch_q",
 ]
+
+
+@dataclass(frozen=True)
+class Round:
+    """What a quadratic method's round is, as the mean dynamics read it (one home, by name: the
+    theory needs no method class, and models/ imports nothing of algorithms/)."""
+
+    sketched_model: bool  # worker i steps from its sketched model C_i x (IST), or from x compressing its gradient (DCGD)
+    fixed_sketch: str | None = None  # the sketch it always uses (GD: IST with the identity sketch); None: the run's
+    local_steps: bool = False  # it may take more than one local step per round
+    server_updates: bool = False  # the server-update setting applies (otherwise the default, average)
+    theorems: bool = False  # Theorems 1-2 are about it
+
+    @property
+    def biased(self) -> bool:
+        """Its mean iterate may settle away from x* (a model sketched by the run's random sketch)."""
+        return self.sketched_model and self.fixed_sketch is None
+
+
+#: algorithm -> its round, for every quadratic method
+DYNAMICS = {
+    "ist": Round(sketched_model=True, local_steps=True, server_updates=True, theorems=True),
+    "gd": Round(sketched_model=True, fixed_sketch="identity", theorems=True),
+    "dcgd": Round(sketched_model=False),
+}
+METHODS = tuple(DYNAMICS)
+
+
+def round_of(algorithm: str) -> Round:
+    """The round of a quadratic method; ValueError for any other name."""
+    if algorithm not in DYNAMICS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(METHODS)}")
+    return DYNAMICS[algorithm]
 
 
 @dataclass(frozen=True)
@@ -55,12 +87,15 @@ class Method:
     local_steps: int = 1
 
     def __post_init__(self) -> None:
-        if self.algorithm not in METHODS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; expected one of {', '.join(METHODS)}")
+        rule = round_of(self.algorithm)
         if self.server_update not in SERVER_UPDATES:
             raise ValueError(f"unknown server update {self.server_update!r}; expected one of {', '.join(SERVER_UPDATES)}")
-        if self.algorithm != "ist" and self.local_steps != 1:
+        if not rule.local_steps and self.local_steps != 1:
             raise ValueError(f"{self.algorithm} takes one local step per round, got {self.local_steps}")
+
+    @property
+    def round(self) -> Round:
+        return DYNAMICS[self.algorithm]
 
 
 @dataclass(frozen=True)
@@ -104,7 +139,7 @@ class MeanDynamics:
 def method_for(algorithm: str, sketch: str, L: np.ndarray, *, q: int | None = None, server_update: str = "average",
                lr: float = 0.02, local_steps: int = 1) -> Method:
     """The Method of a run's settings (GD is IST with the identity sketch)."""
-    kind = "identity" if algorithm == "gd" else sketch
+    kind = round_of(algorithm).fixed_sketch or sketch
     return Method(algorithm, sketch_law(kind, L, q), server_update, lr, local_steps)
 
 
@@ -128,23 +163,23 @@ def _closed_form(method: Method, L: np.ndarray, b: np.ndarray) -> MeanDynamics:
     d = law.d
     mean_c = mean_sketch(law)  # (n, d): diag E[C_i]
     c = lr * np.mean(mean_c * b, axis=0)
-    if method.algorithm == "dcgd":
-        P = np.eye(d) - lr * np.mean(mean_c[:, :, None] * L, axis=0)
-    else:
+    if method.round.sketched_model:
         B = expected_clc(law, L).mean(axis=0)
         start = np.eye(d) if method.server_update == "delta" else np.diag(mean_c.mean(axis=0))
         P = start - lr * B
+    else:
+        P = np.eye(d) - lr * np.mean(mean_c[:, :, None] * L, axis=0)
     return MeanDynamics(P, c)
 
 
 def round_map(method: Method, L: np.ndarray, b: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The round's affine map x ↦ P_s x + c_s for one draw of the sketches ``scales`` (n, d)."""
     n, d = scales.shape
-    lr, steps = method.lr, method.local_steps
+    lr, steps, sketched = method.lr, method.local_steps, method.round.sketched_model
     P, c = np.zeros((d, d)), np.zeros(d)
     for i in range(n):
         s = scales[i]
-        start = np.diag(s) if method.algorithm == "ist" else np.eye(d)
+        start = np.diag(s) if sketched else np.eye(d)  # GD's identity sketch: diag(1) = I
         Z, z = start.copy(), np.zeros(d)  # z_i = Z x + z after each local step
         for _ in range(steps):
             Z -= lr * s[:, None] * (L[i] @ Z)

@@ -26,12 +26,14 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from ist_cli.algorithms.plans import theory_covers
 from ist_cli.config import settings_from_config
 from ist_cli.errors import UserError
 from ist_cli.io.metric_info import metric_label, metric_range
 from ist_cli.io.outputs import make_dir
 from ist_cli.io.runfile import RunData, RunFileError, read_run
 from ist_cli.models.analysis import Analysis, analyze, run_inputs
+from ist_cli.models.theory import DYNAMICS
 from ist_cli.report.choices import DEFAULT_FIGSIZE, FIGSIZES
 from ist_cli.report.labels import Labels, group_label
 from ist_cli.report.metrics import BOOKKEEPING, X_AXES, X_LABELS, X_UNITS, final_value, series
@@ -178,7 +180,7 @@ def run_analysis(run: RunData) -> Analysis | None:
     """The exact theory of a quadratic run with one local step (``models.analysis``, the numbers
     ``ist theory RUN.h5`` prints); None when it does not apply or /problem is missing."""
     cfg = run.config
-    if cfg.get("model") != "quadratic" or cfg.get("local_steps", 1) != 1:
+    if not theory_covers(cfg) or cfg.get("local_steps", 1) != 1:
         return None
     problem = run.problem
     if not problem:  # loaded without /problem (it can be large): read it now, then let it go
@@ -199,7 +201,8 @@ def run_analysis(run: RunData) -> Analysis | None:
 def theory_value(run: RunData) -> float | None:
     """Predicted ‖x^∞ − x*‖² of a quadratic IST run with a random sketch (the mean's irreducible
     bias); None when the theory does not apply or the mean does not settle."""
-    if run.config.get("algorithm") != "ist" or run.config.get("sketch") == "identity":
+    rule = DYNAMICS.get(run.config.get("algorithm"))
+    if rule is None or not rule.biased or run.config.get("sketch") == "identity":
         return None
     analysis = run_analysis(run)
     return None if analysis is None else analysis.bias_sq
