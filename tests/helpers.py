@@ -84,3 +84,23 @@ def worker_processes(pid: int) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return children
+
+
+def overridden(*parts: list[str]) -> list[str]:
+    """Command-line parts joined with later ``--option VALUE`` pairs replacing earlier ones:
+    ``ist run`` refuses a setting given twice, so a test's defaults are overridden here."""
+    pairs: dict[str, str | None] = {}
+    positional: list[str] = []
+    tokens = [token for part in parts for token in part]
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--"):
+            value = tokens[i + 1] if i + 1 < len(tokens) and not tokens[i + 1].startswith("--") else None
+            pairs.pop(token, None)
+            pairs[token] = value
+            i += 1 if value is None else 2
+        else:
+            positional.append(token)
+            i += 1
+    return [*positional, *(t for key, value in pairs.items() for t in ((key,) if value is None else (key, value)))]

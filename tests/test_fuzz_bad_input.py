@@ -381,7 +381,8 @@ def test_empty_out_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- the newer commands
 # Values are drawn from seeded generators (each class its own), never copied from a bug report:
 # the checks must hold for a family of values, not for the few anyone tried.
-STUDY_BASE = '[base]\nmodel = "mlp"\nalgorithm = "single"\nworkers = 1\nhidden = [4]\nrounds = 1\n'
+STUDY_BASE = ('[base]\nmodel = "mlp"\nalgorithm = "single"\nworkers = 1\nhidden = [4]\nrounds = 1\n'
+              'goal_error = 0.5\nvalidation_fraction = 0.1\n')  # a study measures steps to a goal
 DIGITS_SAMPLES = 1797
 
 
@@ -508,7 +509,8 @@ def test_mpi_launches_beyond_the_rank_cap_are_refused_before_mpiexec(tmp_path):
         cap = int(rng.integers(2, 6))
         workers = int(rng.integers(cap, cap + 10**6))
         env = {**os.environ, "IST_MAX_RANKS": str(cap)}
-        for args in (["run", "--transport", "mpi", *QUAD, "--sketch", "rand", "--workers", str(workers),
+        quad = [arg for i, arg in enumerate(QUAD) if "--workers" not in QUAD[max(i - 1, 0):i + 1]]
+        for args in (["run", "--transport", "mpi", *quad, "--sketch", "rand", "--workers", str(workers),
                       "--out", str(out)], ["calibrate", "--workers", str(workers)]):
             result = ist(*args, env=env, timeout=60)
             line = one_error_line(result)

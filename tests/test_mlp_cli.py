@@ -10,7 +10,15 @@ import pytest
 
 import tests.test_faults as faults
 from ist_cli.io.runfile import read_run
-from tests.helpers import TIMING, assert_no_new_segments, ist, ist_json, one_error_line, shm_entries
+from tests.helpers import (
+    TIMING,
+    assert_no_new_segments,
+    ist,
+    ist_json,
+    one_error_line,
+    overridden,
+    shm_entries,
+)
 
 SMALL = ["run", "--model", "mlp", "--workers", "3", "--hidden", "32,24", "--rounds", "30", "--eval-every", "10",
          "--local-steps", "5"]
@@ -67,8 +75,8 @@ def test_hidden_width_below_worker_count_is_a_one_line_error(tmp_path):
 
 
 def test_same_seed_gives_bitwise_identical_mlp_runs(tmp_path):
-    args = [*SMALL, "--rounds", "12", "--eval-every", "4", "--momentum", "0.5", "--hidden", "30,17", "--workers", "2",
-            "--out", str(tmp_path), "--quiet"]
+    args = overridden(SMALL, ["--rounds", "12", "--eval-every", "4", "--momentum", "0.5", "--hidden", "30,17",
+                              "--workers", "2", "--out", str(tmp_path), "--quiet"])
     for name in ("a", "b"):
         ist(*args, "--name", name, check=True)
     a, b = read_run(tmp_path / "a.h5"), read_run(tmp_path / "b.h5")

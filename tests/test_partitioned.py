@@ -30,6 +30,7 @@ from tests.helpers import (
     ist,
     ist_json,
     one_error_line,
+    overridden,
     shm_entries,
     worker_processes,
 )
@@ -47,7 +48,7 @@ CASES = {
 
 
 def run_pair(tmp_path, args, workers, transport="shm"):
-    common = ["run", *MLP, *args, "--workers", str(workers), "--out", str(tmp_path)]
+    common = overridden(["run", *MLP], args, ["--workers", str(workers), "--out", str(tmp_path)])
     central = ist_json(*common, "--name", "central", timeout=600)
     partitioned = ist_json(*common, "--name", "partitioned", "--server", "partitioned", "--transport", transport,
                            timeout=600)
