@@ -236,15 +236,20 @@ class MLPMethod(Algorithm):
                 correct += float((logits.argmax(axis=1) == labels).sum())
         return loss / total, correct / total
 
-    def _set_metrics(self, arrays: dict[str, np.ndarray], name: str) -> dict[str, float]:
-        """The metrics of one evaluation set: ``train`` (at most ``EVAL_TRAIN_LIMIT`` rows), ``test`` or ``val``."""
+    @staticmethod
+    def _set_columns(name: str) -> tuple[str, ...]:
+        """The ``/metrics`` columns of one evaluation set: ``train``, ``test`` or ``val``."""
         if name == "train":
-            rows = None if self._eval_rows.size == arrays["X_train"].shape[0] else self._eval_rows
-            loss, accuracy = self._scores(arrays["model"], arrays["X_train"], arrays["y_train"], rows)
-            return {"loss": loss, "train_accuracy": accuracy}
-        loss, accuracy = self._scores(arrays["model"], arrays[f"X_{name}"], arrays[f"y_{name}"], None)
-        extra = {"val_error": 1.0 - accuracy} if name == "val" else {}
-        return {f"{name}_loss": loss, f"{name}_accuracy": accuracy, **extra}
+            return ("loss", "train_accuracy")
+        return (f"{name}_loss", f"{name}_accuracy", *(("val_error",) if name == "val" else ()))
+
+    def _set_metrics(self, arrays: dict[str, np.ndarray], name: str) -> dict[str, float]:
+        """The metrics of one evaluation set (training: at most ``EVAL_TRAIN_LIMIT`` rows)."""
+        rows = None
+        if name == "train" and self._eval_rows.size != arrays["X_train"].shape[0]:
+            rows = self._eval_rows
+        loss, accuracy = self._scores(arrays["model"], arrays[f"X_{name}"], arrays[f"y_{name}"], rows)
+        return dict(zip(self._set_columns(name), (loss, accuracy, 1.0 - accuracy), strict=False))
 
     def _eval_sets(self, arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
         return ("train", "test", "val") if "X_val" in arrays else ("train", "test")
@@ -264,16 +269,10 @@ class MLPMethod(Algorithm):
         """``metrics`` with the sets ``evaluate`` skipped: measured if ``full``, else NaN."""
         out = dict(metrics)
         for name in self._eval_sets(arrays):
-            if ("loss" if name == "train" else f"{name}_loss") not in out:
-                scores = self._set_metrics(arrays, name) if full else None
-                out.update(scores or dict.fromkeys(self._set_metrics_names(name), math.nan))
+            columns = self._set_columns(name)
+            if columns[0] not in out:
+                out.update(self._set_metrics(arrays, name) if full else dict.fromkeys(columns, math.nan))
         return out
-
-    @staticmethod
-    def _set_metrics_names(name: str) -> tuple[str, ...]:
-        if name == "train":
-            return ("loss", "train_accuracy")
-        return (f"{name}_loss", f"{name}_accuracy", *(("val_error",) if name == "val" else ()))
 
     def noise_from_workers(self) -> bool:
         """Does the method observe the noise scale every round from its workers' gradients?"""
