@@ -83,3 +83,13 @@ def test_study_trials_default_to_sparse_full_evaluation_and_base_overrides_it(tm
     raw = {**STUDY, "base": {**STUDY["base"], "full_eval_every": 1}}
     # 1, the default of ``ist run``, is not recorded: such a study's run ids are those of one without the key
     assert all("full_eval_every" not in run.config for run in parse_study(raw, tmp_path / "s.toml").sweep.runs)
+
+
+def test_a_diverging_run_stops_at_the_same_evaluation(tmp_path):
+    """A goal-only row has no ``loss``: divergence is judged on the goal set's loss."""
+    config = {**TRIAL, "lr": 200.0, "momentum": 0.0, "sparsity": 0.0, "eval_every_steps": 8}
+    (attrs_a, rows_a, _), (attrs_b, rows_b, _) = _both(tmp_path, config, 4)
+    assert attrs_a["status"] == attrs_b["status"] == "diverged"
+    assert attrs_a.get("rounds_completed") == attrs_b.get("rounds_completed")
+    assert rows_a["round"].tobytes() == rows_b["round"].tobytes() and rows_b["round"].size >= 3
+    assert not np.isfinite(rows_b["loss"][-1]) and np.isnan(rows_b["loss"][1])  # the ending row is whole
