@@ -358,6 +358,9 @@ OPTIONS: tuple[Option, ...] = (
                metavar="F", requires={"lr_schedule": ("linear-decay",)}),
         Option("eval_every_steps", _int(0), 0, "Also evaluate whenever the step count passes a multiple of K (0: off).",
                metavar="K"),
+        Option("full_eval_every", _int(1), 1, "With --goal-error: measure the train/test/validation metrics at "
+               "every K-th evaluation (and the last); the others measure the goal's set only (NaN elsewhere).",
+               metavar="K", recorded_when_default=False),
         Option("validation_fraction", _fraction(False, True), 0.0, "Share of each class of the training set held "
                "out for val_loss/val_error (fixed seed; 0: none).", metavar="F"),
         Option("goal_error", _fraction(True, False), None, "Stop at the first evaluation whose --goal-metric is <= E.",

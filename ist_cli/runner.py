@@ -298,7 +298,8 @@ class Targets:
 
     def stop(self, metrics: Mapping[str, float], round_index: int) -> Stop | None:
         """What the evaluation after round ``round_index`` makes of the run (None: go on)."""
-        if not math.isfinite(metrics["loss"]):
+        loss = metrics["loss"] if "loss" in metrics or self.goal is None else metrics[self.goal.loss_metric]
+        if not math.isfinite(loss):
             return Stop.DIVERGED
         if self.reached(metrics, round_index):
             return Stop.GOAL
@@ -355,8 +356,10 @@ def run_rounds(algorithm: Algorithm, workers: Transport, arrays: dict[str, np.nd
             metrics = None
             if schedule.due(round_index):
                 metrics = {**algorithm.evaluate(arrays), **algorithm.round_metrics(done.results)}
-                log.write(metrics)
                 stop = targets.stop(metrics, round_index)
+                last = stop is not None or round_index == algorithm.settings.rounds
+                metrics = algorithm.complete(arrays, metrics, full=last)  # the row that ends a run is whole
+                log.write(metrics)
                 if stop is Stop.DIVERGED:
                     return stop
                 if stop is not None:

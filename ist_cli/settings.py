@@ -74,6 +74,7 @@ class MLPSettings(RunSettings):
     # IST's model placement and partition rule (docs/cluster.md, docs/algorithms.md)
     server: str = "central"
     partition_rule: str = "random"
+    full_eval_every: int = 1  # with a goal: the full train/test metrics at every K-th evaluation only
 
     @property
     def batch_norm(self) -> bool:

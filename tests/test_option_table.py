@@ -25,6 +25,7 @@ VALUES = {
     "noise_scale_every": (0, 1), "lipschitz_every": (0, 1),
     "server": None,  # refused (not ignored) by the methods that need the whole model: test_partitioned.py
     "partition_rule": ("random", "stratified"),
+    "full_eval_every": (1, 2),
 }
 BASE = {"workers": 2, "dim": 8, "hidden": [8]}
 

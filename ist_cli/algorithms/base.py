@@ -67,7 +67,11 @@ class Algorithm(ABC):
 
     @abstractmethod
     def evaluate(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        """Metrics of the server model; must contain ``loss``."""
+        """Metrics of the server model; must contain ``loss`` unless a goal is set (then its set's loss)."""
+
+    def complete(self, arrays: dict[str, np.ndarray], metrics: Mapping[str, float], full: bool) -> dict[str, float]:
+        """The row of ``metrics`` with what ``evaluate`` skipped: measured if ``full``, else NaN."""
+        return dict(metrics)
 
     @abstractmethod
     def final_params(self, arrays: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:

@@ -20,6 +20,9 @@ from ist_cli.errors import UserError
 from ist_cli.study.search import SAMPLERS, Dimension, parse_dimension, sample_points
 from ist_cli.sweep.spec import DEFAULT_MAX_RUNS, SweepSpec, _table, parse_sweep
 
+# A trial is judged on its goal alone: the full train/test metrics at every 10th evaluation
+# (and the last); the others measure the goal's set only. ``full_eval_every`` in [base] overrides it.
+STUDY_FULL_EVAL_EVERY = 10
 TOP_LEVEL_KEYS = ("name", "description", "base", "study", "grid", "search")
 STUDY_KEYS = ("batch_sizes", "sparsities", "trials", "sampler")
 DEFAULT_SAMPLER = "sobol"
@@ -134,7 +137,11 @@ def parse_study(raw: Mapping[str, Any], path: Path, sampler: str | None = None, 
     zipped = {dim.key: [point[dim.key] for point in points] for dim in dimensions}
     zipped["seed"] = [first_seed + i for i in range(trials)]
 
-    sweep_raw = {"base": {k: v for k, v in base.items() if k != "seed"}, "grid": axes, "zip": zipped}
+    trial_base = {k: v for k, v in base.items() if k != "seed"}
+    method = {"model": base.get("model", OPTIONS_BY_KEY["model"].default), "algorithm": base.get("algorithm")}
+    if OPTIONS_BY_KEY["full_eval_every"].used_by(method) and "full_eval_every" not in {*axes, *zipped}:
+        trial_base.setdefault("full_eval_every", STUDY_FULL_EVAL_EVERY)
+    sweep_raw = {"base": trial_base, "grid": axes, "zip": zipped}
     if "name" in raw:
         sweep_raw["name"] = raw["name"]
     sweep = parse_sweep(sweep_raw, path, max_runs=max_runs)

@@ -10,6 +10,9 @@ from typing import Any
 
 # goal metric -> the accuracy metric it is one minus
 ERROR_OF = {"val_error": "val_accuracy", "test_error": "test_accuracy", "train_error": "train_accuracy"}
+# goal metric -> the evaluation set it is measured on, and that set's loss column
+SET_OF = {"val_error": "val", "test_error": "test", "train_error": "train"}
+LOSS_OF = {"val": "val_loss", "test": "test_loss", "train": "loss"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,16 @@ class Goal:
     def from_settings(cls, settings: Any) -> Goal | None:
         """The goal of an MLP run's settings, or None (no ``goal_error``)."""
         return None if settings.goal_error is None else cls(float(settings.goal_error), str(settings.goal_metric))
+
+    @property
+    def eval_set(self) -> str:
+        """The set an evaluation must measure for this goal: ``val``, ``test`` or ``train``."""
+        return SET_OF[self.metric]
+
+    @property
+    def loss_metric(self) -> str:
+        """The loss column of the goal's set (divergence is judged on it when ``loss`` was skipped)."""
+        return LOSS_OF[self.eval_set]
 
     def value(self, metrics: Mapping[str, float]) -> float:
         return 1.0 - float(metrics[ERROR_OF[self.metric]])

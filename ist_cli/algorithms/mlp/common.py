@@ -236,19 +236,43 @@ class MLPMethod(Algorithm):
                 correct += float((logits.argmax(axis=1) == labels).sum())
         return loss / total, correct / total
 
+    @staticmethod
+    def _set_columns(name: str) -> tuple[str, ...]:
+        """The ``/metrics`` columns of one evaluation set: ``train``, ``test`` or ``val``."""
+        if name == "train":
+            return ("loss", "train_accuracy")
+        return (f"{name}_loss", f"{name}_accuracy", *(("val_error",) if name == "val" else ()))
+
+    def _set_metrics(self, arrays: dict[str, np.ndarray], name: str) -> dict[str, float]:
+        """The metrics of one evaluation set (training: at most ``EVAL_TRAIN_LIMIT`` rows)."""
+        rows = None
+        if name == "train" and self._eval_rows.size != arrays["X_train"].shape[0]:
+            rows = self._eval_rows
+        loss, accuracy = self._scores(arrays["model"], arrays[f"X_{name}"], arrays[f"y_{name}"], rows)
+        return dict(zip(self._set_columns(name), (loss, accuracy, 1.0 - accuracy), strict=False))
+
+    def _eval_sets(self, arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
+        return ("train", "test", "val") if "X_val" in arrays else ("train", "test")
+
     def evaluate(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        model = arrays["model"]
-        rows = None if self._eval_rows.size == arrays["X_train"].shape[0] else self._eval_rows
-        train_loss, train_accuracy = self._scores(model, arrays["X_train"], arrays["y_train"], rows)
-        test_loss, test_accuracy = self._scores(model, arrays["X_test"], arrays["y_test"], None)
-        metrics = {"loss": train_loss, "train_accuracy": train_accuracy, "test_loss": test_loss,
-                   "test_accuracy": test_accuracy}
-        if "X_val" in arrays:
-            val_loss, val_accuracy = self._scores(model, arrays["X_val"], arrays["y_val"], None)
-            metrics.update(val_loss=val_loss, val_accuracy=val_accuracy, val_error=1.0 - val_accuracy)
+        """Every set's metrics, or (between full evaluations, with a goal) the goal's set only."""
+        goal, every = self.goal(), self.settings.full_eval_every
+        full = goal is None or every <= 1 or self._evaluations % every == 0
+        metrics: dict[str, float] = {}
+        for name in self._eval_sets(arrays) if full else (goal.eval_set,):
+            metrics.update(self._set_metrics(arrays, name))
         metrics.update(self._measurements(arrays))
         self._evaluations += 1
         return metrics
+
+    def complete(self, arrays: dict[str, np.ndarray], metrics: Mapping[str, float], full: bool) -> dict[str, float]:
+        """``metrics`` with the sets ``evaluate`` skipped: measured if ``full``, else NaN."""
+        out = dict(metrics)
+        for name in self._eval_sets(arrays):
+            columns = self._set_columns(name)
+            if columns[0] not in out:
+                out.update(self._set_metrics(arrays, name) if full else dict.fromkeys(columns, math.nan))
+        return out
 
     def noise_from_workers(self) -> bool:
         """Does the method observe the noise scale every round from its workers' gradients?"""
