@@ -47,6 +47,8 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
     pip("install", "--no-deps", "--no-build-isolation", "--quiet", str(source))
     try:
         assert "topk-dp" in algorithms_in_help()
+        wrong = ist("run", "--dataset", "nope", "--out", str(tmp_path))
+        assert wrong.returncode == 2 and wrong.stderr.strip().endswith("cifar10:DIR, blobs"), wrong.stderr
         common = ["run", *RUN, "--rounds", "4", "--eval-every", "1", "--out", str(tmp_path), "--quiet"]
         ist(*common, "--name", "shm", check=True, timeout=300)
         ist(*common, "--name", "mpi", "--transport", "mpi", check=True, timeout=300)
@@ -66,14 +68,18 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
 
         sweep = tmp_path / "sweep"
         result = ist("sweep", "--grid", "lr=0.05,0.1", "--out", str(sweep), "-j", "1", "--",
-                     *RUN, "--rounds", "3", check=True, timeout=600)
+                     *RUN, "--rounds", "3", "--dataset", "blobs", check=True, timeout=600)
         assert "executed 2 (2 completed)" in result.stdout + result.stderr
         files = sorted(sweep.glob("*.h5"))
         assert len(files) == 2
         for path in files:
             with h5py.File(path, "r") as f:
                 assert f["config"].attrs["algorithm"] == "topk-dp"
+                assert f["config"].attrs["dataset"] == "blobs"
                 assert f.attrs["status"] == "completed"
+            # the plug-in's data set was trained on: 16 features in, 4 classes out
+            widths = sorted(array.shape for array in read_run(path).final.values() if array.ndim == 2)
+            assert widths == sorted([(16, 24), (24, 16), (16, 4)]), widths
         report = ist("report", str(sweep), check=True)
         assert "2 runs in 2 groups" in report.stdout
         assert "0.05" in report.stdout and "0.1" in report.stdout
@@ -82,6 +88,9 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
     assert "topk-dp" not in algorithms_in_help()
     gone = ist("run", *RUN, "--rounds", "1", "--out", str(tmp_path), "--name", "gone")
     assert gone.returncode == 2 and "'topk-dp' is not allowed" in gone.stderr
+    gone = ist("run", "--dataset", "blobs", "--rounds", "1", "--out", str(tmp_path), "--name", "gone")
+    assert gone.returncode == 2 and "--dataset: 'blobs' is not allowed" in gone.stderr
+    assert not (tmp_path / "gone.h5").exists()
 
 
 def fake_distribution(folder: Path, entry_points: str) -> dict[str, str]:

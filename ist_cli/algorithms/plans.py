@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from ist_cli.algorithms.plugins import METHODS_GROUP, plugins
 from ist_cli.data.shape import dataset_shape
 from ist_cli.errors import UserError
+from ist_cli.plugins import METHODS_GROUP, plugins
 from ist_cli.runtime.budget import WORKER_BASE_BYTES, RunEstimate
 from ist_cli.settings import MLPSettings, QuadraticSettings, RunSettings
 
