@@ -303,7 +303,8 @@ GENERATED = {"problem_file": (None,)}  # settings of the generated quadratic, un
 
 OPTIONS: tuple[Option, ...] = (
     Option("model", _str, "mlp", "Model to train.", choices=MODELS),
-    Option("algorithm", _str, "ist", "Training algorithm (quadratic: ist|gd|dcgd; mlp: ist|dp|local-sgd|single)."),
+    Option("algorithm", _str, "ist", "Training algorithm ("
+           + "; ".join(f"{model}: {'|'.join(names)}" for model, names in ALGORITHMS.items()) + ")."),
     Option("workers", _int(1), 8, "Number of simulated workers (one OS process each); single: always 1.",
            pinned={"single": 1}),
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),

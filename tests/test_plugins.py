@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from ist_cli.io.runfile import read_run
+from ist_cli.plugins import TOLD
 from tests.helpers import TIMING, ist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,7 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
     pip("install", "--no-deps", "--no-build-isolation", "--quiet", str(source))
     try:
         assert "topk-dp" in algorithms_in_help()
+        assert "mlp: ist|dp|local-sgd|single|topk-dp)" in " ".join(ist("run", "--help").stdout.split())
         wrong = ist("run", "--dataset", "nope", "--out", str(tmp_path))
         assert wrong.returncode == 2 and wrong.stderr.strip().endswith("cifar10:DIR, blobs"), wrong.stderr
         common = ["run", *RUN, "--rounds", "4", "--eval-every", "1", "--out", str(tmp_path), "--quiet"]
@@ -99,7 +101,8 @@ def fake_distribution(folder: Path, entry_points: str) -> dict[str, str]:
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(entry_points)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+    env = {key: value for key, value in os.environ.items() if key != TOLD}  # this process may have read them
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
 
 
 def test_a_broken_or_shadowing_plugin_costs_one_line_each(tmp_path):
@@ -115,3 +118,8 @@ def test_a_broken_or_shadowing_plugin_costs_one_line_each(tmp_path):
     assert "'dp'" in lines[0] and "built-in" in lines[0]
     assert "'notaplan'" in lines[2] and "MethodPlan" in lines[2]
     assert "--algorithm [ist|gd|dcgd|dp|local-sgd|single" in result.stdout  # the built-ins, unchanged
+    # a run says it once, not once per worker process
+    run = ist("run", "--model", "quadratic", "--dim", "8", "--rounds", "2", "--workers", "2", "--quiet",
+              "--out", str(tmp_path), env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert [line for line in run.stderr.splitlines() if line.strip()] == lines
