@@ -17,7 +17,7 @@ import pytest
 
 from ist_cli.io.runfile import read_run
 from ist_cli.plugins import TOLD
-from tests.helpers import TIMING, ist
+from tests.helpers import TIMING, ist, one_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "ist-topk-dp"
@@ -123,3 +123,20 @@ def test_a_broken_or_shadowing_plugin_costs_one_line_each(tmp_path):
               "--out", str(tmp_path), env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     assert [line for line in run.stderr.splitlines() if line.strip()] == lines
+
+
+def test_a_plugin_that_fails_at_run_time_is_one_error_line(tmp_path):
+    (tmp_path / "half_plugin.py").write_text(
+        "from ist_cli.algorithms.plans import DPPlan\n\n"
+        "class HalfPlan(DPPlan):\n    algorithm = 'half'\n    method = 'no_such_module:Method'\n\n"
+        "def broken(*, seed, dtype):\n    raise RuntimeError('no data here')\n")
+    env = fake_distribution(tmp_path, "[ist_cli.methods]\nhalf = half_plugin:HalfPlan\n"
+                                      "[ist_cli.datasets]\nbroken = half_plugin:broken\n")
+    out = tmp_path / "out"
+    method = ist("run", "--algorithm", "half", "--out", str(out), env=env)
+    line = one_error_line(method)
+    assert "plug-in 'half'" in line and "no_such_module:Method" in line
+    data = ist("run", "--dataset", "broken", "--out", str(out), env=env)
+    line = one_error_line(data)
+    assert "plug-in 'broken'" in line and "no data here" in line
+    assert not out.exists() or not list(out.glob("*.h5"))

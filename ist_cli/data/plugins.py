@@ -28,7 +28,13 @@ def plugin_datasets() -> dict[str, Callable[..., Dataset]]:
 
 def load_plugin_dataset(name: str, *, seed: int, dtype: str) -> Dataset:
     """The plug-in ``name``'s data set, checked to be a ``Dataset`` of ``dtype`` rows."""
-    data = plugin_datasets()[name](seed=seed, dtype=dtype)
+    try:
+        data = plugin_datasets()[name](seed=seed, dtype=dtype)
+    except UserError:
+        raise
+    except Exception as exc:  # the plug-in's own fault: one line naming it, no traceback
+        raise UserError(f"--dataset: plug-in {name!r} failed to load its data ({type(exc).__name__}: {exc}); "
+                        "expected it to return an ist_cli.data.Dataset") from None
     if not isinstance(data, Dataset) or data.X_train.dtype != dtype or data.X_train.ndim != 2:
         raise UserError(f"--dataset: plug-in {name!r} returned {type(data).__name__}; expected an "
                         f"ist_cli.data.Dataset with 2-d {dtype} rows")
