@@ -26,6 +26,7 @@ from ist_cli.data import synthetic
 from ist_cli.data.dataset import DTYPES
 from ist_cli.data.partition import EXPECTS as PARTITION_EXPECTS
 from ist_cli.data.partition import partition_problem
+from ist_cli.data.plugins import plugin_datasets
 from ist_cli.errors import UserError, shown
 from ist_cli.io.regular import kind_of
 from ist_cli.models.shards import PARTITION_RULES
@@ -209,6 +210,24 @@ _partition.expects = PARTITION_EXPECTS  # type: ignore[attr-defined]
 DATASET_EXPECTS = "digits, synthetic, npz:PATH, mnist:DIR, libsvm:PATH, mnist1d[:N], fashion-mnist[:DIR] or cifar10:DIR"
 
 
+_BUILTIN_DATASET = _spec_string(r"digits|synthetic|mnist1d(:[0-9]+)?|fashion-mnist|(npz|mnist|libsvm|fashion-mnist|cifar10):.+",
+                                DATASET_EXPECTS)
+
+
+def _dataset_spec(value: Any) -> str:
+    """A built-in source's spec, or the name of an installed data set plug-in."""
+    try:
+        return _BUILTIN_DATASET(value)
+    except ValueError:
+        names = plugin_datasets()
+        if str(value).strip() in names:
+            return str(value).strip()
+        raise ValueError(DATASET_EXPECTS + "".join(f", {name}" for name in names)) from None
+
+
+_dataset_spec.expects = DATASET_EXPECTS  # type: ignore[attr-defined]
+
+
 def _checked(parser: Callable[[Any], Any], check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Keep the raw string (a canonical, human-readable value) but validate it with ``check``."""
 
@@ -284,7 +303,8 @@ GENERATED = {"problem_file": (None,)}  # settings of the generated quadratic, un
 
 OPTIONS: tuple[Option, ...] = (
     Option("model", _str, "mlp", "Model to train.", choices=MODELS),
-    Option("algorithm", _str, "ist", "Training algorithm (quadratic: ist|gd|dcgd; mlp: ist|dp|local-sgd|single)."),
+    Option("algorithm", _str, "ist", "Training algorithm ("
+           + "; ".join(f"{model}: {'|'.join(names)}" for model, names in ALGORITHMS.items()) + ")."),
     Option("workers", _int(1), 8, "Number of simulated workers (one OS process each); single: always 1.",
            pinned={"single": 1}),
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),
@@ -319,9 +339,9 @@ OPTIONS: tuple[Option, ...] = (
            models=("quadratic",)),
     # mlp (Yuan et al.)
     Option("hidden", _int_list, [512, 512], "Hidden widths, comma separated.", models=("mlp",), metavar="W1,W2"),
-    Option("dataset", _spec_string(r"digits|synthetic|mnist1d(:[0-9]+)?|fashion-mnist|(npz|mnist|libsvm|fashion-mnist|cifar10):.+",
-                                   DATASET_EXPECTS),
-           "digits", f"Training data: {DATASET_EXPECTS} (docs/datasets.md).", models=("mlp",), metavar="SPEC"),
+    Option("dataset", _dataset_spec, "digits",
+           f"Training data: {DATASET_EXPECTS} (docs/datasets.md), or an installed plug-in's name (docs/extending.md).",
+           models=("mlp",), metavar="SPEC"),
     Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=("mlp",)),
     Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=("mlp",)),
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from ist_cli.data.shape import dataset_shape
 from ist_cli.errors import UserError
+from ist_cli.plugins import METHODS_GROUP, plugins
 from ist_cli.runtime.budget import WORKER_BASE_BYTES, RunEstimate
 from ist_cli.settings import MLPSettings, QuadraticSettings, RunSettings
 
@@ -35,6 +36,8 @@ class MethodPlan:
     # alone (one worker), its worker's round may run in the coordinator's process, bitwise the same
     in_process_alone: ClassVar[bool] = False
     theory: ClassVar[bool] = False  # the closed-form mean dynamics cover it (models.theory: ist theory, report overlays)
+    #: a plug-in's method class, ``"module:Class"`` (built-ins: "", their model's package names it)
+    method: ClassVar[str] = ""
 
     @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
@@ -238,6 +241,23 @@ PLANS: dict[str, dict[str, type[MethodPlan]]] = {
     family[0].model: {plan.algorithm: plan for plan in family}
     for family in ((QuadraticISTPlan, GDPlan, DCGDPlan), (ISTPlan, DPPlan, LocalSGDPlan, SinglePlan))
 }
+
+
+def _plugin_problem(name: str, plan: Any) -> str | None:
+    """What keeps an entry point of ``ist_cli.methods`` from being a method (None: nothing)."""
+    if not (isinstance(plan, type) and issubclass(plan, MethodPlan)):
+        return "expected a subclass of ist_cli.algorithms.plans.MethodPlan"
+    if getattr(plan, "model", None) not in PLANS or plan.method.count(":") != 1:
+        return f"expected a plan with model one of {', '.join(PLANS)} and method 'module:Class'"
+    if getattr(plan, "algorithm", None) != name:
+        return f"its plan's algorithm is {getattr(plan, 'algorithm', None)!r}; expected the entry point's name"
+    return None
+
+
+# installed plug-ins join their model's methods, listed after the built-ins (docs/extending.md)
+for _name, _plan in plugins(METHODS_GROUP, frozenset(name for plans in PLANS.values() for name in plans),
+                            _plugin_problem).items():
+    PLANS[_plan.model][_name] = _plan
 
 
 def plan_of(config: Mapping[str, Any]) -> type[MethodPlan]:

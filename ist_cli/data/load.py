@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ist_cli.data import synthetic
 from ist_cli.data.dataset import Dataset, with_validation
+from ist_cli.data.plugins import load_plugin_dataset, plugin_datasets
 from ist_cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
     """
     spec = str(spec).strip()
     kind, colon, arg = spec.partition(":")
+    if spec in plugin_datasets():
+        return load_plugin_dataset(spec, seed=seed, dtype=dtype)
     if spec == "digits":
         from ist_cli.data.digits import load_digits_dataset
 

@@ -32,6 +32,8 @@ def dataset_shape(config: Mapping[str, Any]) -> tuple[int, int, int, int]:
         return (*fashion_mnist.SHAPE, fashion_mnist.RAW_BYTES)  # checked files: their size is known
     if kind == "cifar10":
         return (*cifar10.SHAPE, cifar10.SHAPE[0] * cifar10.RECORD)
+    if not argument:
+        return 0, 1, 2, 0  # a plug-in's data set (ist_cli.data.plugins): its shape is known once loaded
     return 0, 1, 2, _size_on_disk(Path(argument).expanduser())
 
 

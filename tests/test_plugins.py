@@ -1,0 +1,142 @@
+"""A method from another package: the example plug-in (examples/ist-topk-dp) is pip-installed
+into this environment, run through ``ist run`` over both transports, ``ist sweep`` and
+``ist report``, then uninstalled, after which ``ist`` no longer knows it."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from ist_cli.io.runfile import read_run
+from ist_cli.plugins import TOLD
+from tests.helpers import TIMING, ist, one_error_line
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "ist-topk-dp"
+RUN = ["--model", "mlp", "--algorithm", "topk-dp", "--hidden", "24,16", "--workers", "2"]
+
+
+def pip(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def algorithms_in_help() -> str:
+    lines = ist("run", "--help", check=True).stdout.splitlines()
+    return next(line for line in lines if "--algorithm [" in line)
+
+
+def closed_form(params: int, workers: int, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative bytes up (k float32 values + k int32 indices a worker) and down (the model)."""
+    k = math.ceil(params / 32)
+    return rounds * workers * k * (4 + 4), rounds * workers * params * 4
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_path):
+    assert "topk-dp" not in algorithms_in_help()
+    source = tmp_path / "src"
+    shutil.copytree(EXAMPLE, source)  # its build files land in the copy, not the repository
+    pip("install", "--no-deps", "--no-build-isolation", "--quiet", str(source))
+    try:
+        assert "topk-dp" in algorithms_in_help()
+        assert "mlp: ist|dp|local-sgd|single|topk-dp)" in " ".join(ist("run", "--help").stdout.split())
+        wrong = ist("run", "--dataset", "nope", "--out", str(tmp_path))
+        assert wrong.returncode == 2 and wrong.stderr.strip().endswith("cifar10:DIR, blobs"), wrong.stderr
+        common = ["run", *RUN, "--rounds", "4", "--eval-every", "1", "--out", str(tmp_path), "--quiet"]
+        ist(*common, "--name", "shm", check=True, timeout=300)
+        ist(*common, "--name", "mpi", "--transport", "mpi", check=True, timeout=300)
+        shm, mpi = read_run(tmp_path / "shm.h5"), read_run(tmp_path / "mpi.h5")
+        assert shm.run_id == mpi.run_id
+        for key in set(shm.metrics) - TIMING:
+            assert np.array_equal(shm.metrics[key], mpi.metrics[key], equal_nan=True), key
+        params = sum(array.size for array in mpi.final.values())
+        up, down = closed_form(params, 2, mpi.metrics["round"])
+        # bytes counted at MPI's sends and receives = the method's round_traffic = k values + indices up
+        assert np.array_equal(mpi.metrics["bytes_up_measured"], mpi.metrics["bytes_up"])
+        assert np.array_equal(mpi.metrics["bytes_down_measured"], mpi.metrics["bytes_down"])
+        assert np.array_equal(mpi.metrics["bytes_up"], up)
+        assert np.array_equal(mpi.metrics["bytes_down"], down)
+        assert np.array_equal(shm.metrics["bytes_up"], up)
+        assert mpi.metrics["loss"][-1] < mpi.metrics["loss"][0]
+
+        sweep = tmp_path / "sweep"
+        result = ist("sweep", "--grid", "lr=0.05,0.1", "--out", str(sweep), "-j", "1", "--",
+                     *RUN, "--rounds", "3", "--dataset", "blobs", check=True, timeout=600)
+        assert "executed 2 (2 completed)" in result.stdout + result.stderr
+        files = sorted(sweep.glob("*.h5"))
+        assert len(files) == 2
+        for path in files:
+            with h5py.File(path, "r") as f:
+                assert f["config"].attrs["algorithm"] == "topk-dp"
+                assert f["config"].attrs["dataset"] == "blobs"
+                assert f.attrs["status"] == "completed"
+            # the plug-in's data set was trained on: 16 features in, 4 classes out
+            widths = sorted(array.shape for array in read_run(path).final.values() if array.ndim == 2)
+            assert widths == sorted([(16, 24), (24, 16), (16, 4)]), widths
+        report = ist("report", str(sweep), check=True)
+        assert "2 runs in 2 groups" in report.stdout
+        assert "0.05" in report.stdout and "0.1" in report.stdout
+    finally:
+        pip("uninstall", "--yes", "--quiet", "ist-topk-dp")
+    assert "topk-dp" not in algorithms_in_help()
+    gone = ist("run", *RUN, "--rounds", "1", "--out", str(tmp_path), "--name", "gone")
+    assert gone.returncode == 2 and "'topk-dp' is not allowed" in gone.stderr
+    gone = ist("run", "--dataset", "blobs", "--rounds", "1", "--out", str(tmp_path), "--name", "gone")
+    assert gone.returncode == 2 and "--dataset: 'blobs' is not allowed" in gone.stderr
+    assert not (tmp_path / "gone.h5").exists()
+
+
+def fake_distribution(folder: Path, entry_points: str) -> dict[str, str]:
+    """An installed distribution on ``PYTHONPATH`` holding only the entry points ``ist`` reads."""
+    info = folder / "broken_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    env = {key: value for key, value in os.environ.items() if key != TOLD}  # this process may have read them
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+def test_a_broken_or_shadowing_plugin_costs_one_line_each(tmp_path):
+    env = fake_distribution(tmp_path, "[ist_cli.methods]\nmissing = no_such_module:Plan\ndp = os:path\n"
+                                      "notaplan = os:path\n")
+    result = ist("run", "--help", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.startswith("ist: warning: plug-in '") for line in lines)
+    assert "'missing'" in lines[1] and "ModuleNotFoundError" in lines[1]
+    assert "'dp'" in lines[0] and "built-in" in lines[0]
+    assert "'notaplan'" in lines[2] and "MethodPlan" in lines[2]
+    assert "--algorithm [ist|gd|dcgd|dp|local-sgd|single" in result.stdout  # the built-ins, unchanged
+    # a run says it once, not once per worker process
+    run = ist("run", "--model", "quadratic", "--dim", "8", "--rounds", "2", "--workers", "2", "--quiet",
+              "--out", str(tmp_path), env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert [line for line in run.stderr.splitlines() if line.strip()] == lines
+
+
+def test_a_plugin_that_fails_at_run_time_is_one_error_line(tmp_path):
+    (tmp_path / "half_plugin.py").write_text(
+        "from ist_cli.algorithms.plans import DPPlan\n\n"
+        "class HalfPlan(DPPlan):\n    algorithm = 'half'\n    method = 'no_such_module:Method'\n\n"
+        "def broken(*, seed, dtype):\n    raise RuntimeError('no data here')\n")
+    env = fake_distribution(tmp_path, "[ist_cli.methods]\nhalf = half_plugin:HalfPlan\n"
+                                      "[ist_cli.datasets]\nbroken = half_plugin:broken\n")
+    out = tmp_path / "out"
+    method = ist("run", "--algorithm", "half", "--out", str(out), env=env)
+    line = one_error_line(method)
+    assert "plug-in 'half'" in line and "no_such_module:Method" in line
+    data = ist("run", "--dataset", "broken", "--out", str(out), env=env)
+    line = one_error_line(data)
+    assert "plug-in 'broken'" in line and "no data here" in line
+    assert not out.exists() or not list(out.glob("*.h5"))
