@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from ist_cli.kernels import mlp, quadratic
+from ist_cli.kernels import conv, mlp, quadratic
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNELS = {name for module in (mlp, quadratic) for name, obj in vars(module).items() if hasattr(obj, "py_func")}
+KERNELS = {name for module in (conv, mlp, quadratic) for name, obj in vars(module).items() if hasattr(obj, "py_func")}
 
 
 def python_files(*folders: str) -> list[Path]:

@@ -1,0 +1,578 @@
+"""Numba kernels of convolutional layers: convolution, pooling, ReLU, bias, softmax loss.
+
+Layout: **NCHW** activations and **HWIO** weights, float32 (float64 works too, for tests):
+an image batch ``x`` is (N, C, H, W) C-contiguous and a convolution's ``weight`` (kh, kw,
+C_in, C_out), the convention of ``models.network`` (Lee et al.'s TensorFlow weights), so the
+weight *is* the (kh*kw*C_in, C_out) matrix of the lowered product, and an image's output
+(C_out, H_out*W_out) is W^T times its patch matrix (BLAS transposes at no cost). NCHW was chosen over NHWC by measurement
+(docs/performance.md): with per-image patch matrices, the copies of im2col and col2im run
+along image rows, which is what made the first layers (1 or 3 input channels) and the
+16-channel layers faster. A dense layer is a 1x1 convolution of an (N, C, 1, 1) batch with
+weight (1, 1, in, out), i.e. the (in, out) matrix of ``A @ W + b``: one GEMM over the whole
+batch, no im2col.
+
+Convolution is, image by image, im2col + one BLAS ?gemm (``kernels.mlp._gemm``, the MLP's
+binding): forward Y = W^T cols (+ bias and an optional residual, added by BLAS: the output is
+pre-filled with them and beta = 1), then an optional ReLU copy; backward dW += cols dY^T
+(patches recomputed, not stored) and dX = col2im(W dY), a scatter-add, optionally masked
+by the ReLU that made X. An image's patches and outputs are in cache while its elementwise
+work is done, instead of passes over whole activations.
+
+Padding is given as the zeros added on top and left (``pad_h``, ``pad_w``); the output size
+is the output array's, so VALID, TF's SAME (asymmetric at stride 2) and symmetric padding are
+one code path: any input position outside the image reads as 0.
+
+Gradients are written as ``g <- beta g + new`` (``beta`` 0: overwrite, never read; 1:
+accumulate; the momentum: straight into a heavy-ball velocity). Pruning masks and the SGD /
+momentum / Nesterov update on the flat parameter vector are ``kernels.mlp.sgd_update`` (the
+same update for any layer: pruned entries stay exactly 0). An optional array argument is
+switched off by passing one of size 0 (e.g. ``np.empty((0, 0, 0, 0), np.float32)``).
+
+Signatures (call by keyword from outside ``kernels/``):
+
+    conv2d_forward(x, weight, bias, out, stride, pad_h, pad_w, residual, relu_out)
+    conv2d_backward(x, weight, dout, dweight, dbias, dx, stride, pad_h, pad_w, beta, accumulate_dx,
+                    relu_mask)
+    im2col(x, kh, kw, stride, pad_h, pad_w, out_h, out_w, cols)
+    col2im(cols, kh, kw, stride, pad_h, pad_w, out_h, out_w, dx)          # dx += ...
+    bias_add(z, bias)                     bias_grad(dz, dbias, beta)
+    relu_forward(x, out)                  relu_backward(y, dout, dx, accumulate)
+    maxpool_forward(x, out, argmax, pool_h, pool_w, stride, pad_h, pad_w, relu)
+    maxpool_backward(dout, argmax, dx)
+    avgpool_forward(x, out, pool_h, pool_w, stride, pad_h, pad_w, accumulate)
+    avgpool_backward(dout, dx, pool_h, pool_w, stride, pad_h, pad_w, accumulate)
+    global_avgpool_forward(x, out)        global_avgpool_backward(dout, dx, accumulate)
+    softmax_xent(logits, y, dlogits) -> mean loss
+    warm_up(dtype)                        # plain Python: compiles all of the above
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ist_cli.kernels.mlp import _gemm
+
+
+# ----------------------------------------------------------------------------- im2col / col2im
+@njit(cache=True, nogil=True)
+def _column_range(Wo: int, stride: int, pad_w: int, b: int, W: int) -> tuple[int, int]:
+    """Output columns [lo, hi) whose input column j*stride - pad_w + b is inside [0, W)."""
+    lo = 0
+    while lo < Wo and lo * stride - pad_w + b < 0:
+        lo += 1
+    hi = Wo
+    while hi > lo and (hi - 1) * stride - pad_w + b >= W:
+        hi -= 1
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def _im2col(img: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, Ho: int, Wo: int,
+            cols: np.ndarray) -> None:
+    """cols (kh*kw*C, Ho*Wo) <- the patches of one image ``img`` (C, H, W). Row (a, b, c) holds,
+    for each output row i, a run along input row i*stride - pad_h + a: a contiguous copy at
+    stride 1, which has its own loop (measured: with the stride unknown inside it, the copy
+    ran several times slower)."""
+    C, H, W = img.shape
+    for a in range(kh):
+        for b in range(kw):
+            lo, hi = _column_range(Wo, stride, pad_w, b, W)
+            w0 = lo * stride - pad_w + b
+            for c in range(C):
+                row = cols[(a * kw + b) * C + c]
+                if lo > 0 or hi < Wo or a - pad_h < 0 or (Ho - 1) * stride - pad_h + a >= H:
+                    row[:] = 0.0  # some of this row is padding
+                for i in range(Ho):
+                    h = i * stride - pad_h + a
+                    if 0 <= h < H:
+                        if stride == 1:
+                            _copy_run(img[c, h, w0:w0 + hi - lo], row[i * Wo + lo:i * Wo + hi])
+                        else:
+                            _copy_strided(img[c, h, w0:], stride, row[i * Wo + lo:i * Wo + hi])
+
+
+@njit(cache=True, nogil=True)
+def _copy_run(src: np.ndarray, dst: np.ndarray) -> None:
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(cache=True, nogil=True)
+def _copy_strided(src: np.ndarray, stride: int, dst: np.ndarray) -> None:
+    for j in range(dst.shape[0]):
+        dst[j] = src[j * stride]
+
+
+@njit(cache=True, nogil=True)
+def _add_run(src: np.ndarray, dst: np.ndarray) -> None:
+    for j in range(src.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(cache=True, nogil=True)
+def _add_strided(src: np.ndarray, stride: int, dst: np.ndarray) -> None:
+    for j in range(src.shape[0]):
+        dst[j * stride] += src[j]
+
+
+@njit(cache=True, nogil=True)
+def _col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, Ho: int, Wo: int,
+            img: np.ndarray) -> None:
+    """img (C, H, W) += the transpose of ``_im2col`` (same arguments): each patch entry added
+    back to the input position it came from; padding positions dropped."""
+    C, H, W = img.shape
+    for a in range(kh):
+        for b in range(kw):
+            lo, hi = _column_range(Wo, stride, pad_w, b, W)
+            w0 = lo * stride - pad_w + b
+            for c in range(C):
+                row = cols[(a * kw + b) * C + c]
+                for i in range(Ho):
+                    h = i * stride - pad_h + a
+                    if 0 <= h < H:
+                        if stride == 1:
+                            _add_run(row[i * Wo + lo:i * Wo + hi], img[c, h, w0:w0 + hi - lo])
+                        else:
+                            _add_strided(row[i * Wo + lo:i * Wo + hi], stride, img[c, h, w0:])
+
+
+@njit(cache=True, nogil=True)
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, out_h: int, out_w: int,
+           cols: np.ndarray) -> None:
+    """cols <- the patches of ``x`` (N, C, H, W): cols (N, kh*kw*C, out_h*out_w); entry
+    (n, (a, b, c), (i, j)) (C order) is x[n, c, i*stride - pad_h + a, j*stride - pad_w + b], 0
+    outside the image. One dtype, C-contiguous."""
+    N, C, H, W = x.shape
+    if cols.shape[0] != N or cols.shape[1] != C * kh * kw or cols.shape[2] != out_h * out_w:
+        raise ValueError("im2col: cols must be (N, kh*kw*C, out_h*out_w)")
+    for n in range(N):
+        _im2col(x[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, cols[n])
+
+
+@njit(cache=True, nogil=True)
+def col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, out_h: int, out_w: int,
+           dx: np.ndarray) -> None:
+    """dx += the transpose of ``im2col``: each entry of ``cols`` (N, kh*kw*C, out_h*out_w) added
+    to the input position it was copied from (padding positions dropped); dx (N, C, H, W)."""
+    N, C, H, W = dx.shape
+    if cols.shape[0] != N or cols.shape[1] != C * kh * kw or cols.shape[2] != out_h * out_w:
+        raise ValueError("col2im: cols must be (N, kh*kw*C, out_h*out_w)")
+    for n in range(N):
+        _col2im(cols[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, dx[n])
+
+
+# ----------------------------------------------------------------------------- bias
+@njit(cache=True, nogil=True)
+def bias_add(z: np.ndarray, bias: np.ndarray) -> None:
+    """z += bias along axis 1 (the channels), in place; z (N, C, ...) C-contiguous, bias (C,)."""
+    N, C = z.shape[0], bias.shape[0]
+    zf = z.reshape(-1)
+    P = zf.shape[0] // max(N * C, 1)
+    for n in range(N):
+        for c in range(C):
+            base = (n * C + c) * P
+            for p in range(P):
+                zf[base + p] += bias[c]
+
+
+@njit(cache=True, nogil=True)
+def bias_grad(dz: np.ndarray, dbias: np.ndarray, beta: float) -> None:
+    """dbias (C,) <- beta dbias + the sum of ``dz`` (N, C, ...) over every axis but axis 1.
+    Sums in float64, in memory order."""
+    N, C = dz.shape[0], dbias.shape[0]
+    zf = dz.reshape(-1)
+    P = zf.shape[0] // max(N * C, 1)
+    total = np.zeros(C)
+    for n in range(N):
+        for c in range(C):
+            base = (n * C + c) * P
+            acc = 0.0
+            for p in range(P):
+                acc += zf[base + p]
+            total[c] += acc
+    for c in range(C):
+        dbias[c] = beta * dbias[c] + total[c] if beta != 0.0 else total[c]
+
+
+# ----------------------------------------------------------------------------- convolution
+@njit(cache=True, nogil=True)
+def _pointwise(kh: int, kw: int, stride: int, pad_h: int, pad_w: int, H: int, W: int, Ho: int, Wo: int) -> bool:
+    """A 1x1, stride-1, unpadded convolution: the image is its own patch matrix."""
+    return kh == 1 and kw == 1 and stride == 1 and pad_h == 0 and pad_w == 0 and Ho == H and Wo == W
+
+
+@njit(cache=True, nogil=True)
+def _prefill(o: np.ndarray, bias: np.ndarray, r: np.ndarray, residual: bool) -> None:
+    """o (C_out, P) <- bias per row (+ r, same shape, when ``residual``; r may be o)."""
+    Co, P = o.shape
+    for c in range(Co):
+        orow = o[c]
+        bc = bias[c]
+        if residual:
+            rrow = r[c]
+            for p in range(P):
+                orow[p] = rrow[p] + bc
+        else:
+            for p in range(P):
+                orow[p] = bc
+
+
+@njit(cache=True, nogil=True)
+def _relu_into(src: np.ndarray, dst: np.ndarray) -> None:
+    for k in range(src.shape[0]):
+        v = src[k]
+        dst[k] = v if v > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _mask_into(xf: np.ndarray, mf: np.ndarray) -> None:
+    for k in range(xf.shape[0]):
+        xf[k] = xf[k] if mf[k] > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray, stride: int,
+                   pad_h: int, pad_w: int, residual: np.ndarray, relu_out: np.ndarray) -> None:
+    """out <- conv(x, weight) + bias (+ residual); relu_out <- max(out, 0).
+
+    ``x`` (N, C_in, H, W), ``weight`` (kh, kw, C_in, C_out), ``bias`` (C_out,), ``out``
+    (N, C_out, H_out, W_out): one float dtype, C-contiguous. Output pixel (i, j) sees input
+    rows i*stride - pad_h + [0, kh) and columns j*stride - pad_w + [0, kw) (0 outside the
+    image). ``residual`` (shape of out; may be ``out`` itself: a shortcut already written
+    there) is added and ``relu_out`` (shape of out; may be ``out``: in place) gets the ReLU,
+    image by image while the output is in cache; either may have size 0 to skip it.
+    """
+    N, C, H, W = x.shape
+    kh, kw, _, Co = weight.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    add, relu = residual.size > 0, relu_out.size > 0
+    if (weight.shape[2] != C or out.shape[0] != N or out.shape[1] != Co or bias.shape[0] != Co
+            or (add and residual.shape != out.shape) or (relu and relu_out.shape != out.shape)):
+        raise ValueError("conv2d_forward: shapes of x, weight, bias, out, residual and relu_out disagree")
+    K = C * kh * kw
+    P = Ho * Wo
+    wm = weight.reshape((K, Co))
+    o3 = out.reshape((N, Co, P))
+    r3 = residual.reshape((residual.shape[0], Co if add else 0, P))
+    a3 = relu_out.reshape((relu_out.shape[0], Co if relu else 0, P))
+    if _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo) and P == 1:  # dense: one GEMM for the batch
+        o2 = out.reshape((N, Co))
+        for n in range(N):
+            _prefill(o3[n], bias, r3[n] if add else o3[n], add)
+        _gemm(x.reshape((N, C)), False, wm, False, o2, 1.0, 1.0)
+        if relu:
+            _relu_into(out.reshape(-1), relu_out.reshape(-1))
+        return
+    pointwise = _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo)
+    cols = np.empty((0 if pointwise else K, P), dtype=x.dtype)
+    for n in range(N):
+        o = o3[n]
+        _prefill(o, bias, r3[n] if add else o, add)  # the bias (and shortcut) ride in the product
+        if pointwise:
+            _gemm(wm, True, x[n].reshape((C, P)), False, o, 1.0, 1.0)
+        else:
+            _im2col(x[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, cols)
+            _gemm(wm, True, cols, False, o, 1.0, 1.0)
+        if relu:
+            _relu_into(o.reshape(-1), a3[n].reshape(-1))
+
+
+@njit(cache=True, nogil=True)
+def conv2d_backward(x: np.ndarray, weight: np.ndarray, dout: np.ndarray, dweight: np.ndarray,
+                    dbias: np.ndarray, dx: np.ndarray, stride: int, pad_h: int, pad_w: int, beta: float,
+                    accumulate_dx: bool, relu_mask: np.ndarray) -> None:
+    """Gradients of ``conv2d_forward`` given dL/d(out) ``dout`` (N, C_out, H_out, W_out).
+
+    dweight (kh, kw, C_in, C_out) <- beta dweight + cols dout^T; dbias (C_out,) <- beta dbias +
+    the sum of dout; dx (N, C_in, H, W) <- dL/dx, or dx + dL/dx (``accumulate_dx``), then set to
+    0 where ``relu_mask`` (shape of x) is not > 0: the ReLU that produced x, fused; ``relu_mask``
+    of size 0 skips that, and ``dx`` of size 0 skips the input gradient (a first layer needs
+    none). Other shapes and rules as in ``conv2d_forward``.
+    """
+    N, C, H, W = x.shape
+    kh, kw, _, Co = weight.shape
+    Ho, Wo = dout.shape[2], dout.shape[3]
+    want_dx = dx.size > 0
+    masked = relu_mask.size > 0
+    if (weight.shape[2] != C or dout.shape[0] != N or dout.shape[1] != Co or dweight.shape != weight.shape
+            or dbias.shape[0] != Co or (want_dx and dx.shape != x.shape)
+            or (masked and relu_mask.shape != x.shape)):
+        raise ValueError("conv2d_backward: shapes of x, weight, dout, dweight, dbias, dx and relu_mask disagree")
+    K = C * kh * kw
+    P = Ho * Wo
+    wm = weight.reshape((K, Co))
+    dwm = dweight.reshape((K, Co))
+    d3 = dout.reshape((N, Co, P))
+    bias_grad(dout, dbias, beta)
+    if _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo) and P == 1:  # dense: one GEMM for the batch
+        d2 = dout.reshape((N, Co))
+        _gemm(x.reshape((N, C)), True, d2, False, dwm, 1.0, beta)
+        if want_dx:
+            _gemm(d2, False, wm, True, dx.reshape((N, C)), 1.0, 1.0 if accumulate_dx else 0.0)
+            if masked:
+                _mask_into(dx.reshape(-1), relu_mask.reshape(-1))
+        return
+    pointwise = _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo)
+    cols = np.empty((0 if pointwise else K, P), dtype=x.dtype)
+    dcols = np.empty((K if want_dx else 0, P), dtype=x.dtype)
+    for n in range(N):
+        d = d3[n]
+        if pointwise:
+            xm = x[n].reshape((C, P))
+            _gemm(xm, False, d, True, dwm, 1.0, beta if n == 0 else 1.0)
+            if want_dx:
+                _gemm(wm, False, d, False, dx[n].reshape((C, P)), 1.0, 1.0 if accumulate_dx else 0.0)
+        else:
+            _im2col(x[n], kh, kw, stride, pad_h, pad_w, Ho, Wo, cols)
+            _gemm(cols, False, d, True, dwm, 1.0, beta if n == 0 else 1.0)
+            if want_dx:
+                _gemm(wm, False, d, False, dcols, 1.0, 0.0)
+                if not accumulate_dx:
+                    dx[n] = 0.0
+                _col2im(dcols, kh, kw, stride, pad_h, pad_w, Ho, Wo, dx[n])
+        if want_dx and masked:
+            _mask_into(dx[n].reshape(-1), relu_mask[n].reshape(-1))
+
+
+# ----------------------------------------------------------------------------- ReLU
+@njit(cache=True, nogil=True)
+def relu_forward(x: np.ndarray, out: np.ndarray) -> None:
+    """out <- max(x, 0); any shape, one dtype, C-contiguous; ``out`` may be ``x``."""
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for k in range(xf.shape[0]):
+        v = xf[k]
+        of[k] = v if v > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def relu_backward(y: np.ndarray, dout: np.ndarray, dx: np.ndarray, accumulate: bool) -> None:
+    """dx <- dout where y > 0, else 0 (``accumulate``: dx += that, as a residual branch's input
+    gradient adds to the shortcut's). ``y``: the ReLU's input or output (same sign pattern);
+    all three one shape and dtype, C-contiguous; ``dx`` may be ``dout``."""
+    yf = y.reshape(-1)
+    df = dout.reshape(-1)
+    xf = dx.reshape(-1)
+    if accumulate:
+        for k in range(yf.shape[0]):
+            xf[k] += df[k] if yf[k] > 0.0 else 0.0
+    else:
+        for k in range(yf.shape[0]):
+            xf[k] = df[k] if yf[k] > 0.0 else 0.0
+
+
+# ----------------------------------------------------------------------------- pooling
+@njit(cache=True, nogil=True)
+def _window(start: int, size: int, limit: int) -> tuple[int, int]:
+    """The part [lo, hi) of the window [start, start + size) inside [0, limit)."""
+    return max(start, 0), min(start + size, limit)
+
+
+@njit(cache=True, nogil=True)
+def maxpool_forward(x: np.ndarray, out: np.ndarray, argmax: np.ndarray, pool_h: int, pool_w: int, stride: int,
+                    pad_h: int, pad_w: int, relu: bool) -> None:
+    """out <- the max of each pool window of ``x`` (N, C, H, W) into ``out`` (N, C, H_out, W_out);
+    ``argmax`` int64 (shape of out) <- the flat index in ``x`` of the maximum (the first one on
+    ties, rows then columns). Positions outside the image (padding) never win.
+
+    ``relu``: the window's max of relu(x) instead (ReLU then pool, fused: max(0, max x)); where
+    it is 0 because every entry is <= 0, argmax is -1 and no gradient flows back.
+    """
+    N, C, H, W = x.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    if out.shape[0] != N or out.shape[1] != C or argmax.shape != out.shape:
+        raise ValueError("maxpool_forward: shapes of x, out and argmax disagree")
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    af = argmax.reshape(-1)
+    for plane in range(N * C):
+        src = plane * H * W
+        dst = plane * Ho * Wo
+        for i in range(Ho):
+            h0, h1 = _window(i * stride - pad_h, pool_h, H)
+            for j in range(Wo):
+                w0, w1 = _window(j * stride - pad_w, pool_w, W)
+                best = -np.inf
+                arg = -1
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        k = src + h * W + w
+                        v = xf[k]
+                        if v > best:
+                            best = v
+                            arg = k
+                if relu and not best > 0.0:
+                    best = 0.0
+                    arg = -1
+                of[dst + i * Wo + j] = best
+                af[dst + i * Wo + j] = arg
+
+
+@njit(cache=True, nogil=True)
+def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, dx: np.ndarray) -> None:
+    """dx <- 0, then dx.flat[argmax] += dout for every entry with argmax >= 0; ``dout`` and
+    ``argmax`` (int64) as ``maxpool_forward``'s out, dx as its x (overwritten). Image by image,
+    so the image's part of dx is zeroed and scattered into while it is in cache."""
+    xf = dx.reshape(-1)
+    df = dout.reshape(-1)
+    af = argmax.reshape(-1)
+    N = dx.shape[0]
+    per_in = xf.shape[0] // max(N, 1)
+    per_out = df.shape[0] // max(N, 1)
+    for n in range(N):
+        xf[n * per_in:(n + 1) * per_in] = 0.0
+        for k in range(n * per_out, (n + 1) * per_out):
+            t = af[k]
+            if t >= 0:
+                xf[t] += df[k]
+
+
+@njit(cache=True, nogil=True)
+def avgpool_forward(x: np.ndarray, out: np.ndarray, pool_h: int, pool_w: int, stride: int, pad_h: int,
+                    pad_w: int, accumulate: bool) -> None:
+    """The mean of each pool window of ``x`` (N, C, H, W) over its positions inside the image
+    (padding is not counted, as TF's SAME average pool), into the first C channels of ``out``
+    (N, C_out >= C, H_out, W_out): written, the other channels set to 0 (a zero-padded
+    shortcut), or added (``accumulate``: a residual sum; the other channels untouched)."""
+    N, C, H, W = x.shape
+    Co, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    if out.shape[0] != N or Co < C:
+        raise ValueError("avgpool_forward: out must be (N, C_out >= C, H_out, W_out)")
+    for n in range(N):
+        for c in range(C):
+            plane = x[n, c]
+            target = out[n, c]
+            for i in range(Ho):
+                h0, h1 = _window(i * stride - pad_h, pool_h, H)
+                for j in range(Wo):
+                    w0, w1 = _window(j * stride - pad_w, pool_w, W)
+                    acc = 0.0
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            acc += plane[h, w]
+                    mean = acc / max((h1 - h0) * (w1 - w0), 1)
+                    if accumulate:
+                        target[i, j] += mean
+                    else:
+                        target[i, j] = mean
+        if not accumulate:
+            out[n, C:] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def avgpool_backward(dout: np.ndarray, dx: np.ndarray, pool_h: int, pool_w: int, stride: int, pad_h: int,
+                     pad_w: int, accumulate: bool) -> None:
+    """Gradient of ``avgpool_forward``: the first C channels of ``dout`` (N, C_out >= C, H_out,
+    W_out), each divided by its window's count, spread over the window into ``dx`` (N, C, H, W):
+    overwritten, or added to (``accumulate``)."""
+    N, C, H, W = dx.shape
+    Co, Ho, Wo = dout.shape[1], dout.shape[2], dout.shape[3]
+    if dout.shape[0] != N or Co < C:
+        raise ValueError("avgpool_backward: dout must be (N, C_out >= C, H_out, W_out)")
+    if not accumulate:
+        dx[...] = 0.0
+    for n in range(N):
+        for c in range(C):
+            plane = dx[n, c]
+            grad = dout[n, c]
+            for i in range(Ho):
+                h0, h1 = _window(i * stride - pad_h, pool_h, H)
+                for j in range(Wo):
+                    w0, w1 = _window(j * stride - pad_w, pool_w, W)
+                    g = grad[i, j] / max((h1 - h0) * (w1 - w0), 1)
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            plane[h, w] += g
+
+
+@njit(cache=True, nogil=True)
+def global_avgpool_forward(x: np.ndarray, out: np.ndarray) -> None:
+    """out (N, C) <- the mean of ``x`` (N, C, H, W) over H and W (float64 sums)."""
+    N, C, H, W = x.shape
+    xf = x.reshape(-1)
+    P = H * W
+    for n in range(N):
+        for c in range(C):
+            base = (n * C + c) * P
+            acc = 0.0
+            for p in range(P):
+                acc += xf[base + p]
+            out[n, c] = acc / P
+
+
+@njit(cache=True, nogil=True)
+def global_avgpool_backward(dout: np.ndarray, dx: np.ndarray, accumulate: bool) -> None:
+    """dx (N, C, H, W) <- (or += with ``accumulate``) dout (N, C) / (H*W) at every pixel."""
+    N, C, H, W = dx.shape
+    xf = dx.reshape(-1)
+    P = H * W
+    for n in range(N):
+        for c in range(C):
+            base = (n * C + c) * P
+            g = dout[n, c] / P
+            if accumulate:
+                for p in range(P):
+                    xf[base + p] += g
+            else:
+                for p in range(P):
+                    xf[base + p] = g
+
+
+# ----------------------------------------------------------------------------- loss
+@njit(cache=True, nogil=True)
+def softmax_xent(logits: np.ndarray, y: np.ndarray, dlogits: np.ndarray) -> float:
+    """Mean softmax cross-entropy of ``logits`` (N, K) against class ids ``y`` int64 (N,);
+    dlogits (N, K) <- its gradient (softmax - one-hot) / N. Returns the loss (float)."""
+    N, K = logits.shape
+    loss = 0.0
+    for r in range(N):
+        top = logits[r, 0]
+        for k in range(1, K):
+            if logits[r, k] > top:
+                top = logits[r, k]
+        total = 0.0
+        for k in range(K):
+            total += np.exp(logits[r, k] - top)
+        log_total = np.log(total)
+        loss += log_total + top - logits[r, y[r]]
+        for k in range(K):
+            dlogits[r, k] = np.exp(logits[r, k] - top - log_total) / N
+        dlogits[r, y[r]] -= 1.0 / N
+    return loss / N
+
+
+def warm_up(dtype: str = "float32") -> None:
+    """Compile (or load from the cache) every public kernel for ``dtype``, with and without
+    the optional arguments, on a tiny batch (a worker can do this before its first step)."""
+    np_dtype = np.dtype(dtype)
+    none = np.empty((0, 0, 0, 0), dtype=np_dtype)
+    x = np.ones((2, 2, 5, 5), dtype=np_dtype)
+    w = np.ones((3, 3, 2, 3), dtype=np_dtype)
+    b = np.zeros(3, dtype=np_dtype)
+    out = np.empty((2, 3, 3, 3), dtype=np_dtype)
+    dw, db, dx = np.empty_like(w), np.empty_like(b), np.empty_like(x)
+    geo = dict(stride=1, pad_h=0, pad_w=0)
+    for residual, relu_out in ((none, none), (out, out)):
+        conv2d_forward(x=x, weight=w, bias=b, out=out, residual=residual, relu_out=relu_out, **geo)
+    for grad_x, mask in ((none, none), (dx, x)):
+        conv2d_backward(x=x, weight=w, dout=out, dweight=dw, dbias=db, dx=grad_x, beta=0.0, accumulate_dx=False,
+                        relu_mask=mask, **geo)
+    cols = np.empty((2, 18, 9), dtype=np_dtype)
+    im2col(x=x, kh=3, kw=3, out_h=3, out_w=3, cols=cols, **geo)
+    col2im(cols=cols, kh=3, kw=3, out_h=3, out_w=3, dx=dx, **geo)
+    bias_add(z=out, bias=b)
+    bias_grad(dz=out, dbias=db, beta=0.0)
+    relu_forward(x=out, out=out)
+    relu_backward(y=out, dout=out, dx=out, accumulate=False)
+    pooled = np.empty((2, 2, 2, 2), dtype=np_dtype)
+    argmax = np.empty(pooled.shape, dtype=np.int64)
+    pool = dict(pool_h=2, pool_w=2, stride=2, pad_h=0, pad_w=0)
+    maxpool_forward(x=x, out=pooled, argmax=argmax, relu=True, **pool)
+    maxpool_backward(dout=pooled, argmax=argmax, dx=dx)
+    avgpool_forward(x=x, out=pooled, accumulate=False, **pool)
+    avgpool_backward(dout=pooled, dx=dx, accumulate=False, **pool)
+    means = np.empty((2, 2), dtype=np_dtype)
+    global_avgpool_forward(x=x, out=means)
+    global_avgpool_backward(dout=means, dx=dx, accumulate=False)
+    softmax_xent(logits=means, y=np.zeros(2, dtype=np.int64), dlogits=np.empty_like(means))
