@@ -43,15 +43,14 @@ class QuadraticSettings(RunSettings):
 
 
 @dataclass(frozen=True)
-class MLPSettings(RunSettings):
-    hidden: tuple[int, ...]
+class SGDSettings(RunSettings):
+    """What the networks trained by minibatch SGD share (the MLP and the convnets)."""
+
     dataset: str
     batch_size: int
     momentum: float
-    norm: str
     partition: str
     dtype: str
-    subnet_scale: str
     synthetic_samples: int
     synthetic_features: int
     synthetic_classes: int
@@ -72,6 +71,13 @@ class MLPSettings(RunSettings):
     noise_scale_every: int
     lipschitz_every: int
 
+
+@dataclass(frozen=True)
+class MLPSettings(SGDSettings):
+    hidden: tuple[int, ...]
+    norm: str
+    subnet_scale: str
+
     @property
     def batch_norm(self) -> bool:
         return self.norm == "batch"
@@ -80,3 +86,10 @@ class MLPSettings(RunSettings):
     def scale_by_width(self) -> bool:
         """IST's ``--subnet-scale``; ``auto`` is what trained best on digits (docs/mlp.md): width under batch norm."""
         return self.subnet_scale == "width" or (self.subnet_scale == "auto" and self.batch_norm)
+
+
+@dataclass(frozen=True)
+class CNNSettings(SGDSettings):
+    """A convolutional network named by ``arch`` (docs/convnets.md)."""
+
+    arch: str

@@ -87,6 +87,7 @@ def test_masked_steps_keep_pruned_weights_at_zero(momentum, nesterov):
     grad, velocity = np.empty_like(params), np.zeros_like(params)
     batches = np.arange(40, dtype=np.int64).reshape(5, 8)
     before = params.copy()
-    driver.train_steps(params, grad, velocity, mask, X, y, batches, np.full(5, 0.1), momentum, nesterov)
+    driver.train_steps(params=params, grad=grad, velocity=velocity, mask=mask, X=X, y=y, batches=batches,
+                       lrs=np.full(5, 0.1), momentum=momentum, nesterov=nesterov)
     assert (params[mask == 0] == 0).all() and (velocity[mask == 0] == 0).all()
     assert (params[mask == 1] != before[mask == 1]).any()

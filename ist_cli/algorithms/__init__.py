@@ -6,13 +6,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ist_cli.algorithms.base import Algorithm, worker_preload
-from ist_cli.settings import MLPSettings, RunSettings
+from ist_cli.settings import CNNSettings, MLPSettings, RunSettings
 
 
 def method_class(settings: RunSettings) -> type[Algorithm]:
     """The class of the configured method (imports its model's methods, and so numba)."""
-    if isinstance(settings, MLPSettings):
-        from ist_cli.algorithms.mlp import METHODS
+    if isinstance(settings, CNNSettings):
+        from ist_cli.algorithms.convnet import METHODS
+    elif isinstance(settings, MLPSettings):
+        from ist_cli.algorithms.mlp import METHODS  # type: ignore[assignment]
     else:
         from ist_cli.algorithms.quadratic import METHODS  # type: ignore[assignment]
     return METHODS[settings.algorithm]

@@ -15,6 +15,7 @@ from ist_cli.cli import allow_fast_exit
 from ist_cli.config import (
     ALGORITHMS,
     OPTIONS,
+    SGD_MODELS,
     STUDY_SECTION,
     Option,
     check_keys,
@@ -43,7 +44,7 @@ TRANSPORTS = ("shm", "mpi")  # workers as processes on shared memory, or as MPI 
 
 # --help sections, in order; options of the table go to their ``Option.section`` if they name one,
 # else to one by their model (network keys apart)
-SECTIONS = ("common", "quadratic", "MLP", STUDY_SECTION, "network model", "input and output")
+SECTIONS = ("common", "quadratic", "MLP", "convnet", STUDY_SECTION, "network model", "input and output")
 NETWORK_KEYS = ("bandwidth", "latency", "topology")
 ALL_ALGORITHMS = tuple(dict.fromkeys(name for names in ALGORITHMS.values() for name in names))
 
@@ -55,7 +56,7 @@ def _section(option: Option) -> str:
         return "network model"
     if option.models == ("quadratic",):
         return "quadratic"
-    if option.models == ("mlp",):
+    if option.models in (("mlp",), SGD_MODELS):  # the convnet's own options name their section
         return "MLP"
     return "common"
 

@@ -54,12 +54,20 @@ class NetworkDriver:
     # -- forward --------------------------------------------------------------------
     def _run(self, layers: Sequence, prefix: tuple[int, ...], x: np.ndarray, params: np.ndarray,
              tape: list[_Record] | None) -> np.ndarray:
-        for i, layer in enumerate(layers):
-            x = self._apply(layer, (*prefix, i), x, params, tape)
+        i = 0
+        while i < len(layers):
+            if isinstance(layers[i], nw.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], nw.MaxPool):
+                # ReLU then max-pool, fused: max(relu(x)) = relu(max(x)); where a window is all <= 0
+                # the kernel routes no gradient back, which is the ReLU's derivative (one pass, not three)
+                x = self._forward_layer(layers[i + 1], (*prefix, i + 1), x, params, tape, relu=True)
+                i += 2
+                continue
+            x = self._forward_layer(layers[i], (*prefix, i), x, params, tape)
+            i += 1
         return x
 
-    def _apply(self, layer: object, path: tuple[int, ...], x: np.ndarray, params: np.ndarray,
-               tape: list[_Record] | None) -> np.ndarray:
+    def _forward_layer(self, layer: object, path: tuple[int, ...], x: np.ndarray, params: np.ndarray,
+                       tape: list[_Record] | None, relu: bool = False) -> np.ndarray:
         record = _Record(layer, path, x)
         if isinstance(layer, nw.Dense | nw.Conv2D):
             out = self._weighted(layer, path, x, params)
@@ -68,7 +76,7 @@ class NetworkDriver:
             ck.relu_forward(x=x, out=out)
             record.out = out
         elif isinstance(layer, nw.MaxPool):
-            out, argmax = self._maxpool(layer, x)
+            out, argmax = self._maxpool(layer, x, relu)
             record.extra = argmax
         elif isinstance(layer, nw.AvgPool):
             out = np.empty((x.shape[0], *layer.out_shape(x.shape[1:])), dtype=x.dtype)
@@ -106,10 +114,10 @@ class NetworkDriver:
                           residual=_NONE[x.dtype.char], relu_out=_NONE[x.dtype.char])
         return out
 
-    def _maxpool(self, layer: nw.MaxPool, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _maxpool(self, layer: nw.MaxPool, x: np.ndarray, relu: bool) -> tuple[np.ndarray, np.ndarray]:
         out = np.empty((x.shape[0], *layer.out_shape(x.shape[1:])), dtype=x.dtype)
         argmax = np.empty(out.shape, dtype=np.int64)
-        ck.maxpool_forward(x=x, out=out, argmax=argmax, relu=False, **_pool_geometry(layer, x.shape))
+        ck.maxpool_forward(x=x, out=out, argmax=argmax, relu=relu, **_pool_geometry(layer, x.shape))
         return out, argmax
 
     def _batch_norm(self, path: tuple[int, ...], x: np.ndarray, params: np.ndarray):
@@ -134,7 +142,7 @@ class NetworkDriver:
         out = self._run(layer.body, path, pre, params, body_tape).copy()
         short_tape: list[_Record] | None = [] if training else None
         if isinstance(layer.shortcut, nw.Conv2D):
-            out += self._apply(layer.shortcut, (*path, len(layer.body)), pre, params, short_tape)
+            out += self._forward_layer(layer.shortcut, (*path, len(layer.body)), pre, params, short_tape)
         elif layer.shortcut == "identity":
             out += x
         else:  # pool-pad: relu(x) average-pooled ("same"), zero channels appended
