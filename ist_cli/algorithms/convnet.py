@@ -25,7 +25,7 @@ from ist_cli.kernels import mlp as mlp_kernels
 from ist_cli.models import network as nw
 from ist_cli.models.network_driver import NetworkDriver
 
-EVAL_CHUNK = 500  # images per forward pass at evaluation (activations of a convnet are large)
+EVAL_CHUNK = 256  # images per forward pass at evaluation (a convnet's activations are large)
 
 
 @dataclass(frozen=True)
