@@ -429,33 +429,50 @@ def maxpool_backward(dout: np.ndarray, argmax: np.ndarray, dx: np.ndarray) -> No
 
 
 @njit(cache=True, nogil=True)
+def _column_counts(Wo: int, pool_w: int, stride: int, pad_w: int, W: int) -> np.ndarray:
+    """How many columns of each output column's window are inside the image (Wo,)."""
+    counts = np.zeros(Wo)
+    for b in range(pool_w):
+        lo, hi = _column_range(Wo, stride, pad_w, b, W)
+        for j in range(lo, hi):
+            counts[j] += 1.0
+    return counts
+
+
+@njit(cache=True, nogil=True)
 def avgpool_forward(x: np.ndarray, out: np.ndarray, pool_h: int, pool_w: int, stride: int, pad_h: int,
                     pad_w: int, accumulate: bool) -> None:
     """The mean of each pool window of ``x`` (N, C, H, W) over its positions inside the image
     (padding is not counted, as TF's SAME average pool), into the first C channels of ``out``
     (N, C_out >= C, H_out, W_out): written, the other channels set to 0 (a zero-padded
-    shortcut), or added (``accumulate``: a residual sum; the other channels untouched)."""
+    shortcut), or added (``accumulate``: a residual sum; the other channels untouched).
+    Row by row: a window column's contribution is one strided run, summed in float64."""
     N, C, H, W = x.shape
     Co, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
     if out.shape[0] != N or Co < C:
         raise ValueError("avgpool_forward: out must be (N, C_out >= C, H_out, W_out)")
+    counts = _column_counts(Wo, pool_w, stride, pad_w, W)
+    acc = np.empty(Wo)
     for n in range(N):
         for c in range(C):
-            plane = x[n, c]
-            target = out[n, c]
             for i in range(Ho):
                 h0, h1 = _window(i * stride - pad_h, pool_h, H)
+                acc[:] = 0.0
+                for h in range(h0, h1):
+                    line = x[n, c, h]
+                    for b in range(pool_w):
+                        lo, hi = _column_range(Wo, stride, pad_w, b, W)
+                        src = line[lo * stride - pad_w + b:]
+                        dst = acc[lo:hi]
+                        for j in range(hi - lo):
+                            dst[j] += src[j * stride]
+                target = out[n, c, i]
                 for j in range(Wo):
-                    w0, w1 = _window(j * stride - pad_w, pool_w, W)
-                    acc = 0.0
-                    for h in range(h0, h1):
-                        for w in range(w0, w1):
-                            acc += plane[h, w]
-                    mean = acc / max((h1 - h0) * (w1 - w0), 1)
+                    mean = acc[j] / max((h1 - h0) * counts[j], 1.0)
                     if accumulate:
-                        target[i, j] += mean
+                        target[j] += mean
                     else:
-                        target[i, j] = mean
+                        target[j] = mean
         if not accumulate:
             out[n, C:] = 0.0
 
@@ -472,18 +489,23 @@ def avgpool_backward(dout: np.ndarray, dx: np.ndarray, pool_h: int, pool_w: int,
         raise ValueError("avgpool_backward: dout must be (N, C_out >= C, H_out, W_out)")
     if not accumulate:
         dx[...] = 0.0
+    counts = _column_counts(Wo, pool_w, stride, pad_w, W)
+    g = np.empty(Wo, dtype=dx.dtype)
     for n in range(N):
         for c in range(C):
-            plane = dx[n, c]
-            grad = dout[n, c]
             for i in range(Ho):
                 h0, h1 = _window(i * stride - pad_h, pool_h, H)
+                grad = dout[n, c, i]
                 for j in range(Wo):
-                    w0, w1 = _window(j * stride - pad_w, pool_w, W)
-                    g = grad[i, j] / max((h1 - h0) * (w1 - w0), 1)
-                    for h in range(h0, h1):
-                        for w in range(w0, w1):
-                            plane[h, w] += g
+                    g[j] = grad[j] / max((h1 - h0) * counts[j], 1.0)
+                for h in range(h0, h1):
+                    line = dx[n, c, h]
+                    for b in range(pool_w):
+                        lo, hi = _column_range(Wo, stride, pad_w, b, W)
+                        dst = line[lo * stride - pad_w + b:]
+                        src = g[lo:hi]
+                        for j in range(hi - lo):
+                            dst[j * stride] += src[j]
 
 
 @njit(cache=True, nogil=True)
