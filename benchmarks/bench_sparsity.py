@@ -26,6 +26,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ist_cli.algorithms.mlp.mask_and_measures import (  # noqa: E402
+    MLPGradients,
     NoiseScaleMeter,
     StudySettings,
     lipschitz,
@@ -47,7 +48,7 @@ def setup(sparsity: float):
     params = initial_params(layout, 0, np.dtype("float32"))
     keep = None
     if sparsity > 0:
-        keep = pruning_mask(StudySettings.from_settings(settings_from_config(config), 20), params, layout, True, data.X_train, data.y_train,
+        keep = pruning_mask(StudySettings.from_settings(settings_from_config(config), 20), params, MLPGradients(layout, True), data.X_train, data.y_train,
                             32, 0)
         params[~keep] = 0
     return config, data, layout, params, keep
@@ -121,16 +122,16 @@ def measure(args: argparse.Namespace) -> None:
         ("one worker's round: 20 SGD steps (reference)", best_of(args.repeats, round_of_steps)),
         ("noise scale, dp (per round, n = 8 gradients already there)", best_of(args.repeats, dp_free)),
         ("noise scale, others (per measurement: 8 batch gradients)", best_of(args.repeats, lambda: meter.observe_micro_batches(
-            params, layout, True, X, y, None, 32, 0, 1))),
+            params, MLPGradients(layout, True), X, y, None, 32, 0, 1))),
         ("model copy per round while --lipschitz-every is on", best_of(args.repeats, params.copy)),
         (f"Lipschitz (per measurement: 10 gradients over {data.n_train} rows)", best_of(
-            max(3, args.repeats // 10), lambda: lipschitz(params, work, layout, True, X, y, None))),
+            max(3, args.repeats // 10), lambda: lipschitz(params, work, MLPGradients(layout, True), X, y, None))),
     ]
     for snip_batches in (1, "all"):
         settings = StudySettings.from_settings(settings_from_config(resolve_config(
             {"model": "mlp", "sparsity": 0.9, "snip_batches": snip_batches})), 20)
         rows.append((f"SNIP mask at start-up, --snip-batches {snip_batches}", best_of(
-            3, lambda s=settings: pruning_mask(s, params, layout, True, X, y, 32, 0))))
+            3, lambda s=settings: pruning_mask(s, params, MLPGradients(layout, True), X, y, 32, 0))))
     print("| what | ms |")
     print("|---|---:|")
     for label, seconds in rows:

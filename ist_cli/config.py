@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ist_cli.algorithms.plans import PLANS, plan_of
+from ist_cli.algorithms.plans import ARCHS, PLANS, plan_of
 from ist_cli.comm import NetworkModel, parse_bandwidth, parse_latency
 from ist_cli.data import synthetic
 from ist_cli.data.dataset import DTYPES
@@ -32,7 +32,7 @@ from ist_cli.io.regular import kind_of
 from ist_cli.models.shards import PARTITION_RULES
 from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits
 from ist_cli.models.theory import SERVER_UPDATE_DEFAULT, SERVER_UPDATES
-from ist_cli.settings import MLPSettings, QuadraticSettings
+from ist_cli.settings import CNNSettings, MLPSettings, QuadraticSettings
 from ist_cli.training.schedule import SCHEDULES
 
 if sys.version_info >= (3, 11):
@@ -40,7 +40,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-MODELS = tuple(PLANS)  # quadratic, mlp
+MODELS = tuple(PLANS)  # quadratic, mlp, cnn
+SGD_MODELS = ("mlp", "cnn")  # the networks trained by minibatch SGD: they share the data and optimizer options
 STUDY_SECTION = "MLP optimizer, sparsity and goal"  # their ``ist run --help`` section (docs/sparsity.md)
 OPTIMIZERS = ("sgd", "momentum", "nesterov")
 GOAL_METRICS = ("val_error", "test_error", "train_error")
@@ -304,7 +305,8 @@ GENERATED = {"problem_file": (None,)}  # settings of the generated quadratic, un
 OPTIONS: tuple[Option, ...] = (
     Option("model", _str, "mlp", "Model to train.", choices=MODELS),
     Option("algorithm", _str, "ist", "Training algorithm ("
-           + "; ".join(f"{model}: {'|'.join(names)}" for model, names in ALGORITHMS.items()) + ")."),
+           + "; ".join(f"{model}: {'|'.join(names)}" for model, names in ALGORITHMS.items()) + ").",
+           defaults_by_model={"cnn": "local-sgd"}),
     Option("workers", _int(1), 8, "Number of simulated workers (one OS process each); single: always 1.",
            pinned={"single": 1}),
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),
@@ -341,14 +343,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("hidden", _int_list, [512, 512], "Hidden widths, comma separated.", models=("mlp",), metavar="W1,W2"),
     Option("dataset", _dataset_spec, "digits",
            f"Training data: {DATASET_EXPECTS} (docs/datasets.md), or an installed plug-in's name (docs/extending.md).",
-           models=("mlp",), metavar="SPEC"),
-    Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=("mlp",)),
-    Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=("mlp",)),
+           models=SGD_MODELS, metavar="SPEC", defaults_by_model={"cnn": "fashion-mnist"}),
+    # convnets (Lee et al.; docs/convnets.md)
+    Option("arch", _str, "simple-cnn", "Convolutional network.", choices=tuple(ARCHS), models=("cnn",), section="convnet"),
+    Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=SGD_MODELS),
+    Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=SGD_MODELS),
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),
     Option("partition", _partition, "iid", f"How training data is split across workers: {PARTITION_EXPECTS}.",
-           models=("mlp",),
+           models=SGD_MODELS,
            algorithms=("ist", "dp", "local-sgd"), metavar="SPEC"),
-    Option("dtype", _str, "float32", "Floating point type of the model.", choices=DTYPES, models=("mlp",)),
+    Option("dtype", _str, "float32", "Floating point type of the model.", choices=DTYPES, models=SGD_MODELS),
     Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "
            "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",),
            algorithms=("ist",)),
@@ -358,16 +362,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("partition_rule", _str, "random", "IST: how hidden neurons are dealt to workers each round: a random "
            "permutation cut into blocks, or stratified (each block takes d/n^2 neurons of every owner's shard).",
            choices=PARTITION_RULES, models=("mlp",), algorithms=("ist",), recorded_when_default=False),
-    Option("synthetic_samples", _int(2), synthetic.SAMPLES, "Samples of the synthetic dataset.", models=("mlp",),
+    Option("synthetic_samples", _int(2), synthetic.SAMPLES, "Samples of the synthetic dataset.", models=SGD_MODELS,
            requires={"dataset": ("synthetic",)}),
-    Option("synthetic_features", _int(1), synthetic.FEATURES, "Features of the synthetic dataset.", models=("mlp",),
+    Option("synthetic_features", _int(1), synthetic.FEATURES, "Features of the synthetic dataset.", models=SGD_MODELS,
            requires={"dataset": ("synthetic",)}),
-    Option("synthetic_classes", _int(2), synthetic.CLASSES, "Classes of the synthetic dataset.", models=("mlp",),
+    Option("synthetic_classes", _int(2), synthetic.CLASSES, "Classes of the synthetic dataset.", models=SGD_MODELS,
            requires={"dataset": ("synthetic",)}),
     # mlp: optimizer, sparsity and training to a goal (Shallue et al.; Lee et al.; docs/sparsity.md).
     # A setting that only matters for some value of another (prune without sparsity, goal_metric
     # without goal_error, optimizer without momentum) is dropped in _check_training.
-    *(replace(option, models=("mlp",), section=STUDY_SECTION) for option in (
+    *(replace(option, models=SGD_MODELS, section=STUDY_SECTION) for option in (
         Option("optimizer", _str, None, "Update rule; default: momentum when --momentum > 0, else sgd.",
                choices=OPTIMIZERS),
         Option("lr_schedule", _str, "constant", "Learning rate over SGD steps: constant, or linear from --lr to "
@@ -391,9 +395,11 @@ OPTIONS: tuple[Option, ...] = (
         Option("sparsity", _fraction(False, True), 0.0, "Fraction of prunable weights removed at initialisation.",
                metavar="S"),
         Option("prune", _str, "snip", "How weights are scored for pruning.", choices=PRUNE_METHODS),
-        Option("snip_batches", _int_or_all, 1, "Training batches SNIP sums its gradient over (all: the whole set).",
-               metavar="K|all", requires={"prune": ("snip",)}),
-        Option("prune_biases", _bool, False, "Biases are prunable too (weights only by default).", is_flag_pair=True),
+        Option("snip_batches", _int_or_all, 1, "Training batches SNIP sums its gradient over (all: the whole set; "
+               "the cnn default, as Lee et al.'s code).", metavar="K|all", requires={"prune": ("snip",)},
+               defaults_by_model={"cnn": "all"}),
+        Option("prune_biases", _bool, False, "Biases are prunable too (MLP default: weights only; cnn: all "
+               "parameters, as Lee et al.'s code).", is_flag_pair=True, defaults_by_model={"cnn": True}),
         Option("noise_scale_every", _int(0), 0, "Log the gradient noise scale every K evaluations (0: off).",
                metavar="K"),
         Option("lipschitz_every", _int(0), 0, "Log the local Lipschitz estimate every K evaluations (0: off).",
@@ -578,7 +584,7 @@ def default_run_name(config: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- settings
-def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSettings:
+def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSettings | CNNSettings:
     """The settings of a resolved config (``resolve_config`` output)."""
     model = config["model"]
     kind: Any = plan_of(config).settings

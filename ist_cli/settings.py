@@ -8,7 +8,7 @@ reads). Past that point no code reads a settings dict by string key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ist_cli.comm import NetworkModel
 
@@ -43,15 +43,14 @@ class QuadraticSettings(RunSettings):
 
 
 @dataclass(frozen=True)
-class MLPSettings(RunSettings):
-    hidden: tuple[int, ...]
+class SGDSettings(RunSettings):
+    """What the networks trained by minibatch SGD share (the MLP and the convnets)."""
+
     dataset: str
     batch_size: int
     momentum: float
-    norm: str
     partition: str
     dtype: str
-    subnet_scale: str
     synthetic_samples: int
     synthetic_features: int
     synthetic_classes: int
@@ -71,10 +70,20 @@ class MLPSettings(RunSettings):
     prune_biases: bool
     noise_scale_every: int
     lipschitz_every: int
+    # Settings not recorded in a config when at their default (older run files lack them):
+    # keyword-only, so that the subclasses' own fields may follow without defaults.
     # IST's model placement and partition rule (docs/cluster.md, docs/algorithms.md)
-    server: str = "central"
-    partition_rule: str = "random"
-    full_eval_every: int = 1  # with a goal: the full train/test metrics at every K-th evaluation only
+    server: str = field(default="central", kw_only=True)
+    partition_rule: str = field(default="random", kw_only=True)
+    # with a goal: the full train/test metrics at every K-th evaluation only
+    full_eval_every: int = field(default=1, kw_only=True)
+
+
+@dataclass(frozen=True)
+class MLPSettings(SGDSettings):
+    hidden: tuple[int, ...]
+    norm: str
+    subnet_scale: str
 
     @property
     def batch_norm(self) -> bool:
@@ -84,3 +93,10 @@ class MLPSettings(RunSettings):
     def scale_by_width(self) -> bool:
         """IST's ``--subnet-scale``; ``auto`` is what trained best on digits (docs/mlp.md): width under batch norm."""
         return self.subnet_scale == "width" or (self.subnet_scale == "auto" and self.batch_norm)
+
+
+@dataclass(frozen=True)
+class CNNSettings(SGDSettings):
+    """A convolutional network named by ``arch`` (docs/convnets.md)."""
+
+    arch: str

@@ -133,10 +133,11 @@ def test_no_dispatch_on_method_names_outside_algorithms():
     from ist_cli.config import ALGORITHMS, MODELS
 
     names = set(MODELS) | {name for names in ALGORITHMS.values() for name in names}
-    assert names == {"quadratic", "mlp", "ist", "gd", "dcgd", "dp", "local-sgd", "single"}
+    assert names == {"quadratic", "mlp", "cnn", "ist", "gd", "dcgd", "dp", "local-sgd", "single"}
     classes = {plan.__name__ for plans in PLANS.values() for plan in plans.values()}
     classes |= {"Algorithm", "MLPMethod", "QuadraticMethod", "IST", "GD", "DCGD", "DataParallel", "LocalSGD",
-                "Single", "MethodPlan", "MLPPlan", "QuadraticPlan"}
+                "Single", "MethodPlan", "MLPPlan", "QuadraticPlan", "ConvNetMethod", "ConvDataParallel", "ConvLocalSGD",
+                "ConvSingle"}
     counts: dict[str, list[str]] = {}
     isinstance_calls = []
     for path in python_files("ist_cli"):
@@ -155,6 +156,7 @@ def test_no_dispatch_on_method_names_outside_algorithms():
 
 def test_the_algorithm_names_have_one_home():
     """The option table's names, the CLI's choices and the method classes all come from the plans."""
+    from ist_cli.algorithms.convnet import METHODS as CNN_METHODS
     from ist_cli.algorithms.mlp import METHODS as MLP_METHODS
     from ist_cli.algorithms.plans import PLANS
     from ist_cli.algorithms.quadratic import METHODS as QUADRATIC_METHODS
@@ -162,11 +164,12 @@ def test_the_algorithm_names_have_one_home():
     from ist_cli.config import ALGORITHMS, MODELS
     from ist_cli.models import theory
 
-    assert MODELS == ("quadratic", "mlp")
+    assert MODELS == ("quadratic", "mlp", "cnn")
     assert theory.METHODS == ALGORITHMS["quadratic"]  # the closed-form theory covers every quadratic method
     assert tuple(MODEL_SECTIONS) == MODELS  # each model has its --help section
-    assert ALGORITHMS == {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single")}
-    for model, methods in (("quadratic", QUADRATIC_METHODS), ("mlp", MLP_METHODS)):
+    assert ALGORITHMS == {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single"),
+                          "cnn": ("dp", "local-sgd", "single")}
+    for model, methods in (("quadratic", QUADRATIC_METHODS), ("mlp", MLP_METHODS), ("cnn", CNN_METHODS)):
         assert tuple(methods) == ALGORITHMS[model] == tuple(PLANS[model])
         for name, method in methods.items():
             assert method.plan is PLANS[model][name] and method.plan.model == model

@@ -77,7 +77,7 @@ def malformed_flag_values(option) -> list[str]:
 
 def base_for(option) -> list[str]:
     """The cheap valid base for the option's model, without its own flag (which would win)."""
-    base = MLP if option.models == ("mlp",) else QUAD
+    base = MLP if "mlp" in option.models and "quadratic" not in option.models else QUAD  # SGD options: the MLP's
     flag = "--" + option.key.replace("_", "-")
     pairs = [base[i:i + 2] for i in range(0, len(base) - 1, 2) if base[i] != "--quiet"]
     return [item for pair in pairs if pair[0] != flag for item in pair] + ["--quiet"]

@@ -22,7 +22,7 @@ VALUES = {
     "goal_error": None,  # needs a goal metric it can be measured on: covered in test_study_cli.py
     "goal_metric": ("test_error", "train_error"), "max_steps": (0, 10), "sparsity": (0.0, 0.5),
     "prune": ("snip", "random"), "snip_batches": (1, 2), "prune_biases": (False, True),
-    "noise_scale_every": (0, 1), "lipschitz_every": (0, 1),
+    "noise_scale_every": (0, 1), "lipschitz_every": (0, 1), "arch": ("simple-cnn", "resnet8"),
     "server": None,  # refused (not ignored) by the methods that need the whole model: test_partitioned.py
     "partition_rule": ("random", "stratified"),
     "full_eval_every": (1, 2),

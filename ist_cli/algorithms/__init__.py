@@ -9,7 +9,7 @@ from typing import Any
 from ist_cli.algorithms.base import Algorithm, worker_preload
 from ist_cli.algorithms.plans import PLANS
 from ist_cli.errors import UserError
-from ist_cli.settings import MLPSettings, RunSettings
+from ist_cli.settings import CNNSettings, MLPSettings, RunSettings
 
 
 def method_class(settings: RunSettings) -> type[Algorithm]:
@@ -22,6 +22,10 @@ def method_class(settings: RunSettings) -> type[Algorithm]:
         except (ImportError, AttributeError) as exc:  # the plug-in's own fault: one line naming it
             raise UserError(f"--algorithm: plug-in {settings.algorithm!r} names its method {plugin!r}, which "
                             f"cannot be loaded ({type(exc).__name__}: {exc}); expected an installed class") from None
+    if isinstance(settings, CNNSettings):
+        from ist_cli.algorithms.convnet import METHODS as CONVNET_METHODS
+
+        return CONVNET_METHODS[settings.algorithm]
     if isinstance(settings, MLPSettings):
         from ist_cli.algorithms.mlp import method_for
 

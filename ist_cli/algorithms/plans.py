@@ -11,15 +11,17 @@ Sizes are Python integers, so absurd widths (10^30) give an absurd estimate, nev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
 from ist_cli.data.shape import dataset_shape
 from ist_cli.errors import UserError
+from ist_cli.models import network as nw
 from ist_cli.plugins import METHODS_GROUP, plugins
 from ist_cli.runtime.budget import WORKER_BASE_BYTES, RunEstimate
-from ist_cli.settings import MLPSettings, QuadraticSettings, RunSettings
+from ist_cli.settings import CNNSettings, MLPSettings, QuadraticSettings, RunSettings
 
 #: checks a setting's name for an error message: key -> ``--flag`` or ``file: key``
 Where = Callable[[str], str]
@@ -236,10 +238,93 @@ class SinglePlan(LocalSGDPlan):
     in_process_alone = True  # plain minibatch SGD: no worker process needed (runtime/choice.py)
 
 
+# ----------------------------------------------------------------------------- convnets
+#: ``--arch`` -> the builder of its layer spec (input shape, classes) -> Network
+ARCHS: dict[str, Callable[[tuple[int, int, int], int], nw.Network]] = {
+    "simple-cnn": nw.simple_cnn, "resnet8": nw.resnet8, "preact-resnet": nw.preact_resnet,
+}
+
+
+def convnet(arch: str, image_shape: Sequence[int], classes: int) -> nw.Network:
+    """The network ``arch`` on images of ``image_shape`` (C, H, W); a one-line UserError when it does not fit."""
+    try:
+        return ARCHS[arch](tuple(int(v) for v in image_shape), int(classes))
+    except ValueError as exc:
+        raise UserError(f"--arch: {arch} does not fit images of shape {tuple(image_shape)} (C, H, W): {exc}; "
+                        "expected a data set of larger images or another --arch") from None
+
+
+def image_shape_guess(features: int) -> tuple[int, int, int]:
+    """(C, H, W) of square images of ``features`` pixels (3 channels if that makes them square,
+    else 1); Fashion-MNIST's 28x28 when the count is unknown before the data is read."""
+    for channels in (1, 3):
+        side = int(round((features / channels) ** 0.5))
+        if side >= 8 and channels * side * side == features:
+            return channels, side, side
+    return 1, 28, 28
+
+
+class ConvNetPlan(MLPPlan):
+    """A convnet (``--arch``) trained by one of the MLP's replica methods (their per-worker rows)."""
+
+    model = "cnn"
+    settings = CNNSettings
+    loading_stage = "loading images"
+
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        return ("ist_cli.algorithms.convnet", f"ist_cli.kernels.conv:warm_up:{settings.dtype}",
+                f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
+
+    @classmethod
+    def network(cls, config: Mapping[str, Any]) -> tuple[nw.Network, int, int]:
+        """(network, samples, bytes of a file source) as far as the config tells."""
+        samples, features, classes, raw = dataset_shape(config)
+        shape = image_shape_guess(features)
+        return convnet(str(config["arch"]), shape, max(int(classes), 10)), samples, raw
+
+    @classmethod
+    def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
+        n = int(config["workers"])
+        net, samples, raw = cls.network(config)
+        itemsize = 8 if config.get("dtype") == "float64" else 4
+        params = net.n_params
+        sparse = float(config.get("sparsity") or 0) > 0
+        features = math.prod(net.input_shape)
+        data = samples * (features * itemsize + 16)
+        arena = data + (params * (2 if sparse else 1) + len(cls.rows) * n * params) * itemsize
+        coordinator = data + 4 * raw + 3 * params * itemsize
+        # every layer's output and its gradient, with the patch matrices of the largest conv, on the high side
+        outputs = sum(math.prod(shape) for shape in net.shapes()) + features
+        activations = 6 * int(config.get("batch_size", 32)) * outputs * itemsize
+        return RunEstimate(arena=arena, coordinator=coordinator + activations,
+                           per_worker=WORKER_BASE_BYTES + activations, workers=n)
+
+    @classmethod
+    def file_bytes(cls, config: Mapping[str, Any]) -> int:
+        itemsize = 8 if config.get("dtype") == "float64" else 4
+        return cls.metric_bytes(config) + 2 * cls.network(config)[0].n_params * itemsize + 64 * 1024
+
+
+class ConvNetDPPlan(ConvNetPlan):
+    algorithm = "dp"
+    rows = DPPlan.rows
+
+
+class ConvNetLocalSGDPlan(ConvNetPlan):
+    algorithm = "local-sgd"
+    rows = LocalSGDPlan.rows
+
+
+class ConvNetSinglePlan(ConvNetLocalSGDPlan):
+    algorithm = "single"
+
+
 #: model -> algorithm -> plan, in the order the CLI lists them
 PLANS: dict[str, dict[str, type[MethodPlan]]] = {
     family[0].model: {plan.algorithm: plan for plan in family}
-    for family in ((QuadraticISTPlan, GDPlan, DCGDPlan), (ISTPlan, DPPlan, LocalSGDPlan, SinglePlan))
+    for family in ((QuadraticISTPlan, GDPlan, DCGDPlan), (ISTPlan, DPPlan, LocalSGDPlan, SinglePlan),
+                   (ConvNetDPPlan, ConvNetLocalSGDPlan, ConvNetSinglePlan))
 }
 
 

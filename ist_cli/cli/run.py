@@ -16,6 +16,7 @@ from ist_cli.cli import allow_fast_exit, say
 from ist_cli.config import (
     ALGORITHMS,
     OPTIONS,
+    SGD_MODELS,
     STUDY_SECTION,
     Option,
     check_keys,
@@ -44,7 +45,7 @@ TRANSPORTS = ("shm", "mpi")  # workers as processes on shared memory, or as MPI 
 
 # --help sections, in order; options of the table go to their ``Option.section`` if they name one,
 # else to their model's if they have one model (network keys apart), else to "common"
-MODEL_SECTIONS = {"quadratic": "quadratic", "mlp": "MLP"}
+MODEL_SECTIONS = {"quadratic": "quadratic", "mlp": "MLP", "cnn": "convnet"}
 SECTIONS = ("common", *MODEL_SECTIONS.values(), STUDY_SECTION, "network model", "input and output")
 NETWORK_KEYS = ("bandwidth", "latency", "topology")
 ALL_ALGORITHMS = tuple(dict.fromkeys(name for names in ALGORITHMS.values() for name in names))
@@ -57,6 +58,8 @@ def _section(option: Option) -> str:
         return "network model"
     if len(option.models) == 1:
         return MODEL_SECTIONS[option.models[0]]
+    if option.models == SGD_MODELS:  # shared by the MLP and the convnet: the MLP's section lists them
+        return MODEL_SECTIONS[SGD_MODELS[0]]
     return "common"
 
 

@@ -147,7 +147,7 @@ def parse_study(raw: Mapping[str, Any], path: Path, sampler: str | None = None, 
     sweep = parse_sweep(sweep_raw, path, max_runs=max_runs)
     for run in sweep.runs:
         if "batch_size" not in run.config:
-            raise UserError(f"{where}: base.model: {run.config['model']!r} has no batch size; expected model = \"mlp\"")
+            raise UserError(f"{where}: base.model: {run.config['model']!r} has no batch size; expected model = \"mlp\" or \"cnn\"")
         for dim in dimensions:
             if dim.key not in run.config:
                 raise UserError(f"{where}: search.{dim.key}: not a setting of model {run.config['model']!r}; "

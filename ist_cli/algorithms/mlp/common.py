@@ -17,6 +17,8 @@ import numpy as np
 
 from ist_cli.algorithms.base import Algorithm
 from ist_cli.algorithms.mlp.mask_and_measures import (
+    Gradients,
+    MLPGradients,
     NoiseScaleMeter,
     StudySettings,
     lipschitz,
@@ -73,9 +75,22 @@ class MLPWorker(WorkerProgram):
         bounds = arrays["shard_bounds"]
         self.shard = arrays["shard_index"][bounds[worker] : bounds[worker + 1]]
         self.model = arrays["model"]
-        self.full = net_layout(t.widths, t.batch_norm)
+        self.full = self.network()
         self.mask = arrays["mask"] if t.study.sparse else self.model[:0]  # empty: a dense model
-        kernels.warm_up(t.dtype)  # load compiled kernels now, not inside round 1's timing
+        self.warm_kernels()  # load compiled kernels now, not inside round 1's timing
+
+    def network(self) -> Any:
+        """The full model as this worker trains it (what has its flat ``size``)."""
+        return net_layout(self.training.widths, self.training.batch_norm)
+
+    def warm_kernels(self) -> None:
+        kernels.warm_up(self.training.dtype)
+
+    def loss_and_grad(self, params: np.ndarray, X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
+        """The full model's mean loss on rows ``X``; ``grad`` <- its gradient."""
+        full = self.full
+        return float(kernels.loss_and_grad(params=params, offsets=full.offsets, widths=full.widths,
+                                           batch_norm=self.training.batch_norm, scale=1.0, X=X, y=y, grad=grad))
 
     def resident(self, worker: int) -> tuple[Region, ...]:
         # the pruning mask is fixed and known to every worker: sent once, never per round
@@ -118,10 +133,8 @@ class MLPMethod(Algorithm):
         self.n_workers = settings.workers
         self.data = dataset_from_settings(settings)
         self.dtype = np.dtype(settings.dtype)
-        self.batch_norm = settings.batch_norm
         self.sizes = (self.data.n_train, self.data.n_test)
-        self.widths = (self.data.n_features, *settings.hidden, self.data.n_classes)
-        self.layout = net_layout(self.widths, self.batch_norm)
+        self.build_model()
         self.shards = self.make_shards()
         self._eval_rows = self._training_subset()
         self.study = StudySettings.from_settings(settings, self.steps_per_round())
@@ -140,6 +153,23 @@ class MLPMethod(Algorithm):
 
     def goal(self) -> Goal | None:
         return Goal.from_settings(self.settings)
+
+    # -- the model (a convnet method overrides these) --------------------------------
+    eval_chunk = EVAL_CHUNK
+
+    def build_model(self) -> None:
+        """Set the network's ``layout`` (and what its passes need) from the settings and data."""
+        self.batch_norm = self.settings.batch_norm
+        self.widths = (self.data.n_features, *self.settings.hidden, self.data.n_classes)
+        self.layout = net_layout(self.widths, self.batch_norm)
+        self.gradients: Gradients = MLPGradients(self.layout, self.batch_norm)
+
+    def initial_model(self) -> np.ndarray:
+        return initial_params(self.layout, self.settings.seed, self.dtype)
+
+    def logits(self, model: np.ndarray, X: np.ndarray) -> np.ndarray:
+        return kernels.forward_logits(params=model, offsets=self.layout.offsets, widths=self.layout.widths,
+                                      batch_norm=self.batch_norm, scale=1.0, X=X)
 
     # -- hooks a method overrides -------------------------------------------------
     def make_shards(self) -> list[np.ndarray]:
@@ -164,7 +194,7 @@ class MLPMethod(Algorithm):
     # -- arena --------------------------------------------------------------------
     def arena_spec(self) -> ArraySpec:
         n, dt = self.n_workers, self.dtype.str
-        (n_train, n_test), features = self.sizes, self.widths[0]
+        (n_train, n_test), features = self.sizes, self.data.n_features
         return {
             "X_train": ((n_train, features), dt),
             "y_train": ((n_train,), "i8"),
@@ -186,18 +216,18 @@ class MLPMethod(Algorithm):
         arrays["y_test"][...] = self.data.y_test
         arrays["shard_index"][...] = np.concatenate(self.shards)
         arrays["shard_bounds"][1:] = np.cumsum([s.size for s in self.shards])
-        arrays["model"][...] = initial_params(self.layout, self.settings.seed, self.dtype)
+        arrays["model"][...] = self.initial_model()
         if self.data.n_val:
             arrays["X_val"][...] = self.data.X_val
             arrays["y_val"][...] = self.data.y_val
         if self.study.sparse:
-            self.keep = pruning_mask(self.study, arrays["model"], self.layout, self.batch_norm, self.data.X_train,
+            self.keep = pruning_mask(self.study, arrays["model"], self.gradients, self.data.X_train,
                                      self.data.y_train, self.settings.batch_size, self.settings.seed)
             arrays["mask"][...] = self.keep
             arrays["model"][~self.keep] = 0.0
         # The arena now holds the data; drop the loader's copy so the parent keeps one
         # (fresh empty arrays: a [:0] view would keep the loader's buffer alive).
-        empty = np.empty((0, self.widths[0]), dtype=self.dtype)
+        empty = np.empty((0, self.data.n_features), dtype=self.dtype)
         self.data = replace(self.data, X_train=empty, X_test=empty, X_val=empty if self.data.n_val else None)
 
     def worker_program(self) -> WorkerProgram:
@@ -224,12 +254,11 @@ class MLPMethod(Algorithm):
         total = rows.size if rows is not None else X.shape[0]
         loss = correct = 0.0
         with np.errstate(all="ignore"):
-            for start in range(0, total, EVAL_CHUNK):
-                stop = min(start + EVAL_CHUNK, total)
+            for start in range(0, total, self.eval_chunk):
+                stop = min(start + self.eval_chunk, total)
                 part = X[rows[start:stop]] if rows is not None else X[start:stop]
                 labels = y[rows[start:stop]] if rows is not None else y[start:stop]
-                logits = kernels.forward_logits(params=model, offsets=self.layout.offsets, widths=self.layout.widths,
-                                                batch_norm=self.batch_norm, scale=1.0, X=part).astype(np.float64)
+                logits = self.logits(model, part).astype(np.float64)
                 top = logits.max(axis=1, keepdims=True)
                 log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
                 loss += float((log_norm - logits[np.arange(labels.size), labels]).sum())
@@ -286,13 +315,13 @@ class MLPMethod(Algorithm):
         if self._noise is not None:
             due = count % study.noise_scale_every == 0
             if due and not self.noise_from_workers():
-                self._noise.observe_micro_batches(model, self.layout, self.batch_norm, X, y, self.keep,
+                self._noise.observe_micro_batches(model, self.gradients, X, y, self.keep,
                                                   s.batch_size, s.seed, count)
             out.update(self._noise.metrics() if due else dict.fromkeys(self._noise.metrics(), float("nan")))
         if study.lipschitz_every:
             due = count % study.lipschitz_every == 0 and self._before is not None
             with np.errstate(all="ignore"):
-                out["lipschitz"] = lipschitz(self._before, model, self.layout, self.batch_norm, X, y, self.keep) \
+                out["lipschitz"] = lipschitz(self._before, model, self.gradients, X, y, self.keep) \
                     if due else float("nan")
         return out
 

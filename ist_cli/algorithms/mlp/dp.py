@@ -70,11 +70,9 @@ class DPWorker(MLPWorker):
             self.all_grads[1:, : self.full.size] = self.all_grads[0, : self.full.size]
 
     def step(self, round_index: int, payload: Any) -> float:
-        t, full = self.training, self.full
+        full = self.full
         rows = self.batches(round_index, 1)[0]
-        loss = float(kernels.loss_and_grad(params=self.model, offsets=full.offsets, widths=full.widths,
-                                           batch_norm=t.batch_norm, scale=1.0, X=self.X[rows], y=self.y[rows],
-                                           grad=self.grad))
+        loss = self.loss_and_grad(self.model, self.X[rows], self.y[rows], self.grad)
         if self.mask.size:  # only kept entries are sent: the pruned ones are exactly 0
             self.grad[: full.size][self.mask == 0] = 0.0
         return loss
