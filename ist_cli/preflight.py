@@ -106,15 +106,16 @@ def check_run_inputs(config: Mapping[str, Any], *, where: str = "", available: i
         raise UserError(_prefixed(where, str(exc))) from None
 
 
-def check_runs(runs: Iterable[tuple[str, Mapping[str, Any], Iterable[str]]]) -> None:
+def check_runs(runs: Iterable[tuple[str, Mapping[str, Any], Iterable[str]]], *, files_here: bool = True) -> None:
     """``check_run_inputs`` for every (label, config, axis keys) of a sweep or a study, with one
     reading of the available memory; configs that differ only in what no check reads are
     checked once. A data path that an axis varies is the run's own (it fails alone, as a
-    sweep's run may); one from the base is checked here."""
+    sweep's run may); one from the base is checked here, when the runs read their files on
+    this machine (``files_here``: not for a dry run, nor for dask workers elsewhere)."""
     available = available_memory()
     seen: set[tuple] = set()
     for label, config, axes in runs:
-        sources = not {"dataset", "problem_file"} & set(axes)
+        sources = files_here and not {"dataset", "problem_file"} & set(axes)
         key = (sources, *sorted((k, str(v)) for k, v in config.items() if k not in ("seed", "lr", "momentum")))
         if key in seen:
             continue

@@ -37,6 +37,7 @@ from tests.helpers import (
     files_in,
     ist,
     one_error_line,
+    overridden,
     shm_entries,
     worker_processes,
 )
@@ -57,7 +58,7 @@ def live_rows(path: Path) -> int:
 
 def start_running(out: Path, extra: list[str] = (), rows: int = 3) -> subprocess.Popen:
     """A long run that has logged ``rows`` rows (so its workers are in the round loop)."""
-    process = subprocess.Popen([sys.executable, "-m", "ist_cli", *LONG, *extra, "--out", str(out)],
+    process = subprocess.Popen([sys.executable, "-m", "ist_cli", *overridden(LONG, list(extra)), "--out", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while live_rows(out / "long.h5.tmp") < rows:

@@ -122,7 +122,8 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
     if scheduler and executor != "dask":
         raise click.UsageError("--scheduler is only used with --executor dask")
     # what each run's ist run would refuse, refused now: before the directory or manifest exists
-    check_runs((f"{spec.path.name}: run {run.label()}", run.config, run.point) for run in spec.runs)
+    check_runs(((f"{spec.path.name}: run {run.label()}", run.config, run.point) for run in spec.runs),
+               files_here=not dry_run and executor == "local")
     if out.is_dir():
         check_sweep_directory(out)  # FIFOs and devices by name; then the manifest's shape
         read_manifest(out)  # refused before the lock file is made
