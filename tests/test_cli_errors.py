@@ -44,8 +44,8 @@ def test_bad_run_options(tmp_path, args, needles):
 
 
 def test_unknown_model(tmp_path):
-    line = one_error_line(ist("run", "--model", "cnn", "--out", str(tmp_path)))
-    assert "'cnn'" in line and "quadratic, mlp" in line
+    line = one_error_line(ist("run", "--model", "rnn", "--out", str(tmp_path)))
+    assert "'rnn'" in line and "quadratic, mlp, cnn" in line
     assert files_in(tmp_path) == []
 
 
