@@ -48,7 +48,7 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
     pip("install", "--no-deps", "--no-build-isolation", "--quiet", str(source))
     try:
         assert "topk-dp" in algorithms_in_help()
-        assert "mlp: ist|dp|local-sgd|single|topk-dp)" in " ".join(ist("run", "--help").stdout.split())
+        assert "mlp: ist|dp|local-sgd|single|topk-dp;" in " ".join(ist("run", "--help").stdout.split())
         wrong = ist("run", "--dataset", "nope", "--out", str(tmp_path))
         assert wrong.returncode == 2 and wrong.stderr.strip().endswith("cifar10:DIR, blobs"), wrong.stderr
         common = ["run", *RUN, "--rounds", "4", "--eval-every", "1", "--out", str(tmp_path), "--quiet"]
