@@ -17,7 +17,7 @@ from ist_cli.config import resolve_config
 from ist_cli.io.runfile import read_run
 from ist_cli.models import resist_assignment as ra
 from tests.convnet_images import write_image_set
-from tests.helpers import TIMING, files_in, ist, one_error_line
+from tests.helpers import files_in, ist, one_error_line
 
 ARGS = ["--model", "cnn", "--arch", "preact-resnet", "--batch-size", "4", "--lr", "0.05", "--momentum", "0.9",
         "--eval-every", "1", "--rounds", "2", "--local-steps", "2"]
@@ -218,19 +218,9 @@ MPI_CASES = {
 @pytest.mark.parametrize("case", MPI_CASES)
 def test_mpi_gives_the_shared_memory_final_model_and_counts_the_accounted_bytes(tmp_path, images, case):
     pytest.importorskip("mpi4py")
-    from tests.test_mpi import MPI_ONLY, run_both
+    from tests.test_convnet_mpi import assert_mpi_is_shared_memory_and_counts_the_accounting
+    from tests.test_mpi import run_both
 
     workers, extra = MPI_CASES[case]
-    shm, mpi = run_both(tmp_path, [*ARGS, "--dataset", images, "--algorithm", "resist", *extra],
-                        int(workers))
-    assert shm.run_id == mpi.run_id
-    assert set(mpi.metrics) == set(shm.metrics) | MPI_ONLY
-    for key in set(shm.metrics) - TIMING:
-        assert np.array_equal(shm.metrics[key], mpi.metrics[key], equal_nan=True), key
-    assert set(shm.final) == set(mpi.final)
-    for key in shm.final:
-        assert shm.final[key].tobytes() == mpi.final[key].tobytes(), key
-    for direction in ("up", "down"):
-        counted, accounted = mpi.metrics[f"bytes_{direction}_measured"], mpi.metrics[f"bytes_{direction}"]
-        assert np.array_equal(counted, accounted), direction
-        assert (np.diff(counted) > 0).all()
+    shm, mpi = run_both(tmp_path, [*ARGS, "--dataset", images, "--algorithm", "resist", *extra], int(workers))
+    assert_mpi_is_shared_memory_and_counts_the_accounting(shm, mpi)
