@@ -173,6 +173,7 @@ def test_round_bytes_are_the_subnets_values_and_block_ids(images, sparsity):
 
 
 # ----------------------------------------------------------------------------- whole runs
+@pytest.mark.slow  # two whole runs
 def test_one_worker_is_single_worker_sgd_bit_for_bit(tmp_path, images):
     """n = 1 holds every block (c = 1), shares nothing, keeps its momentum: plain SGD."""
     for algorithm in ("single", "resist"):
