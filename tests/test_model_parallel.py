@@ -21,7 +21,7 @@ from ist_cli.models.mlp import B, initial_params, net_layout
 from ist_cli.models.shard_init import initial_output_bias, initial_shard
 from ist_cli.models.sharded_forward import combine, hidden_block, local_partials, owner_partial
 from ist_cli.models.shards import shard_layout
-from tests.helpers import ist_json
+from tests.helpers import ist, ist_json, one_error_line
 
 SHAPES = [((7, 5, 3), 2), ((9, 12, 10, 4), 3), ((6, 8, 11, 9, 5), 4), ((4, 13, 13, 2), 5)]
 
@@ -158,13 +158,22 @@ def test_the_partitioned_coordinator_never_builds_the_model_yet_its_final_is_the
     np.testing.assert_allclose(list(model_parallel.values()), list(whole.values()), rtol=1e-5)
 
 
+@pytest.mark.parametrize("option", ["--noise-scale-every", "--lipschitz-every"])
+def test_measurements_that_need_the_whole_model_refuse_the_partitioned_server(tmp_path, option):
+    result = ist("run", "--model", "mlp", "--algorithm", "ist", "--server", "partitioned", option, "1",
+                 "--out", str(tmp_path))
+    line = one_error_line(result)
+    assert option in line and "whole model" in line
+    assert not list(tmp_path.iterdir())
+
+
 MODEL_MB = ["--dataset", "synthetic", "--synthetic-samples", "96", "--synthetic-features", "16",
             "--synthetic-classes", "4", "--hidden", "14336,14336", "--batch-size", "8", "--local-steps", "1"]
 
 
 @pytest.mark.slow
 def test_no_rank_holds_the_model_with_the_partitioned_server(tmp_path):
-    """An 822 MB model (float32) over MPI with 4 workers: every rank's peak resident memory stays
+    """An 824 MB model (float32) over MPI with 4 workers: every rank's peak resident memory stays
     below 3/4 of the model's bytes, while the central server's rank 0 holds more than the model.
 
     Not smaller: a rank's peak includes about 210 MB that no model causes (Python, numba's
