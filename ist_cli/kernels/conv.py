@@ -1,4 +1,4 @@
-"""Numba kernels of convolutional layers: convolution, pooling, ReLU, bias, softmax loss.
+"""Numba kernels of convolutional layers: convolution, pooling, ReLU, bias.
 
 Layout: **NCHW** activations and **HWIO** weights, float32 (float64 works too, for tests):
 an image batch ``x`` is (N, C, H, W) C-contiguous and a convolution's ``weight`` (kh, kw,
@@ -23,10 +23,11 @@ is the output array's, so VALID, TF's SAME (asymmetric at stride 2) and symmetri
 one code path: any input position outside the image reads as 0.
 
 Gradients are written as ``g <- beta g + new`` (``beta`` 0: overwrite, never read; 1:
-accumulate; the momentum: straight into a heavy-ball velocity). Pruning masks and the SGD /
-momentum / Nesterov update on the flat parameter vector are ``kernels.mlp.sgd_update`` (the
-same update for any layer: pruned entries stay exactly 0). An optional array argument is
-switched off by passing one of size 0 (e.g. ``np.empty((0, 0, 0, 0), np.float32)``).
+accumulate; the momentum: straight into a heavy-ball velocity). The softmax cross-entropy
+loss, pruning masks and the SGD / momentum / Nesterov update on the flat parameter vector are
+``kernels.sgd``'s (the same loss and update for any network: pruned entries stay exactly 0).
+An optional array argument is switched off by passing one of size 0 (e.g.
+``np.empty((0, 0, 0, 0), np.float32)``).
 
 Signatures (call by keyword from outside ``kernels/``):
 
@@ -42,7 +43,6 @@ Signatures (call by keyword from outside ``kernels/``):
     avgpool_forward(x, out, pool_h, pool_w, stride, pad_h, pad_w, accumulate)
     avgpool_backward(dout, dx, pool_h, pool_w, stride, pad_h, pad_w, accumulate)
     global_avgpool_forward(x, out)        global_avgpool_backward(dout, dx, accumulate)
-    softmax_xent(logits, y, dlogits) -> mean loss
     warm_up(dtype)                        # plain Python: compiles all of the above
 """
 
@@ -541,29 +541,6 @@ def global_avgpool_backward(dout: np.ndarray, dx: np.ndarray, accumulate: bool) 
                     xf[base + p] = g
 
 
-# ----------------------------------------------------------------------------- loss
-@njit(cache=True, nogil=True)
-def softmax_xent(logits: np.ndarray, y: np.ndarray, dlogits: np.ndarray) -> float:
-    """Mean softmax cross-entropy of ``logits`` (N, K) against class ids ``y`` int64 (N,);
-    dlogits (N, K) <- its gradient (softmax - one-hot) / N. Returns the loss (float)."""
-    N, K = logits.shape
-    loss = 0.0
-    for r in range(N):
-        top = logits[r, 0]
-        for k in range(1, K):
-            if logits[r, k] > top:
-                top = logits[r, k]
-        total = 0.0
-        for k in range(K):
-            total += np.exp(logits[r, k] - top)
-        log_total = np.log(total)
-        loss += log_total + top - logits[r, y[r]]
-        for k in range(K):
-            dlogits[r, k] = np.exp(logits[r, k] - top - log_total) / N
-        dlogits[r, y[r]] -= 1.0 / N
-    return loss / N
-
-
 def warm_up(dtype: str = "float32") -> None:
     """Compile (or load from the cache) every public kernel for ``dtype``, with and without
     the optional arguments, on a tiny batch (a worker can do this before its first step)."""
@@ -597,4 +574,3 @@ def warm_up(dtype: str = "float32") -> None:
     means = np.empty((2, 2), dtype=np_dtype)
     global_avgpool_forward(x=x, out=means)
     global_avgpool_backward(dout=means, dx=dx, accumulate=False)
-    softmax_xent(logits=means, y=np.zeros(2, dtype=np.int64), dlogits=np.empty_like(means))
