@@ -7,7 +7,7 @@ A training step is forward, softmax cross-entropy backward and a heavy-ball mome
 (lr 0.01, momentum 0.9) of the whole network on one batch, at B = 32 and 128, float32, one
 thread for numba, OpenBLAS and torch. The two networks are written out here from the kernels
 of ``ist_cli.kernels.conv`` (NCHW, HWIO weights, one flat parameter vector, the update by
-``kernels.mlp.sgd_update``), and in PyTorch idiomatically (``nn.Conv2d`` etc., ``optim.SGD``):
+``kernels.sgd.sgd_update``), and in PyTorch idiomatically (``nn.Conv2d`` etc., ``optim.SGD``):
 
 - Simple-CNN (28x28x1): conv 5x5x32 VALID, ReLU, 2x2 max-pool, conv 5x5x64 VALID, ReLU, 2x2
   max-pool, dense 1024 -> 10; 62,346 parameters.
@@ -47,7 +47,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ist_cli.kernels import conv  # noqa: E402
-from ist_cli.kernels.mlp import sgd_update  # noqa: E402
+from ist_cli.kernels.sgd import sgd_update, softmax_xent  # noqa: E402
 
 try:
     import torch
@@ -177,7 +177,7 @@ class SimpleCNN(Net):
         conv.maxpool_forward(x=self.z2, out=self.p2, argmax=self.a2, **pool)
         flat = self.p2.reshape(B, 1024, 1, 1)  # NCHW flatten: (c, h, w), as PyTorch's
         forward(self.fc, P, flat, self.logits, no, no)
-        loss = conv.softmax_xent(logits=self.logits.reshape(B, CLASSES), y=y,
+        loss = softmax_xent(logits=self.logits.reshape(B, CLASSES), y=y,
                                  dlogits=self.dlogits.reshape(B, CLASSES))
         backward(self.fc, P, G, flat, self.dlogits, self.dp2.reshape(B, 1024, 1, 1), False, no)
         conv.maxpool_backward(dout=self.dp2, argmax=self.a2, dx=self.dz2)  # ReLU' rides in argmax
@@ -245,7 +245,7 @@ class ResNet8(Net):
             forward(b, P, h[s], z[s + 1], shortcut, r[s + 1])  # + shortcut, and its ReLU
         conv.global_avgpool_forward(x=r[3], out=self.pooled.reshape(B, 64))
         forward(self.fc, P, self.pooled, self.logits, no, no)
-        loss = conv.softmax_xent(logits=self.logits.reshape(B, CLASSES), y=y,
+        loss = softmax_xent(logits=self.logits.reshape(B, CLASSES), y=y,
                                  dlogits=self.dlogits.reshape(B, CLASSES))
         backward(self.fc, P, G, self.pooled, self.dlogits, self.dpooled, False, no)
         conv.global_avgpool_backward(dout=self.dpooled.reshape(B, 64), dx=dr[3], accumulate=False)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ist_cli.kernels import conv
-from ist_cli.kernels.mlp import sgd_update
+from ist_cli.kernels.sgd import sgd_update, softmax_xent
 from tests import conv_reference as ref
 
 TOL = 1e-5
@@ -26,6 +26,14 @@ CONV_CASES = {
     "pointwise": (4, 1, 1, 6, 1, 1, 5, 1, 0, 0, 1, 1),  # a dense layer
     "pointwise-image": (2, 3, 5, 4, 1, 1, 3, 1, 0, 0, 3, 5),
     "large-image": (3, 40, 40, 8, 5, 5, 4, 1, 0, 0, 36, 36),
+    # stride 1, output as wide as the input: patch rows are shifted copies of whole channels
+    "same-5x3": (2, 6, 7, 3, 5, 3, 4, 1, 2, 1, 6, 7),
+    "same-even-kernel": (2, 5, 6, 2, 2, 2, 3, 1, 0, 0, 5, 6),  # TF SAME: the zero row/column at the end
+    "same-width-valid-height": (2, 7, 6, 3, 3, 3, 4, 1, 0, 1, 5, 6),
+    "same-wide-channels": (2, 8, 8, 16, 3, 3, 24, 1, 1, 1, 8, 8),
+    # stride 2 onto half the (even) width: the image is read as four parity planes
+    "stride2-pad1": (2, 8, 8, 3, 3, 3, 4, 2, 1, 1, 4, 4),
+    "stride2-odd-width": (2, 7, 9, 2, 3, 3, 3, 2, 1, 1, 4, 5),
 }
 
 
@@ -185,7 +193,8 @@ def test_conv_forward_fuses_residual_and_relu(case):
     close(nhwc(out2), np.maximum(want + shortcut, 0.0))
 
 
-@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pointwise", "pointwise-image", "large-image"])
+@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pointwise", "pointwise-image", "large-image",
+                                  "pad1-stride1", "same-5x3", "same-width-valid-height", "stride2-pad1"])
 def test_conv_backward_accumulates_and_masks_dx(case):
     """dx <- relu'(mask) * (dx + dL/dx): the shortcut's gradient already in dx, then the ReLU
     that produced x; weights accumulate with beta (a heavy-ball velocity)."""
@@ -206,7 +215,9 @@ def test_conv_backward_accumulates_and_masks_dx(case):
     close(dw, dw_want)
 
 
-@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pad1-stride1", "stride3-gaps"])
+@pytest.mark.parametrize("case", ["valid-odd", "stride2-same", "pad1-stride1", "stride3-gaps", "same-5x3",
+                                  "same-even-kernel", "same-width-valid-height", "stride2-pad1",
+                                  "stride2-odd-width"])
 def test_im2col_is_the_patch_matrix_and_col2im_its_transpose(case):
     x, w, _, _, geo, (oh, ow) = conv_inputs(case, seed=8)
     kh, kw = w.shape[:2]
@@ -220,9 +231,11 @@ def test_im2col_is_the_patch_matrix_and_col2im_its_transpose(case):
     assert np.array_equal(cols, want.astype(np.float32))
     # col2im is the adjoint: <im2col(x), G> = <x, col2im(G)>, and it adds into dx
     G = rand(np.random.default_rng(9), cols.shape)
+    G_given = G.copy()
     start = rand(np.random.default_rng(10), nchw(x).shape)
     dx = start.copy()
     conv.col2im(cols=G, kh=kh, kw=kw, out_h=oh, out_w=ow, dx=dx, **geo)
+    assert np.array_equal(G, G_given)  # the caller's patch gradient is read, never overwritten
     lhs = np.sum(cols.astype(np.float64) * G)
     rhs = np.sum(nchw(x).astype(np.float64) * (dx.astype(np.float64) - start))
     assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))
@@ -317,7 +330,7 @@ def test_softmax_xent_matches_reference():
     logits = rand(rng, (6, 10), 3.0)
     y = rng.integers(0, 10, 6).astype(np.int64)
     grad = np.full_like(logits, np.nan)
-    loss = conv.softmax_xent(logits=logits, y=y, dlogits=grad)
+    loss = softmax_xent(logits=logits, y=y, dlogits=grad)
     want_loss, want_grad = ref.softmax_xent(logits.astype(np.float64), y)
     assert abs(loss - want_loss) <= TOL
     close(grad, want_grad)

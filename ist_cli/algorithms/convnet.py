@@ -21,7 +21,7 @@ from ist_cli.algorithms.plans import ConvNetDPPlan, ConvNetLocalSGDPlan, ConvNet
 from ist_cli.comm import averaging_traffic
 from ist_cli.errors import UserError
 from ist_cli.kernels import conv as conv_kernels
-from ist_cli.kernels import mlp as mlp_kernels
+from ist_cli.kernels import sgd as sgd_kernels
 from ist_cli.models import network as nw
 from ist_cli.models.network_driver import NetworkDriver
 
@@ -66,7 +66,7 @@ class ConvWorker(MLPWorker):
 
     def warm_kernels(self) -> None:
         conv_kernels.warm_up(self.training.dtype)
-        mlp_kernels.warm_up(self.training.dtype)  # sgd_update
+        sgd_kernels.warm_up(self.training.dtype)
 
     def loss_and_grad(self, params: np.ndarray, X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
         return self.full.loss_and_grad(params, X, y, grad)

@@ -275,7 +275,7 @@ class ConvNetPlan(MLPPlan):
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:
         return ("ist_cli.algorithms.convnet", f"ist_cli.kernels.conv:warm_up:{settings.dtype}",
-                f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
+                f"ist_cli.kernels.sgd:warm_up:{settings.dtype}")
 
     @classmethod
     def network(cls, config: Mapping[str, Any]) -> tuple[nw.Network, int, int]:

@@ -1,4 +1,4 @@
-"""Numba kernels of convolutional layers: convolution, pooling, ReLU, bias, softmax loss.
+"""Numba kernels of convolutional layers: convolution, pooling, ReLU, bias.
 
 Layout: **NCHW** activations and **HWIO** weights, float32 (float64 works too, for tests):
 an image batch ``x`` is (N, C, H, W) C-contiguous and a convolution's ``weight`` (kh, kw,
@@ -16,17 +16,23 @@ binding): forward Y = W^T cols (+ bias and an optional residual, added by BLAS: 
 pre-filled with them and beta = 1), then an optional ReLU copy; backward dW += cols dY^T
 (patches recomputed, not stored) and dX = col2im(W dY), a scatter-add, optionally masked
 by the ReLU that made X. An image's patches and outputs are in cache while its elementwise
-work is done, instead of passes over whole activations.
+work is done, instead of passes over whole activations (the bias gradient too: per image,
+in float64, eight running sums). Two geometries copy a whole patch row at once instead of
+one run per output row (runs of 8-32 floats are too short for the vectorised loops): a
+stride-1 convolution as wide as its input (a patch row is its channel shifted by a constant
+flat offset, the wrapped-around pixels zeroed) and a stride-2 one half as wide as its even
+input (the same, on the image's four row/column parity planes).
 
 Padding is given as the zeros added on top and left (``pad_h``, ``pad_w``); the output size
 is the output array's, so VALID, TF's SAME (asymmetric at stride 2) and symmetric padding are
 one code path: any input position outside the image reads as 0.
 
 Gradients are written as ``g <- beta g + new`` (``beta`` 0: overwrite, never read; 1:
-accumulate; the momentum: straight into a heavy-ball velocity). Pruning masks and the SGD /
-momentum / Nesterov update on the flat parameter vector are ``kernels.mlp.sgd_update`` (the
-same update for any layer: pruned entries stay exactly 0). An optional array argument is
-switched off by passing one of size 0 (e.g. ``np.empty((0, 0, 0, 0), np.float32)``).
+accumulate; the momentum: straight into a heavy-ball velocity). The softmax cross-entropy
+loss, pruning masks and the SGD / momentum / Nesterov update on the flat parameter vector are
+``kernels.sgd``'s (the same loss and update for any network: pruned entries stay exactly 0).
+An optional array argument is switched off by passing one of size 0 (e.g.
+``np.empty((0, 0, 0, 0), np.float32)``).
 
 Signatures (call by keyword from outside ``kernels/``):
 
@@ -42,7 +48,6 @@ Signatures (call by keyword from outside ``kernels/``):
     avgpool_forward(x, out, pool_h, pool_w, stride, pad_h, pad_w, accumulate)
     avgpool_backward(dout, dx, pool_h, pool_w, stride, pad_h, pad_w, accumulate)
     global_avgpool_forward(x, out)        global_avgpool_backward(dout, dx, accumulate)
-    softmax_xent(logits, y, dlogits) -> mean loss
     warm_up(dtype)                        # plain Python: compiles all of the above
 """
 
@@ -57,7 +62,7 @@ from ist_cli.kernels.mlp import _gemm
 # ----------------------------------------------------------------------------- im2col / col2im
 @njit(cache=True, nogil=True)
 def _column_range(Wo: int, stride: int, pad_w: int, b: int, W: int) -> tuple[int, int]:
-    """Output columns [lo, hi) whose input column j*stride - pad_w + b is inside [0, W)."""
+    """Output columns (or rows) [lo, hi) whose input column j*stride - pad_w + b is inside [0, W)."""
     lo = 0
     while lo < Wo and lo * stride - pad_w + b < 0:
         lo += 1
@@ -68,13 +73,130 @@ def _column_range(Wo: int, stride: int, pad_w: int, b: int, W: int) -> tuple[int
 
 
 @njit(cache=True, nogil=True)
+def _full_width(stride: int, W: int, Wo: int) -> bool:
+    """A stride-1 convolution whose output is as wide as its input ("same" padding along W):
+    output pixel k = i*W + j then reads input pixel k + const in every patch row, so a patch
+    row is one shifted copy of the whole channel (``_shifted_span``), not one run per output row."""
+    return stride == 1 and Wo == W
+
+
+@njit(cache=True, nogil=True)
+def _shifted_span(kh_a: int, kw_b: int, pad_h: int, pad_w: int, H: int, W: int, Ho: int):
+    """For patch row (a, b) = (``kh_a``, ``kw_b``) of a ``_full_width`` convolution: the output
+    rows [i0, i1) and columns [lo, hi) that read inside the image, the flat output range
+    [start, stop) from the first to the last such pixel, and the shift from an output pixel's
+    flat index to its input pixel's (start = stop = 0 when no pixel reads inside)."""
+    i0, i1 = _column_range(Ho, 1, pad_h, kh_a, H)
+    lo, hi = _column_range(W, 1, pad_w, kw_b, W)
+    if i1 <= i0 or hi <= lo:
+        return i0, i0, lo, lo, 0, 0, 0
+    return i0, i1, lo, hi, i0 * W + lo, (i1 - 1) * W + hi, (kh_a - pad_h) * W + (kw_b - pad_w)
+
+
+@njit(cache=True, nogil=True)
+def _zero_wrapped(row: np.ndarray, i0: int, i1: int, lo: int, hi: int, W: int) -> None:
+    """row (Ho*W,) <- 0 at output rows [i0, i1)'s columns outside [lo, hi): the pixels a shifted
+    flat copy reaches by wrapping around into the next or previous image row."""
+    for i in range(i0, i1):
+        base = i * W
+        for j in range(lo):
+            row[base + j] = 0.0
+        for j in range(hi, W):
+            row[base + j] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _half_width(stride: int, W: int, Wo: int) -> bool:
+    """A stride-2 convolution whose output is half as wide as its (even-width) input: split into
+    its four (row, column) parity planes, each Wo wide, it reads every plane at stride 1, so a
+    patch row is again one shifted flat copy, of a plane (``_split_parities``)."""
+    return stride == 2 and W % 2 == 0 and 2 * Wo == W
+
+
+@njit(cache=True, nogil=True)
+def _split_parities(img: np.ndarray, planes: np.ndarray) -> None:
+    """planes (C, 2, 2, Hq, Wq) <- img (C, H, W): planes[c, r, s, u, v] = img[c, 2u + r, 2v + s],
+    0 where 2u + r >= H (an odd height's missing last row)."""
+    C, H, _ = img.shape
+    Hq, Wq = planes.shape[3], planes.shape[4]
+    for c in range(C):
+        for r in range(2):
+            for u in range(Hq):
+                even = planes[c, r, 0, u]
+                odd = planes[c, r, 1, u]
+                if 2 * u + r < H:
+                    src = img[c, 2 * u + r]
+                    for v in range(Wq):
+                        even[v] = src[2 * v]
+                        odd[v] = src[2 * v + 1]
+                else:
+                    even[:] = 0.0
+                    odd[:] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _merge_parities(planes: np.ndarray, img: np.ndarray) -> None:
+    """img (C, H, W) += planes (C, 2, 2, Hq, Wq) put back in place (the transpose of
+    ``_split_parities``; rows past the image dropped)."""
+    C, H, _ = img.shape
+    Hq, Wq = planes.shape[3], planes.shape[4]
+    for c in range(C):
+        for r in range(2):
+            for u in range(Hq):
+                if 2 * u + r < H:
+                    dst = img[c, 2 * u + r]
+                    even = planes[c, r, 0, u]
+                    odd = planes[c, r, 1, u]
+                    for v in range(Wq):
+                        dst[2 * v] += even[v]
+                        dst[2 * v + 1] += odd[v]
+
+
+@njit(cache=True, nogil=True)
+def _parity_tap(a: int, pad: int) -> tuple[int, int]:
+    """Input offset a - pad (a tap of a stride-2 window) as (parity plane, plane offset): a - pad = 2 offset + parity."""
+    parity = (a - pad) % 2
+    return parity, (a - pad - parity) // 2
+
+
+@njit(cache=True, nogil=True)
 def _im2col(img: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, Ho: int, Wo: int,
             cols: np.ndarray) -> None:
     """cols (kh*kw*C, Ho*Wo) <- the patches of one image ``img`` (C, H, W). Row (a, b, c) holds,
     for each output row i, a run along input row i*stride - pad_h + a: a contiguous copy at
     stride 1, which has its own loop (measured: with the stride unknown inside it, the copy
-    ran several times slower)."""
+    ran several times slower). A ``_full_width`` convolution copies the whole row at once
+    (runs of one image row, 8-32 floats, are too short for the vectorised copy loop)."""
     C, H, W = img.shape
+    if _full_width(stride, W, Wo):
+        flat = img.reshape((C, H * W))
+        for a in range(kh):
+            for b in range(kw):
+                i0, i1, lo, hi, start, stop, shift = _shifted_span(a, b, pad_h, pad_w, H, W, Ho)
+                for c in range(C):
+                    row = cols[(a * kw + b) * C + c]
+                    row[:start] = 0.0
+                    _copy_run(flat[c, start + shift:stop + shift], row[start:stop])
+                    row[stop:] = 0.0
+                    _zero_wrapped(row, i0, i1, lo, hi, W)
+        return
+    if _half_width(stride, W, Wo):
+        Hq, Wq = (H + 1) // 2, W // 2
+        planes = np.empty((C, 2, 2, Hq, Wq), dtype=img.dtype)
+        _split_parities(img, planes)
+        pf = planes.reshape((C, 2, 2, Hq * Wq))
+        for a in range(kh):
+            r, du = _parity_tap(a, pad_h)
+            for b in range(kw):
+                q, dv = _parity_tap(b, pad_w)
+                i0, i1, lo, hi, start, stop, shift = _shifted_span(du, dv, 0, 0, Hq, Wq, Ho)
+                for c in range(C):
+                    row = cols[(a * kw + b) * C + c]
+                    row[:start] = 0.0
+                    _copy_run(pf[c, r, q, start + shift:stop + shift], row[start:stop])
+                    row[stop:] = 0.0
+                    _zero_wrapped(row, i0, i1, lo, hi, Wq)
+        return
     for a in range(kh):
         for b in range(kw):
             lo, hi = _column_range(Wo, stride, pad_w, b, W)
@@ -118,10 +240,37 @@ def _add_strided(src: np.ndarray, stride: int, dst: np.ndarray) -> None:
 
 @njit(cache=True, nogil=True)
 def _col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: int, Ho: int, Wo: int,
-            img: np.ndarray) -> None:
+            img: np.ndarray, scratch: bool) -> None:
     """img (C, H, W) += the transpose of ``_im2col`` (same arguments): each patch entry added
-    back to the input position it came from; padding positions dropped."""
+    back to the input position it came from; padding positions dropped. ``scratch``: ``cols``
+    may be overwritten, which a ``_full_width`` convolution uses to add each patch row in one
+    flat pass (its wrapped entries set to 0 first; adding 0 changes no sum)."""
     C, H, W = img.shape
+    if scratch and _full_width(stride, W, Wo):
+        flat = img.reshape((C, H * W))
+        for a in range(kh):
+            for b in range(kw):
+                i0, i1, lo, hi, start, stop, shift = _shifted_span(a, b, pad_h, pad_w, H, W, Ho)
+                for c in range(C):
+                    row = cols[(a * kw + b) * C + c]
+                    _zero_wrapped(row, i0, i1, lo, hi, W)
+                    _add_run(row[start:stop], flat[c, start + shift:stop + shift])
+        return
+    if scratch and _half_width(stride, W, Wo):
+        Hq, Wq = (H + 1) // 2, W // 2
+        planes = np.zeros((C, 2, 2, Hq, Wq), dtype=img.dtype)
+        pf = planes.reshape((C, 2, 2, Hq * Wq))
+        for a in range(kh):
+            r, du = _parity_tap(a, pad_h)
+            for b in range(kw):
+                q, dv = _parity_tap(b, pad_w)
+                i0, i1, lo, hi, start, stop, shift = _shifted_span(du, dv, 0, 0, Hq, Wq, Ho)
+                for c in range(C):
+                    row = cols[(a * kw + b) * C + c]
+                    _zero_wrapped(row, i0, i1, lo, hi, Wq)
+                    _add_run(row[start:stop], pf[c, r, q, start + shift:stop + shift])
+        _merge_parities(planes, img)
+        return
     for a in range(kh):
         for b in range(kw):
             lo, hi = _column_range(Wo, stride, pad_w, b, W)
@@ -159,7 +308,7 @@ def col2im(cols: np.ndarray, kh: int, kw: int, stride: int, pad_h: int, pad_w: i
     if cols.shape[0] != N or cols.shape[1] != C * kh * kw or cols.shape[2] != out_h * out_w:
         raise ValueError("col2im: cols must be (N, kh*kw*C, out_h*out_w)")
     for n in range(N):
-        _col2im(cols[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, dx[n])
+        _col2im(cols[n], kh, kw, stride, pad_h, pad_w, out_h, out_w, dx[n], False)
 
 
 # ----------------------------------------------------------------------------- bias
@@ -177,22 +326,52 @@ def bias_add(z: np.ndarray, bias: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
+def _sum64(v: np.ndarray) -> float:
+    """The sum of ``v`` (1-D float) in float64, as eight running sums (entry k goes to sum
+    k mod 8, the tail to sum 0) added pairwise at the end: a fixed order, whatever the machine,
+    and eight independent additions per step instead of one chain of dependent ones."""
+    n = v.shape[0]
+    n8 = n - n % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for k in range(0, n8, 8):
+        s0 += v[k]
+        s1 += v[k + 1]
+        s2 += v[k + 2]
+        s3 += v[k + 3]
+        s4 += v[k + 4]
+        s5 += v[k + 5]
+        s6 += v[k + 6]
+        s7 += v[k + 7]
+    for k in range(n8, n):
+        s0 += v[k]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(cache=True, nogil=True)
+def _add_row_sums(d: np.ndarray, total: np.ndarray) -> None:
+    """total (C,) float64 += the sums of the rows of ``d`` (C, P) (one image's channels)."""
+    for c in range(d.shape[0]):
+        total[c] += _sum64(d[c])
+
+
+@njit(cache=True, nogil=True)
+def _store_bias_grad(total: np.ndarray, dbias: np.ndarray, beta: float) -> None:
+    """dbias (C,) <- beta dbias + total (float64 sums); dbias is not read when beta is 0."""
+    for c in range(dbias.shape[0]):
+        dbias[c] = beta * dbias[c] + total[c] if beta != 0.0 else total[c]
+
+
+@njit(cache=True, nogil=True)
 def bias_grad(dz: np.ndarray, dbias: np.ndarray, beta: float) -> None:
     """dbias (C,) <- beta dbias + the sum of ``dz`` (N, C, ...) over every axis but axis 1.
-    Sums in float64, in memory order."""
+    Sums in float64, image by image (``_sum64`` within an image's channel)."""
     N, C = dz.shape[0], dbias.shape[0]
-    zf = dz.reshape(-1)
-    P = zf.shape[0] // max(N * C, 1)
+    P = dz.size // max(N * C, 1)
+    d3 = dz.reshape((N, C, P))
     total = np.zeros(C)
     for n in range(N):
-        for c in range(C):
-            base = (n * C + c) * P
-            acc = 0.0
-            for p in range(P):
-                acc += zf[base + p]
-            total[c] += acc
-    for c in range(C):
-        dbias[c] = beta * dbias[c] + total[c] if beta != 0.0 else total[c]
+        _add_row_sums(d3[n], total)
+    _store_bias_grad(total, dbias, beta)
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -304,8 +483,8 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dout: np.ndarray, dweight
     wm = weight.reshape((K, Co))
     dwm = dweight.reshape((K, Co))
     d3 = dout.reshape((N, Co, P))
-    bias_grad(dout, dbias, beta)
     if _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo) and P == 1:  # dense: one GEMM for the batch
+        bias_grad(dout, dbias, beta)
         d2 = dout.reshape((N, Co))
         _gemm(x.reshape((N, C)), True, d2, False, dwm, 1.0, beta)
         if want_dx:
@@ -315,9 +494,11 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dout: np.ndarray, dweight
         return
     pointwise = _pointwise(kh, kw, stride, pad_h, pad_w, H, W, Ho, Wo)
     cols = np.empty((0 if pointwise else K, P), dtype=x.dtype)
-    dcols = np.empty((K if want_dx else 0, P), dtype=x.dtype)
+    dcols = np.empty((K if want_dx and not pointwise else 0, P), dtype=x.dtype)
+    total = np.zeros(Co)
     for n in range(N):
         d = d3[n]
+        _add_row_sums(d, total)  # the bias gradient, while the image's dout is in cache
         if pointwise:
             xm = x[n].reshape((C, P))
             _gemm(xm, False, d, True, dwm, 1.0, beta if n == 0 else 1.0)
@@ -330,9 +511,10 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dout: np.ndarray, dweight
                 _gemm(wm, False, d, False, dcols, 1.0, 0.0)
                 if not accumulate_dx:
                     dx[n] = 0.0
-                _col2im(dcols, kh, kw, stride, pad_h, pad_w, Ho, Wo, dx[n])
+                _col2im(dcols, kh, kw, stride, pad_h, pad_w, Ho, Wo, dx[n], True)
         if want_dx and masked:
             _mask_into(dx[n].reshape(-1), relu_mask[n].reshape(-1))
+    _store_bias_grad(total, dbias, beta)
 
 
 # ----------------------------------------------------------------------------- ReLU
@@ -541,29 +723,6 @@ def global_avgpool_backward(dout: np.ndarray, dx: np.ndarray, accumulate: bool) 
                     xf[base + p] = g
 
 
-# ----------------------------------------------------------------------------- loss
-@njit(cache=True, nogil=True)
-def softmax_xent(logits: np.ndarray, y: np.ndarray, dlogits: np.ndarray) -> float:
-    """Mean softmax cross-entropy of ``logits`` (N, K) against class ids ``y`` int64 (N,);
-    dlogits (N, K) <- its gradient (softmax - one-hot) / N. Returns the loss (float)."""
-    N, K = logits.shape
-    loss = 0.0
-    for r in range(N):
-        top = logits[r, 0]
-        for k in range(1, K):
-            if logits[r, k] > top:
-                top = logits[r, k]
-        total = 0.0
-        for k in range(K):
-            total += np.exp(logits[r, k] - top)
-        log_total = np.log(total)
-        loss += log_total + top - logits[r, y[r]]
-        for k in range(K):
-            dlogits[r, k] = np.exp(logits[r, k] - top - log_total) / N
-        dlogits[r, y[r]] -= 1.0 / N
-    return loss / N
-
-
 def warm_up(dtype: str = "float32") -> None:
     """Compile (or load from the cache) every public kernel for ``dtype``, with and without
     the optional arguments, on a tiny batch (a worker can do this before its first step)."""
@@ -597,4 +756,3 @@ def warm_up(dtype: str = "float32") -> None:
     means = np.empty((2, 2), dtype=np_dtype)
     global_avgpool_forward(x=x, out=means)
     global_avgpool_backward(dout=means, dx=dx, accumulate=False)
-    softmax_xent(logits=means, y=np.zeros(2, dtype=np.int64), dlogits=np.empty_like(means))

@@ -2,7 +2,7 @@
 
 They know nothing of processes or rounds: gather a subnet out of the full model, train it
 for R steps (forward, softmax cross-entropy backward, SGD/momentum/Nesterov update,
-optionally masked), scatter it back. Matrix products are BLAS ?gemm calls (``_gemm``) with
+optionally masked: the loss and the update are ``kernels.sgd``'s), scatter it back. Matrix products are BLAS ?gemm calls (``_gemm``) with
 alpha and beta, so the bias rides in the forward product and a plain SGD weight update is the
 gradient product itself. Layer order: Linear -> [BatchNorm with batch statistics] -> ReLU ->
 times ``scale`` (IST's optional inverted-dropout scaling).
@@ -21,6 +21,7 @@ from numba import njit, types
 
 from ist_cli.kernels import blas
 from ist_cli.kernels.layout import BETA, GAMMA, B, W
+from ist_cli.kernels.sgd import sgd_update, softmax_xent
 
 BN_EPS = 1e-5  # PyTorch's BatchNorm1d default
 
@@ -277,21 +278,7 @@ def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_nor
 
     classes = widths[n_layers]
     dz = np.empty((batch, classes), dtype=params.dtype)
-    loss = 0.0
-    for r in range(batch):
-        top = logits[r, 0]
-        for c in range(1, classes):
-            if logits[r, c] > top:
-                top = logits[r, c]
-        total = 0.0
-        for c in range(classes):
-            total += np.exp(logits[r, c] - top)
-        log_total = np.log(total)
-        loss += log_total + top - logits[r, y[r]]
-        for c in range(classes):
-            dz[r, c] = np.exp(logits[r, c] - top - log_total) / batch
-        dz[r, y[r]] -= 1.0 / batch
-    loss /= batch
+    loss = softmax_xent(logits, y, dz)
 
     hpos = hidden
     for layer in range(n_layers - 1, -1, -1):
@@ -379,52 +366,6 @@ def loss_and_grad(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, b
 
 
 # ----------------------------------------------------------------------------- update / training
-@njit(cache=True, nogil=True)
-def sgd_update(params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, mask: np.ndarray, size: int,
-               lr: float, momentum: float, nesterov: bool) -> None:
-    """PyTorch's SGD on the first ``size`` entries of the float vectors ``params``, ``grad``, ``velocity``.
-
-    v <- mu v + g; heavy ball: p <- p - lr v; Nesterov: p <- p - lr (g + mu v); plain SGD
-    (p <- p - lr g, velocity untouched) when mu = 0. ``mask`` (same dtype, 0/1, length
-    >= ``size``, or empty for a dense model) marks pruned entries with 0: their gradient and
-    velocity are multiplied by it (exactly 0) and the parameter moves by lr * 0, so a pruned
-    weight that starts at 0 stays exactly 0; kept entries get the dense update bit for bit.
-    """
-    if mask.shape[0] > 0:  # one branch-free pass: a pruned entry's g and v become 0, p - lr*0 = p
-        if momentum == 0.0:
-            for k in range(size):
-                g = grad[k] * mask[k]
-                grad[k] = g
-                params[k] -= lr * g
-        elif nesterov:
-            for k in range(size):
-                g = grad[k] * mask[k]
-                grad[k] = g
-                v = (momentum * velocity[k] + g) * mask[k]
-                velocity[k] = v
-                params[k] -= lr * (g + momentum * v)
-        else:
-            for k in range(size):
-                g = grad[k] * mask[k]
-                grad[k] = g
-                v = (momentum * velocity[k] + g) * mask[k]
-                velocity[k] = v
-                params[k] -= lr * v
-    elif momentum == 0.0:
-        for k in range(size):
-            params[k] -= lr * grad[k]
-    elif nesterov:
-        for k in range(size):
-            v = momentum * velocity[k] + grad[k]
-            velocity[k] = v
-            params[k] -= lr * (grad[k] + momentum * v)
-    else:
-        for k in range(size):
-            v = momentum * velocity[k] + grad[k]
-            velocity[k] = v
-            params[k] -= lr * v
-
-
 @njit(cache=True, nogil=True)
 def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.ndarray, offsets: np.ndarray,
                 widths: np.ndarray, batch_norm: bool, scale: float, lrs: np.ndarray, momentum: float,

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ist_cli.kernels import conv as ck
-from ist_cli.kernels.mlp import BN_EPS, sgd_update
+from ist_cli.kernels.mlp import BN_EPS
+from ist_cli.kernels.sgd import sgd_update, softmax_xent
 from ist_cli.models import network as nw
 
 
@@ -249,14 +250,14 @@ class NetworkDriver:
         tape: list[_Record] = []
         logits = self._run(self.net.layers, (), self.images(X), params[: self.size], tape)
         dlogits = np.empty_like(logits)
-        loss = ck.softmax_xent(logits=logits, y=y, dlogits=dlogits)
+        loss = softmax_xent(logits=logits, y=y, dlogits=dlogits)
         self._back(tape, dlogits, params[: self.size], grad[: self.size], False)
         return float(loss)
 
     def train_steps(self, params: np.ndarray, grad: np.ndarray, velocity: np.ndarray, mask: np.ndarray,
                     X: np.ndarray, y: np.ndarray, batches: np.ndarray, lrs: np.ndarray, momentum: float,
                     nesterov: bool) -> float:
-        """R = len(batches) SGD steps (``kernels.mlp.sgd_update``: plain, heavy ball or Nesterov;
+        """R = len(batches) SGD steps (``kernels.sgd.sgd_update``: plain, heavy ball or Nesterov;
         ``mask`` 0/1 in the params' dtype, or empty: pruned entries stay exactly 0); the mean loss."""
         total = 0.0
         for step, rows in enumerate(batches):

@@ -14,6 +14,7 @@ from ist_cli.algorithms.mlp.mask_and_measures import norm_sq
 from ist_cli.algorithms.plans import DPPlan
 from ist_cli.comm import Traffic, averaging_traffic
 from ist_cli.kernels import mlp as kernels
+from ist_cli.kernels.sgd import sgd_update
 from ist_cli.runtime.transport import Exchange, Region, WorkerProgram
 from ist_cli.settings import MLPSettings
 
@@ -60,8 +61,8 @@ class DPWorker(MLPWorker):
         grad = self.grad[:size]
         grad[...] = (grad.astype(np.float64) / t.n_workers).astype(grad.dtype)
         study = t.study
-        kernels.sgd_update(params=self.model, grad=grad, velocity=self.velocity, mask=self.mask, size=size,
-                           lr=study.schedule.at(round_index - 1), momentum=study.momentum, nesterov=study.nesterov)
+        sgd_update(params=self.model, grad=grad, velocity=self.velocity, mask=self.mask, size=size,
+                   lr=study.schedule.at(round_index - 1), momentum=study.momentum, nesterov=study.nesterov)
 
     def unpack_up(self, round_index: int) -> None:
         """All-reduce mode, on the coordinator: worker 0's row is the mean gradient; every row
@@ -101,9 +102,9 @@ class DataParallel(MLPMethod):
         if self._noise is not None and self.noise_from_workers():
             batch = self.settings.batch_size
             self._noise.observe(sum(norm_sq(grads[w]) for w in range(n)) / n, norm_sq(mean_grad), batch, n * batch)
-        kernels.sgd_update(params=arrays["model"], grad=mean_grad, velocity=self._server_velocity,
-                           mask=arrays["mask"] if study.sparse else mean_grad[:0], size=size,
-                           lr=study.schedule.at(round_index - 1), momentum=study.momentum, nesterov=study.nesterov)
+        sgd_update(params=arrays["model"], grad=mean_grad, velocity=self._server_velocity,
+                   mask=arrays["mask"] if study.sparse else mean_grad[:0], size=size,
+                   lr=study.schedule.at(round_index - 1), momentum=study.momentum, nesterov=study.nesterov)
 
     def round_traffic(self, round_index: int) -> Traffic:
         """One full gradient up, the averaged one down (ring: all-reduce); with a mask, its kept values."""
