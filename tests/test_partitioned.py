@@ -121,7 +121,7 @@ def test_partitioned_over_mpi_gives_the_central_model_and_counts_the_accounted_b
     pytest.importorskip("mpi4py")
     central_summary, summary, central, partitioned = run_pair(tmp_path, CASES[case], workers, transport="mpi")
     assert_same_model_and_metrics(central, partitioned)
-    for key in set(central.metrics) - TIMING - {"bytes_up", "bytes_down", "comm_time_model", "sim_time"}:
+    for key in set(central.metrics) - TIMING - {"bytes_up", "bytes_down", "bytes_busiest_link", "comm_time_model", "sim_time"}:
         assert np.array_equal(central.metrics[key], partitioned.metrics[key], equal_nan=True), key
     sent = partitioned.attrs["bytes_pairs_sent_measured"]
     received = partitioned.attrs["bytes_pairs_received_measured"]
@@ -131,6 +131,9 @@ def test_partitioned_over_mpi_gives_the_central_model_and_counts_the_accounted_b
         assert np.array_equal(sent, closed_form_pairs([64, 24, 16, 10], workers, 0, 4, {2, 4}))
     for direction in ("up", "down"):
         assert np.array_equal(partitioned.metrics[f"bytes_{direction}_measured"], partitioned.metrics[f"bytes_{direction}"])
+    # the busiest link of the run: the largest per-pair count (central: its server link, every byte)
+    assert partitioned.metrics["bytes_busiest_link"][-1] == np.asarray(sent).max()
+    assert central.metrics["bytes_busiest_link"][-1] == central.metrics["bytes_up"][-1] + central.metrics["bytes_down"][-1]
     # the summary's busiest process: the most bytes any rank sent and received, per round
     measured = np.asarray(sent)
     assert summary["busiest_rank_bytes_per_round"] == (measured.sum(axis=0) + measured.sum(axis=1)).max() / 4
