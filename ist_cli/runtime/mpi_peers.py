@@ -10,8 +10,11 @@ bytes it sent to and received from every rank in both phases. Rank 0 counts its 
 ``pairs_received`` (phase, source, destination) are counted at every send and receive;
 they equal the method's per-pair accounting (``ISTPartitioned.round_pairs``).
 
-Start-up, stop and a raising worker are ``runtime.mpi``'s; a worker that dies is the
-launcher's business as there.
+Start-up, stop and a raising worker are ``runtime.mpi``'s. A worker rank that dies takes its
+shard with it: the job is launched so that the other ranks survive
+(``mpi_launch.relaunch_command``), rank 0 notices the loss while it waits (``rank_loss``: the
+launcher's notice and the ranks' pids) and fails the run naming the lost shard, and the
+survivors, which may be waiting for the dead rank's pieces, watch for rank 0's stop.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ist_cli.runtime import rank_loss
 from ist_cli.runtime.budget import peak_resident_bytes
 from ist_cli.runtime.mpi import (
     TAG_DATA,
@@ -32,6 +36,9 @@ from ist_cli.runtime.mpi import (
     _receive,
     _stop_is_next,
     _wait,
+    orphan_watch,
+    release_workers,
+    released,
 )
 from ist_cli.runtime.pool import RemoteTraceback
 from ist_cli.runtime.transport import StepClock, StepTime
@@ -54,9 +61,14 @@ class PeerTransport(MPITransport):
         self.collected_at_close = 0
         self._clean = False  # the last round ended normally: the ranks can still be asked for their shards
         self._fresh = True  # the coordinator's copies of the shards are current (the last round collected them)
+        self._ranks: rank_loss.RankWatch | None = None  # set once the ranks' pids are known
+        self._notices = rank_loss.notices()
+        self.lost: list[int] = []  # workers whose rank died
+        self.watch = self._check_ranks
 
     def start(self) -> None:
         super().start()
+        self._ranks = rank_loss.RankWatch(self.pids, self.hosts)
         self._clean = True
         self.param_bytes[0] = self.arrays["model"].nbytes  # the model it joins to evaluate and to write
 
@@ -85,7 +97,30 @@ class PeerTransport(MPITransport):
         if self._clean and not self._fresh and self._servers:
             self._collect_shards()
         self.peak_rss[0] = peak_resident_bytes()
+        if self.lost:
+            release_workers(self.comm, lost=[worker + 1 for worker in self.lost if worker >= 0])
         super().close()
+
+    def _check_ranks(self, phase: str) -> None:
+        """While rank 0 waits: fail the run, naming the lost shard, once a worker rank has died."""
+        if self._ranks is None:  # start-up: the pids are not known yet, the launcher's notice is
+            if rank_loss.notices() != self._notices:
+                self.lost = [-1]
+                raise WorkerFailed(f"a worker rank died during {phase} (the launcher's notice); the shard it "
+                                   "owned is lost with it, so the run cannot go on")
+            return
+        if self._ranks.due():
+            self._fail_if_lost(self._ranks.lost(), phase)
+
+    def _fail_if_lost(self, lost: list[int], phase: str) -> None:
+        if not lost:
+            return
+        self.lost = lost
+        if lost == [-1]:
+            raise WorkerFailed(f"a worker rank on another host died during {phase} (the launcher's notice); "
+                               "the shard it owned is lost with it, so the run cannot go on")
+        ranks = " and ".join(f"worker {w} (rank {w + 1}, pid {self.pids[w]})" for w in lost)
+        raise WorkerFailed(f"{ranks} died during {phase}{self.program.lost_with(lost[0])}")
 
     def _collect_shards(self) -> None:
         header = np.array([-1, 0], dtype=np.int64)  # round -1: send your shard
@@ -108,12 +143,15 @@ class PeerTransport(MPITransport):
                for server in self._servers]
         received = [0] * n
         replies: dict[int, tuple[float, Any]] = {}
+        phase = f"round {round_index}"
         while len(replies) < n:
-            status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG)
+            status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG, lambda: self._check_ranks(phase))
             rank, tag = status.Get_source(), status.Get_tag()
             worker = rank - 1
             if tag == TAG_ERROR:
                 text = _receive(self.comm, status, np.dtype(np.uint8)).tobytes().decode(errors="replace")
+                if self._ranks is not None:  # a survivor that failed because its peer died: name the loss
+                    self._fail_if_lost(self._ranks.wait_for_loss(1.0), phase)
                 last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
                 raise WorkerFailed(f"worker {worker} (rank {rank}, owner of shard {worker}) raised during round "
                                    f"{round_index}: {last}") from RemoteTraceback(f'\n"""\n{text}"""')
@@ -166,7 +204,7 @@ def serve_peer(comm: Any, MPI: Any, program: Any, worker: int) -> None:
             comm.Send(np.ascontiguousarray(program.own_shard()), dest=0, tag=TAG_DATA)
             continue
         counts = np.zeros((2, 2, ranks))  # (sent, received) x (down, up) x other rank
-        _wait(comm, MPI, 0, TAG_DATA)
+        _wait(comm, MPI, 0, TAG_DATA, orphan_watch)
         bias = program.bias()
         received_bias = np.empty_like(bias)
         comm.Recv(received_bias, source=0, tag=TAG_DATA)
@@ -208,10 +246,11 @@ def _trade(comm: Any, MPI: Any, program: Any, round_index: int, worker: int, n: 
     for other in range(n):
         if other != worker:
             target = buffer(round_index, other)
-            _wait(comm, MPI, other + 1, tag)
+            _wait(comm, MPI, other + 1, tag, lambda: released(comm))  # the peer may be dead: rank 0 says so
             comm.Recv(target, source=other + 1, tag=tag)
             counts[1, phase, other + 1] += target.nbytes
             take(round_index, other, target)
     while not MPI.Request.Testall(requests):  # polled, as every wait here: blocking would spin a core
+        released(comm)
         time.sleep(0.0002)
 
