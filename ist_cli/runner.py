@@ -239,7 +239,7 @@ def _claim_run_file(path: Path, overwrite: bool, run_id: str, **header: Any) -> 
 
 
 def _finish_file(writer: RunFileWriter, guard: SpaceGuard, final: Mapping[str, Any], status: str,
-                 error: str | None, attrs: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+                 error: str | None, attrs: Callable[[], dict[str, Any]]) -> tuple[str, str | None, str | None]:
     """Write ``/final`` and the status and rename the file; returns (status, error, lost).
 
     ``/final`` is skipped, and the run marked failed, when the disk has no room for it. If
@@ -248,14 +248,14 @@ def _finish_file(writer: RunFileWriter, guard: SpaceGuard, final: Mapping[str, A
     """
     try:
         if final:
-            guard.check(sum(np.asarray(v).nbytes for v in final.values()))
-            writer.write_group("final", {k: np.asarray(v) for k, v in final.items()})
+            guard.check(sum(v.nbytes for v in final.values()))
+            writer.write_group("final", final)  # a partitioned model arrives slice by slice
     except RunFailed as exc:
         status, error = "failed", error or str(exc)
     except (OSError, RuntimeError, ValueError) as exc:
         status, error = "failed", error or f"the final model could not be written ({exc})"
     try:
-        writer.close(status, error=error, extra_attrs=dict(attrs))
+        writer.close(status, error=error, extra_attrs=attrs())  # after /final: the peaks include writing it
         return status, error, None
     except (OSError, RuntimeError, ValueError) as exc:
         writer.discard()
@@ -397,7 +397,7 @@ class Resources:
             return
         final = algorithm.final_params(self.arena.arrays) if self.arena is not None and self.arena.arrays else {}
         policy.status, policy.error, self.lost = _finish_file(writer, SpaceGuard(writer.tmp_path), final,
-                                                              policy.status, policy.error, attrs())
+                                                              policy.status, policy.error, attrs)
 
     def close(self, progress: RunProgress) -> None:
         progress.end_stage()
@@ -453,6 +453,7 @@ def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, p
     # built (not started) before row 0, whose columns include the transport's own metrics
     held.workers = log.workers = transport(algorithm.worker_program(), arrays, held.arena.layout, algorithm.n_workers)
     held.stack.callback(held.workers.close)
+    algorithm.attach(held.workers)
     problem = algorithm.problem_arrays()
     if problem:
         held.writer.write_group("problem", problem)

@@ -19,6 +19,7 @@ import pytest
 
 from ist_cli.comm import NetworkModel, pair_traffic
 from ist_cli.config import config_hash, resolve_config
+from ist_cli.data.digits import load_digits_dataset
 from ist_cli.footprint import estimate_run
 from ist_cli.io.runfile import read_run
 from ist_cli.models.subnet import block_sizes, draw_partition
@@ -45,6 +46,9 @@ CASES = {
 }
 
 
+EVALUATED = ("loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
 def run_pair(tmp_path, args, workers, transport="shm"):
     common = overridden(["run", *MLP], args, ["--workers", str(workers), "--out", str(tmp_path)])
     central = ist_json(*common, "--name", "central", timeout=600)
@@ -58,9 +62,29 @@ def assert_same_model_and_metrics(central, partitioned):
     assert set(central.final) == set(partitioned.final)
     for key in central.final:
         assert central.final[key].tobytes() == partitioned.final[key].tobytes(), key
-    for key in ("loss", "train_accuracy", "test_loss", "test_accuracy", "worker_train_loss"):
-        # the coordinator evaluates the model joined from the shards: the same numbers (within 1e-5 guaranteed)
+    for key in EVALUATED:
+        # model-parallel evaluation: the logits summed over owners, in another order than one product
         np.testing.assert_allclose(partitioned.metrics[key], central.metrics[key], rtol=1e-5, err_msg=key)
+    np.testing.assert_array_equal(partitioned.metrics["worker_train_loss"], central.metrics["worker_train_loss"])
+
+
+def evaluation_pairs(widths, n, rows, itemsize=4):
+    """Bytes from rank to rank of one model-parallel evaluation of ``rows`` rows: each owner's block
+    of every hidden layer but the last to every other owner, its partial logits to rank 0."""
+    pairs = np.zeros((n + 1, n + 1))
+    for width in widths[1:-2]:
+        for k, owned in enumerate(block_sizes(width, n)):
+            for other in range(n):
+                if other != k:
+                    pairs[k + 1, other + 1] += rows * owned * itemsize
+    pairs[1:, 0] += rows * widths[-1] * itemsize
+    return pairs
+
+
+def digits_eval_rows():
+    """Rows a digits run evaluates: its training rows (fewer than the 8192 cap) and its test rows."""
+    data = load_digits_dataset()
+    return data.n_train + data.n_test
 
 
 def closed_form_pairs(widths, n, seed, rounds, eval_rounds, batch_norm=True, itemsize=4):
@@ -68,11 +92,6 @@ def closed_form_pairs(widths, n, seed, rounds, eval_rounds, batch_norm=True, ite
     pairs = np.zeros((n + 1, n + 1))
     hidden = widths[1:-1]
     bounds = [np.concatenate([[0], np.cumsum(block_sizes(w, n))]) for w in hidden]
-    shard = np.zeros(n)
-    for k in range(n):
-        owned = [b[k + 1] - b[k] for b in bounds]
-        shard[k] = sum(widths[h] * owned[h] + owned[h] * (3 if batch_norm else 1) for h in range(len(hidden)))
-        shard[k] += owned[-1] * widths[-1]
     for r in range(1, rounds + 1):
         plans = draw_partition(hidden, n, seed, r)
         for i in range(n):
@@ -90,7 +109,9 @@ def closed_form_pairs(widths, n, seed, rounds, eval_rounds, batch_norm=True, ite
                 pairs[k + 1, i + 1] += values * itemsize
                 pairs[i + 1, k + 1] += values * itemsize
             pairs[0, i + 1] += widths[-1] * itemsize  # the output bias, both ways
-            pairs[i + 1, 0] += widths[-1] * itemsize + (shard[i] * itemsize if r in eval_rounds else 0)
+            pairs[i + 1, 0] += widths[-1] * itemsize
+        if r in eval_rounds:
+            pairs += evaluation_pairs(widths, n, digits_eval_rows(), itemsize)
     return pairs
 
 
@@ -119,7 +140,8 @@ def test_partitioned_over_mpi_gives_the_central_model_and_counts_the_accounted_b
     pytest.importorskip("mpi4py")
     central_summary, summary, central, partitioned = run_pair(tmp_path, CASES[case], workers, transport="mpi")
     assert_same_model_and_metrics(central, partitioned)
-    for key in set(central.metrics) - TIMING - {"bytes_up", "bytes_down", "bytes_busiest_link", "comm_time_model", "sim_time"}:
+    for key in set(central.metrics) - TIMING - {"bytes_up", "bytes_down", "bytes_busiest_link", "comm_time_model",
+                                                "sim_time", *EVALUATED}:
         assert np.array_equal(central.metrics[key], partitioned.metrics[key], equal_nan=True), key
     sent = partitioned.attrs["bytes_pairs_sent_measured"]
     received = partitioned.attrs["bytes_pairs_received_measured"]
@@ -127,6 +149,14 @@ def test_partitioned_over_mpi_gives_the_central_model_and_counts_the_accounted_b
     assert np.array_equal(sent, np.asarray(summary["bytes_pairs"]))  # the method's accounting
     if case.startswith("dense"):
         assert np.array_equal(sent, closed_form_pairs([64, 24, 16, 10], workers, 0, 4, {2, 4}))
+        assert np.array_equal(partitioned.attrs["bytes_pairs_initial_evaluation_measured"],
+                              evaluation_pairs([64, 24, 16, 10], workers, digits_eval_rows()))
+    # the same model-parallel evaluation with shared memory, done by the coordinator: the same bits
+    common = overridden(["run", *MLP], CASES[case], ["--workers", str(workers), "--out", str(tmp_path)])
+    ist_json(*common, "--name", "partitioned-shm", "--server", "partitioned", timeout=600)
+    over_shm = read_run(tmp_path / "partitioned-shm.h5")
+    for key in EVALUATED:
+        assert np.array_equal(over_shm.metrics[key], partitioned.metrics[key]), key
     for direction in ("up", "down"):
         assert np.array_equal(partitioned.metrics[f"bytes_{direction}_measured"], partitioned.metrics[f"bytes_{direction}"])
     # the busiest link of the run: the largest per-pair count (central: its server link, every byte)

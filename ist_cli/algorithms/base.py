@@ -15,9 +15,10 @@ import numpy as np
 
 from ist_cli.algorithms.plans import PLANS, MethodPlan
 from ist_cli.comm import Traffic
+from ist_cli.io.sliced import SlicedArray
 from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.forkserver import run_preload
-from ist_cli.runtime.transport import WorkerProgram
+from ist_cli.runtime.transport import Transport, WorkerProgram
 from ist_cli.settings import RunSettings
 from ist_cli.training.goal import EvalSchedule, Goal
 
@@ -53,6 +54,10 @@ class Algorithm(ABC):
     def worker_program(self) -> WorkerProgram:
         """The picklable worker half, sent to every worker process."""
 
+    def attach(self, workers: Transport | None) -> None:
+        """The run's transport, once built (before the initial evaluation); None: no transport.
+        A method whose model lives in its workers (the partitioned server) reaches it through it."""
+
     def plan_round(self, arrays: dict[str, np.ndarray], round_index: int) -> Sequence[Any] | None:
         """Write the round's plan into the arena; return small per-worker payloads (or None)."""
         return None
@@ -74,8 +79,8 @@ class Algorithm(ABC):
         return dict(metrics)
 
     @abstractmethod
-    def final_params(self, arrays: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        """The model to store under ``/final``."""
+    def final_params(self, arrays: dict[str, np.ndarray]) -> Mapping[str, np.ndarray | SlicedArray]:
+        """The model to store under ``/final`` (a ``SlicedArray`` is written block by block)."""
 
     def problem_arrays(self) -> Mapping[str, np.ndarray]:
         """Arrays to store under ``/problem`` (empty when the model has none)."""

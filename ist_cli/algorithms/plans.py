@@ -222,9 +222,10 @@ class ISTPlan(MLPPlan):
             if width < n:
                 raise UserError(f"{where('hidden')}: width {width} is smaller than the {n} workers; "
                                 f"IST needs every hidden layer to have at least {n} neurons")
-        if config.get("server") == "partitioned" and config.get("lipschitz_every"):
-            raise UserError(f"{where('lipschitz_every')}: {config['lipschitz_every']} is not allowed with --server "
-                            "partitioned; expected 0 (the estimate needs the whole model before every round)")
+        for key in ("lipschitz_every", "noise_scale_every"):  # both need the whole model, which no process holds
+            if config.get("server") == "partitioned" and config.get(key):
+                raise UserError(f"{where(key)}: {config[key]} is not allowed with --server partitioned; expected 0 "
+                                "(the measurement needs the whole model, which no process holds)")
 
 
 class DPPlan(MLPPlan):

@@ -30,6 +30,7 @@ import numpy as np
 from ist_cli.io.metric_info import METRICS
 from ist_cli.io.names import utc_now
 from ist_cli.io.regular import check_regular
+from ist_cli.io.sliced import SlicedArray
 
 SCHEMA_VERSION = 1
 RESULT_STATUSES = ("completed", "diverged")  # the run produced a result (a diverged run is one)
@@ -273,14 +274,20 @@ class RunFileWriter:
         self._file.flush()
 
     # -- arrays ---------------------------------------------------------------------
-    def write_group(self, group: str, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write whole arrays under ``/group`` (``final``, ``problem``, ...), replacing old ones."""
+    def write_group(self, group: str, arrays: Mapping[str, np.ndarray | SlicedArray]) -> None:
+        """Write arrays under ``/group`` (``final``, ``problem``, ...), replacing old ones; a
+        ``SlicedArray`` block by block into a dataset of its shape (the same layout as a whole one)."""
         self._end_live()
         target = self._file.require_group(group)
         for name, array in arrays.items():
             if name in target:
                 del target[name]
-            target.create_dataset(name, data=np.asarray(array))
+            if isinstance(array, SlicedArray):
+                dataset = target.create_dataset(name, shape=array.shape, dtype=array.dtype)
+                for where, values in array.blocks():
+                    dataset[where] = values
+            else:
+                target.create_dataset(name, data=np.asarray(array))
         self._file.flush()
 
     def append_params(self, round_index: int, x: np.ndarray) -> None:

@@ -42,6 +42,7 @@ import numpy as np
 from ist_cli.errors import UserError
 from ist_cli.runtime import rank_loss
 from ist_cli.runtime.arena import SHM_DIR
+from ist_cli.runtime.budget import peak_resident_bytes
 from ist_cli.runtime.pool import RemoteTraceback, WorkerFailed
 from ist_cli.runtime.ring import ring_allreduce
 from ist_cli.runtime.signals import signals_deferred
@@ -295,7 +296,8 @@ class MPITransport(TransportBase):
     def attrs(self) -> dict[str, Any]:
         """Root attributes of the run file: what moved outside the rounds' regions."""
         attrs = {"transport": "mpi", "bytes_startup_measured": int(self.bytes.startup),
-                 "bytes_control_measured": int(self.bytes.control)}
+                 "bytes_control_measured": int(self.bytes.control),
+                 "peak_rss_bytes_rank0": int(peak_resident_bytes())}  # read when the run file is closed
         if self.allreducing:
             attrs["bytes_to_coordinator_measured"] = int(self.bytes.to_coordinator)
         return attrs

@@ -42,6 +42,14 @@ EVAL_TRAIN_LIMIT = 8192  # training loss is measured on at most this many fixed 
 EVAL_CHUNK = 4096  # rows per forward pass at evaluation (also the batch-norm statistics' batch)
 
 
+def logit_scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Summed cross-entropy and count of correct argmaxes of (rows, classes) ``logits`` (in float64)."""
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+    return float((log_norm - logits[np.arange(labels.size), labels]).sum()), float((logits.argmax(axis=1) == labels).sum())
+
+
 @dataclass(frozen=True)
 class Training:
     """What a worker needs to train: sent to every worker process with its program."""
@@ -216,19 +224,23 @@ class MLPMethod(Algorithm):
         arrays["y_test"][...] = self.data.y_test
         arrays["shard_index"][...] = np.concatenate(self.shards)
         arrays["shard_bounds"][1:] = np.cumsum([s.size for s in self.shards])
-        arrays["model"][...] = self.initial_model()
         if self.data.n_val:
             arrays["X_val"][...] = self.data.X_val
             arrays["y_val"][...] = self.data.y_val
+        self.initialize_model(arrays)
+        # The arena now holds the data; drop the loader's copy so the parent keeps one
+        # (fresh empty arrays: a [:0] view would keep the loader's buffer alive).
+        empty = np.empty((0, self.data.n_features), dtype=self.dtype)
+        self.data = replace(self.data, X_train=empty, X_test=empty, X_val=empty if self.data.n_val else None)
+
+    def initialize_model(self, arrays: dict[str, np.ndarray]) -> None:
+        """The initial model into ``model`` (data already in the arena); a pruned run's mask chosen on it."""
+        arrays["model"][...] = self.initial_model()
         if self.study.sparse:
             self.keep = pruning_mask(self.study, arrays["model"], self.gradients, self.data.X_train,
                                      self.data.y_train, self.settings.batch_size, self.settings.seed)
             arrays["mask"][...] = self.keep
             arrays["model"][~self.keep] = 0.0
-        # The arena now holds the data; drop the loader's copy so the parent keeps one
-        # (fresh empty arrays: a [:0] view would keep the loader's buffer alive).
-        empty = np.empty((0, self.data.n_features), dtype=self.dtype)
-        self.data = replace(self.data, X_train=empty, X_test=empty, X_val=empty if self.data.n_val else None)
 
     def worker_program(self) -> WorkerProgram:
         return self.worker_class(self.training())
@@ -258,11 +270,8 @@ class MLPMethod(Algorithm):
                 stop = min(start + self.eval_chunk, total)
                 part = X[rows[start:stop]] if rows is not None else X[start:stop]
                 labels = y[rows[start:stop]] if rows is not None else y[start:stop]
-                logits = self.logits(model, part).astype(np.float64)
-                top = logits.max(axis=1, keepdims=True)
-                log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
-                loss += float((log_norm - logits[np.arange(labels.size), labels]).sum())
-                correct += float((logits.argmax(axis=1) == labels).sum())
+                chunk_loss, chunk_correct = logit_scores(self.logits(model, part), labels)
+                loss, correct = loss + chunk_loss, correct + chunk_correct
         return loss / total, correct / total
 
     @staticmethod

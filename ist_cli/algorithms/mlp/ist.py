@@ -66,7 +66,8 @@ class ISTWorker(MLPWorker):
             self.derive_masks(round_index)
 
     def step(self, round_index: int, payload: Any) -> float:
-        self.velocity[: self.layout.size] = 0.0  # a new subnet each round: momentum starts afresh
+        if self.training.study.momentum:  # a new subnet each round: momentum starts afresh
+            self.velocity[: self.layout.size] = 0.0  # (plain SGD never reads it: its pages stay untouched)
         return self.train(self.layout, self.sub, self.grad, self.velocity, round_index, self.submask)
 
     def derive_masks(self, round_index: int) -> None:

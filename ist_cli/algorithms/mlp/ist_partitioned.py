@@ -12,25 +12,49 @@ Same subnets, same steps, same write-back: the same ``/final`` bit for bit.
 
 With shared memory the shards are rows of the arena and worker i copies its pieces itself
 (``pack_down``/``unpack_up``); over MPI the ranks exchange them directly
-(``runtime.mpi_peers``). The coordinator assembles the model from the shards only on
-evaluation rounds (over MPI the owners send their shards then) and for ``/final``.
+(``runtime.mpi_peers``). No process assembles the model: each owner builds its shard from
+the init stream (``models.shard_init``), evaluation is model parallel
+(``models.sharded_forward``: the owners exchange activation blocks, the coordinator sums
+their partial logits), and ``/final`` is written slice by slice from the shards. With shared
+memory the coordinator does the owners' part itself, on the arena's shard rows, in the same
+order, so both transports give the same numbers. A pruned run is the exception: its mask is
+chosen on the whole initial model (SNIP), which the coordinator builds for that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ist_cli.algorithms.mlp.common import EVAL_CHUNK, logit_scores
 from ist_cli.algorithms.mlp.ist import IST, ISTWorker
 from ist_cli.comm import Traffic, pair_traffic
-from ist_cli.models.mlp import B
-from ist_cli.models.shards import Piece, draw_plans, shard_layout
+from ist_cli.io.sliced import SlicedArray
+from ist_cli.models.mlp import BETA, GAMMA, B, W
+from ist_cli.models.shard_init import initial_output_bias, initial_shard
+from ist_cli.models.sharded_forward import Gather, combine, local_partials, owner_partial
+from ist_cli.models.shards import Piece, ShardLayout, draw_plans, shard_layout
 from ist_cli.models.subnet import neuron_index, subnet_layout
 from ist_cli.runtime.arena import ArraySpec
-from ist_cli.runtime.transport import Region
-from ist_cli.training.goal import EvalSchedule
+from ist_cli.runtime.transport import Region, Transport
+
+FINAL_BLOCK_BYTES = 8 << 20  # at most this much of a shard crosses (and is held) at a time while /final is written
+
+
+@runtime_checkable
+class ShardHost(Protocol):
+    """A transport whose workers hold the shards themselves (MPI ranks): the coordinator asks it."""
+
+    def partial_logits(self, round_index: int) -> list[np.ndarray]:
+        """Every owner's partial logits of the evaluation rows (``PartitionedISTWorker.evaluate_partials``)."""
+
+    def shard_part(self, owner: int, part: int, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of part ``part`` of ``owner``'s shard (``PartitionedISTWorker.final_part``)."""
+
+    def holds_shards(self) -> bool:
+        """Can the owners still be asked for their shards (the run did not break mid-round)?"""
 
 
 class PartitionedISTWorker(ISTWorker):
@@ -40,9 +64,9 @@ class PartitionedISTWorker(ISTWorker):
 
     peers = True
 
-    def __init__(self, training: Any, rule: str, schedule: EvalSchedule) -> None:
+    def __init__(self, training: Any, rule: str, eval_sets: tuple[str, ...]) -> None:
         super().__init__(training)
-        self.rule, self.schedule = rule, schedule
+        self.rule, self.eval_sets = rule, eval_sets
 
     def setup(self, arrays: dict[str, np.ndarray], worker: int) -> None:
         super().setup(arrays, worker)
@@ -53,6 +77,8 @@ class PartitionedISTWorker(ISTWorker):
         self.bias_at = int(self.layout.offsets[self.layout.n_layers - 1, B])
         self.full_bias_at = int(self.full.offsets[self.full.n_layers - 1, B])
         self.classes = int(t.widths[-1])
+        self.eval_inputs = [(arrays["X_train"], arrays["eval_rows"]),
+                            *((arrays[f"X_{name}"], None) for name in self.eval_sets if name != "train")]
         self._round, self._plans, self._pieces = -1, [], {}
         self.shard_mask = np.zeros(0, dtype=self.model.dtype)
         if t.study.sparse:  # this owner's share of the resident pruning mask (MPI: only its own is used)
@@ -69,8 +95,41 @@ class PartitionedISTWorker(ISTWorker):
                 "with it, so the run cannot go on")
 
     def resident(self, worker: int) -> tuple[Region, ...]:
-        # the owner's shard starts where the coordinator initialised it; from then on it lives there
-        return (*super().resident(worker), Region("shard", worker))
+        # no shard: the owner builds its own (``build_shard``); the evaluation rows, for the model-parallel pass
+        sets = (Region(f"X_{name}") for name in self.eval_sets if name != "train")
+        return (*super().resident(worker), Region("eval_rows"), *sets)
+
+    def build_shard(self) -> None:
+        """As an MPI rank: this owner's shard of the initial model, drawn here (never the whole
+        model), pruned entries zeroed; it lives in this process from now on."""
+        t, owner = self.training, self.owners[self.worker]
+        shard = np.zeros(max(owner.size, 1), dtype=self.model.dtype)
+        initial_shard(owner, t.seed, self.model.dtype, shard)
+        if self.shard_mask.size:
+            shard[: owner.size][self.shard_mask == 0] = 0.0
+        self.shards = {self.worker: shard}  # only its own is ever read here
+
+    # -- model-parallel evaluation and the shard's parts for /final (MPI ranks) -----------
+    def evaluate_partials(self, gather: Gather) -> np.ndarray:
+        """(eval rows, classes): this owner's partial logits of every evaluation set, in
+        ``EVAL_CHUNK`` batches as the coordinator scores them; ``gather`` all-gathers a hidden layer."""
+        owner, shard = self.owners[self.worker], self.shards[self.worker]
+        out = []
+        for X, rows in self.eval_inputs:
+            total = rows.size if rows is not None else X.shape[0]
+            for start in range(0, total, EVAL_CHUNK):
+                stop = min(start + EVAL_CHUNK, total)
+                part = X[rows[start:stop]] if rows is not None else X[start:stop]
+                out.append(owner_partial(owner, shard, part, gather))
+        return np.concatenate(out)
+
+    def block_widths(self, layer: int) -> list[int]:
+        """Every owner's neurons of hidden layer ``layer`` (what an all-gather receives from each)."""
+        return [hi - lo for lo, hi in (owner.range_of(layer) for owner in self.owners)]
+
+    def final_part(self, part: int, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of part ``part`` (``ShardLayout.regions`` order) of this owner's shard."""
+        return shard_part(self.owners[self.worker], self.shards[self.worker], part, start, stop)
 
     # -- the round's partition, drawn here -----------------------------------------
     def piece(self, round_index: int, owner: int, worker: int) -> Piece:
@@ -158,16 +217,25 @@ class PartitionedISTWorker(ISTWorker):
         """The coordinator's output bias (in its ``model``)."""
         return self.model[self.full_bias_at : self.full_bias_at + self.classes]
 
-    def own_shard(self) -> np.ndarray:
-        return self.shards[self.worker][: self.owners[self.worker].size]
-
     def param_bytes(self) -> int:
         """Bytes of parameters this rank holds: its shard and the subnet it trains."""
         return (self.owners[self.worker].size + self.layout.size) * self.model.itemsize
 
-    def collects(self, round_index: int) -> bool:
-        """Do the owners send their shards to the coordinator after this round (it evaluates)?"""
-        return self.schedule.due(round_index)
+    def eval_rows_total(self) -> int:
+        return sum(rows.size if rows is not None else X.shape[0] for X, rows in self.eval_inputs)
+
+
+def shard_part(owner: ShardLayout, shard: np.ndarray, part: int, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of part ``part`` of ``owner``'s flat ``shard`` (a weight part's rows, a vector's entries)."""
+    kind, layer, _ = owner.regions()[part]
+    whole = owner.weight(shard, layer) if kind == W else owner.vector(shard, layer, kind)
+    return whole[start:stop]
+
+
+def _kind_and_layer(name: str) -> tuple[int, int]:
+    """``W3`` -> (W, 3), ``gamma0`` -> (GAMMA, 0): a ``/final`` dataset's parameter kind and layer."""
+    head = name.rstrip("0123456789")
+    return {"W": W, "b": B, "gamma": GAMMA, "beta": BETA}[head], int(name[len(head):])
 
 
 def _unpacked(values: np.ndarray, kept: np.ndarray | None, size: int) -> np.ndarray:
@@ -180,7 +248,7 @@ def _unpacked(values: np.ndarray, kept: np.ndarray | None, size: int) -> np.ndar
 
 class ISTPartitioned(IST):
     """The coordinator of ``--server partitioned``: plans nothing it sends, averages the output
-    bias, and joins the shards into ``model`` when it evaluates and at the end."""
+    bias, sums the owners' partial logits when it evaluates and writes ``/final`` slice by slice."""
 
     worker_class = PartitionedISTWorker
 
@@ -191,35 +259,130 @@ class ISTPartitioned(IST):
         self._pairs_total = np.zeros((2, n + 1, n + 1))
         self._rounds_counted = 0
         self._mask_shards: list[np.ndarray] = []
+        self._host: ShardHost | None = None
+        self._arrays: dict[str, np.ndarray] = {}
+        self._round = 0  # the last round aggregated
+        self._logits: dict[str, np.ndarray] = {}  # per evaluation set, from the last evaluation
+        self._n_val = self.data.n_val
+        self._sets = ("train", "test", "val") if self._n_val else ("train", "test")
 
     def buffers(self) -> ArraySpec:
         size = max(owner.size for owner in self.owners)
-        return {**super().buffers(), "shard": ((self.n_workers, max(size, 1)), self.dtype.str)}
+        return {**super().buffers(), "shard": ((self.n_workers, max(size, 1)), self.dtype.str),
+                "eval_rows": ((self._eval_rows.size,), "i8")}
 
     def initialize(self, arrays: dict[str, np.ndarray]) -> None:
         super().initialize(arrays)
-        for k, owner in enumerate(self.owners):
-            owner.split(arrays["model"], self.layout, arrays["shard"][k])
-            if self.keep is not None:
+        arrays["eval_rows"][...] = self._eval_rows
+        self._arrays = arrays
+
+    def initialize_model(self, arrays: dict[str, np.ndarray]) -> None:
+        """Only the output bias (the owners draw their shards); a pruned run chooses its mask on
+        the whole initial model, built here for that."""
+        if self.study.sparse:
+            super().initialize_model(arrays)
+            for owner in self.owners:
                 part = np.zeros(owner.size)
                 owner.split(self.keep.astype(np.float64), self.layout, part)
                 self._mask_shards.append(part)
+        start = int(self.layout.offsets[self.layout.n_layers - 1, B])
+        arrays["model"][start : start + self.widths[-1]] = initial_output_bias(self.layout.widths, self.settings.seed,
+                                                                               self.dtype)
+
+    def attach(self, workers: Transport | None) -> None:
+        """Over MPI the owners hold their shards; otherwise the coordinator draws them into the
+        arena's shard rows now, owner by owner, as each owner would."""
+        self._host = workers if isinstance(workers, ShardHost) else None
+        if self._host is None:
+            for k, owner in enumerate(self.owners):
+                row = self._arrays["shard"][k]
+                initial_shard(owner, self.settings.seed, self.dtype, row)
+                if self._mask_shards:
+                    row[: owner.size][self._mask_shards[k] == 0] = 0.0
 
     def worker_program(self) -> PartitionedISTWorker:
-        return PartitionedISTWorker(self.training(), self.settings.partition_rule, self.eval_schedule())
+        return PartitionedISTWorker(self.training(), self.settings.partition_rule, self._sets)
+
+    def _eval_sets(self, arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
+        return self._sets
 
     def aggregate(self, arrays: dict[str, np.ndarray], round_index: int, results: Sequence[Any]) -> None:
         super().aggregate(arrays, round_index, results)  # the output bias, from each worker's copy
-        if self.eval_schedule().due(round_index):
-            self._join(arrays)
+        self._round = round_index
 
-    def _join(self, arrays: dict[str, np.ndarray]) -> None:
-        for k, owner in enumerate(self.owners):
-            owner.join(arrays["shard"][k], self.layout, arrays["model"])
+    # -- evaluation: the owners' partial logits, summed here ---------------------------
+    def evaluate(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """Every set's logits at once (model parallel), then the metrics as ``MLPMethod`` reports them."""
+        partials = self._host.partial_logits(self._round) if self._host is not None else self._local_partials(arrays)
+        start = int(self.layout.offsets[self.layout.n_layers - 1, B])
+        logits = combine(partials, arrays["model"][start : start + self.widths[-1]])
+        self._logits, at = {}, 0
+        for name in self._eval_sets(arrays):
+            rows = self._eval_rows.size if name == "train" else arrays[f"X_{name}"].shape[0]
+            self._logits[name], at = logits[at : at + rows], at + rows
+        return super().evaluate(arrays)
 
-    def final_params(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._join(arrays)
-        return dict(super().final_params(arrays))
+    def _local_partials(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """What the owners compute over MPI, done here on the arena's shard rows (same order)."""
+        shards = [arrays["shard"][k] for k in range(self.n_workers)]
+        out: list[list[np.ndarray]] = [[] for _ in self.owners]
+        for name in self._eval_sets(arrays):
+            X = arrays["X_train"][self._eval_rows] if name == "train" else arrays[f"X_{name}"]
+            for start in range(0, X.shape[0], EVAL_CHUNK):
+                for k, part in enumerate(local_partials(self.owners, shards, X[start : start + EVAL_CHUNK])):
+                    out[k].append(part)
+        return [np.concatenate(parts) for parts in out]
+
+    def _set_metrics(self, arrays: dict[str, np.ndarray], name: str) -> dict[str, float]:
+        """Loss and accuracy from the last evaluation's logits, chunk by chunk as the central server sums them."""
+        logits, labels = self._logits[name], arrays[f"y_{name}"]
+        if name == "train":
+            labels = labels[self._eval_rows]
+        loss = correct = 0.0
+        with np.errstate(all="ignore"):
+            for start in range(0, labels.size, EVAL_CHUNK):
+                chunk_loss, chunk_correct = logit_scores(logits[start : start + EVAL_CHUNK],
+                                                         labels[start : start + EVAL_CHUNK])
+                loss, correct = loss + chunk_loss, correct + chunk_correct
+        accuracy = correct / labels.size
+        return dict(zip(self._set_columns(name), (loss / labels.size, accuracy, 1.0 - accuracy), strict=False))
+
+    # -- /final, slice by slice ---------------------------------------------------------
+    def final_params(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray | SlicedArray]:
+        """The full model's datasets, each filled owner by owner in blocks of at most
+        ``FINAL_BLOCK_BYTES``; nothing if the owners' shards are lost (a run broken mid-round)."""
+        if self._host is not None and not self._host.holds_shards():
+            return {}
+        parts = {(kind, layer): j for j, (kind, layer, _) in enumerate(self.owners[0].regions())}
+        out: dict[str, np.ndarray | SlicedArray] = {}
+        for name, view in self.layout.named(arrays["model"]).items():
+            kind, layer = _kind_and_layer(name)
+            if (kind, layer) in parts:
+                out[name] = SlicedArray(view.shape, view.dtype, self._blocks(arrays, parts[kind, layer]))
+            else:
+                out[name] = view.copy()  # the output bias, kept here
+        return out
+
+    def _blocks(self, arrays: dict[str, np.ndarray], part: int) -> Any:
+        def blocks() -> Iterator[tuple[Any, np.ndarray]]:
+            hidden = self.layout.n_layers - 1
+            for k, owner in enumerate(self.owners):
+                kind, layer, _ = owner.regions()[part]
+                lo, hi = owner.range_of(layer + 1 if layer < hidden else layer)
+                rows, cols = (int(owner.shapes[layer, 0]), int(owner.shapes[layer, 1])) if kind == W else (hi - lo, 1)
+                step = max(1, FINAL_BLOCK_BYTES // (cols * self.dtype.itemsize))
+                for start in range(0, rows, step):
+                    stop = min(start + step, rows)
+                    values = (self._host.shard_part(k, part, start, stop) if self._host is not None
+                              else shard_part(owner, arrays["shard"][k], part, start, stop))
+                    if kind == W and layer < hidden:  # columns lo:hi of every row
+                        yield np.s_[start:stop, lo:hi], values.reshape(stop - start, cols)
+                    elif kind == W:  # rows lo:hi of the output weights
+                        yield np.s_[lo + start : lo + stop, :], values.reshape(stop - start, cols)
+                    else:
+                        yield np.s_[lo + start : lo + stop], values
+
+        return blocks
 
     def round_pairs(self, round_index: int) -> np.ndarray:
         """(2, n+1, n+1) bytes per phase from rank to rank (rank 0 the coordinator, rank k+1 owner/worker k)."""
@@ -237,13 +400,27 @@ class ISTPartitioned(IST):
                     piece.from_shard(self._mask_shards[owner])))
                 pairs[0, owner + 1, worker + 1] = pairs[1, worker + 1, owner + 1] = count * value
             pairs[0, 0, worker + 1] = pairs[1, worker + 1, 0] = self.widths[-1] * value  # the output bias
-            if self.eval_schedule().due(round_index):
-                pairs[1, worker + 1, 0] += self.owners[worker].size * value  # the shard, for evaluation
+        if self.eval_schedule().due(round_index):
+            pairs[1] += self.eval_pairs()
+        return pairs
+
+    def eval_pairs(self) -> np.ndarray:
+        """(n+1, n+1) bytes of one model-parallel evaluation: each owner's activation block of every
+        hidden layer but the last to every other owner, and its partial logits to the coordinator."""
+        n, value, last = self.n_workers, self.dtype.itemsize, self.layout.n_layers - 1
+        rows = self._eval_rows.size + self.sizes[1] + self._n_val
+        pairs = np.zeros((n + 1, n + 1))
+        for layer in range(1, last):  # hidden layers 1 .. L-2 feed another hidden layer
+            for k, owner in enumerate(self.owners):
+                lo, hi = owner.range_of(layer)
+                pairs[k + 1, 1:] += rows * (hi - lo) * value
+                pairs[k + 1, k + 1] = 0.0
+        pairs[1:, 0] = rows * self.widths[-1] * value
         return pairs
 
     def round_traffic(self, round_index: int) -> Traffic:
         """Pieces between owners and workers, the output bias to and from the coordinator,
-        and the shards on evaluation rounds (docs/algorithms.md, "The partitioned server")."""
+        and on evaluation rounds the evaluation's traffic (docs/algorithms.md, "The partitioned server")."""
         pairs = self.round_pairs(round_index)
         self._pairs_total += pairs
         self._rounds_counted += 1
