@@ -285,7 +285,7 @@ def ist_args(widths: list[int], n: int, batch: int, steps: int) -> list[str]:
             "--hidden", f"{widths[1]},{widths[2]}", "--lr", str(LR)]
     if widths[0] != 64:
         args += ["--dataset", "synthetic", "--synthetic-features", str(widths[0]), "--synthetic-classes",
-                 str(widths[-1]), "--synthetic-samples", "64"]  # a cheap evaluation
+                 str(widths[-1]), "--synthetic-samples", str(batch)]  # a cheap evaluation (one batch: no larger)
     return args
 
 

@@ -100,3 +100,4 @@ class CNNSettings(SGDSettings):
     """A convolutional network named by ``arch`` (docs/convnets.md)."""
 
     arch: str
+    min_blocks: int = field(default=0, kw_only=True)  # ResIST's minimum partitioned blocks per worker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from importlib import import_module
 from pathlib import Path
 
 from ist_cli.kernels import conv, mlp, quadratic
@@ -133,11 +134,11 @@ def test_no_dispatch_on_method_names_outside_algorithms():
     from ist_cli.config import ALGORITHMS, MODELS
 
     names = set(MODELS) | {name for names in ALGORITHMS.values() for name in names}
-    assert names == {"quadratic", "mlp", "cnn", "ist", "gd", "dcgd", "dp", "local-sgd", "single"}
+    assert names == {"quadratic", "mlp", "cnn", "ist", "gd", "dcgd", "dp", "local-sgd", "single", "resist"}
     classes = {plan.__name__ for plans in PLANS.values() for plan in plans.values()}
     classes |= {"Algorithm", "MLPMethod", "QuadraticMethod", "IST", "GD", "DCGD", "DataParallel", "LocalSGD",
                 "Single", "MethodPlan", "MLPPlan", "QuadraticPlan", "ConvNetMethod", "ConvDataParallel", "ConvLocalSGD",
-                "ConvSingle"}
+                "ConvSingle", "ResIST"}
     counts: dict[str, list[str]] = {}
     isinstance_calls = []
     for path in python_files("ist_cli"):
@@ -168,11 +169,15 @@ def test_the_algorithm_names_have_one_home():
     assert theory.METHODS == ALGORITHMS["quadratic"]  # the closed-form theory covers every quadratic method
     assert tuple(MODEL_SECTIONS) == MODELS  # each model has its --help section
     assert ALGORITHMS == {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single"),
-                          "cnn": ("dp", "local-sgd", "single")}
+                          "cnn": ("dp", "local-sgd", "single", "resist")}
     for model, methods in (("quadratic", QUADRATIC_METHODS), ("mlp", MLP_METHODS), ("cnn", CNN_METHODS)):
-        assert tuple(methods) == ALGORITHMS[model] == tuple(PLANS[model])
-        for name, method in methods.items():
-            assert method.plan is PLANS[model][name] and method.plan.model == model
+        # a method in a module of its own is named by its plan ("module:Class"), the others by their model's table
+        assert tuple(methods) == tuple(name for name, plan in PLANS[model].items() if not plan.method)
+        assert ALGORITHMS[model] == tuple(PLANS[model])
+        for name, plan in PLANS[model].items():
+            module, _, attr = plan.method.partition(":")
+            method = getattr(import_module(module), attr) if plan.method else methods[name]
+            assert method.plan is plan and plan.model == model and plan.algorithm == name
 
 
 def test_timing_metrics_and_statuses_have_one_home():

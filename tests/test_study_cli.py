@@ -66,3 +66,16 @@ def test_a_study_without_a_goal_is_one_line_exit_2_and_nothing_created(tmp_path)
     line = one_error_line(ist("study", str(path), "--out", str(out)))
     assert "nogoal.toml: base.goal_error: missing" in line and "goal_error = 0.05" in line
     assert not out.exists()
+
+
+def test_refusing_a_study_file_never_loads_matplotlib(tmp_path):
+    """Only ``ist report`` draws: ``ist study`` refusing its input (or running trials) does not
+    pay for importing matplotlib (0.7 s of CPU)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ist_cli", "study", str(tmp_path / "none.toml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "ist_cli.study.spec" in imported and "matplotlib" not in imported

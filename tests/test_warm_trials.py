@@ -52,6 +52,21 @@ def assert_bitwise_equal(a_path: Path, b_path: Path) -> None:
         assert a.attrs.get(key) == b.attrs.get(key), key
 
 
+def test_the_warm_process_warms_every_entry_and_starts_the_shared_resource_tracker():
+    """An entry that no longer resolves (a renamed function) used to be swallowed with every
+    entry after it, and each trial then started its own resource tracker and ran git three
+    times: 40 ms of a trial's 60."""
+    code = textwrap.dedent("""
+        import json
+        from multiprocessing import resource_tracker
+        from ist_cli.cli.trial_server import warm_up
+        failed = warm_up()
+        print(json.dumps({"failed": failed, "tracker": resource_tracker._resource_tracker._pid is not None}))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"failed": [], "tracker": True}
+
+
 @pytest.mark.parametrize("config", SINGLE_CASES, ids=["momentum", "snip-sparse", "float64-batchnorm-noise"])
 def test_single_in_its_own_process_equals_the_shared_memory_pool_bitwise(tmp_path, config, shm_guard):
     config = {key: value for key, value in config.items() if value is not None}

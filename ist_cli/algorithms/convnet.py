@@ -73,12 +73,13 @@ class ConvWorker(MLPWorker):
 
     def train(self, layout: Any, params: np.ndarray, grad: np.ndarray, velocity: np.ndarray,
               round_index: int, mask: np.ndarray) -> float:
+        """R local steps of the network ``layout`` drives (a replica's: ``self.full``; a subnet's)."""
         t, study = self.training, self.training.study
         steps = t.local_steps
-        return self.full.train_steps(params=params, grad=grad, velocity=velocity, mask=mask, X=self.X, y=self.y,
-                                     batches=self.batches(round_index, steps),
-                                     lrs=study.schedule.for_steps((round_index - 1) * steps, steps),
-                                     momentum=study.momentum, nesterov=study.nesterov)
+        return layout.train_steps(params=params, grad=grad, velocity=velocity, mask=mask, X=self.X, y=self.y,
+                                  batches=self.batches(round_index, steps),
+                                  lrs=study.schedule.for_steps((round_index - 1) * steps, steps),
+                                  momentum=study.momentum, nesterov=study.nesterov)
 
 
 class ConvDPWorker(ConvWorker, DPWorker):

@@ -3,13 +3,14 @@
 Started once per executor slot as ``python -m ist_cli.cli.trial_server``, with the sweep's
 own environment (the environment an ``ist run`` subprocess would get). It imports the whole
 of ``ist run`` (config, runner, numpy, h5py, the transports), loads every kernel from numba's
-cache and starts multiprocessing's resource tracker, then serves: for each request on stdin
-(one JSON line: ``argv``, ``stdout``, ``stderr``) it forks one child, which runs
-``ist run ARGV`` exactly as ``python -m ist_cli run ARGV`` would, its output to the two
+cache and starts multiprocessing's resource tracker, then serves: each request on stdin
+(one JSON line: ``argv``, ``stdout``, ``stderr``) goes to a child forked ahead of it, which
+runs ``ist run ARGV`` exactly as ``python -m ist_cli run ARGV`` would, its output to the two
 files, and leaves with ``os._exit``. The server answers ``{"pid"}`` at once and
-``{"pid", "returncode", "cpu_seconds"}`` when the child has ended (``returncode`` negative:
-the signal that killed it, as ``subprocess`` reports it; ``cpu_seconds``: the child's user
-and system time). One child at a time per server.
+``{"pid", "returncode", "cpu_seconds"}`` when the child has ended: its own report, written
+just before ``os._exit``, or, if it died first, its exit status (``returncode`` negative: the
+signal that killed it, as ``subprocess`` reports it; ``cpu_seconds``: the child's user and
+system time). One run at a time per server, and one child waiting for the next request.
 
 Why forking this process is safe: it never opens a file of a run (HDF5's library is loaded,
 no file is open), never starts a thread (numba's threading layer is never started; OpenBLAS
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
+from typing import NamedTuple
 
 #: imported and warmed once, in the server (``runtime.forkserver`` entries)
 PRELOAD = (
@@ -38,25 +41,35 @@ PRELOAD = (
     "ist_cli.data.digits:digits_arrays",
     # what every run file records of its code and machine: the code is the server's, loaded now
     "ist_cli.io.provenance:environment",
-    "ist_cli.io.provenance:git_commit",
+    "ist_cli.io.provenance:git_state",
 )
 
 
-def warm_up() -> None:
-    """Import and warm what a trial needs; a failure leaves it to the trial (it reports it)."""
+def warm_up() -> list[str]:
+    """Import and warm what a trial needs, each entry on its own: one that fails is left to the
+    trial (which imports what it lacks and reports it) and the others still warm. Returns the
+    entries that failed (a test requires none)."""
     from ist_cli.runtime.forkserver import run_preload
 
+    failed = []
+    for entry in PRELOAD:
+        try:
+            run_preload((entry,))
+        except Exception:  # noqa: BLE001 - a cold trial imports what it lacks and fails loudly there
+            failed.append(entry)
     try:
-        run_preload(PRELOAD)
         from multiprocessing import resource_tracker
 
         resource_tracker.ensure_running()  # shared by every trial: none starts its own
-    except Exception:  # noqa: BLE001 - a cold trial imports what it lacks and fails loudly there
-        pass
+    except Exception:  # noqa: BLE001 - each trial then starts its own, as a subprocess run does
+        failed.append("resource_tracker")
+    return failed
 
 
-def run_trial(argv: list[str], stdout: str, stderr: str, closing: tuple[int, ...]) -> None:
-    """In the forked child: ``ist run ARGV`` with its output in files; never returns."""
+def run_trial(argv: list[str], stdout: str, stderr: str, closing: tuple[int, ...], done: int) -> None:
+    """In the forked child: ``ist run ARGV`` with its output in files; never returns. Its exit
+    status and CPU seconds go to ``done`` just before ``os._exit``: the server answers then,
+    not after the kernel has torn the child's address space down (about 5 ms)."""
     code: object = 1
     try:
         for fd in closing:
@@ -97,7 +110,69 @@ def run_trial(argv: list[str], stdout: str, stderr: str, closing: tuple[int, ...
                 stream.flush()
             except (OSError, ValueError):
                 pass
+        try:
+            times = os.times()
+            os.write(done, json.dumps({"returncode": code, "cpu_seconds": times.user + times.system
+                                       + times.children_user + times.children_system}).encode())
+        except OSError:
+            pass
         os._exit(code)
+
+
+class _Child(NamedTuple):
+    """A child forked ahead of its request, waiting for it on ``request``; ``done`` is read end
+    of the pipe it reports its end on."""
+
+    pid: int
+    request: int
+    done: int
+
+
+def _fork_child(closing: tuple[int, ...]) -> _Child:
+    """Fork the next trial's process now, while the server waits for work: the fork (about 4 ms
+    of a 190 MB process's page tables) is off the next trial's path. The child waits for one
+    request line, then runs it."""
+    request_r, request_w = os.pipe()
+    done_r, done_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(request_w)
+        os.close(done_r)
+        with os.fdopen(request_r, "r") as requests:
+            line = requests.readline()
+        if not line.strip():  # the server is gone or closing: nothing to run
+            os._exit(0)
+        request = json.loads(line)
+        run_trial(request["argv"], request["stdout"], request["stderr"], closing, done_w)
+    os.close(request_r)
+    os.close(done_w)
+    return _Child(pid, request_w, done_r)
+
+
+def _end_of(child: _Child) -> dict:
+    """The child's own report, or (it died first: a signal, a crash) its exit status. Waits on
+    the report pipe and on the child's pidfd: a grandchild that inherited the pipe (a worker
+    forked by the run) cannot keep a dead child's end from being seen."""
+    pidfd = os.pidfd_open(child.pid)
+    try:
+        ready, _, _ = select.select([child.done, pidfd], [], [])
+        report = os.read(child.done, 4096) if child.done in ready else b""
+        if not report:  # the report pipe may still hold it if both became ready together
+            select.select([pidfd], [], [])
+            os.set_blocking(child.done, False)
+            try:
+                report = os.read(child.done, 4096)
+            except BlockingIOError:
+                report = b""
+    finally:
+        os.close(pidfd)
+        os.close(child.done)
+    if report:
+        return json.loads(report)
+    _, status, usage = os.wait4(child.pid, 0)
+    return {"returncode": os.waitstatus_to_exitcode(status), "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
 def serve() -> None:
@@ -107,17 +182,29 @@ def serve() -> None:
     os.dup2(devnull, 1)  # nothing but replies reach the sweep
     os.close(devnull)
     warm_up()
+    closing = (0, replies.fileno())
+    child = _fork_child(closing)
     for line in sys.stdin:
-        request = json.loads(line)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
+        os.write(child.request, line.encode())
+        os.close(child.request)
+        replies.write(json.dumps({"pid": child.pid}) + "\n")
+        end = _end_of(child)
+        replies.write(json.dumps({"pid": child.pid, **end}) + "\n")
+        _reap()
+        child = _fork_child(closing)
+    os.close(child.request)  # the waiting child reads end-of-file and leaves
+    _reap()
+
+
+def _reap() -> None:
+    """Collect every child that has ended (they report before they exit; none stays a zombie)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
         if pid == 0:
-            run_trial(request["argv"], request["stdout"], request["stderr"], (0, replies.fileno()))
-        replies.write(json.dumps({"pid": pid}) + "\n")
-        _, status, usage = os.wait4(pid, 0)
-        replies.write(json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status),
-                                  "cpu_seconds": usage.ru_utime + usage.ru_stime}) + "\n")
+            return
 
 
 if __name__ == "__main__":

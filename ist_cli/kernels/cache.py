@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 
-from numba.core.registry import CPUDispatcher
-
 #: the kernel module of each model
 MODULES = {"mlp": "ist_cli.kernels.mlp", "quadratic": "ist_cli.kernels.quadratic"}
 
@@ -17,6 +15,11 @@ def kernels_cached(model: str) -> bool | None:
     internals differ from the ones read here)."""
     if model not in MODULES:
         return None
+    # numba is imported here, not with this module: ``ist run`` imports this module before it
+    # starts the fork server, which should begin warming the workers' kernels while this
+    # process imports numba (150 ms), not after
+    from numba.core.registry import CPUDispatcher
+
     module = importlib.import_module(MODULES[model])
     try:
         for value in vars(module).values():

@@ -72,7 +72,7 @@ def _worker_main(program: WorkerProgram, layout: ArenaLayout, worker: int, conn:
             program.pack_down(round_index)
             result = program.step(round_index, payload)
             program.unpack_up(round_index)
-            conn.send(("done", clock.stop(), result))
+            conn.send(("done", tuple(clock.stop()), result))  # plain floats: no class to pickle per round
             flags.answered(worker, number)
     except (EOFError, BrokenPipeError):
         pass  # the coordinator is gone; nothing left to report to
@@ -188,7 +188,7 @@ class WorkerPool(TransportBase):
             last = result.strip().splitlines()[-1] if result else "unknown error"
             raise WorkerFailed(f"worker {worker} raised during {phase}: {last}") from RemoteTraceback(
                 f'\n"""\n{result}"""')
-        return seconds, result
+        return (StepTime(*seconds) if kind == "done" else seconds), result
 
     def _collect(self, phase: str, watchdog: RoundWatchdog | None = None,
                  number: int | None = None) -> list[tuple[float, Any]]:
