@@ -179,3 +179,18 @@ class NetworkModel:
             per_worker = traffic.messages * self.latency + np.maximum(traffic.bytes_up, traffic.bytes_down) / self.bandwidth
             return float(per_worker.max())
         return 2.0 * self.latency + (traffic.total_down + traffic.total_up) / self.bandwidth
+
+    def link_bytes(self, traffic: Traffic) -> tuple[str, np.ndarray]:
+        """(kind, bytes each link carries in the round), links as ``round_time`` prices them.
+
+        ``pairs``: every ordered pair of ranks, both phases, ((n+1)², rank-major);
+        ``worker`` (all-reduce, or any traffic on ``ring``): each worker's link in each
+        direction apart, full-duplex (2n: up, then down); ``server`` (``ps``): the server's one
+        link, which carries every worker's bytes both ways (1). Links of one kind come in the
+        same order every round, so a run adds them up per kind (``bytes_busiest_link``).
+        """
+        if traffic.pairs is not None:
+            return "pairs", traffic.pairs.sum(axis=0).ravel()
+        if traffic.pattern == "allreduce" or self.topology == "ring":
+            return "worker", np.concatenate([traffic.bytes_up, traffic.bytes_down])
+        return "server", np.array([traffic.total_up + traffic.total_down])

@@ -503,6 +503,16 @@ def resolve_config(*layers: Mapping[str, Any], sources: Iterable[str] | None = N
     return config
 
 
+def unrecorded_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a resolved ``config`` leaves out because they hold their default
+    (``recorded_when_default=False``) and that its method uses: what a reader telling runs
+    apart by their settings must assume (a central-server IST run has no ``server`` key)."""
+    if "model" not in config or "algorithm" not in config:
+        return {}
+    return {option.key: option.default_for(config["model"]) for option in OPTIONS
+            if not option.recorded_when_default and option.key not in config and option.used_by(config)}
+
+
 def _name(source: str, key: str) -> str:
     if source in ("cli", "default"):
         return "--" + key.replace("_", "-")

@@ -96,6 +96,7 @@ class Totals:
     compute_time: float = 0.0
     compute_time_wall: float = 0.0
     comm_time_model: float = 0.0
+    links: dict[str, np.ndarray] = field(default_factory=dict)  # cumulative bytes per link, by kind
 
     def add(self, done: RoundResult) -> None:
         # workers run in parallel in the modelled deployment: the slowest one counts
@@ -104,10 +105,13 @@ class Totals:
         self.bytes_up += done.traffic.total_up
         self.bytes_down += done.traffic.total_down
         self.comm_time_model += self.network.round_time(done.traffic)
+        kind, carried = self.network.link_bytes(done.traffic)
+        self.links[kind] = carried if kind not in self.links else self.links[kind] + carried
 
     def row(self) -> dict[str, float]:
         return {"bytes_up": self.bytes_up, "bytes_down": self.bytes_down, "compute_time": self.compute_time,
-                "compute_time_wall": self.compute_time_wall, "comm_time_model": self.comm_time_model, "sim_time": self.compute_time + self.comm_time_model}
+                "compute_time_wall": self.compute_time_wall, "comm_time_model": self.comm_time_model, "sim_time": self.compute_time + self.comm_time_model,
+                "bytes_busiest_link": max((float(v.max()) for v in self.links.values() if v.size), default=0.0)}
 
 
 # ----------------------------------------------------------------------------- faults

@@ -59,6 +59,12 @@ class MethodPlan:
         raise NotImplementedError
 
     @classmethod
+    def workers_own_model(cls, config: Mapping[str, Any]) -> bool:
+        """Does part of the model live in the workers alone, so that a dead worker loses it? Then
+        an MPI job outlives a dead rank for rank 0 to record the loss (``runtime/rank_loss.py``)."""
+        return False
+
+    @classmethod
     def file_bytes(cls, config: Mapping[str, Any]) -> int:
         """Bytes the run file will take at most."""
         raise NotImplementedError
@@ -190,6 +196,10 @@ class ISTPlan(MLPPlan):
     @classmethod
     def worker_rows(cls, sparse: bool) -> tuple[str, ...]:
         return (*cls.rows, "submask") if sparse else cls.rows  # submask: its share of the pruning mask
+
+    @classmethod
+    def workers_own_model(cls, config: Mapping[str, Any]) -> bool:
+        return config.get("server") == "partitioned"  # each worker owns a shard
 
     @classmethod
     def row_values(cls, params: int, widths: Sequence[int], n_workers: int) -> int:

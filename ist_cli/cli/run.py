@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ist_cli.algorithms.plans import check_topology
+from ist_cli.algorithms.plans import check_topology, plan_of
 from ist_cli.cli import allow_fast_exit, say
 from ist_cli.config import (
     ALGORITHMS,
@@ -30,6 +30,7 @@ from ist_cli.errors import UserError, shown
 from ist_cli.preflight import check_ranks, check_run_inputs
 from ist_cli.progress import print_summary
 from ist_cli.runner import RunSummary, prepare_output, run_experiment
+from ist_cli.runtime import rank_loss
 from ist_cli.runtime.mpi import (
     abort_at_exit,
     check_launcher_size,
@@ -252,7 +253,9 @@ def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrit
         prepare_output(out_dir, name or default_run_name(config), overwrite)
         check_ranks(config["workers"] + 1, "--workers")  # then the memory estimate, before mpiexec starts
         check_run_inputs(config)
-        relaunch(config["workers"] + 1, sys.argv[1:])  # single has workers pinned to 1
+        # single has workers pinned to 1; when workers own the model, rank 0 outlives a lost rank to record it
+        relaunch(config["workers"] + 1, sys.argv[1:], survive_rank_loss=plan_of(config).workers_own_model(config))
+    rank_loss.listen()  # the launcher's notice that a rank died (sent only to such jobs)
     comm = world()
     started: list[int] = []
     try:

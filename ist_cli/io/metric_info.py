@@ -34,6 +34,10 @@ METRICS: dict[str, MetricInfo] = {
                            "bytes up (cumulative)"),
     "bytes_down": MetricInfo("byte", "cumulative bytes sent server -> worker, summed over workers",
                              "bytes down (cumulative)"),
+    "bytes_busiest_link": MetricInfo("byte", "cumulative bytes carried by the busiest link of the alpha-beta "
+                                     "network model: the server's link (ps), a worker's link in one direction "
+                                     "(ring), an ordered pair of ranks (partitioned server)",
+                                     "bytes on the busiest link (cumulative)"),
     "compute_time": MetricInfo("s", "cumulative modelled compute: per round the slowest worker's step plus "
                                "the coordinator's plan and aggregation, each in CPU time of the thread that ran "
                                "it (as on a dedicated core)", "compute time [s]", timing=True),
@@ -81,7 +85,7 @@ UNBOUNDED = (float("-inf"), float("inf"))
 RANGES: dict[str, tuple[float, float]] = {
     **dict.fromkeys(("train_accuracy", "test_accuracy", "val_accuracy", "val_error"), PROPORTION),
     **dict.fromkeys(("round", "f_gap", "grad_norm_sq", "dist_to_opt_sq", "test_loss", "val_loss",
-                     "worker_train_loss", "bytes_up", "bytes_down", "compute_time", "comm_time_model", "sim_time",
+                     "worker_train_loss", "bytes_up", "bytes_down", "bytes_busiest_link", "compute_time", "comm_time_model", "sim_time",
                      "wall_time", "step", "lipschitz", "comm_time_measured",
                      "bytes_up_measured", "bytes_down_measured", "bytes", "steps", "samples"), NONNEGATIVE),
 }

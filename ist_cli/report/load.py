@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ist_cli.config import unrecorded_defaults
 from ist_cli.errors import UserError
 from ist_cli.io.names import RUN_SUFFIX
 from ist_cli.io.runfile import (
@@ -92,5 +93,6 @@ def load_runs(paths: Iterable[str | Path], *, load_problem: bool = True) -> tupl
             skipped.append(Skipped(path, f"duplicate of {first_of[run.run_id]} (same run_id {run.run_id[:12]})"))
             continue
         first_of[run.run_id] = path
+        run.config.update(unrecorded_defaults(run.config))  # so `server=central` groups, filters and compares
         runs.append(run)
     return runs, skipped

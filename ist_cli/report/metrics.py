@@ -31,10 +31,10 @@ X_LABELS = {
 X_UNITS = {"round": "count", "steps": "count", "samples": "count", "bytes": "byte", "time": "s", "sim_time": "s"}
 # Preferred order of metrics shown when the user names none.
 DEFAULT_METRICS = ("loss", "test_accuracy", "test_loss", "train_accuracy", "f_gap", "dist_to_opt_sq",
-                   "grad_norm_sq", "bytes")
+                   "grad_norm_sq", "bytes", "bytes_busiest_link")
 # not plotted as curves (they are x axes or cumulative counters); the communication times are,
 # when asked for by --metric, so the measured one can be set beside the model's
-BOOKKEEPING = ("round", "wall_time", "compute_time", "bytes_up", "bytes_down")
+BOOKKEEPING = ("round", "wall_time", "compute_time", "bytes_up", "bytes_down", "bytes_busiest_link")
 
 
 def higher_is_better(metric: str) -> bool:

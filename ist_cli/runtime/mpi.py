@@ -18,7 +18,8 @@ Region bytes are counted at every send and receive: they are the algorithm's
 Waiting is a poll (``Iprobe`` with a short sleep), never a blocking receive: MPICH's
 blocking calls spin a core, which on a shared machine slows the rank being waited for.
 A worker that raises sends its traceback (tag ERROR) and the coordinator fails the run;
-a worker that dies is the launcher's business: MPICH's Hydra kills every rank at once.
+a worker that dies is the launcher's business: MPICH's Hydra kills every rank at once, unless
+the job was launched to survive it (the partitioned server: ``mpi_peers``, ``rank_loss``).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ist_cli.errors import UserError
+from ist_cli.runtime import rank_loss
 from ist_cli.runtime.arena import SHM_DIR
 from ist_cli.runtime.budget import peak_resident_bytes
 from ist_cli.runtime.pool import RemoteTraceback, WorkerFailed
@@ -53,26 +55,55 @@ from ist_cli.runtime.transport import (
 )
 
 TAG_SETUP, TAG_HEADER, TAG_DATA, TAG_ERROR, TAG_STOP = range(1, 6)
+STOP_AFTER_LOSS = 1  # the STOP message's value when a rank was lost (0: the run ended)
 _POLL_SLEEP = 0.0002  # seconds between probes once a wait is no longer short
 
 
-def _wait(comm: Any, MPI: Any, source: int, tag: int) -> Any:
-    """Poll until a message from ``source`` with ``tag`` is pending; return its status."""
+_WATCH_EVERY = 200  # polls between two calls of a wait's ``watch`` (tens of milliseconds once sleeping)
+
+
+class Released(Exception):
+    """Rank 0 ended the job after losing a rank: this worker leaves without MPI_Finalize,
+    which would wait for the dead peer (``rank_loss.exit_without_finalize``)."""
+
+
+def _wait(comm: Any, MPI: Any, source: int, tag: int, watch: Callable[[], None] | None = None) -> Any:
+    """Poll until a message from ``source`` with ``tag`` is pending; return its status.
+    ``watch`` (which may raise) is called every few polls: a peer that died sends nothing."""
     status = MPI.Status()
     spins = 0
     while not comm.Iprobe(source=source, tag=tag, status=status):
         spins += 1
         if spins > 50:
             time.sleep(_POLL_SLEEP)
+        if watch is not None and spins % _WATCH_EVERY == 0:
+            watch()
     return status
 
 
 def _stop_is_next(comm: Any, MPI: Any) -> bool:
-    """Wait for rank 0's next message; if it is STOP, receive it and say so."""
-    if _wait(comm, MPI, 0, MPI.ANY_TAG).Get_tag() != TAG_STOP:
+    """Wait for rank 0's next message; if it is STOP, receive it and say so (``Released``
+    when rank 0 stops the job because a rank was lost)."""
+    if _wait(comm, MPI, 0, MPI.ANY_TAG, orphan_watch).Get_tag() != TAG_STOP:
         return False
-    comm.Recv(np.zeros(1, dtype=np.int64), source=0, tag=TAG_STOP)
+    stop = np.zeros(1, dtype=np.int64)
+    comm.Recv(stop, source=0, tag=TAG_STOP)
+    if stop[0] == STOP_AFTER_LOSS:
+        raise Released
     return True
+
+
+def released(comm: Any) -> None:
+    """Raise ``Released`` when rank 0's stop is pending (a worker waiting for a peer that may be dead)."""
+    if comm.Iprobe(source=0, tag=TAG_STOP):
+        raise Released
+    orphan_watch()
+
+
+def orphan_watch() -> None:
+    """Raise ``Released`` in a worker rank whose rank 0 died (``rank_loss.orphaned``)."""
+    if rank_loss.orphaned():
+        raise Released
 
 
 def _receive(comm: Any, status: Any, dtype: np.dtype) -> np.ndarray:
@@ -136,14 +167,17 @@ def unlink_mapped_segments(prefix: str) -> None:
                 pass
 
 
-def release_workers(comm: Any) -> None:
-    """Tell every worker rank to exit (idempotent); rank 0 calls it on every way out."""
+def release_workers(comm: Any, lost: Iterable[int] | None = None) -> None:
+    """Tell every worker rank to exit (idempotent); rank 0 calls it on every way out.
+    After a loss (``lost``: the dead ranks known, skipped) the survivors leave without finalizing."""
     if getattr(release_workers, "done", False):
         return
     release_workers.done = True  # type: ignore[attr-defined]
-    stop = np.zeros(1, dtype=np.int64)
+    stop = np.full(1, 0 if lost is None else STOP_AFTER_LOSS, dtype=np.int64)
+    dead = set(lost or ())
     for rank in range(1, comm.Get_size()):
-        comm.Send(stop, dest=rank, tag=TAG_STOP)
+        if rank not in dead:
+            comm.Send(stop, dest=rank, tag=TAG_STOP)
 
 
 def check_launcher_size(comm: Any, n_workers: int) -> None:
@@ -187,6 +221,8 @@ class MPITransport(TransportBase):
         self.program, self.arrays, self.n_workers = program, arrays, n_workers
         self.bytes = ByteCounts(n_workers)
         self.pids: list[int] = []
+        self.hosts: list[int] = []  # ``rank_loss.host_id`` of each worker rank
+        self.watch: Callable[[str], None] | None = None  # called while waiting in a phase (may raise)
         self.comm_seconds = 0.0  # the last round's time in messages (see ``run_round``)
         self.comm_seconds_total = 0.0
         self._servers: list[WorkerProgram] = []
@@ -212,7 +248,9 @@ class MPITransport(TransportBase):
                 self.bytes.startup += content.nbytes
                 self.comm.Send(content, dest=worker + 1, tag=TAG_DATA)
         replies = self._collect("start-up", [()] * self.n_workers)
-        self.pids = [int(seconds.cpu) for seconds, _ in replies]  # a rank's ready trailer carries its pid
+        # a rank's ready trailer carries its pid and its host
+        self.pids = [int(seconds.cpu) for seconds, _ in replies]
+        self.hosts = [int(seconds.wall) for seconds, _ in replies]
 
     # -- rounds -------------------------------------------------------------------
     def run_round(self, round_index: int, payloads: Sequence[Any] | None = None) -> list[tuple[StepTime, Any]]:
@@ -269,8 +307,9 @@ class MPITransport(TransportBase):
         received = [0] * self.n_workers
         replies: dict[int, tuple[StepTime, Any]] = {}
         MPI = self.MPI
+        watch = None if self.watch is None else (lambda: self.watch(phase))
         while len(replies) < self.n_workers:
-            status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG)
+            status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG, watch)
             rank, tag = status.Get_source(), status.Get_tag()
             worker = rank - 1
             if tag == TAG_ERROR:
@@ -309,6 +348,7 @@ def serve_worker(comm: Any | None = None) -> None:
     MPI = _MPI()
     comm = comm or world()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    rank_loss.listen()  # the launcher's notice of a dead rank: rank 0 stops this one, or is the dead one
     worker = comm.Get_rank() - 1
     try:
         if _stop_is_next(comm, MPI):
@@ -322,7 +362,8 @@ def serve_worker(comm: Any | None = None) -> None:
             comm.Recv(region.view(private), source=0, tag=TAG_DATA)
         program.setup(private, worker)
         workers = comm.Create_group(comm.Get_group().Excl([0])) if program.allreducing else None
-        comm.Send(np.array([os.getpid(), 0.0, np.nan, 0.0, 0.0]), dest=0, tag=TAG_HEADER)  # ready: the pid
+        comm.Send(np.array([os.getpid(), rank_loss.host_id(), np.nan, 0.0, 0.0]), dest=0,
+                  tag=TAG_HEADER)  # ready: its pid and host
         if program.peers:  # its workers trade pieces among themselves (partitioned IST)
             program.mpi_peers().serve_peer(comm, MPI, program, worker)
             return
@@ -333,7 +374,7 @@ def serve_worker(comm: Any | None = None) -> None:
             comm.Recv(header, source=0, tag=TAG_HEADER)
             round_index = int(header[0])
             def receive(buffer: np.ndarray) -> None:
-                _wait(comm, MPI, 0, TAG_DATA)
+                _wait(comm, MPI, 0, TAG_DATA, orphan_watch)
                 comm.Recv(buffer, source=0, tag=TAG_DATA)
 
             receive_down(program, round_index, private, receive)
@@ -357,6 +398,8 @@ def serve_worker(comm: Any | None = None) -> None:
                 comm.Send(region.pack(private), dest=0, tag=TAG_DATA)
             comm.Send(np.array([seconds.cpu, seconds.wall, np.nan if result is None else float(result), ring_sent,
                                 ring_received]), dest=0, tag=TAG_HEADER)
+    except Released:
+        rank_loss.exit_without_finalize(1)
     except BaseException:
         comm.Send(np.frombuffer(traceback.format_exc().encode(), dtype=np.uint8), dest=0, tag=TAG_ERROR)
         # wait (bounded) for the coordinator's stop so MPI finalises cleanly

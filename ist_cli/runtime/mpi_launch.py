@@ -73,19 +73,37 @@ def mpiexec_path() -> str:
     return found
 
 
-def relaunch_command(n_ranks: int, argv: Sequence[str]) -> list[str]:
-    """``mpiexec -n N+1 python -m ist_cli ARGV``: the same command, once per rank."""
-    return [mpiexec_path(), "-n", str(n_ranks), sys.executable, "-m", "ist_cli", *argv]
+# Each rank under a shell that outlives it. Hydra's proxy SIGKILLs every rank of its node as
+# soon as one of its children dies by a signal, -disable-auto-cleanup or not; a child that exits
+# (the shell, with 128 + the signal) only makes it send SIGUSR1 to the others (``rank_loss``).
+# The shell traps INT, TERM and USR1 so that it never dies of one itself (its rank gets them
+# with their default action, as without it); it reports a rank killed by a signal on stderr
+# ("Killed"), while that rank's pipes to the launcher are still open.
+RANK_SHELL = 'trap : INT TERM USR1; "$@"; exit $?'
 
 
-def relaunch(n_ranks: int, argv: Sequence[str]) -> None:
+def relaunch_command(n_ranks: int, argv: Sequence[str], survive_rank_loss: bool = False) -> list[str]:
+    """``mpiexec -n N+1 python -m ist_cli ARGV``: the same command, once per rank.
+
+    ``survive_rank_loss`` (the partitioned server, whose coordinator records a lost shard):
+    the launcher leaves the other ranks alive when one dies, and each rank runs under
+    ``RANK_SHELL``, so rank 0 can write the failed run file and end the job itself.
+    """
+    rank = [sys.executable, "-m", "ist_cli", *argv]
+    if survive_rank_loss:
+        return [mpiexec_path(), "-disable-auto-cleanup", "-n", str(n_ranks), "sh", "-c", RANK_SHELL, "ist-rank",
+                *rank]
+    return [mpiexec_path(), "-n", str(n_ranks), *rank]
+
+
+def relaunch(n_ranks: int, argv: Sequence[str], survive_rank_loss: bool = False) -> None:
     """Replace this process by the launcher (so Ctrl-C and the exit code are the launcher's),
     once the rank count is known to fit the machine (``preflight.check_ranks``)."""
     from ist_cli.preflight import check_ranks  # noqa: PLC0415 - numpy: not before a rank pins its threads
 
     check_ranks(n_ranks, "--workers")
     require_mpi4py()
-    command = relaunch_command(n_ranks, argv)
+    command = relaunch_command(n_ranks, argv, survive_rank_loss)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)

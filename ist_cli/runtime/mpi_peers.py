@@ -16,8 +16,11 @@ destination) are counted at every send and receive; they equal the method's per-
 accounting (``ISTPartitioned.round_pairs``; an evaluation's traffic is in the up phase of its
 round, the initial evaluation's apart).
 
-Start-up, stop and a raising worker are ``runtime.mpi``'s; a worker that dies is the
-launcher's business as there.
+Start-up, stop and a raising worker are ``runtime.mpi``'s. A worker rank that dies takes its
+shard with it: the job is launched so that the other ranks survive
+(``mpi_launch.relaunch_command``), rank 0 notices the loss while it waits (``rank_loss``: the
+launcher's notice and the ranks' pids) and fails the run naming the lost shard, and the
+survivors, which may be waiting for the dead rank's pieces, watch for rank 0's stop.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ist_cli.runtime import rank_loss
 from ist_cli.runtime.budget import peak_resident_bytes
 from ist_cli.runtime.mpi import (
     TAG_DATA,
@@ -38,6 +42,9 @@ from ist_cli.runtime.mpi import (
     _receive,
     _stop_is_next,
     _wait,
+    orphan_watch,
+    release_workers,
+    released,
 )
 from ist_cli.runtime.pool import RemoteTraceback
 from ist_cli.runtime.transport import StepClock, StepTime
@@ -62,12 +69,17 @@ class PeerTransport(MPITransport):
         self.collected_at_close = 0
         self._started = False
         self._clean = False  # the last exchange ended normally: the ranks can still be asked for their shards
+        self._ranks: rank_loss.RankWatch | None = None  # set once the ranks' pids are known
+        self._notices = rank_loss.notices()
+        self.lost: list[int] = []  # workers whose rank died
+        self.watch = self._check_ranks
 
     def start(self) -> None:
         """Start the ranks (once: the initial evaluation may need them before the runner starts them)."""
         if self._started:
             return
         super().start()
+        self._ranks = rank_loss.RankWatch(self.pids, self.hosts)
         self._started = self._clean = True
         program = self._servers[0]
         self.param_bytes[0] = program.classes * program.model.itemsize  # the output bias, all it keeps
@@ -99,6 +111,8 @@ class PeerTransport(MPITransport):
         """The ranks stay while they hold a model that ``/final`` will ask for, slice by slice
         (``shard_part``); the CLI releases them once the run file is written. Otherwise they stop."""
         self.peak_rss[0] = max(self.peak_rss[0], peak_resident_bytes())
+        if self.lost:  # the survivors leave without finalizing (the dead rank would never finalize)
+            release_workers(self.comm, lost=[worker + 1 for worker in self.lost if worker >= 0])
         if not self.holds_shards():
             super().close()
 
@@ -119,7 +133,7 @@ class PeerTransport(MPITransport):
         done = 0
         sent, received = np.zeros((n + 1, n + 1)), np.zeros((n + 1, n + 1))
         while done < n:
-            status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG)
+            status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG, lambda: self._check_ranks("the evaluation"))
             rank, tag = status.Get_source(), status.Get_tag()
             self._raise_if_error(status, rank, tag, "the evaluation")
             if tag == TAG_DATA and partials[rank - 1] is None:
@@ -149,7 +163,7 @@ class PeerTransport(MPITransport):
         """Rows ``start:stop`` of part ``part`` of ``owner``'s shard, received here (for ``/final``)."""
         rank = owner + 1
         self._send_header(rank, FINAL_PART, part, start, stop)
-        status = _wait(self.comm, self.MPI, rank, self.MPI.ANY_TAG)
+        status = _wait(self.comm, self.MPI, rank, self.MPI.ANY_TAG, lambda: self._check_ranks("the writing of /final"))
         self._raise_if_error(status, rank, status.Get_tag(), "the writing of /final")
         values = _receive(self.comm, status, self._servers[0].model.dtype)
         self.collected_at_close += values.nbytes
@@ -158,9 +172,32 @@ class PeerTransport(MPITransport):
     def _raise_if_error(self, status: Any, rank: int, tag: int, phase: str) -> None:
         if tag == TAG_ERROR:
             text = _receive(self.comm, status, np.dtype(np.uint8)).tobytes().decode(errors="replace")
+            if self._ranks is not None:  # a survivor that failed because its peer died: name the loss
+                self._fail_if_lost(self._ranks.wait_for_loss(1.0), phase)
             last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
             raise WorkerFailed(f"worker {rank - 1} (rank {rank}, owner of shard {rank - 1}) raised during "
                                f"{phase}: {last}") from RemoteTraceback(f'\n"""\n{text}"""')
+
+    def _check_ranks(self, phase: str) -> None:
+        """While rank 0 waits: fail the run, naming the lost shard, once a worker rank has died."""
+        if self._ranks is None:  # start-up: the pids are not known yet, the launcher's notice is
+            if rank_loss.notices() != self._notices:
+                self.lost = [-1]
+                raise WorkerFailed(f"a worker rank died during {phase} (the launcher's notice); the shard it "
+                                   "owned is lost with it, so the run cannot go on")
+            return
+        if self._ranks.due():
+            self._fail_if_lost(self._ranks.lost(), phase)
+
+    def _fail_if_lost(self, lost: list[int], phase: str) -> None:
+        if not lost:
+            return
+        self.lost = lost
+        if lost == [-1]:
+            raise WorkerFailed(f"a worker rank on another host died during {phase} (the launcher's notice); "
+                               "the shard it owned is lost with it, so the run cannot go on")
+        ranks = " and ".join(f"worker {w} (rank {w + 1}, pid {self.pids[w]})" for w in lost)
+        raise WorkerFailed(f"{ranks} died during {phase}{self.program.lost_with(lost[0])}")
 
     def _collect_peers(self, round_index: int) -> list[tuple[StepTime, Any]]:
         """Every worker's output bias (into its ``sub`` row), then its trailer."""
@@ -168,8 +205,9 @@ class PeerTransport(MPITransport):
         ups = [[server.bias()] for server in self._servers]
         received = [0] * n
         replies: dict[int, tuple[float, Any]] = {}
+        phase = f"round {round_index}"
         while len(replies) < n:
-            status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG)
+            status = _wait(self.comm, MPI, MPI.ANY_SOURCE, MPI.ANY_TAG, lambda: self._check_ranks(phase))
             rank, tag = status.Get_source(), status.Get_tag()
             worker = rank - 1
             self._raise_if_error(status, rank, tag, f"round {round_index}")
@@ -228,7 +266,7 @@ def serve_peer(comm: Any, MPI: Any, program: Any, worker: int) -> None:
             _evaluate(comm, MPI, program, worker, n)
             continue
         counts = np.zeros((2, 2, ranks))  # (sent, received) x (down, up) x other rank
-        _wait(comm, MPI, 0, TAG_DATA)
+        _wait(comm, MPI, 0, TAG_DATA, orphan_watch)
         bias = program.bias()
         received_bias = np.empty_like(bias)
         comm.Recv(received_bias, source=0, tag=TAG_DATA)
@@ -267,11 +305,12 @@ def _trade(comm: Any, MPI: Any, program: Any, round_index: int, worker: int, n: 
     for other in range(n):
         if other != worker:
             target = buffer(round_index, other)
-            _wait(comm, MPI, other + 1, tag)
+            _wait(comm, MPI, other + 1, tag, lambda: released(comm))  # the peer may be dead: rank 0 says so
             comm.Recv(target, source=other + 1, tag=tag)
             counts[1, phase, other + 1] += target.nbytes
             take(round_index, other, target)
     while not MPI.Request.Testall(requests):  # polled, as every wait here: blocking would spin a core
+        released(comm)
         time.sleep(0.0002)
 
 
@@ -295,11 +334,12 @@ def _evaluate(comm: Any, MPI: Any, program: Any, worker: int, n: int) -> None:
                 blocks.append(block)
                 continue
             target = np.empty((block.shape[0], width), dtype=block.dtype)
-            _wait(comm, MPI, other + 1, TAG_ACTIVATIONS)
+            _wait(comm, MPI, other + 1, TAG_ACTIVATIONS, lambda: released(comm))
             comm.Recv(target, source=other + 1, tag=TAG_ACTIVATIONS)
             counts[1, other + 1] += target.nbytes
             blocks.append(target)
         while not MPI.Request.Testall(requests):
+            released(comm)
             time.sleep(0.0002)
         return np.concatenate(blocks, axis=1)
 
