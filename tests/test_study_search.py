@@ -111,6 +111,23 @@ def test_every_batch_size_sees_the_same_points_and_trial_seeds():
     assert [t.values for t in spec.trials[:5]] == expected
 
 
+
+@pytest.mark.parametrize("max_steps,caps", [(None, [50, 13, 4]), (20, [20, 13, 4])])
+def test_max_examples_caps_each_trials_steps_at_ceil_examples_over_b(max_steps, caps):
+    base = dict(BASE) if max_steps is None else {**BASE, "max_steps": max_steps}
+    capped = parse_study(study(base=base, study={"batch_sizes": [2, 8, 32], "trials": 5, "max_examples": 100}),
+                         Path("s.toml"))
+    plain = parse_study(study(base=base), Path("s.toml"))
+    assert len(capped.trials) == len(plain.trials) == 15
+    for trial, run, twin in zip(capped.trials, capped.sweep.runs, plain.sweep.runs, strict=True):
+        assert run.config["max_steps"] == caps[[2, 8, 32].index(trial.batch_size)]
+        assert run.config["rounds"] == -(-run.config["max_steps"] // run.config["local_steps"])
+        assert run.point == twin.point  # same order, same points and seeds as without the cap
+        assert {k: v for k, v in run.config.items() if k not in ("max_steps", "rounds")} == \
+            {k: v for k, v in twin.config.items() if k not in ("max_steps", "rounds")}
+    assert len(set(capped.sweep.run_ids)) == 15
+
+
 BAD = [
     ({"search": {"lr": {"gauss": [0, 1]}}}, "s.toml: search.lr.gauss: unknown distribution"),
     ({"search": {"lr": {"uniform": [0.5, 0.5]}}}, "s.toml: search.lr.uniform: [0.5, 0.5] is an empty range"),
@@ -127,6 +144,8 @@ BAD = [
     ({"study": {"batch_sizes": [2, 4], "trials": 10**9}}, "s.toml: study.trials: 1000000000 trials x 2 grid points"),
     ({"study": {"batch_sizes": [2], "trials": 2, "tirals": 3}}, "s.toml: study.tirals: unknown key"),
     ({"study": None}, "s.toml: study: missing"),
+    ({"study": {"batch_sizes": [2], "trials": 2, "max_examples": 0}}, "s.toml: study.max_examples: 0 is not allowed"),
+    ({"study": {"batch_sizes": [2], "trials": 2, "max_examples": 1.5}}, "s.toml: study.max_examples: 1.5 is not"),
     ({"grid": {"lr": [0.1, 0.2]}}, "s.toml: search.lr: also an axis (grid.lr)"),
     ({"grid": {"batch_size": [4]}}, "s.toml: grid.batch_size: set by study.batch_sizes"),
     ({"base": {**BASE, "lr": 0.1}}, "s.toml: search.lr: also set in base.lr"),

@@ -24,7 +24,7 @@ from ist_cli.sweep.spec import DEFAULT_MAX_RUNS, SweepSpec, _table, parse_sweep
 # (and the last); the others measure the goal's set only. ``full_eval_every`` in [base] overrides it.
 STUDY_FULL_EVAL_EVERY = 10
 TOP_LEVEL_KEYS = ("name", "description", "base", "study", "grid", "search")
-STUDY_KEYS = ("batch_sizes", "sparsities", "trials", "sampler")
+STUDY_KEYS = ("batch_sizes", "sparsities", "trials", "sampler", "max_examples")
 DEFAULT_SAMPLER = "sobol"
 
 
@@ -144,7 +144,11 @@ def parse_study(raw: Mapping[str, Any], path: Path, sampler: str | None = None, 
     sweep_raw = {"base": trial_base, "grid": axes, "zip": zipped}
     if "name" in raw:
         sweep_raw["name"] = raw["name"]
-    sweep = parse_sweep(sweep_raw, path, max_runs=max_runs)
+    max_examples = _max_examples(study, where)
+    if max_examples is None:
+        sweep = parse_sweep(sweep_raw, path, max_runs=max_runs)
+    else:
+        sweep = _sweep_with_step_caps(sweep_raw, path, batch_sizes, max_examples, where, max_runs)
     for run in sweep.runs:
         if "batch_size" not in run.config:
             raise UserError(f"{where}: base.model: {run.config['model']!r} has no batch size; expected model = \"mlp\" or \"cnn\"")
@@ -183,6 +187,39 @@ def _trials(study: Mapping[str, Any], where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{where}: study.trials: {value!r} is not allowed; expected an integer >= 1")
     return value
+
+
+def _max_examples(study: Mapping[str, Any], where: str) -> int | None:
+    value = study.get("max_examples")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where}: study.max_examples: {value!r} is not allowed; expected an integer >= 1 "
+                        "(training examples per trial: at most ceil(max_examples / B) steps)")
+    return value
+
+
+def _step_cap(batch_size: int, max_examples: int, max_steps: int) -> int:
+    """A trial's step budget at batch size B: ceil(max_examples / B), and at most ``max_steps`` if > 0."""
+    cap = -(-max_examples // batch_size)
+    return min(cap, max_steps) if max_steps > 0 else cap
+
+
+def _sweep_with_step_caps(sweep_raw: Mapping[str, Any], path: Path, batch_sizes: list[int], max_examples: int,
+                          where: str, max_runs: int) -> SweepSpec:
+    """The study's sweep with ``max_steps`` set per batch size (``study.max_examples``): one sweep per
+    B (the slowest axis), joined in order. Every trial's budget is then about the same number of
+    training examples, instead of a large B training B / B_min times more examples than the
+    smallest before a trial that cannot reach the goal stops."""
+    base = sweep_raw["base"]
+    max_steps = OPTIONS_BY_KEY["max_steps"].coerce(base.get("max_steps", 0), source=f"{where}: base.max_steps")
+    parts = [parse_sweep({**sweep_raw, "base": {**base, "max_steps": _step_cap(b, max_examples, max_steps)},
+                          "grid": {**sweep_raw["grid"], "batch_size": [b]}}, path, max_runs=max_runs)
+             for b in batch_sizes]
+    sweep = parts[0]
+    sweep.runs = [run for part in parts for run in part.runs]
+    sweep.duplicates = sum(part.duplicates for part in parts)
+    return sweep
 
 
 def _sparsities(study: Mapping[str, Any], where: str) -> list[Any]:
