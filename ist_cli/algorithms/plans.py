@@ -142,7 +142,8 @@ class MLPPlan(MethodPlan):
 
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:
-        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
+        """The kernels its workers call, and only those (a first run compiles each of them)."""
+        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up_training:{settings.dtype}")
     #: the per-worker arena rows, each the size of what a worker trains (a replica or a subnet)
     rows: ClassVar[tuple[str, ...]] = ()
 
@@ -206,6 +207,12 @@ class ISTPlan(MLPPlan):
         return replace(estimate, arena=estimate.arena + params * itemsize)
 
     @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        """Also the subnet kernels, which the coordinator compiles meanwhile (``IST.initialize``):
+        loaded from numba's cache after ``train_steps``, or compiled here if it is not done yet."""
+        return (*super().preload(settings), f"ist_cli.kernels.mlp:warm_up_subnets:{settings.dtype}")
+
+    @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
         n = config["workers"]
         for width in config["hidden"]:
@@ -224,8 +231,8 @@ class DPPlan(MLPPlan):
 
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:
-        """Also ``loss_and_grad``, every DP worker's kernel: compiled once here, not per worker."""
-        return (*super().preload(settings), f"ist_cli.kernels.mlp:warm_up_gradient:{settings.dtype}")
+        """``loss_and_grad``, every DP worker's kernel (compiled once here, not per worker), not ``train_steps``."""
+        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up_gradient:{settings.dtype}")
 
 
 class LocalSGDPlan(MLPPlan):
