@@ -540,10 +540,10 @@ def warm_up_gradient(dtype: str = "float32") -> None:
     sgd_update(params, grad, np.zeros_like(params), params[:0], layout.size, 0.0, 0.9, False)
 
 
-@_warms(train_steps, sgd_update, gather_subnet, scatter_subnet, forward_logits, loss_and_grad)
+@_warms(train_steps, sgd_update, gather_subnet, scatter_subnet, forward_logits)
 def warm_up(dtype: str = "float32") -> None:
-    """Compile (or load from the cache) every kernel for ``dtype``."""
+    """Compile (or load from the cache) the kernels of training, IST's subnets and evaluation for
+    ``dtype`` (``loss_and_grad`` apart: ``warm_up_gradient``)."""
     warm_up_training(dtype)
     warm_up_subnets(dtype)
     warm_up_evaluation(dtype)
-    warm_up_gradient(dtype)
