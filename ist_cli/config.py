@@ -30,7 +30,7 @@ from ist_cli.data.plugins import plugin_datasets
 from ist_cli.errors import UserError, shown
 from ist_cli.io.regular import kind_of
 from ist_cli.models.shards import PARTITION_RULES
-from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits
+from ist_cli.models.sketches import PARTITIONED, SKETCHES, perm_splits, sketch_names
 from ist_cli.models.theory import SERVER_UPDATE_DEFAULT, SERVER_UPDATES
 from ist_cli.settings import CNNSettings, MLPSettings, QuadraticSettings
 from ist_cli.training.schedule import SCHEDULES
@@ -321,9 +321,10 @@ OPTIONS: tuple[Option, ...] = (
     # quadratic (Shulgin & Richtarik)
     Option("dim", _int(1), 64, "Dimension d of the quadratic.", models=("quadratic",)),
     Option("sketch", _str, "perm", "Sketch C_i of IST/DCGD (perm-precond: Perm-q scaled by sqrt(n) L_i[j,j]^-1/2).",
-           choices=SKETCHES, models=("quadratic",), algorithms=("ist", "dcgd")),
-    Option("sketch_q", _int(1), None, "q of the Rand-q sketch (default d/n).", models=("quadratic",), metavar="Q",
-           algorithms=("ist", "dcgd"), requires={"sketch": ("rand",)}),
+           choices=sketch_names(), models=("quadratic",), algorithms=("ist", "dcgd")),
+    Option("sketch_q", _int(1), None, "q of the Rand-q sketch and of plug-in sketches (default d/n).",
+           models=("quadratic",), metavar="Q", algorithms=("ist", "dcgd"),
+           requires={"sketch": ("rand", *sketch_names()[len(SKETCHES):])}),
     Option("server_update", _str, SERVER_UPDATE_DEFAULT, "IST: the server averages the workers' models (average) or "
            "adds their mean update z_i - C_i x to x (delta).", choices=SERVER_UPDATES, models=("quadratic",),
            algorithms=("ist",)),
@@ -410,6 +411,26 @@ OPTIONS: tuple[Option, ...] = (
     )),
 )
 
+_PARSERS: dict[type, Callable[[Any], Any]] = {bool: _bool, int: _int(), float: _float(), str: _str}
+
+
+def _plugin_options() -> tuple[Option, ...]:
+    """The own settings of installed method plug-ins (``MethodPlan.options``), each used by its
+    method alone; a key two plug-ins of one model declare is one option, the first's."""
+    found: dict[str, Option] = {}
+    for model, plans in PLANS.items():
+        for plan in plans.values():
+            for key, (default, text) in plan.options.items():
+                if key in found and found[key].models == (model,):
+                    found[key] = replace(found[key], algorithms=(*found[key].algorithms, plan.algorithm))
+                elif key not in found:
+                    found[key] = Option(key, _PARSERS[type(default)], default, f"{plan.algorithm}: {text}",
+                                        models=(model,), algorithms=(plan.algorithm,),
+                                        is_flag_pair=isinstance(default, bool))
+    return tuple(found.values())
+
+
+OPTIONS += _plugin_options()
 OPTIONS_BY_KEY: dict[str, Option] = {opt.key: opt for opt in OPTIONS}
 
 
@@ -606,6 +627,10 @@ def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSe
         if item.name == "network":
             values["network"] = NetworkModel.from_config({key: config.get(key, OPTIONS_BY_KEY[key].default)
                                                           for key in ("latency", "bandwidth", "topology")})
+            continue
+        if item.name == "plugin_options":
+            values[item.name] = tuple((key, config.get(key, default))
+                                      for key, (default, _) in plan_of(config).options.items())
             continue
         value = config.get(item.name, OPTIONS_BY_KEY[item.name].default_for(model))
         values[item.name] = tuple(int(v) for v in value) if item.name == "hidden" else value

@@ -1,4 +1,4 @@
-"""Plug-ins: methods and data sets that other installed packages register through Python entry
+"""Plug-ins: methods, data sets and sketches that other installed packages register through Python entry
 points (docs/extending.md), so that ``pip install`` adds them and ``pip uninstall`` removes them.
 
 Each group is read once per process, when first asked for: a plug-in that cannot be loaded,
@@ -17,6 +17,7 @@ from typing import Any
 
 METHODS_GROUP = "ist_cli.methods"  # name -> a ``MethodPlan`` subclass (ist_cli.algorithms.plans)
 DATASETS_GROUP = "ist_cli.datasets"  # name -> load(*, seed, dtype) -> ``Dataset`` (ist_cli.data.plugins)
+SKETCHES_GROUP = "ist_cli.sketches"  # name -> a ``Sketch`` subclass (ist_cli.models.sketches)
 #: groups whose left-out plug-ins this process or a parent has reported: worker processes and
 #: MPI ranks, which inherit the environment, do not repeat the lines
 TOLD = "IST_CLI_PLUGINS_TOLD"

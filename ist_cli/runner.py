@@ -513,7 +513,7 @@ def run_experiment(
     progress = RunProgress(config["rounds"], name, quiet=quiet)
     algorithm = _method(config, progress)
     targets = Targets(algorithm.goal(), step_budget, algorithm.steps_per_round() or 1)
-    if kernels_cached(config["model"]) is False:  # input checked: no error line can follow this one
+    if kernels_cached(worker_preload(algorithm.settings)) is False:  # input checked: no error line can follow this one
         progress.announce(COMPILING)
     policy, held, timeline = FaultPolicy(), Resources(), {}  # timeline: when the rounds began and ended
     log = RunLog(Totals(algorithm.settings.network), algorithm.steps_per_round(), time.perf_counter(),

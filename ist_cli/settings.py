@@ -26,6 +26,12 @@ class RunSettings:
     seed: int
     eval_every: int
     network: NetworkModel
+    #: a plug-in method's own settings (its plan's ``options``), as (key, value) pairs
+    plugin_options: tuple[tuple[str, object], ...] = field(default=(), kw_only=True)
+
+    def option(self, key: str) -> object:
+        """A plug-in method's own setting (docs/extending.md)."""
+        return dict(self.plugin_options)[key]
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,34 @@ def test_a_cold_data_parallel_run_compiles_each_kernel_once_not_once_per_worker(
         counts[kernel, signature] = counts.get((kernel, signature), 0) + 1
     assert counts.get(("loss_and_grad", "1")) == 1, counts
     assert max(counts.values()) <= 2, counts  # the coordinator and the fork server at most, never per worker
+
+
+def saved_kernels(log: str) -> dict[str, int]:
+    """Kernel -> how many times a process compiled and saved it, from numba's cache log
+    (NUMBA_DEBUG_CACHE, printed on standard output by every process of the run)."""
+    counts: dict[str, int] = {}
+    for kernel in re.findall(r"data saved to '.*?mlp\.(\w+)-\d+\.py\d+\.\d+\.nbc'", log):
+        counts[kernel] = counts.get(kernel, 0) + 1
+    return counts
+
+
+@pytest.mark.slow  # compiles the MLP's IST kernels into an empty cache
+def test_a_cold_ist_run_compiles_what_it_calls_once_each_and_a_warm_one_nothing(tmp_path: Path) -> None:
+    """IST's workers train subnets (``train_steps``, ``gather_subnet``, ``scatter_subnet``) and only
+    the coordinator evaluates (``forward_logits``): the fork server compiles ``train_steps`` once
+    while the coordinator compiles ``forward_logits`` and the subnet kernels, which the server then
+    loads (it compiles them too only if it gets there first). No process compiles
+    ``loss_and_grad``, which IST never calls; no worker compiles anything. A second run finds
+    every kernel cached: it compiles nothing and does not announce a compile."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "NUMBA_DEBUG_CACHE": "1"}
+    args = ["run", "--model", "mlp", "--workers", "4", "--rounds", "1", "--out", str(tmp_path / "out")]
+    cold = ist(*args, "--name", "cold", env=env, timeout=600)
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    counts = saved_kernels(cold.stdout)
+    assert counts.get("train_steps") == 1 and counts.get("forward_logits") == 1, counts
+    assert 1 <= counts.get("gather_subnet", 0) <= 2 and 1 <= counts.get("scatter_subnet", 0) <= 2, counts
+    assert "loss_and_grad" not in counts and counts.get("sgd_update") == 1, counts  # sgd_update: in train_steps
+    assert "compiling kernels" in cold.stderr
+    warm = ist(*args, "--name", "warm", env=env, timeout=600)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert saved_kernels(warm.stdout) == {} and "compiling kernels" not in warm.stderr, warm.stderr

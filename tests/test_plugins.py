@@ -34,9 +34,9 @@ def algorithms_in_help() -> str:
     return next(line for line in lines if "--algorithm [" in line)
 
 
-def closed_form(params: int, workers: int, rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def closed_form(params: int, workers: int, rounds: np.ndarray, fraction: float = 1 / 32) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative bytes up (k float32 values + k int32 indices a worker) and down (the model)."""
-    k = math.ceil(params / 32)
+    k = math.ceil(params * fraction)
     return rounds * workers * k * (4 + 4), rounds * workers * params * 4
 
 
@@ -48,7 +48,9 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
     pip("install", "--no-deps", "--no-build-isolation", "--quiet", str(source))
     try:
         assert "topk-dp" in algorithms_in_help()
-        assert "mlp: ist|dp|local-sgd|single|topk-dp;" in " ".join(ist("run", "--help").stdout.split())
+        help_text = " ".join(ist("run", "--help").stdout.split())
+        assert "mlp: ist|dp|local-sgd|single|topk-dp;" in help_text
+        assert "--topk-fraction FLOAT RANGE topk-dp: share of the gradient's entries" in help_text, help_text
         wrong = ist("run", "--dataset", "nope", "--out", str(tmp_path))
         assert wrong.returncode == 2 and wrong.stderr.strip().endswith("cifar10:DIR, blobs"), wrong.stderr
         common = ["run", *RUN, "--rounds", "4", "--eval-every", "1", "--out", str(tmp_path), "--quiet"]
@@ -67,6 +69,14 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
         assert np.array_equal(mpi.metrics["bytes_down"], down)
         assert np.array_equal(shm.metrics["bytes_up"], up)
         assert mpi.metrics["loss"][-1] < mpi.metrics["loss"][0]
+        # its own option, --topk-fraction, changes k and so the bytes
+        ist(*common, "--name", "quarter", "--transport", "mpi", "--topk-fraction", "0.25", check=True, timeout=300)
+        quarter = read_run(tmp_path / "quarter.h5")
+        assert quarter.config["topk_fraction"] == 0.25
+        assert np.array_equal(quarter.metrics["bytes_up_measured"], closed_form(params, 2, quarter.metrics["round"],
+                                                                                0.25)[0])
+        line = one_error_line(ist(*common, "--name", "bad", "--topk-fraction", "2"))
+        assert "--topk-fraction: 2.0 is not allowed; expected a number in (0, 1]" in line, line
 
         sweep = tmp_path / "sweep"
         result = ist("sweep", "--grid", "lr=0.05,0.1", "--out", str(sweep), "-j", "1", "--",
@@ -87,7 +97,7 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
         assert "0.05" in report.stdout and "0.1" in report.stdout
     finally:
         pip("uninstall", "--yes", "--quiet", "ist-topk-dp")
-    assert "topk-dp" not in algorithms_in_help()
+    assert "topk-dp" not in algorithms_in_help() and "--topk-fraction" not in ist("run", "--help").stdout
     gone = ist("run", *RUN, "--rounds", "1", "--out", str(tmp_path), "--name", "gone")
     assert gone.returncode == 2 and "'topk-dp' is not allowed" in gone.stderr
     gone = ist("run", "--dataset", "blobs", "--rounds", "1", "--out", str(tmp_path), "--name", "gone")
@@ -140,3 +150,31 @@ def test_a_plugin_that_fails_at_run_time_is_one_error_line(tmp_path):
     line = one_error_line(data)
     assert "plug-in 'broken'" in line and "no data here" in line
     assert not out.exists() or not list(out.glob("*.h5"))
+
+
+def test_a_plugin_methods_own_options_are_in_help_parsed_and_checked(tmp_path):
+    (tmp_path / "knob_plugin.py").write_text(
+        "from ist_cli.algorithms.plans import DPPlan\n\n"
+        "class KnobPlan(DPPlan):\n    algorithm = 'knob'\n    method = 'knob_plugin:Method'\n"
+        "    options = {'knob_width': (3, 'how wide the knob is.'), 'knob_on': (False, 'turn it on.')}\n\n"
+        "class ClashPlan(DPPlan):\n    algorithm = 'clash'\n    method = 'knob_plugin:Method'\n"
+        "    options = {'lr': (0.5, 'a second learning rate.')}\n")
+    env = fake_distribution(tmp_path, "[ist_cli.methods]\nknob = knob_plugin:KnobPlan\nclash = knob_plugin:ClashPlan\n")
+    result = ist("run", "--help", env=env, check=True)
+    text = " ".join(result.stdout.split())
+    mlp_section = text[text.index("MLP options:"):text.index("MLP optimizer")]
+    assert "--knob-width" in mlp_section and "knob: how wide the knob is. (default: 3)" in mlp_section, mlp_section
+    assert "--knob-on / --no-knob-on knob: turn it on." in mlp_section
+    # a key of a built-in setting is refused: the plug-in is left out with one line
+    assert result.stderr.count("ist: warning:") == 1 and "'clash'" in result.stderr and "'lr'" in result.stderr
+    assert "|clash" not in text
+    env = fake_distribution(tmp_path / "knob", "[ist_cli.methods]\nknob = knob_plugin:KnobPlan\n")
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    line = one_error_line(ist("run", "--algorithm", "knob", "--knob-width", "wide", "--out", str(tmp_path), env=env))
+    assert line == "ist: error: --knob-width: 'wide' is not allowed; expected an integer", line
+    code = ("from ist_cli.config import resolve_config, settings_from_config as s; "
+            "print(s(resolve_config({'algorithm': 'knob', 'knob_width': '7'})).option('knob_width'), "
+            "s(resolve_config({'algorithm': 'knob'})).option('knob_on'), "
+            "'knob_width' in resolve_config({'algorithm': 'dp'}))")
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert printed.stdout.split() == ["7", "False", "False"], printed.stderr

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from typing import Any, ClassVar
 
 from ist_cli.data.shape import dataset_shape
@@ -40,6 +40,9 @@ class MethodPlan:
     theory: ClassVar[bool] = False  # the closed-form mean dynamics cover it (models.theory: ist theory, report overlays)
     #: a plug-in's method class, ``"module:Class"`` (most built-ins: "", their model's package names it)
     method: ClassVar[str] = ""
+    #: a plug-in method's own settings, key -> (default, help): ``--key`` in ``ist run --help``,
+    #: parsed as the default's type (int, float, bool or str), read with ``settings.option(key)``
+    options: ClassVar[Mapping[str, tuple[Any, str]]] = {}
 
     @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
@@ -85,7 +88,9 @@ class QuadraticPlan(MethodPlan):
 
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:
-        return ("ist_cli.algorithms.quadratic", "ist_cli.kernels.quadratic:warm_up")
+        # the sketch plug-ins are read once in the server, not by every worker
+        return ("ist_cli.algorithms.quadratic", "ist_cli.kernels.quadratic:warm_up",
+                "ist_cli.models.sketches:plugin_sketches")
 
     @classmethod
     def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
@@ -148,7 +153,8 @@ class MLPPlan(MethodPlan):
 
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:
-        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up:{settings.dtype}")
+        """The kernels its workers call, and only those (a first run compiles each of them)."""
+        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up_training:{settings.dtype}")
     #: the per-worker arena rows, each the size of what a worker trains (a replica or a subnet)
     rows: ClassVar[tuple[str, ...]] = ()
 
@@ -216,6 +222,12 @@ class ISTPlan(MLPPlan):
         return replace(estimate, arena=estimate.arena + params * itemsize)
 
     @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        """Also the subnet kernels, which the coordinator compiles meanwhile (``IST.initialize``):
+        loaded from numba's cache after ``train_steps``, or compiled here if it is not done yet."""
+        return (*super().preload(settings), f"ist_cli.kernels.mlp:warm_up_subnets:{settings.dtype}")
+
+    @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
         n = config["workers"]
         for width in config["hidden"]:
@@ -235,8 +247,8 @@ class DPPlan(MLPPlan):
 
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:
-        """Also ``loss_and_grad``, every DP worker's kernel: compiled once here, not per worker."""
-        return (*super().preload(settings), f"ist_cli.kernels.mlp:warm_up_gradient:{settings.dtype}")
+        """``loss_and_grad``, every DP worker's kernel (compiled once here, not per worker), not ``train_steps``."""
+        return ("ist_cli.algorithms.mlp", f"ist_cli.kernels.mlp:warm_up_gradient:{settings.dtype}")
 
 
 class LocalSGDPlan(MLPPlan):
@@ -386,6 +398,16 @@ def _plugin_problem(name: str, plan: Any) -> str | None:
         return f"expected a plan with model one of {', '.join(PLANS)} and method 'module:Class'"
     if getattr(plan, "algorithm", None) != name:
         return f"its plan's algorithm is {getattr(plan, 'algorithm', None)!r}; expected the entry point's name"
+    options = getattr(plan, "options", None)
+    if options and not (isinstance(options, Mapping) and is_dataclass(getattr(plan, "settings", None))):
+        return "expected options as a mapping key -> (default, help) and the settings of a built-in model"
+    taken = {field.name for field in fields(plan.settings)} | {"model", "bandwidth", "latency", "topology"} \
+        if options else set()
+    for key, value in (options or {}).items():
+        if not (isinstance(key, str) and key.isidentifier() and key.islower()) or key in taken:
+            return f"its option {key!r} is a built-in setting or not a lower-case identifier"
+        if not (isinstance(value, tuple) and len(value) == 2 and type(value[0]) in (int, float, bool, str)):
+            return f"its option {key!r} is not (default, help) with an int, float, bool or str default"
     return None
 
 

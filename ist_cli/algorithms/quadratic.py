@@ -152,6 +152,7 @@ class QuadraticMethod(Algorithm):
         self.sketch = self.sketch_of(settings)
         try:
             self.law = sketch_law(self.sketch, self.problem.L, settings.sketch_q)
+            self.law.draw(stream(settings.seed, "plan", 1))  # a plug-in's sets checked now, not in round 1
         except ValueError as exc:
             raise UserError(f"--sketch {self.sketch}: {exc}") from None
         self.q = self.law.q

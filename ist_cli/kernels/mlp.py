@@ -28,6 +28,24 @@ BN_EPS = 1e-5  # PyTorch's BatchNorm1d default
 
 # ----------------------------------------------------------------------------- gather / scatter
 @njit(cache=True, nogil=True)
+def _ascending(ids: np.ndarray, width: int) -> np.ndarray:
+    """The order (int64) that sorts the distinct ``ids`` (int64, each in [0, width)): np.argsort's
+    order, as ids never tie, by one pass over a ``width`` table; half the first compile of a sort."""
+    slot = np.full(width, -1, dtype=np.int64)
+    for i in range(ids.shape[0]):
+        slot[ids[i]] = i
+    order = np.empty(ids.shape[0], dtype=np.int64)
+    k = 0
+    for value in range(width):
+        if slot[value] >= 0:
+            order[k] = slot[value]
+            k += 1
+    if k != ids.shape[0]:
+        raise ValueError("_ascending: ids must be distinct")
+    return order
+
+
+@njit(cache=True, nogil=True)
 def _copy_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.ndarray,
                  sub: np.ndarray, sub_offsets: np.ndarray, sub_widths: np.ndarray,
                  neurons: np.ndarray, starts: np.ndarray, to_full: bool, skip_output_bias: bool) -> None:
@@ -43,8 +61,8 @@ def _copy_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.nda
     for layer in range(n_layers):
         rows = neurons[starts[layer]:starts[layer + 1]]
         cols = neurons[starts[layer + 1]:starts[layer + 2]]
-        row_order = np.argsort(rows)
-        col_order = np.argsort(cols)
+        row_order = _ascending(rows, full_widths[layer])
+        col_order = _ascending(cols, full_widths[layer + 1])
         sorted_cols = cols[col_order]
         full_cols = full_widths[layer + 1]
         n_cols = sub_widths[layer + 1]
@@ -108,6 +126,10 @@ _GEMM_SIGNATURE = types.void(*([types.voidptr] * 13))
 _SGEMM = types.ExternalFunction(blas.SYMBOLS[0], _GEMM_SIGNATURE)
 _DGEMM = types.ExternalFunction(blas.SYMBOLS[1], _GEMM_SIGNATURE)
 _NO_TRANS, _TRANS = 78, 84  # 'N', 'T'
+# ``_gemm``'s transpose flags: a bool constant passed to a kernel is typed as a literal, one
+# compile of ``_gemm`` per combination; an element of this constant array is a plain bool, one
+# compile for all. _OP[0]: as is, _OP[1]: transposed.
+_OP = np.array([False, True])
 
 
 @njit(cache=True, nogil=True)
@@ -190,8 +212,10 @@ def _forward(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_
         z = np.empty((batch, fan_out), dtype=params.dtype)
         bias = params[bo:bo + fan_out]
         for r in range(batch):  # row-major walks: arrays are (batch, width), C order
-            z[r] = bias
-        _gemm(a_in, False, weight, False, z, 1.0, 1.0)  # z = a_in W + b, the bias added by BLAS
+            zr = z[r]
+            for j in range(fan_out):  # element by element: an array assigned to a slice would
+                zr[j] = bias[j]  # compile numba's shape-mismatch message (string formatting, ~2 s)
+        _gemm(a_in, _OP[0], weight, _OP[0], z, 1.0, 1.0)  # z = a_in W + b, the bias added by BLAS
         if layer == n_layers - 1:
             return z
         act = acts[hpos * batch:(hpos + fan_out) * batch].reshape((batch, fan_out))
@@ -295,14 +319,14 @@ def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_nor
         da = dz  # layer 0 needs no error below it
         if layer > 0:  # with the weights as they were: the error to the previous layer's output
             da = np.empty((batch, fan_in), dtype=params.dtype)
-            _gemm(dz, False, weight, True, da, 1.0, 0.0)
+            _gemm(dz, _OP[0], weight, _OP[1], da, 1.0, 0.0)
         # the weight gradient a_in.T dz, never materialised apart from where it belongs
         if mode == STORE:
-            _gemm(a_in, True, dz, False, out[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out)), 1.0, 0.0)
+            _gemm(a_in, _OP[1], dz, _OP[0], out[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out)), 1.0, 0.0)
         elif mode == SGD:
-            _gemm(a_in, True, dz, False, weight, -lr, 1.0)
+            _gemm(a_in, _OP[1], dz, _OP[0], weight, -lr, 1.0)
         else:
-            _gemm(a_in, True, dz, False, out[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out)), 1.0, momentum)
+            _gemm(a_in, _OP[1], dz, _OP[0], out[wo:wo + fan_in * fan_out].reshape((fan_in, fan_out)), 1.0, momentum)
             for k in range(wo, wo + fan_in * fan_out):
                 params[k] -= lr * out[k]
         bias_grad = np.zeros(fan_out)
@@ -399,42 +423,68 @@ def train_steps(X: np.ndarray, y: np.ndarray, batches: np.ndarray, params: np.nd
     return total / max(steps, 1)
 
 
-def warm_up_gradient(dtype: str = "float32") -> None:
-    """Compile (or load) ``loss_and_grad`` for ``dtype``: what a data-parallel worker calls.
-    Not in ``warm_up``, which every method's workers run: the others never call it."""
+def _warms(*kernels: object):
+    """Marks a warm-up function with the kernels it compiles (``kernels.cache`` reads it)."""
+    def mark(function):
+        function.kernels = kernels
+        return function
+    return mark
+
+
+def _example(dtype: str) -> tuple:
+    """A tiny batch-norm network and batch of ``dtype``: every warm-up calls a kernel with the
+    argument types a run passes (the same specialisation, so the run loads it from the cache)."""
     from ist_cli.models.mlp import initial_params, net_layout
 
     np_dtype = np.dtype(dtype)
     layout = net_layout([3, 4, 2], True)
     params = initial_params(layout, 0, np_dtype)
-    loss_and_grad(params, layout.offsets, layout.widths, True, 1.0, np.ones((2, 3), dtype=np_dtype),
-                  np.zeros(2, dtype=np.int64), np.zeros_like(params))
+    return layout, params, np.ones((2, 3), dtype=np_dtype), np.zeros(2, dtype=np.int64)
 
 
-def warm_up(dtype: str = "float32") -> None:
-    """Compile (or load from the cache) every kernel for ``dtype``, both norms."""
-    from ist_cli.models.mlp import initial_params, net_layout
+@_warms(train_steps, sgd_update)
+def warm_up_training(dtype: str = "float32") -> None:
+    """Compile (or load) ``train_steps`` for ``dtype``: what a worker that trains a replica or
+    a subnet calls (``sgd_update`` is compiled with it)."""
+    layout, params, X, y = _example(dtype)
+    grad, velocity = np.zeros_like(params), np.zeros_like(params)
+    train_steps(X, y, np.zeros((1, 2), dtype=np.int64), params, layout.offsets, layout.widths, True, 1.0,
+                np.zeros(1), 0.9, True, np.ones_like(params), grad, velocity, layout.size)
 
-    np_dtype = np.dtype(dtype)
-    widths = [3, 4, 2]
-    X = np.ones((2, 3), dtype=np_dtype)
-    y = np.zeros(2, dtype=np.int64)
-    batches = np.zeros((1, 2), dtype=np.int64)
+
+@_warms(gather_subnet, scatter_subnet)
+def warm_up_subnets(dtype: str = "float32") -> None:
+    """Compile (or load) ``gather_subnet`` and ``scatter_subnet`` for ``dtype``: IST's."""
+    layout, params, _, _ = _example(dtype)
+    other = params.copy()
     neurons = np.array([0, 1, 2, 0, 1, 2, 3, 0, 1], dtype=np.int64)
     starts = np.array([0, 3, 7, 9], dtype=np.int64)
-    for batch_norm in (False, True):
-        layout = net_layout(widths, batch_norm)
-        params = initial_params(layout, 0, np_dtype)
-        other = params.copy()
-        grad = np.zeros_like(params)
-        velocity = np.zeros_like(params)
-        w, o = layout.widths, layout.offsets
-        gather_subnet(params, o, w, other, o, w, neurons, starts)
-        scatter_subnet(params, o, w, other, o, w, neurons, starts, True)
-        forward_logits(params, o, w, batch_norm, 1.0, X)
-        lrs = np.zeros(1)
-        dense = params[:0]
-        mask = np.ones_like(params)
-        for momentum, nesterov, pruned in ((0.0, False, dense), (0.9, False, dense), (0.9, True, mask)):
-            train_steps(X, y, batches, params, o, w, batch_norm, 1.0, lrs, momentum, nesterov, pruned, grad,
-                        velocity, layout.size)
+    w, o = layout.widths, layout.offsets
+    gather_subnet(params, o, w, other, o, w, neurons, starts)
+    scatter_subnet(params, o, w, other, o, w, neurons, starts, True)
+
+
+@_warms(forward_logits)
+def warm_up_evaluation(dtype: str = "float32") -> None:
+    """Compile (or load) ``forward_logits`` for ``dtype``: what the coordinator evaluates with."""
+    layout, params, X, _ = _example(dtype)
+    forward_logits(params, layout.offsets, layout.widths, True, 1.0, X)
+
+
+@_warms(loss_and_grad, sgd_update)
+def warm_up_gradient(dtype: str = "float32") -> None:
+    """Compile (or load) ``loss_and_grad`` and ``sgd_update`` for ``dtype``: what a
+    data-parallel worker calls (and its coordinator's update)."""
+    layout, params, X, y = _example(dtype)
+    grad = np.zeros_like(params)
+    loss_and_grad(params, layout.offsets, layout.widths, True, 1.0, X, y, grad)
+    sgd_update(params, grad, np.zeros_like(params), params[:0], layout.size, 0.0, 0.9, False)
+
+
+@_warms(train_steps, sgd_update, gather_subnet, scatter_subnet, forward_logits)
+def warm_up(dtype: str = "float32") -> None:
+    """Compile (or load from the cache) the kernels of training, IST's subnets and evaluation for
+    ``dtype`` (``loss_and_grad`` apart: ``warm_up_gradient``)."""
+    warm_up_training(dtype)
+    warm_up_subnets(dtype)
+    warm_up_evaluation(dtype)

@@ -6,18 +6,83 @@ C_i[j, j]. Zero entries are coordinates worker i neither receives nor returns. E
 is a *law* (``SketchLaw``): worker i gets a uniformly random set S_i of q coordinates and
 C_i[j, j] = weights[i, j] for j in S_i. The sets are the blocks of one random permutation
 (``perm``, ``perm-precond``: disjoint, covering) or independent (``rand``); ``identity`` is
-q = d.
+q = d. An installed package may add a sketch of its own (``Sketch``, docs/extending.md).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ist_cli.plugins import SKETCHES_GROUP, plugins
+
 SKETCHES = ("perm", "perm-precond", "rand", "identity")
 PARTITIONED = ("perm", "perm-precond")  # the blocks of one permutation: disjoint, covering
+
+
+class Sketch:
+    """A sketch from an installed package (entry point group ``ist_cli.sketches``): worker i
+    gets a random set S_i of q coordinates each round (``support``) and C_i[j, j] =
+    ``weights(L_i)[j]`` on it. IST and DCGD send S_i's values and int32 indices, as for the
+    built-in sparse sketches. Subclass it; the entry point names the class."""
+
+    def q(self, d: int, n: int, q: int | None) -> int:
+        """Coordinates per worker: ``--sketch-q`` when given, else d/n (at least 1); raise
+        ValueError for a q the sketch cannot use."""
+        q = max(1, d // n) if q is None else int(q)
+        if not 1 <= q <= d:
+            raise ValueError(f"needs 1 <= q <= d={d}, got q={q}")
+        return q
+
+    def weights(self, L_i: np.ndarray, n: int, q: int) -> np.ndarray:
+        """C_i[j, j] on S_i, (d,) > 0, from worker i's own L_i (d, d), never sent: d/q by default."""
+        d = L_i.shape[0]
+        return np.full(d, d / q)
+
+    def support(self, n: int, d: int, q: int, rng: np.random.Generator) -> np.ndarray:
+        """The round's sets as a bool mask (n, d) with q entries per row, drawn from ``rng`` alone
+        (workers that draw it themselves from the shared seed must get the coordinator's sets)."""
+        raise NotImplementedError
+
+
+def _plugin_problem(name: str, kind: Any) -> str | None:
+    if isinstance(kind, type) and issubclass(kind, Sketch):
+        return None
+    return "expected a subclass of ist_cli.models.sketches.Sketch"
+
+
+def plugin_sketches() -> dict[str, type[Sketch]]:
+    """Name -> class of every installed sketch plug-in."""
+    return plugins(SKETCHES_GROUP, frozenset(SKETCHES), _plugin_problem)
+
+
+def sketch_names() -> tuple[str, ...]:
+    """The built-in sketches, then the installed plug-ins'."""
+    return (*SKETCHES, *plugin_sketches())
+
+
+def _plugin(kind: str) -> Sketch | None:
+    found = plugin_sketches().get(kind) if kind not in SKETCHES else None
+    return None if found is None else found()
+
+
+def _plugin_call(kind: str, what: str, call: Any) -> np.ndarray:
+    """A plug-in's answer; whatever it raises becomes a ValueError naming it."""
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - the plug-in's own fault: one line naming it
+        raise ValueError(f"sketch plug-in {kind!r} failed in {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _plugin_support(kind: str, sketch: Sketch, n: int, d: int, q: int, rng: np.random.Generator) -> np.ndarray:
+    mask = np.asarray(_plugin_call(kind, "support", lambda: sketch.support(n, d, q, rng)))
+    if mask.shape != (n, d) or mask.dtype != bool or np.any(mask.sum(axis=1) != q):
+        raise ValueError(f"sketch plug-in {kind!r} drew {mask.dtype} sets of shape {mask.shape}; "
+                         f"expected a bool ({n}, {d}) mask with q={q} entries per row")
+    return mask
 
 
 def perm_splits(d: int, n: int) -> bool:
@@ -44,8 +109,10 @@ def draw_support(kind: str, n: int, d: int, q: int, rng: np.random.Generator | N
             mask[i, rng.choice(d, size=q, replace=False)] = True
     elif kind == "identity":
         mask[...] = True
+    elif (plugin := _plugin(kind)) is not None:
+        return _plugin_support(kind, plugin, n, d, q, rng)
     else:
-        raise ValueError(f"unknown sketch {kind!r}; expected one of {', '.join(SKETCHES)}")
+        raise ValueError(f"unknown sketch {kind!r}; expected one of {', '.join(sketch_names())}")
     return mask
 
 
@@ -69,7 +136,9 @@ def sketch_q(d: int, n: int, sketch: str, q: int | None) -> int:
         return q
     if sketch == "identity":
         return d
-    raise ValueError(f"unknown sketch {sketch!r}; expected one of {', '.join(SKETCHES)}")
+    if (plugin := _plugin(sketch)) is not None:
+        return int(_plugin_call(sketch, "q", lambda: plugin.q(d, n, q)))
+    raise ValueError(f"unknown sketch {sketch!r}; expected one of {', '.join(sketch_names())}")
 
 
 def worker_weights(kind: str, L_i: np.ndarray, n: int, d: int, q: int) -> np.ndarray:
@@ -77,6 +146,12 @@ def worker_weights(kind: str, L_i: np.ndarray, n: int, d: int, q: int) -> np.nda
     else the sketch's constant scale. A worker computes it from its own L_i."""
     if kind == "perm-precond":
         return math.sqrt(n) / np.sqrt(np.diagonal(L_i))
+    if (plugin := _plugin(kind)) is not None:
+        weights = np.asarray(_plugin_call(kind, "weights", lambda: plugin.weights(L_i, n, q)), dtype=np.float64)
+        if weights.shape != (d,) or not np.all(np.isfinite(weights) & (weights > 0)):
+            raise ValueError(f"sketch plug-in {kind!r} gave weights of shape {weights.shape}; expected ({d},), "
+                             "finite and > 0")
+        return weights
     return np.full(d, sketch_scale(kind, n, d, q))
 
 
@@ -143,6 +218,8 @@ def sketch_law(kind: str, L: np.ndarray, q: int | None = None) -> SketchLaw:
     q_used = sketch_q(d, n, kind, q)
     if kind == "perm-precond":
         weights = precond_weights(L)
+    elif kind not in SKETCHES:  # a plug-in: each worker's from its own L_i
+        weights = np.array([worker_weights(kind, L[i], n, d, q_used) for i in range(n)])
     else:
         weights = np.full((n, d), sketch_scale(kind, n, d, q_used))
     return SketchLaw(kind, q_used, weights)

@@ -48,7 +48,7 @@ class TopKDP(DataParallel):
     plan = TopKDPPlan
 
     def k(self) -> int:
-        return max(1, math.ceil(self.layout.size * self.plan.fraction))
+        return max(1, math.ceil(self.layout.size * self.settings.option("topk_fraction")))
 
     def steps_per_round(self) -> int:
         return 1  # one gradient a round, as dp (local_steps is not one of this method's settings)

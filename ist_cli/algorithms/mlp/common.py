@@ -92,7 +92,8 @@ class MLPWorker(WorkerProgram):
         return net_layout(self.training.widths, self.training.batch_norm)
 
     def warm_kernels(self) -> None:
-        kernels.warm_up(self.training.dtype)
+        """Load the kernels this worker calls (the fork server compiled them: its plan's ``preload``)."""
+        kernels.warm_up_training(self.training.dtype)
 
     def loss_and_grad(self, params: np.ndarray, X: np.ndarray, y: np.ndarray, grad: np.ndarray) -> float:
         """The full model's mean loss on rows ``X``; ``grad`` <- its gradient."""

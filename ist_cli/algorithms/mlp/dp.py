@@ -38,9 +38,12 @@ class DPWorker(MLPWorker):
         super().setup(arrays, worker)
         self.grad = arrays["grad"][worker]
         self.all_grads = arrays["grad"]
-        kernels.warm_up_gradient(self.training.dtype)  # loaded by the fork server; compiled here only if cold
         if self.allreducing:
             self.velocity = np.zeros(self.full.size, dtype=self.model.dtype)
+
+    def warm_kernels(self) -> None:
+        """A DP worker never trains locally: it computes gradients (and, on a ring, updates)."""
+        kernels.warm_up_gradient(self.training.dtype)
 
     def resident(self, worker: int) -> tuple[Region, ...]:
         model = (Region("model"),) if self.allreducing else ()  # the initial model, once

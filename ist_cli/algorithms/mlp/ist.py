@@ -47,6 +47,10 @@ class ISTWorker(MLPWorker):
         self.hidden = int(self.layout.widths[1:-1].sum())
         self.submask = arrays["submask"][worker] if "submask" in arrays else self.mask
 
+    def warm_kernels(self) -> None:
+        super().warm_kernels()
+        kernels.warm_up_subnets(self.training.dtype)
+
     def exchange(self, round_index: int) -> Exchange:
         size = self.layout.size
         values = self.pruned(Region("sub", self.worker, size), Region("submask", self.worker, size))
@@ -109,6 +113,12 @@ class IST(MLPMethod):
         self._output_bias_offsets = [output_bias_offset(self.widths, self.n_workers, worker, self.batch_norm)
                                      for worker in range(self.n_workers)]
         self._server_bytes, self._rounds_counted = 0.0, 0
+
+    def initialize(self, arrays: dict[str, np.ndarray]) -> None:
+        super().initialize(arrays)
+        # On a first run this process compiles the subnet kernels while the fork server compiles
+        # train_steps (two cores); the server then loads them from numba's cache (``ISTPlan.preload``).
+        kernels.warm_up_subnets(self.dtype.name)
 
     def training(self) -> Training:
         scale = float(self.n_workers) if self.settings.scale_by_width else 1.0
