@@ -19,8 +19,9 @@ average read before and after:
 and with the default (warm), interleaved, ``--repeats`` times each, into fresh directories.
 ``--batch-sizes``/``--trials``/``--sparsities`` take a subset of the design (the same file
 otherwise); ``--full`` runs the whole design. The answers of the two are compared and must
-be equal: the study's (the report's JSON without the per-outcome trial counts, since which
-trials a budget stops depends on the order trials finish in) with trial pruning, every trial's steps-to-result
+be equal: the study's (the report's JSON without the per-outcome trial counts and the fit's
+bootstrap intervals, since which trials a budget stops depends on the order trials finish in)
+with trial pruning, every trial's steps-to-result
 with ``--no-prune`` (``--no-prune-trials``: the same work in both, whatever order trials
 finish in).
 
@@ -171,8 +172,10 @@ def answers(out: Path, pruned: bool) -> dict:
 
         answer = json.loads(to_json_text(load_study_result(out)))
         answer.pop("directory", None)
-        counts = {name.replace(" ", "_") for name in OUTCOMES}  # how many trials a budget stopped: order-dependent
-        answer["rows"] = [{k: v for k, v in row.items() if k not in counts} for row in answer["rows"]]
+        # order-dependent under pruning: how many trials a budget stopped, and the bootstrap
+        # intervals, which resample the trials (a pruned trial counts as not reaching the goal)
+        varies = {name.replace(" ", "_") for name in OUTCOMES} | {"k_min_low", "k_min_high", "b_c_low", "b_c_high"}
+        answer["rows"] = [{k: v for k, v in row.items() if k not in varies} for row in answer["rows"]]
         return answer
     found = {}
     for path in sorted(out.glob("*.h5")):
