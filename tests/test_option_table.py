@@ -26,6 +26,7 @@ VALUES = {
     "server": None,  # refused (not ignored) by the methods that need the whole model: test_partitioned.py
     "partition_rule": ("random", "stratified"),
     "full_eval_every": (1, 2),
+    "widths": ([8, 16, 32], [16, 32, 64]), "blocks": ([1, 3, 1], [2, 6, 1]), "eval_samples": (100, 200),
 }
 BASE = {"workers": 2, "dim": 8, "hidden": [8]}
 

@@ -73,12 +73,13 @@ class ConvWorker(MLPWorker):
 
     def train(self, layout: Any, params: np.ndarray, grad: np.ndarray, velocity: np.ndarray,
               round_index: int, mask: np.ndarray) -> float:
+        """R local steps of the network ``layout`` drives (a replica's: ``self.full``; a subnet's)."""
         t, study = self.training, self.training.study
         steps = t.local_steps
-        return self.full.train_steps(params=params, grad=grad, velocity=velocity, mask=mask, X=self.X, y=self.y,
-                                     batches=self.batches(round_index, steps),
-                                     lrs=study.schedule.for_steps((round_index - 1) * steps, steps),
-                                     momentum=study.momentum, nesterov=study.nesterov)
+        return layout.train_steps(params=params, grad=grad, velocity=velocity, mask=mask, X=self.X, y=self.y,
+                                  batches=self.batches(round_index, steps),
+                                  lrs=study.schedule.for_steps((round_index - 1) * steps, steps),
+                                  momentum=study.momentum, nesterov=study.nesterov)
 
 
 class ConvDPWorker(ConvWorker, DPWorker):
@@ -100,7 +101,7 @@ class ConvNetMethod(MLPMethod):
             raise UserError(f"--dataset: {s.dataset!r} holds no images; expected fashion-mnist[:DIR], mnist:DIR "
                             "or cifar10:DIR for --model cnn")
         self.batch_norm = False
-        self.net = convnet(s.arch, self.data.image_shape, self.data.n_classes)
+        self.net = convnet(s.arch, self.data.image_shape, self.data.n_classes, s.widths, s.blocks)
         self.driver = NetworkDriver(self.net)
         self.layout = self.driver.layout
         self.gradients = SpecGradients(self.driver)
