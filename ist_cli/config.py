@@ -311,8 +311,8 @@ OPTIONS: tuple[Option, ...] = (
            pinned={"single": 1}),
     Option("rounds", _int(1), 200, "Communication rounds.", defaults_by_model={"quadratic": 500}),
     Option("lr", _float(positive=True), 0.1, "Step size (learning rate) > 0.", defaults_by_model={"quadratic": 0.02}),
-    Option("local_steps", _int(1), 20, "Local steps per round (R); ist, local-sgd, single; dp: always 1.",
-           algorithms=("ist", "dp", "local-sgd", "single"), defaults_by_model={"quadratic": 1}, pinned={"dp": 1}),
+    Option("local_steps", _int(1), 20, "Local steps per round (R); ist, local-sgd, single, resist; dp: always 1.",
+           algorithms=("ist", "dp", "local-sgd", "single", "resist"), defaults_by_model={"quadratic": 1}, pinned={"dp": 1}),
     Option("seed", _int(0, SEED_MAX), 0, "Seed of every random stream in the run."),
     Option("eval_every", _int(1), 10, "Evaluate and log every K rounds.", defaults_by_model={"quadratic": 1}),
     Option("bandwidth", _checked(_str, parse_bandwidth), "10Gbit", "Modelled link bandwidth, e.g. 10Gbit, 100Mbit, 1GB."),
@@ -358,7 +358,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),
     Option("partition", _partition, "iid", f"How training data is split across workers: {PARTITION_EXPECTS}.",
            models=SGD_MODELS,
-           algorithms=("ist", "dp", "local-sgd"), metavar="SPEC"),
+           algorithms=("ist", "dp", "local-sgd", "resist"), metavar="SPEC"),
     Option("dtype", _str, "float32", "Floating point type of the model.", choices=DTYPES, models=SGD_MODELS),
     Option("subnet_scale", _str, "auto", "IST: multiply a subnet's hidden activations by n (width) or not (none); "
            "auto: width under --norm batch, none without.", choices=("auto", "none", "width"), models=("mlp",),
@@ -369,6 +369,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("partition_rule", _str, "random", "IST: how hidden neurons are dealt to workers each round: a random "
            "permutation cut into blocks, or stratified (each block takes d/n^2 neurons of every owner's shard).",
            choices=PARTITION_RULES, models=("mlp",), algorithms=("ist",), recorded_when_default=False),
+    Option("min_blocks", _int(0), 0, "ResIST: each worker holds at least B of the partitioned residual blocks a "
+           "round (0: the blocks are dealt out disjointly; B > blocks/workers makes workers share blocks).",
+           models=("cnn",), algorithms=("resist",), section="convnet", metavar="B"),
     Option("synthetic_samples", _int(2), synthetic.SAMPLES, "Samples of the synthetic dataset.", models=SGD_MODELS,
            requires={"dataset": ("synthetic",)}),
     Option("synthetic_features", _int(1), synthetic.FEATURES, "Features of the synthetic dataset.", models=SGD_MODELS,

@@ -105,3 +105,4 @@ class CNNSettings(SGDSettings):
     # preact-resnet's stages (None: its defaults)
     widths: tuple[int, ...] | None = field(default=None, kw_only=True)
     blocks: tuple[int, ...] | None = field(default=None, kw_only=True)
+    min_blocks: int = field(default=0, kw_only=True)  # ResIST's minimum partitioned blocks per worker

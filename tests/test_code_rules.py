@@ -134,11 +134,11 @@ def test_no_dispatch_on_method_names_outside_algorithms():
     from ist_cli.config import ALGORITHMS, MODELS
 
     names = set(MODELS) | {name for names in ALGORITHMS.values() for name in names}
-    assert names == {"quadratic", "mlp", "cnn", "ist", "gd", "dcgd", "dp", "local-sgd", "single"}
+    assert names == {"quadratic", "mlp", "cnn", "ist", "gd", "dcgd", "dp", "local-sgd", "single", "resist"}
     classes = {plan.__name__ for plans in PLANS.values() for plan in plans.values()}
     classes |= {"Algorithm", "MLPMethod", "QuadraticMethod", "IST", "GD", "DCGD", "DataParallel", "LocalSGD",
                 "Single", "MethodPlan", "MLPPlan", "QuadraticPlan", "ConvNetMethod", "ConvDataParallel", "ConvLocalSGD",
-                "ConvSingle"}
+                "ConvSingle", "ResIST"}
     counts: dict[str, list[str]] = {}
     isinstance_calls = []
     for path in python_files("ist_cli"):
@@ -169,7 +169,7 @@ def test_the_algorithm_names_have_one_home():
     assert theory.METHODS == ALGORITHMS["quadratic"]  # the closed-form theory covers every quadratic method
     assert tuple(MODEL_SECTIONS) == MODELS  # each model has its --help section
     assert ALGORITHMS == {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single"),
-                          "cnn": ("ist", "dp", "local-sgd", "single")}
+                          "cnn": ("ist", "dp", "local-sgd", "single", "resist")}
     for model, methods in (("quadratic", QUADRATIC_METHODS), ("mlp", MLP_METHODS), ("cnn", CNN_METHODS)):
         # a method in a module of its own is named by its plan ("module:Class"), the others by their model's table
         assert tuple(methods) == tuple(name for name, plan in PLANS[model].items() if not plan.method)

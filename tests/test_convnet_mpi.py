@@ -21,11 +21,8 @@ CASES = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", CASES)
-def test_mpi_gives_the_shared_memory_final_model_and_counts_the_accounted_bytes(tmp_path, case):
-    images = write_image_set(tmp_path / "images", train=96, test=24, side=16)
-    shm, mpi = run_both(tmp_path / "runs", [*BASE, "--dataset", images, *CASES[case]], 2)
+def assert_mpi_is_shared_memory_and_counts_the_accounting(shm, mpi) -> None:
+    """The two runs' numbers and ``/final`` bit for bit; every round's counted bytes the accounted ones."""
     assert shm.run_id == mpi.run_id
     assert set(mpi.metrics) == set(shm.metrics) | MPI_ONLY
     for key in set(shm.metrics) - TIMING:
@@ -37,3 +34,11 @@ def test_mpi_gives_the_shared_memory_final_model_and_counts_the_accounted_bytes(
         counted, accounted = mpi.metrics[f"bytes_{direction}_measured"], mpi.metrics[f"bytes_{direction}"]
         assert np.array_equal(counted, accounted), direction
         assert (np.diff(counted) > 0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_mpi_gives_the_shared_memory_final_model_and_counts_the_accounted_bytes(tmp_path, case):
+    images = write_image_set(tmp_path / "images", train=96, test=24, side=16)
+    shm, mpi = run_both(tmp_path / "runs", [*BASE, "--dataset", images, *CASES[case]], 2)
+    assert_mpi_is_shared_memory_and_counts_the_accounting(shm, mpi)

@@ -372,11 +372,50 @@ class ConvNetSinglePlan(ConvNetLocalSGDPlan):
     algorithm = "single"
 
 
+class ConvNetResISTPlan(ConvNetPlan):
+    """ResIST (``algorithms/resist.py``): rows of the largest sub-ResNet, but ``velocity``, a
+    momentum buffer per parameter of the full model; a spec with partitioned residual blocks."""
+
+    algorithm = "resist"
+    rows = ("sub", "grad", "velocity")
+    method = "ist_cli.algorithms.resist:ResIST"  # a module of its own, beside convnet.py's methods
+
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        return ("ist_cli.algorithms.resist", *super().preload(settings)[1:])
+
+    @classmethod
+    def worker_rows(cls, sparse: bool) -> tuple[str, ...]:
+        return (*cls.rows, "submask") if sparse else cls.rows  # submask: its share of the pruning mask
+
+    @classmethod
+    def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
+        """A pruned run adds the ``submask`` rows: about one more model per worker."""
+        estimate = super().estimate_run(config)
+        if not float(config.get("sparsity") or 0) > 0:
+            return estimate
+        itemsize = 8 if config.get("dtype") == "float64" else 4
+        extra = int(config["workers"]) * cls.network(config)[0].n_params * itemsize
+        return replace(estimate, arena=estimate.arena + extra)
+
+    @classmethod
+    def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
+        super().check(config, given, where)
+        blocks = len(cls.network(config)[0].droppable_blocks())
+        if not blocks:
+            fit = [name for name, build in ARCHS.items() if build((1, 28, 28), 10).droppable_blocks()]
+            raise UserError(f"{where('algorithm')}: {cls.algorithm} is not allowed with --arch {config['arch']} (its spec has "
+                            f"no partitioned residual blocks); expected --arch {' or '.join(fit)}")
+        if config["min_blocks"] > blocks:
+            raise UserError(f"{where('min_blocks')}: {config['min_blocks']} is not allowed with --arch "
+                            f"{config['arch']} ({blocks} partitioned residual blocks); expected 0 to {blocks}")
+
+
 #: model -> algorithm -> plan, in the order the CLI lists them
 PLANS: dict[str, dict[str, type[MethodPlan]]] = {
     family[0].model: {plan.algorithm: plan for plan in family}
     for family in ((QuadraticISTPlan, GDPlan, DCGDPlan), (ISTPlan, DPPlan, LocalSGDPlan, SinglePlan),
-                   (ConvNetISTPlan, ConvNetDPPlan, ConvNetLocalSGDPlan, ConvNetSinglePlan))
+                   (ConvNetISTPlan, ConvNetDPPlan, ConvNetLocalSGDPlan, ConvNetSinglePlan, ConvNetResISTPlan))
 }
 
 

@@ -23,19 +23,15 @@ import numpy as np
 from ist_cli.comm import INDEX_BYTES, Traffic, server_traffic
 from ist_cli.models.network import WEIGHTED, BatchNorm, Conv2D, Dense, Flatten, Network, Residual
 from ist_cli.models.resist_assignment import blocks_per_worker
+from ist_cli.models.resist_subnet import BlockSplit
 from ist_cli.models.subnet import block_sizes
 
 
 # ----------------------------------------------------------------------------- ResIST
 def resist_split(net: Network) -> tuple[int, np.ndarray]:
     """(|shared|, per-block parameter counts of the droppable blocks, in order)."""
-    sizes: dict[int, int] = {}
-    for param in net.layout().params:  # one layout walk, not one per block
-        sizes[param.path[0]] = sizes.get(param.path[0], 0) + param.size
-    blocks = np.array([sizes.get(i, 0) for i in net.droppable_blocks()], dtype=np.int64)
-    if blocks.size == 0:
-        raise ValueError("the network has no droppable residual blocks for ResIST to partition")
-    return net.n_params - int(blocks.sum()), blocks
+    split = BlockSplit.of(net)
+    return split.shared, np.array(split.sizes, dtype=np.int64)
 
 
 def resist_values(net: Network, assignment: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -44,9 +40,11 @@ def resist_values(net: Network, assignment: tuple[np.ndarray, ...]) -> np.ndarra
     return np.array([shared + int(blocks[np.asarray(a, dtype=np.int64)].sum()) for a in assignment], dtype=np.int64)
 
 
-def resist_traffic(net: Network, assignment: tuple[np.ndarray, ...], value_bytes: int) -> Traffic:
-    """Down: v·P_i and the int32 ids of its blocks; up: v·P_i (the server knows the ids)."""
-    values = resist_values(net, assignment).astype(np.float64) * value_bytes
+def resist_traffic(net: Network, assignment: tuple[np.ndarray, ...], value_bytes: int,
+                   values: np.ndarray | None = None) -> Traffic:
+    """Down: v·P_i and the int32 ids of its blocks; up: v·P_i (the server knows the ids).
+    ``values``: what each worker's messages carry instead of P_i (a pruned run: its kept values)."""
+    values = (resist_values(net, assignment) if values is None else np.asarray(values)).astype(np.float64) * value_bytes
     ids = np.array([len(a) for a in assignment], dtype=np.float64) * INDEX_BYTES
     return server_traffic(values, values + ids)
 

@@ -15,7 +15,7 @@ from ist_cli.errors import UserError
 from ist_cli.report.table import show
 
 METHOD_NAMES = {"ist": "IST", "dp": "DP", "local-sgd": "local SGD", "gd": "GD", "dcgd": "DCGD",
-                "single": "single worker"}
+                "single": "single worker", "resist": "ResIST"}
 DEFAULT_LABELS: dict[str, dict[str, str]] = {"algorithm": METHOD_NAMES}
 # keys whose value is a count: shown as "4 workers", "1 worker"
 COUNT_NOUNS = {"workers": ("worker", "workers"), "local_steps": ("local step", "local steps"),
