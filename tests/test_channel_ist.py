@@ -203,19 +203,12 @@ def test_in_process_transport_equals_shared_memory_bitwise(tmp_path, images16, c
 @pytest.mark.parametrize("case", ["simple-cnn-dense", "resnet8-sparse", "preact-resnet-dense", "preact-resnet-sparse"])
 def test_mpi_moves_the_accounted_bytes_and_gives_the_shared_memory_model(tmp_path, images16, case):
     pytest.importorskip("mpi4py")
-    from tests.test_mpi import MPI_ONLY, run_both
+    from tests.test_convnet_mpi import assert_mpi_is_shared_memory_and_counts_the_accounting
+    from tests.test_mpi import run_both
 
     config = {key: value for key, value in CASES[case].items() if key != "workers"}
     shm, mpi = run_both(tmp_path, ["--model", "cnn", *flags(config), "--dataset", images16], 2)
-    assert set(mpi.metrics) == set(shm.metrics) | MPI_ONLY
-    for key in shm.final:
-        assert shm.final[key].tobytes() == mpi.final[key].tobytes(), key
-    for key in set(shm.metrics) - TIMING:
-        assert np.array_equal(shm.metrics[key], mpi.metrics[key], equal_nan=True), key
-    for direction in ("up", "down"):
-        counted, accounted = mpi.metrics[f"bytes_{direction}_measured"], mpi.metrics[f"bytes_{direction}"]
-        assert np.array_equal(counted, accounted), direction
-        assert (np.diff(counted) > 0).all()
+    assert_mpi_is_shared_memory_and_counts_the_accounting(shm, mpi)
 
 
 # ----------------------------------------------------------------------------- bad input
