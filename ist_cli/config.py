@@ -347,6 +347,13 @@ OPTIONS: tuple[Option, ...] = (
            models=SGD_MODELS, metavar="SPEC", defaults_by_model={"cnn": "fashion-mnist"}),
     # convnets (Lee et al.; docs/convnets.md)
     Option("arch", _str, "simple-cnn", "Convolutional network.", choices=tuple(ARCHS), models=("cnn",), section="convnet"),
+    Option("widths", _int_list, None, "preact-resnet: channels of each stage (default 16,32,64).", models=("cnn",),
+           requires={"arch": ("preact-resnet",)}, metavar="W1,W2,...", section="convnet", recorded_when_default=False),
+    Option("blocks", _int_list, None, "preact-resnet: residual blocks of each stage (default 2,6,1).", models=("cnn",),
+           requires={"arch": ("preact-resnet",)}, metavar="B1,B2,...", section="convnet", recorded_when_default=False),
+    Option("eval_samples", _int(1), None, "Evaluate on at most N fixed rows of each set (default: at most 8192 "
+           "training rows, every test and validation row).", models=SGD_MODELS, metavar="N",
+           recorded_when_default=False),
     Option("batch_size", _int(1), 32, "Minibatch size per worker and local step.", models=SGD_MODELS),
     Option("momentum", _float(nonnegative=True), 0.0, "SGD momentum (0: plain SGD).", models=SGD_MODELS),
     Option("norm", _str, "batch", "Normalisation after each hidden layer (batch: batch statistics at train and test).", choices=("none", "batch"), models=("mlp",)),
@@ -633,5 +640,6 @@ def settings_from_config(config: Mapping[str, Any]) -> QuadraticSettings | MLPSe
                                       for key, (default, _) in plan_of(config).options.items())
             continue
         value = config.get(item.name, OPTIONS_BY_KEY[item.name].default_for(model))
-        values[item.name] = tuple(int(v) for v in value) if item.name == "hidden" else value
+        lists = item.name in ("hidden", "widths", "blocks") and value is not None
+        values[item.name] = tuple(int(v) for v in value) if lists else value
     return kind(**values)

@@ -83,6 +83,8 @@ class SGDSettings(RunSettings):
     partition_rule: str = field(default="random", kw_only=True)
     # with a goal: the full train/test metrics at every K-th evaluation only
     full_eval_every: int = field(default=1, kw_only=True)
+    # evaluation on at most this many fixed rows of each set (None: the default limits)
+    eval_samples: int | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -106,4 +108,7 @@ class CNNSettings(SGDSettings):
     """A convolutional network named by ``arch`` (docs/convnets.md)."""
 
     arch: str
+    # preact-resnet's stages (None: its defaults)
+    widths: tuple[int, ...] | None = field(default=None, kw_only=True)
+    blocks: tuple[int, ...] | None = field(default=None, kw_only=True)
     min_blocks: int = field(default=0, kw_only=True)  # ResIST's minimum partitioned blocks per worker

@@ -169,7 +169,7 @@ def test_the_algorithm_names_have_one_home():
     assert theory.METHODS == ALGORITHMS["quadratic"]  # the closed-form theory covers every quadratic method
     assert tuple(MODEL_SECTIONS) == MODELS  # each model has its --help section
     assert ALGORITHMS == {"quadratic": ("ist", "gd", "dcgd"), "mlp": ("ist", "dp", "local-sgd", "single"),
-                          "cnn": ("dp", "local-sgd", "single", "resist")}
+                          "cnn": ("ist", "dp", "local-sgd", "single", "resist")}
     for model, methods in (("quadratic", QUADRATIC_METHODS), ("mlp", MLP_METHODS), ("cnn", CNN_METHODS)):
         # a method in a module of its own is named by its plan ("module:Class"), the others by their model's table
         assert tuple(methods) == tuple(name for name, plan in PLANS[model].items() if not plan.method)

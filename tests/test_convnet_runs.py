@@ -82,10 +82,11 @@ def test_four_workers_are_bitwise_reproducible_and_learn(tmp_path, images16, alg
     assert loss[-1] < loss[0]  # the generated classes are learnable: training lowers the loss
 
 
-def test_ist_on_a_convnet_is_one_line_and_creates_nothing(tmp_path, images16):
-    result = ist("run", "--model", "cnn", "--algorithm", "ist", "--dataset", images16, "--out", str(tmp_path / "o"))
+def test_ist_on_a_convnet_narrower_than_the_workers_is_one_line_and_creates_nothing(tmp_path, images16):
+    result = ist("run", "--model", "cnn", "--algorithm", "ist", "--workers", "33", "--dataset", images16,
+                 "--out", str(tmp_path / "o"))
     assert result.returncode == 2
-    assert "'ist' is not allowed for model cnn" in one_error_line(result)
+    assert "--workers: 33 is not allowed for ist with --arch simple-cnn; expected at most 32" in one_error_line(result)
     assert files_in(tmp_path) == []
 
 

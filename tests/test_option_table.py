@@ -27,6 +27,7 @@ VALUES = {
     "min_blocks": (0, 1),
     "partition_rule": ("random", "stratified"),
     "full_eval_every": (1, 2),
+    "widths": ([8, 16, 32], [16, 32, 64]), "blocks": ([1, 3, 1], [2, 6, 1]), "eval_samples": (100, 200),
 }
 BASE = {"workers": 2, "dim": 8, "hidden": [8]}
 # a method's own needs: resist runs on a spec with partitioned residual blocks only

@@ -101,7 +101,7 @@ class ConvNetMethod(MLPMethod):
             raise UserError(f"--dataset: {s.dataset!r} holds no images; expected fashion-mnist[:DIR], mnist:DIR "
                             "or cifar10:DIR for --model cnn")
         self.batch_norm = False
-        self.net = convnet(s.arch, self.data.image_shape, self.data.n_classes)
+        self.net = convnet(s.arch, self.data.image_shape, self.data.n_classes, s.widths, s.blocks)
         self.driver = NetworkDriver(self.net)
         self.layout = self.driver.layout
         self.gradients = SpecGradients(self.driver)

@@ -268,10 +268,26 @@ ARCHS: dict[str, Callable[[tuple[int, int, int], int], nw.Network]] = {
 }
 
 
-def convnet(arch: str, image_shape: Sequence[int], classes: int) -> nw.Network:
-    """The network ``arch`` on images of ``image_shape`` (C, H, W); a one-line UserError when it does not fit."""
+def preact_stages(widths: Sequence[int] | None, blocks: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
+    """preact-resnet's ``--widths`` and ``--blocks`` as builder arguments (the given ones); a
+    one-line UserError when they disagree on the number of stages."""
+    stages = {key: tuple(int(v) for v in value) for key, value in (("widths", widths), ("blocks", blocks))
+              if value is not None}
+    counts = len(stages.get("widths", nw.PREACT_WIDTHS)), len(stages.get("blocks", nw.PREACT_BLOCKS))
+    if counts[0] != counts[1]:
+        given = ", ".join(f"--{key} {','.join(map(str, value))}" for key, value in stages.items())
+        raise UserError(f"{given}: {counts[0]} widths and {counts[1]} stages of blocks are not allowed; "
+                        "expected one width per stage (defaults: --widths 16,32,64 --blocks 2,6,1)")
+    return stages
+
+
+def convnet(arch: str, image_shape: Sequence[int], classes: int, widths: Sequence[int] | None = None,
+            blocks: Sequence[int] | None = None) -> nw.Network:
+    """The network ``arch`` on images of ``image_shape`` (C, H, W), preact-resnet's stages set by
+    ``widths`` and ``blocks`` if given; a one-line UserError when it does not fit."""
+    stages = preact_stages(widths, blocks)
     try:
-        return ARCHS[arch](tuple(int(v) for v in image_shape), int(classes))
+        return ARCHS[arch](tuple(int(v) for v in image_shape), int(classes), **stages)
     except ValueError as exc:
         raise UserError(f"--arch: {arch} does not fit images of shape {tuple(image_shape)} (C, H, W): {exc}; "
                         "expected a data set of larger images or another --arch") from None
@@ -300,11 +316,17 @@ class ConvNetPlan(MLPPlan):
                 f"ist_cli.kernels.sgd:warm_up:{settings.dtype}")
 
     @classmethod
+    def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
+        super().check(config, given, where)
+        preact_stages(config.get("widths"), config.get("blocks"))
+
+    @classmethod
     def network(cls, config: Mapping[str, Any]) -> tuple[nw.Network, int, int]:
         """(network, samples, bytes of a file source) as far as the config tells."""
         samples, features, classes, raw = dataset_shape(config)
         shape = image_shape_guess(features)
-        return convnet(str(config["arch"]), shape, max(int(classes), 10)), samples, raw
+        return convnet(str(config["arch"]), shape, max(int(classes), 10), config.get("widths"),
+                       config.get("blocks")), samples, raw
 
     @classmethod
     def estimate_run(cls, config: Mapping[str, Any]) -> RunEstimate:
@@ -327,6 +349,36 @@ class ConvNetPlan(MLPPlan):
     def file_bytes(cls, config: Mapping[str, Any]) -> int:
         itemsize = 8 if config.get("dtype") == "float64" else 4
         return cls.metric_bytes(config) + 2 * cls.network(config)[0].n_params * itemsize + 64 * 1024
+
+
+class ConvNetISTPlan(ConvNetPlan):
+    """Channel-wise IST: every hidden layer's channels partitioned among the workers (``algorithms/channel_ist.py``)."""
+
+    algorithm = "ist"
+    rows = ISTPlan.rows
+    method = "ist_cli.algorithms.channel_ist:ChannelIST"  # a module of its own, beside convnet.py's methods
+
+    @classmethod
+    def worker_rows(cls, sparse: bool) -> tuple[str, ...]:
+        return ISTPlan.worker_rows(sparse)
+
+    @classmethod
+    def preload(cls, settings: Any) -> tuple[str, ...]:
+        return ("ist_cli.algorithms.channel_ist", *super().preload(settings))
+
+    @classmethod
+    def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:
+        super().check(config, given, where)
+        try:
+            net = cls.network(config)[0]
+        except UserError:
+            return  # images the network does not fit: refused once they are loaded, naming the layer
+        n = int(config["workers"])
+        narrowest = min(count for _, _, count in net.hidden_units())
+        if narrowest < n:
+            raise UserError(f"{where('workers')}: {n} is not allowed for ist with --arch {config['arch']}; expected at "
+                            f"most {narrowest} (IST needs every partitioned layer to have at least n channels or "
+                            "neurons)")
 
 
 class ConvNetDPPlan(ConvNetPlan):
@@ -386,7 +438,7 @@ class ConvNetResISTPlan(ConvNetPlan):
 PLANS: dict[str, dict[str, type[MethodPlan]]] = {
     family[0].model: {plan.algorithm: plan for plan in family}
     for family in ((QuadraticISTPlan, GDPlan, DCGDPlan), (ISTPlan, DPPlan, LocalSGDPlan, SinglePlan),
-                   (ConvNetDPPlan, ConvNetLocalSGDPlan, ConvNetSinglePlan, ConvNetResISTPlan))
+                   (ConvNetISTPlan, ConvNetDPPlan, ConvNetLocalSGDPlan, ConvNetSinglePlan, ConvNetResISTPlan))
 }
 
 

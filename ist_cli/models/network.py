@@ -444,8 +444,11 @@ RESNET101_BLOCKS = (3, 4, 23, 3)  # Dun et al.'s pre-activation ResNet-101 of ba
 RESNET101_WIDTHS = (64, 128, 256, 512)
 
 
-def preact_resnet(input_shape: Shape = (1, 28, 28), classes: int = 10, blocks: Sequence[int] = (2, 6, 1),
-                  widths: Sequence[int] = (16, 32, 64), partitioned_stage: int | None = None) -> Network:
+PREACT_BLOCKS, PREACT_WIDTHS = (2, 6, 1), (16, 32, 64)  # preact_resnet's default: ResNet-20's 9 blocks
+
+
+def preact_resnet(input_shape: Shape = (1, 28, 28), classes: int = 10, blocks: Sequence[int] = PREACT_BLOCKS,
+                  widths: Sequence[int] = PREACT_WIDTHS, partitioned_stage: int | None = None) -> Network:
     """Pre-activation ResNet of basic blocks with batch norm (batch statistics), as in Dun et
     al.'s ResIST code (``PreActResNet``; blocks (3, 4, 23, 3), widths 64-512 are its ResNet-101).
 

@@ -256,11 +256,20 @@ class MLPMethod(Algorithm):
 
     # -- results ------------------------------------------------------------------
     def _training_subset(self) -> np.ndarray:
-        n_train = self.sizes[0]
-        if n_train <= EVAL_TRAIN_LIMIT:
+        n_train, limit = self.sizes[0], min(EVAL_TRAIN_LIMIT, self.settings.eval_samples or EVAL_TRAIN_LIMIT)
+        if n_train <= limit:
             return np.arange(n_train, dtype=np.int64)
         rng = stream(self.settings.seed, "eval")
-        return np.sort(rng.choice(n_train, size=EVAL_TRAIN_LIMIT, replace=False)).astype(np.int64)
+        return np.sort(rng.choice(n_train, size=limit, replace=False)).astype(np.int64)
+
+    def _held_out_subset(self, name: str, rows: int) -> np.ndarray | None:
+        """With ``--eval-samples N``: N fixed rows of the test or validation set, the same for every
+        seed and method (so their scores compare on one set); None: every row."""
+        limit = self.settings.eval_samples
+        if not limit or rows <= limit:
+            return None
+        rng = stream(0, f"eval-{name}")
+        return np.sort(rng.choice(rows, size=limit, replace=False)).astype(np.int64)
 
     def _scores(self, model: np.ndarray, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of the full model, in chunks of ``EVAL_CHUNK`` rows."""
@@ -287,6 +296,8 @@ class MLPMethod(Algorithm):
         rows = None
         if name == "train" and self._eval_rows.size != arrays["X_train"].shape[0]:
             rows = self._eval_rows
+        elif name != "train":
+            rows = self._held_out_subset(name, arrays[f"X_{name}"].shape[0])
         loss, accuracy = self._scores(arrays["model"], arrays[f"X_{name}"], arrays[f"y_{name}"], rows)
         return dict(zip(self._set_columns(name), (loss, accuracy, 1.0 - accuracy), strict=False))
 
