@@ -48,6 +48,8 @@ def ignored_pairs():
                 elif algorithm in option.pinned:
                     yield model, algorithm, option.key, base
                 for key, allowed in option.requires.items():  # a dependency holding a value that disables it
+                    if key in METHOD_BASE.get(algorithm, {}):
+                        continue  # the method runs with this value only (resist: preact-resnet)
                     other = next(v for v in VALUES[key] if v not in allowed)
                     if option.used_by({**config, key: other}):
                         continue
