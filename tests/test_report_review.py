@@ -339,6 +339,8 @@ def test_labels_from_the_option_and_the_sweep_file(tmp_path: Path) -> None:
 
     assert group_label({"algorithm": "local-sgd", "workers": 1}, n=4) == "local SGD, 1 worker (n = 4)"
     assert group_label({"algorithm": "ist", "lr": 0.1}) == "IST, lr = 0.1"
+    assert group_label({"algorithm": "gd", "sketch": None, "lr": 0.1}) == "GD, lr = 0.1"  # GD has no sketch
+    assert group_label({"algorithm": "gd", "sketch": None}, merged({"sketch": {"-": "no sketch"}})) == "GD, no sketch"
     assert plural(1, "run") == "1 run" and plural(2, "model") == "2 models"
     sweep_file = tmp_path / "s.toml"
     sweep_file.write_text('name = "s"\n[base]\nmodel = "quadratic"\nrounds = 2\n[grid]\nalgorithm = ["ist", "gd"]\n'
