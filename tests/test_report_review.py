@@ -329,6 +329,10 @@ def test_study_figures_share_the_run_figures_layout(tmp_path: Path) -> None:
         assert not fig.axes[0].get_title()  # captions, not titles, as on the run pages
         labels = [t.get_text() for t in fig.axes[0].xaxis.get_ticklabels() if t.get_text()]
         assert labels and all(t.isdigit() for t in labels), labels  # 2, 8, 32: not 2^5
+        if name == "study_steps_normalised":  # ratios: 1, 0.5, 0.1 (1-2-5 steps), not 0.0625 and 0.01562
+            ticks = [float(t.get_text()) for t in fig.axes[0].yaxis.get_ticklabels() if t.get_text()]
+            mantissas = [v / 10 ** np.floor(np.log10(v)) for v in ticks]
+            assert ticks and all(np.isclose(m, (1, 2, 3, 5)).any() for m in mantissas), ticks
 
 
 # ----------------------------------------------------------------------------- labels
