@@ -377,3 +377,20 @@ def test_bad_comparison_options_are_one_line_errors(tmp_path: Path, args: list[s
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("ist: error: ") and expected in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "figs").exists()  # nothing created
+
+
+def test_a_methods_own_settings_do_not_split_the_comparison(tmp_path: Path) -> None:
+    """DP's local_steps is pinned to 1 (IST's is 10): that setting belongs to the method, so
+    IST is still compared with DP, per number of workers."""
+    from ist_cli.report.compare import compare
+
+    for algorithm in ("ist", "dp"):
+        for seed in (0, 1, 2):
+            for workers in (2, 4):
+                write_mlp_run(tmp_path, algorithm, seed, accuracy=0.9 + 0.01 * seed + (algorithm == "ist") * 0.02,
+                              workers=workers)
+    runs, _ = load_runs([tmp_path])
+    assert {run.config["local_steps"] for run in runs if run.config["algorithm"] == "dp"} == {1}
+    comparisons = compare(runs, ["test_accuracy"], "algorithm", "dp")
+    assert [(c.context, c.value, c.baseline) for c in comparisons] == [
+        ({"workers": 2}, "ist", "dp"), ({"workers": 4}, "ist", "dp")]
