@@ -394,3 +394,14 @@ def test_a_methods_own_settings_do_not_split_the_comparison(tmp_path: Path) -> N
     comparisons = compare(runs, ["test_accuracy"], "algorithm", "dp")
     assert [(c.context, c.value, c.baseline) for c in comparisons] == [
         ({"workers": 2}, "ist", "dp"), ({"workers": 4}, "ist", "dp")]
+
+
+def test_a_methods_own_setting_gets_no_line_style() -> None:
+    """Colour by method, line style by workers, even though DP's local_steps (1) differs from IST's (10)."""
+    from ist_cli.report.figures import key_styles
+
+    keys = [{"algorithm": a, "local_steps": steps, "workers": n} for a, steps in (("dp", 1), ("ist", 10))
+            for n in (2, 4)]
+    (dp2, dp4, ist2, ist4) = key_styles(keys)
+    assert dp2[0] == dp4[0] != ist2[0] == ist4[0]
+    assert dp2[1] == ist2[1] != dp4[1] == ist4[1]

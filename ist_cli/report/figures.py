@@ -131,12 +131,18 @@ def key_styles(keys: Sequence[Mapping[str, object]], *, colour_only: bool = Fals
     if colour_only or not keys or len(keys[0]) < 2:
         return [(color(i), "-") for i in range(len(keys))]
     first = list(keys[0])[0]
+    # a key with one value per colour (DP's pinned local_steps) belongs to the method: no style of its own
+    heads: dict[str, set[str]] = {}
+    for key in keys:
+        for k, v in key.items():
+            heads.setdefault(k, set()).add(repr((key.get(first), v)))
+    own = {k for k, pairs in heads.items() if len(pairs) == len({repr(key.get(first)) for key in keys})}
     colours: dict[str, int] = {}
     styles: dict[str, int] = {}
     out = []
     for key in keys:
         head = repr(key.get(first))
-        rest = repr([v for k, v in key.items() if k != first])
+        rest = repr([v for k, v in key.items() if k != first and k not in own])
         c = colours.setdefault(head, len(colours))
         st = styles.setdefault(rest, len(styles))
         out.append((color(c), LINESTYLES[st % len(LINESTYLES)]))
