@@ -329,6 +329,10 @@ def test_study_figures_share_the_run_figures_layout(tmp_path: Path) -> None:
         assert not fig.axes[0].get_title()  # captions, not titles, as on the run pages
         labels = [t.get_text() for t in fig.axes[0].xaxis.get_ticklabels() if t.get_text()]
         assert labels and all(t.isdigit() for t in labels), labels  # 2, 8, 32: not 2^5
+        if name == "study_steps_normalised":  # ratios: 1, 0.5, 0.1 (1-2-5 steps), not 0.0625 and 0.01562
+            ticks = [float(t.get_text()) for t in fig.axes[0].yaxis.get_ticklabels() if t.get_text()]
+            mantissas = [v / 10 ** np.floor(np.log10(v)) for v in ticks]
+            assert ticks and all(np.isclose(m, (1, 2, 3, 5)).any() for m in mantissas), ticks
 
 
 # ----------------------------------------------------------------------------- labels
@@ -339,6 +343,8 @@ def test_labels_from_the_option_and_the_sweep_file(tmp_path: Path) -> None:
 
     assert group_label({"algorithm": "local-sgd", "workers": 1}, n=4) == "local SGD, 1 worker (n = 4)"
     assert group_label({"algorithm": "ist", "lr": 0.1}) == "IST, lr = 0.1"
+    assert group_label({"algorithm": "gd", "sketch": None, "lr": 0.1}) == "GD, lr = 0.1"  # GD has no sketch
+    assert group_label({"algorithm": "gd", "sketch": None}, merged({"sketch": {"-": "no sketch"}})) == "GD, no sketch"
     assert plural(1, "run") == "1 run" and plural(2, "model") == "2 models"
     sweep_file = tmp_path / "s.toml"
     sweep_file.write_text('name = "s"\n[base]\nmodel = "quadratic"\nrounds = 2\n[grid]\nalgorithm = ["ist", "gd"]\n'
@@ -371,3 +377,31 @@ def test_bad_comparison_options_are_one_line_errors(tmp_path: Path, args: list[s
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("ist: error: ") and expected in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "figs").exists()  # nothing created
+
+
+def test_a_methods_own_settings_do_not_split_the_comparison(tmp_path: Path) -> None:
+    """DP's local_steps is pinned to 1 (IST's is 10): that setting belongs to the method, so
+    IST is still compared with DP, per number of workers."""
+    from ist_cli.report.compare import compare
+
+    for algorithm in ("ist", "dp"):
+        for seed in (0, 1, 2):
+            for workers in (2, 4):
+                write_mlp_run(tmp_path, algorithm, seed, accuracy=0.9 + 0.01 * seed + (algorithm == "ist") * 0.02,
+                              workers=workers)
+    runs, _ = load_runs([tmp_path])
+    assert {run.config["local_steps"] for run in runs if run.config["algorithm"] == "dp"} == {1}
+    comparisons = compare(runs, ["test_accuracy"], "algorithm", "dp")
+    assert [(c.context, c.value, c.baseline) for c in comparisons] == [
+        ({"workers": 2}, "ist", "dp"), ({"workers": 4}, "ist", "dp")]
+
+
+def test_a_methods_own_setting_gets_no_line_style() -> None:
+    """Colour by method, line style by workers, even though DP's local_steps (1) differs from IST's (10)."""
+    from ist_cli.report.figures import key_styles
+
+    keys = [{"algorithm": a, "local_steps": steps, "workers": n} for a, steps in (("dp", 1), ("ist", 10))
+            for n in (2, 4)]
+    (dp2, dp4, ist2, ist4) = key_styles(keys)
+    assert dp2[0] == dp4[0] != ist2[0] == ist4[0]
+    assert dp2[1] == ist2[1] != dp4[1] == ist4[1]

@@ -127,11 +127,17 @@ def test_time_to_target_table_matches_h5py(runs: dict[str, Path]) -> None:
         assert group["bytes_mean"] == pytest.approx(np.mean([hit[2] for hit in met.values()]), rel=1e-12)
         if len(times) > 1:
             half = stats.t.ppf(0.975, len(times) - 1) * times.std(ddof=1) / np.sqrt(len(times))
-            assert group["sim_time_ci_low"] == pytest.approx(times.mean() - half, rel=1e-9)
+            # a time is positive: the t-interval is built on the log scale (delta method), m·exp(±half/m)
+            m = times.mean()
+            assert group["sim_time_ci_low"] == pytest.approx(m * np.exp(-half / m), rel=1e-9)
+            assert group["sim_time_ci_high"] == pytest.approx(m * np.exp(half / m), rel=1e-9)
+            assert 0 < group["sim_time_ci_low"] <= m <= group["sim_time_ci_high"]
         base = hits("dp") if key[1] == "ps" else hits("dpring")
         ratios = [base[s][0] / met[s][0] for s in met if base[s] is not None]
         assert group["speedup_n"] == len(ratios)
         if ratios:
             assert group["speedup_mean"] == pytest.approx(np.mean(ratios), rel=1e-12)
+        if len(ratios) > 1 and np.ptp(ratios) > 0:
+            assert 0 < group["speedup_ci_low"] <= group["speedup_mean"] <= group["speedup_ci_high"]
     assert expected_missed > 0
     assert sum(g["missed"] for g in table["groups"]) == expected_missed

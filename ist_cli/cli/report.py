@@ -161,7 +161,7 @@ def report_command(
 
     if target is not None:
         report_time_to_target(runs, own_network, target, target_baseline, fmt, ci, figures_dir, figsize, err,
-                              [key.replace("-", "_") for key in group_by])
+                              [key.replace("-", "_") for key in group_by], labels=labels)
         if fmt in ("csv", "json"):  # one document on stdout: the time-to-target table
             return
     if fmt == "table":
@@ -202,7 +202,8 @@ def report_command(
 
 
 def report_time_to_target(runs: list, own_network: list, target: object, baseline: str, fmt: str, ci: str,
-                          figures_dir: str | None, figsize: str, err: SafeConsole, group_by: list[str]) -> None:
+                          figures_dir: str | None, figsize: str, err: SafeConsole, group_by: list[str],
+                          labels: dict | None = None) -> None:
     """The time-to-target table of ``runs`` on stdout (in ``fmt``) and, with ``--figures``, the
     speed-up figure (``own_network``: the runs before any ``--network``, each keeps its latency)."""
     from ist_cli.report import time_to_target as ttt  # noqa: PLC0415
@@ -229,6 +230,6 @@ def report_time_to_target(runs: list, own_network: list, target: object, baselin
             err.print(f"ist: no speed-up figure: no method and {baseline} both met {target} with the same seed",
                       markup=False)
         else:
-            for path in save_figure(speedup_figure(curves, target, baseline, figsize), figures_dir,
+            for path in save_figure(speedup_figure(curves, target, baseline, figsize, labels), figures_dir,
                                     f"speedup_vs_bandwidth_over_{baseline}"):
                 err.print(f"ist: wrote {path}", markup=False)

@@ -162,6 +162,16 @@ def compare_values(x: np.ndarray, y: np.ndarray, how: str, paired: bool, higher_
     return difference, low, high, test, float(result.statistic), float(result.pvalue), prob
 
 
+def _follows(runs: Sequence[RunData], key: str, factor: str) -> bool:
+    """True when ``key`` has one value per value of ``factor``: a setting of the compared
+    thing itself (DP's pinned ``local_steps = 1``, a method's own rounds), not a context."""
+    seen: dict[str, set[str]] = {}
+    for run in runs:
+        if factor in run.config:
+            seen.setdefault(canon(run.config[factor]), set()).add(canon(run.config.get(key)))
+    return all(len(values) == 1 for values in seen.values())
+
+
 def compare(runs: Sequence[RunData], metrics: Sequence[str], factor: str, baseline: str, *,
             how: str = "mean", which: str = "final", ignore: Sequence[str] = ()) -> list[Comparison]:
     """Every comparison of the report (see the module docstring), Holm-corrected together.
@@ -175,7 +185,8 @@ def compare(runs: Sequence[RunData], metrics: Sequence[str], factor: str, baseli
     if base_key is None:
         shown = ", ".join(show(v) for v in sorted(values.values(), key=order_key))
         raise UserError(f"--baseline: {baseline!r} is not a value of {factor}; allowed: {shown}")
-    context_keys = [key for key in varying_keys(runs) if key not in ("seed", factor, *ignore)]
+    context_keys = [key for key in varying_keys(runs)
+                    if key not in ("seed", factor, *ignore) and not _follows(runs, key, factor)]
     contexts: dict[tuple[str, ...], dict[str, list[RunData]]] = {}
     for run in runs:
         if factor not in run.config:

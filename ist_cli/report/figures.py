@@ -19,7 +19,7 @@ import contextlib
 import functools
 import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -123,15 +123,26 @@ def group_styles(groups: Sequence[Group], *, colour_only: bool = False) -> list[
     """(colour, line style) per group: colour by the first grouping key, line style by the
     rest (e.g. colour = method, style = number of workers), so the factor structure shows;
     every group its own colour when ``colour_only`` (dashed and dotted lines mean theory)."""
-    if colour_only or not groups or len(groups[0].key) < 2:
-        return [(color(i), "-") for i in range(len(groups))]
-    first = list(groups[0].key)[0]
+    return key_styles([group.key for group in groups], colour_only=colour_only)
+
+
+def key_styles(keys: Sequence[Mapping[str, object]], *, colour_only: bool = False) -> list[tuple[str, object]]:
+    """``group_styles`` of bare group keys (figures whose curves are not groups of runs)."""
+    if colour_only or not keys or len(keys[0]) < 2:
+        return [(color(i), "-") for i in range(len(keys))]
+    first = list(keys[0])[0]
+    # a key with one value per colour (DP's pinned local_steps) belongs to the method: no style of its own
+    heads: dict[str, set[str]] = {}
+    for key in keys:
+        for k, v in key.items():
+            heads.setdefault(k, set()).add(repr((key.get(first), v)))
+    own = {k for k, pairs in heads.items() if len(pairs) == len({repr(key.get(first)) for key in keys})}
     colours: dict[str, int] = {}
     styles: dict[str, int] = {}
     out = []
-    for group in groups:
-        head = repr(group.key.get(first))
-        rest = repr([v for k, v in group.key.items() if k != first])
+    for key in keys:
+        head = repr(key.get(first))
+        rest = repr([v for k, v in key.items() if k != first and k not in own])
         c = colours.setdefault(head, len(colours))
         st = styles.setdefault(rest, len(styles))
         out.append((color(c), LINESTYLES[st % len(LINESTYLES)]))

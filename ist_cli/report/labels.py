@@ -96,6 +96,9 @@ def value_label(key: str, value: Any, labels: Labels | None = None) -> str:
 
 
 def group_label(key: Mapping[str, Any], labels: Labels | None = None, n: int | None = None) -> str:
-    """A group's legend entry: its values' labels joined, and ``(n = 3)`` when given."""
-    text = ", ".join(value_label(k, v, labels) for k, v in key.items()) or "all runs"
+    """A group's legend entry: its values' labels joined, and ``(n = 3)`` when given. A key
+    the group's runs do not have (None: GD has no sketch) is left out, unless a label names it."""
+    labels = DEFAULT_LABELS if labels is None else labels
+    text = ", ".join(value_label(k, v, labels) for k, v in key.items()
+                     if v is not None or show(v) in labels.get(k, {})) or "all runs"
     return text if n is None else f"{text} (n = {n})"

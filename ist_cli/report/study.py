@@ -88,6 +88,9 @@ def steps_figure(result: StudyResult, *, normalised: bool = False) -> Figure:
     _style_entries(ax, entries)
     ylabel = "steps / steps at smallest B" if normalised else "steps to result"
     _log2_axes(ax, _b_note(result), ylabel)
+    if normalised:  # ratios fall below 1: decades (1, 0.1, 0.01), not 0.0625, 0.01562, 0.003906
+        ax.set_yscale("log")
+        format_axis(ax.yaxis, "1")
     legend_below(fig, ax, "column")
     return fig
 

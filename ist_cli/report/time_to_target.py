@@ -9,6 +9,8 @@ such as its rounds or evaluation interval, do not split it. Per group: the mean 
 report's interval; how many runs missed it and their seeds (never dropped silently). The
 speed-up of a group over the baseline group (same key but the method) is the mean, over the
 seeds both ran and both met the target, of ``T_baseline(seed) / T(seed)``, with its interval.
+Both are positive quantities: their intervals are those of the report for a non-negative metric
+(``stats.interval`` with ``NONNEGATIVE`` bounds, on the log scale for ``t``), never below 0.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from ist_cli.errors import UserError
+from ist_cli.io.metric_info import NONNEGATIVE, metric_range
 from ist_cli.io.runfile import RunData
-from ist_cli.report.stats import DEFAULT_CI, interval
+from ist_cli.report.stats import DEFAULT_CI, few_runs_note, interval
 from ist_cli.report.table import Group, canon, group_runs, show, varying_keys
+from ist_cli.report.units import human
 
 COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt,
                                                      "<": operator.lt}
@@ -144,7 +148,7 @@ def time_to_target(runs: Sequence[RunData], target: Target, baseline: str | None
     for group in groups:
         hits = [first_hit(run, target) for run in group.runs]
         met = [hit for hit in hits if hit.met]
-        rows.append(TargetRow(group, hits, interval([hit.sim_time for hit in met], ci),
+        rows.append(TargetRow(group, hits, interval([hit.sim_time for hit in met], ci, bounds=metric_range("sim_time")),
                               float(np.mean([hit.round for hit in met])) if met else math.nan,
                               float(np.mean([hit.bytes for hit in met])) if met else math.nan))
     if baseline is None:
@@ -158,7 +162,7 @@ def time_to_target(runs: Sequence[RunData], target: Target, baseline: str | None
         base_times = {canon(hit.seed): hit.sim_time for hit in match.met}
         row.speedup_values = [base_times[canon(hit.seed)] / hit.sim_time for hit in row.met
                               if canon(hit.seed) in base_times and hit.sim_time > 0]
-        row.speedup = interval(row.speedup_values, ci)
+        row.speedup = interval(row.speedup_values, ci, bounds=NONNEGATIVE)
     return rows
 
 
@@ -212,13 +216,15 @@ def _fmt(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if math.isfinite(value) else "-"
 
 
-def _cell(stats: tuple[float, float, float]) -> str:
+def _cell(stats: tuple[float, float, float], n: int) -> str:
+    """``mean [low, high]`` and, for 2-4 values, the few-runs note."""
     mean, low, high = stats
     if not math.isfinite(mean):
         return "-"
     if not (math.isfinite(low) and math.isfinite(high)) or low == high:
         return _fmt(mean)
-    return f"{_fmt(mean)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
+    note = few_runs_note(n)
+    return f"{_fmt(mean)} [{_fmt(low, 3)}, {_fmt(high, 3)}]" + (f" ({note})" if note else "")
 
 
 def display(rows: Sequence[TargetRow]) -> tuple[list[str], list[list[str]]]:
@@ -230,7 +236,8 @@ def display(rows: Sequence[TargetRow]) -> tuple[list[str], list[list[str]]]:
         missed = row.missed_seeds
         lines.append([*(show(row.group.key.get(k)) for k in keys), f"{len(row.met)}/{len(row.hits)}",
                       f"{len(missed)} ({' '.join(show(s) for s in missed)})" if missed else "0",
-                      _cell(row.time), _fmt(row.round_mean), _fmt(row.bytes_mean, 3), _cell(row.speedup)])
+                      _cell(row.time, len(row.met)), _fmt(row.round_mean), human(row.bytes_mean, "byte"),
+                      _cell(row.speedup, len(row.speedup_values))])
     return header, lines
 
 

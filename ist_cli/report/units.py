@@ -1,4 +1,5 @@
-"""Numbers as a reader wants them: bytes in kB/MB/GB, seconds in s/min/h, plain tick labels.
+"""Numbers as a reader wants them: bytes in kB/MB/GB, seconds in s/min/h, link rates in
+Mbit/s/Gbit/s, plain tick labels.
 
 Decimal prefixes (1 kB = 1000 B), as network rates are quoted. An axis picks one unit for all
 its ticks (from its largest tick), so ticks compare at a glance; its label then names the
@@ -13,6 +14,8 @@ from ist_cli.io.metric_info import METRICS
 
 BYTE_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1.0, "B"))
 TIME_UNITS = ((3600.0, "h"), (60.0, "min"), (1.0, "s"))
+RATE_UNITS = ((1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "kbit/s"), (1.0, "bit/s"))
+UNIT_TABLES = {"byte": BYTE_UNITS, "s": TIME_UNITS, "bit/s": RATE_UNITS}
 
 
 def unit_of(name: str) -> str:
@@ -25,8 +28,8 @@ def unit_of(name: str) -> str:
 
 
 def scale_for(value: float, unit: str) -> tuple[float, str]:
-    """(divisor, symbol) of the largest unit not above ``value`` (bytes or seconds)."""
-    table = BYTE_UNITS if unit == "byte" else TIME_UNITS
+    """(divisor, symbol) of the largest unit not above ``value`` (bytes, seconds or bit/s)."""
+    table = UNIT_TABLES[unit]
     magnitude = abs(value) if math.isfinite(value) else 0.0
     for divisor, symbol in table:
         if magnitude >= divisor:
@@ -51,8 +54,8 @@ def plain(value: float, digits: int = 4) -> str:
 
 
 def human(value: float, unit: str, digits: int = 3) -> str:
-    """``137.6 MB``, ``2.5 min``; a plain number when ``unit`` is neither bytes nor seconds."""
-    if unit not in ("byte", "s") or not math.isfinite(value):
+    """``137.6 MB``, ``2.5 min``, ``1 Gbit/s``; a plain number for a unit without prefixes."""
+    if unit not in UNIT_TABLES or not math.isfinite(value):
         return plain(value, digits + 1)
     divisor, symbol = scale_for(value, unit)
     return f"{plain(value / divisor, digits)} {symbol}"
@@ -88,7 +91,7 @@ def format_axis(axis, unit: str, *, integer: bool = False, base: float = 10.0) -
     if log:
         axis.set_major_locator(_decade_locator(LogLocator, base))
         axis.set_minor_formatter(NullFormatter())  # minor labels of a log axis collide
-    if unit in ("byte", "s"):
+    if unit in UNIT_TABLES:
         def label(value: float, _pos: int) -> str:
             low, high = axis.get_view_interval()
             divisor, symbol = scale_for(max(abs(low), abs(high)) if not log else value, unit)
