@@ -472,7 +472,7 @@ def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, p
     held.workers.start()
 
 
-COMPILING = "compiling kernels (first run only, ≈ 30 s)"
+COMPILING = "compiling kernels (first run only, a few seconds)"
 
 
 def run_experiment(
