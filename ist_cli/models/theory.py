@@ -29,6 +29,7 @@ from ist_cli.models.sketches import (
     expected_clc,
     mean_sketch,
     sketch_law,
+    sketch_names,
     sketch_q,
 )
 from ist_cli.seeding import stream
@@ -147,6 +148,8 @@ def _covered_law(kind: str, L: np.ndarray, q: int | None) -> SketchLaw:
     """The law of a built-in sketch: the moments here hold for uniformly random sets only, which
     a plug-in's sketch need not draw."""
     if kind not in SKETCHES:
+        if kind not in sketch_names():
+            raise ValueError(f"unknown sketch {kind!r}; expected one of {', '.join(sketch_names())}")
         raise ValueError(f"the theory covers the sketches {', '.join(SKETCHES)}; {kind!r} is a plug-in's")
     return sketch_law(kind, L, q)
 
