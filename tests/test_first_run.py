@@ -96,7 +96,7 @@ def test_a_cold_data_parallel_run_compiles_each_kernel_once_not_once_per_worker(
     result = ist("run", "--model", "mlp", "--algorithm", "dp", "--workers", "4", "--rounds", "1", "--eval-every", "1",
                  "--out", str(tmp_path / "out"), "--quiet", env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    saved = re.findall(r"data saved to '.*?mlp\.(\w+)-\d+\.py\d+\.(\d+)\.nbc'", result.stdout)  # numba logs on stdout
+    saved = re.findall(r"data saved to '.*?(?:mlp|sgd)\.(\w+)-\d+\.py\d+\.(\d+)\.nbc'", result.stdout)  # numba logs on stdout
     counts: dict[tuple[str, str], int] = {}
     for kernel, signature in saved:
         counts[kernel, signature] = counts.get((kernel, signature), 0) + 1
@@ -108,7 +108,7 @@ def saved_kernels(log: str) -> dict[str, int]:
     """Kernel -> how many times a process compiled and saved it, from numba's cache log
     (NUMBA_DEBUG_CACHE, printed on standard output by every process of the run)."""
     counts: dict[str, int] = {}
-    for kernel in re.findall(r"data saved to '.*?mlp\.(\w+)-\d+\.py\d+\.\d+\.nbc'", log):
+    for kernel in re.findall(r"data saved to '.*?(?:mlp|sgd)\.(\w+)-\d+\.py\d+\.\d+\.nbc'", log):
         counts[kernel] = counts.get(kernel, 0) + 1
     return counts
 
