@@ -13,6 +13,7 @@ is lost. A loss on another host is known from the notice alone, without which ra
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -41,8 +42,12 @@ def _noticed(signum: int, frame: object) -> None:
 
 def listen() -> None:
     """Count the launcher's notices (main thread, early): rank 0 to find the lost rank, a
-    worker rank to leave when rank 0 itself is the one lost (``orphaned``)."""
+    worker rank to leave when rank 0 itself is the one lost (``orphaned``). At exit the notice is
+    ignored: the interpreter's finalisation resets a signal with a Python handler to its default
+    (for SIGUSR1, death), and the other ranks ending at the same time send notices into that
+    window (a run that had finished then exited by SIGUSR1, 138)."""
     signal.signal(NOTICE, _noticed)
+    atexit.register(signal.signal, NOTICE, signal.SIG_IGN)
 
 
 def notices() -> int:
