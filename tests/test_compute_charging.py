@@ -41,7 +41,3 @@ def test_eight_workers_on_one_core_are_charged_as_on_two(tmp_path: Path) -> None
     charged_one = one["compute_time"][-1] / 30
     charged_two = two["compute_time"][-1] / 30
     assert 0.75 <= charged_one / charged_two <= 1.25, (charged_one, charged_two)
-    # wall-time charging would fail the same check: on one core the slowest worker's step waits
-    # for the other seven (1.4-1.6x the two-core figure on the quiet machine)
-    wall_one, wall_two = one["worker_compute_wall"].sum(), two["worker_compute_wall"].sum()
-    assert wall_one / wall_two > 1.25, (wall_one, wall_two)
