@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -203,52 +204,40 @@ class Piece:
 
     def from_shard(self, shard: np.ndarray) -> np.ndarray:
         """The piece's values read out of owner k's flat shard."""
-        out = np.empty(self.size, dtype=shard.dtype)
-        position = 0
-        for layer, kind, local, _ in self.parts:
-            if kind == W:
-                block = self.shard.weight(shard, layer)[np.ix_(*local)]
-            else:
-                block = self.shard.vector(shard, layer, kind)[local]
-            out[position : position + block.size] = block.ravel()
-            position += block.size
-        return out
+        return self._read(self.shard, shard, 2)
 
     def to_shard(self, values: np.ndarray, shard: np.ndarray) -> None:
-        position = 0
-        for layer, kind, local, _ in self.parts:
-            if kind == W:
-                rows, cols = local
-                count = rows.size * cols.size
-                self.shard.weight(shard, layer)[np.ix_(rows, cols)] = values[position : position + count].reshape(
-                    rows.size, cols.size)
-            else:
-                count = local.size
-                self.shard.vector(shard, layer, kind)[local] = values[position : position + count]
-            position += count
+        self._write(self.shard, values, shard, 2)
 
     def from_sub(self, sub: np.ndarray) -> np.ndarray:
         """The piece's values read out of worker i's flat subnet (same order as ``from_shard``)."""
-        out = np.empty(self.size, dtype=sub.dtype)
+        return self._read(self.sub, sub, 3)
+
+    def to_sub(self, values: np.ndarray, sub: np.ndarray) -> None:
+        self._write(self.sub, values, sub, 3)
+
+    def _read(self, layout: Any, flat: np.ndarray, side: int) -> np.ndarray:
+        """The piece's entries of ``flat`` (laid out by ``layout``; ``side`` picks the shard's
+        (2) or the subnet's (3) indices of each part), in the parts' order."""
+        out = np.empty(self.size, dtype=flat.dtype)
         position = 0
-        for layer, kind, _, where in self.parts:
-            if kind == W:
-                block = self.sub.weight(sub, layer)[np.ix_(*where)]
-            else:
-                block = self.sub.vector(sub, layer, kind)[where]
+        for part in self.parts:
+            layer, kind, index = part[0], part[1], part[side]
+            block = layout.weight(flat, layer)[np.ix_(*index)] if kind == W else layout.vector(flat, layer, kind)[index]
             out[position : position + block.size] = block.ravel()
             position += block.size
         return out
 
-    def to_sub(self, values: np.ndarray, sub: np.ndarray) -> None:
+    def _write(self, layout: Any, values: np.ndarray, flat: np.ndarray, side: int) -> None:
         position = 0
-        for layer, kind, _, where in self.parts:
+        for part in self.parts:
+            layer, kind, index = part[0], part[1], part[side]
             if kind == W:
-                rows, cols = where
+                rows, cols = index
                 count = rows.size * cols.size
-                self.sub.weight(sub, layer)[np.ix_(rows, cols)] = values[position : position + count].reshape(
+                layout.weight(flat, layer)[np.ix_(rows, cols)] = values[position : position + count].reshape(
                     rows.size, cols.size)
             else:
-                count = where.size
-                self.sub.vector(sub, layer, kind)[where] = values[position : position + count]
+                count = index.size
+                layout.vector(flat, layer, kind)[index] = values[position : position + count]
             position += count
