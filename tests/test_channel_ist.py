@@ -16,6 +16,7 @@ from ist_cli.config import resolve_config
 from ist_cli.io.runfile import read_run
 from ist_cli.models import network as nw
 from ist_cli.models.channel_subnet import ChannelSubnets
+from ist_cli.models.network_driver import NetworkDriver
 from ist_cli.models.subnet import block_sizes
 from ist_cli.models.subnet_bytes import channel_subnet_sizes
 from ist_cli.runner import run_experiment
@@ -162,6 +163,33 @@ def test_residual_additions_join_the_partitions_of_their_two_sides():
         for w in range(3):
             index = subnets.subnet_index(rows[w], w)
             assert index.size == values[w] and np.unique(index).size == index.size
+
+
+@pytest.mark.parametrize("net", [nw.resnet8((1, 16, 16)), nw.preact_resnet((1, 16, 16), 10, (1, 3, 1), (4, 6, 8))],
+                         ids=["resnet8", "preact-resnet"])
+def test_a_subnet_is_the_network_restricted_to_its_channels(net):
+    """Worker i's subnet on θ[Iᵢ] computes what the full network computes with every entry
+    outside Iᵢ set to 0 (a channel outside the subnet is then 0 through every conv, batch norm,
+    shortcut and the classifier): the same logits, loss and gradient on Iᵢ. A misplaced entry of
+    the index (a wrong tap, channel, γ/β or projection offset) breaks the equality."""
+    rng = np.random.default_rng(5)
+    full = NetworkDriver(net)
+    theta = nw.initial_params(net, 0, "float64") + rng.normal(0.0, 0.05, full.size)  # γ ≠ 1, β ≠ 0
+    X, y = rng.normal(size=(6, 256)), rng.integers(0, 10, 6)
+    subnets = ChannelSubnets(net, 3)
+    rows = subnets.draw(seed=2, round_index=3)
+    for w in range(3):
+        index = subnets.subnet_index(rows[w], w)
+        restricted = np.zeros_like(theta)
+        restricted[index] = theta[index]
+        sub = NetworkDriver(subnets.network(w))
+        assert sub.size < full.size
+        sub_grad, full_grad = np.zeros(sub.size), np.zeros(full.size)
+        sub_loss = sub.loss_and_grad(theta[index], X, y, sub_grad)
+        full_loss = full.loss_and_grad(restricted, X, y, full_grad)
+        np.testing.assert_allclose(sub.logits(theta[index], X), full.logits(restricted, X), rtol=0, atol=1e-12)
+        assert sub_loss == pytest.approx(full_loss, abs=1e-12)
+        np.testing.assert_allclose(sub_grad, full_grad[index], rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- bytes and transports
