@@ -10,7 +10,8 @@ average read before and after:
 
 - ``direct``: ``--trials`` runs forked one after another from one warm process
   (``sweep.warm.TrialServer``), or started as ``python -m ist_cli run`` subprocesses: the wall
-  time from request to exit status (median) and the run's own CPU time;
+  time from request to exit status (median), the run's own CPU time and its minor page faults
+  (``getrusage``; forked, mostly copy-on-write copies of the warm process's pages);
 - ``sweep``: the same trials as ``ist sweep --jobs 1``: each run's wall time as the manifest
   records it (submit to outcome, the sweep's bookkeeping around it not included) and the whole
   command's wall time divided by the trials.
@@ -65,17 +66,17 @@ def trial_args(seed: int) -> list[str]:
     return args
 
 
-def cpu_of_children() -> float:
-    """User + system seconds of this process's reaped children so far."""
+def of_children() -> tuple[float, int]:
+    """User + system seconds and minor page faults of this process's reaped children so far."""
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_minflt
 
 
 def direct(isolation: str, trials: int, out: Path) -> dict:
-    """``trials`` zero-step runs one after another: per-run wall and CPU seconds."""
-    walls, cpus = [], []
+    """``trials`` zero-step runs one after another: per-run wall and CPU seconds, minor page faults."""
+    walls, cpus, faults = [], [], []
     if isolation == "warm":
         from ist_cli.sweep.warm import TrialServer
 
@@ -88,19 +89,23 @@ def direct(isolation: str, trials: int, out: Path) -> dict:
                                  lambda pid: None)
                 walls.append(time.perf_counter() - started)
                 cpus.append(end.cpu_seconds)
+                faults.append(end.minor_faults)
                 assert end.returncode == 0, end.stderr
         finally:
             server.close()
     else:
         for seed in range(trials):
-            before = cpu_of_children()
+            before = of_children()
             started = time.perf_counter()
             result = subprocess.run([sys.executable, "-m", "ist_cli", "run", *trial_args(seed), "--name", f"p{seed}",
                                      "--out", str(out), "--quiet", "--json"], capture_output=True, text=True)
             walls.append(time.perf_counter() - started)
-            cpus.append(cpu_of_children() - before)
+            after = of_children()
+            cpus.append(after[0] - before[0])
+            faults.append(after[1] - before[1])
             assert result.returncode == 0, result.stderr
-    return {"wall": statistics.median(walls), "cpu": statistics.median(cpus), "min": min(walls), "max": max(walls)}
+    return {"wall": statistics.median(walls), "cpu": statistics.median(cpus), "min": min(walls), "max": max(walls),
+            "faults": statistics.median(faults)}
 
 
 def sweep(isolation: str, trials: int, out: Path) -> dict:
@@ -128,15 +133,18 @@ def overhead(args: argparse.Namespace) -> None:
                     before = load()
                     figures = measure(isolation, args.trials, out)
                     rows.append((kind, isolation, repeat, figures, before, load()))
-                    print(kind, isolation, repeat, {k: round(v * 1000, 1) for k, v in figures.items()},
+                    print(kind, isolation, repeat, {k: round(v * (1 if k == "faults" else 1000), 1)
+                                                    for k, v in figures.items()},
                           f"load {before:.1f}-{load():.1f}", file=sys.stderr, flush=True)
     print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {uptime()}\n")
     print(f"zero-step trials ({args.trials} per row), ms; load = 1-minute load average before-after\n")
-    print("| measure | isolation | repeat | median wall | CPU (direct) / command per trial (sweep) | min-max wall | load |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| measure | isolation | repeat | median wall | CPU (direct) / command per trial (sweep) | minor faults "
+          "(direct) | min-max wall | load |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for kind, isolation, repeat, figures, before, after in rows:
         second = figures.get("cpu", figures.get("command"))
-        print(f"| {kind} | {isolation} | {repeat} | {figures['wall'] * 1000:.0f} | {second * 1000:.0f} | "
+        faults = f"{figures['faults']:.0f}" if "faults" in figures else ""
+        print(f"| {kind} | {isolation} | {repeat} | {figures['wall'] * 1000:.0f} | {second * 1000:.1f} | {faults} | "
               f"{figures['min'] * 1000:.0f}-{figures['max'] * 1000:.0f} | {before:.1f}-{after:.1f} |")
 
 

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ist_cli.data import synthetic
 from ist_cli.data.dataset import Dataset, with_validation
@@ -69,18 +72,46 @@ def load_dataset(spec: str, *, seed: int, dtype: str = "float32", synthetic_samp
     raise UserError(f"--dataset: {spec!r} is not allowed; expected {EXPECTS}")
 
 
+#: (spec, dtype, validation fraction) -> a data set loaded ahead by ``keep_dataset``
+_KEPT: dict[tuple[str, str, float], Dataset] = {}
+#: sources whose data and splits do not depend on the seed (a plug-in's loader is given one)
+SEED_FREE = ("digits",)
+
+
+def keep_dataset(what: str) -> None:
+    """Load ``SPEC[,DTYPE[,FRACTION]]`` (float32, no validation set unless named) now and keep it:
+    the runs a warm trial process forks copy it instead of loading, splitting and standardising
+    it again (and the copy is the same bytes). Only a source that ``SEED_FREE`` names."""
+    parts = what.split(",")
+    spec, dtype, fraction = parts[0], parts[1] if len(parts) > 1 else "float32", parts[2] if len(parts) > 2 else "0"
+    if spec not in SEED_FREE:
+        raise ValueError(f"{spec!r} depends on the seed; only {', '.join(SEED_FREE)} can be kept")
+    data = with_validation(load_dataset(spec, seed=0, dtype=dtype), float(fraction))
+    _KEPT[spec, dtype, float(fraction)] = data
+
+
+def _copy(data: Dataset) -> Dataset:
+    """``data`` with its own copies of the arrays (a run may not change the kept ones)."""
+    return replace(data, **{f.name: getattr(data, f.name).copy() for f in fields(data)
+                            if isinstance(getattr(data, f.name), np.ndarray)})
+
+
 def dataset_from_settings(settings: MLPSettings) -> Dataset:
     """The dataset of a run's settings, with its validation split if one is asked for; also
     checks every worker can get a training sample."""
-    data = load_dataset(
-        settings.dataset,
-        seed=settings.seed,
-        dtype=settings.dtype,
-        synthetic_samples=settings.synthetic_samples,
-        synthetic_features=settings.synthetic_features,
-        synthetic_classes=settings.synthetic_classes,
-    )
-    data = with_validation(data, settings.validation_fraction)
+    kept = _KEPT.get((settings.dataset, settings.dtype, float(settings.validation_fraction)))
+    if kept is not None:
+        data = _copy(kept)
+    else:
+        data = load_dataset(
+            settings.dataset,
+            seed=settings.seed,
+            dtype=settings.dtype,
+            synthetic_samples=settings.synthetic_samples,
+            synthetic_features=settings.synthetic_features,
+            synthetic_classes=settings.synthetic_classes,
+        )
+        data = with_validation(data, settings.validation_fraction)
     if data.n_train < settings.workers:
         raise UserError(
             f"--workers: {settings.workers} workers but dataset {settings.dataset!r} has only {data.n_train} "

@@ -6,6 +6,10 @@ import importlib
 from collections.abc import Sequence
 from typing import Any
 
+#: kernels this process found in the cache: a process (a warm trial server, and the runs it forks)
+#: that found one need not read its index again; a kernel it loaded does not compile here again
+_FRESH: set[Any] = set()
+
 
 def warmed_kernels(preload: Sequence[str]) -> list[Any]:
     """The kernels the warm-ups among ``preload`` (``runtime.forkserver`` entries) compile: those a
@@ -36,9 +40,12 @@ def kernels_cached(preload: Sequence[str]) -> bool | None:
     try:
         kernels = warmed_kernels(preload)
         for kernel in kernels:
+            if kernel in _FRESH:
+                continue
             if kernel._cache is not None and hasattr(kernel._cache, "_cache_file") \
                     and not kernel._cache._cache_file._load_index():
                 return False
+            _FRESH.add(kernel)
     except Exception:  # noqa: BLE001 - a private API of numba, a plug-in's entries: unknown, never an error of the run
         return None
     return True if kernels else None

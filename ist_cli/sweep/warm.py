@@ -38,6 +38,7 @@ class TrialEnd(NamedTuple):
     stderr: str
     pid: int
     cpu_seconds: float  # the run's own user + system time (nan if unknown)
+    minor_faults: int = -1  # the run's page faults (-1 if unknown)
 
 
 class TrialServer:
@@ -80,7 +81,8 @@ class TrialServer:
         if end.get("returncode") is None:
             return TrialEnd(-1, stdout, stderr + "\nist: error: the warm trial process died during the run", pid,
                             math.nan)
-        return TrialEnd(end["returncode"], stdout, stderr, pid, end.get("cpu_seconds", math.nan))
+        return TrialEnd(end["returncode"], stdout, stderr, pid, end.get("cpu_seconds", math.nan),
+                        end.get("minor_faults", -1))
 
     def close(self) -> None:
         """Close stdin: the server ends once its current run (if any) has ended."""
