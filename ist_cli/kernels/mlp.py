@@ -24,6 +24,11 @@ from ist_cli.kernels.layout import BETA, GAMMA, B, W
 from ist_cli.kernels.sgd import sgd_update, softmax_xent
 
 BN_EPS = 1e-5  # PyTorch's BatchNorm1d default
+# A bool constant passed to a kernel is typed as a literal: one compile of the callee per
+# combination (``_copy_subnet`` twice, ``_gemm`` per pair of transpose flags). An element of
+# this constant array is a plain bool, one compile for all: _OP[0] False, _OP[1] True (for
+# ``_gemm``: as is, transposed).
+_OP = np.array([False, True])
 
 
 # ----------------------------------------------------------------------------- gather / scatter
@@ -102,7 +107,7 @@ def gather_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.nd
     ``full_widths``) and (``sub_offsets``, ``sub_widths``); ``neurons`` int64, all layers'
     ids concatenated; ``starts`` int64 (L+2,).
     """
-    _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, False, False)
+    _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, _OP[0], _OP[0])
 
 
 @njit(cache=True, nogil=True)
@@ -115,7 +120,7 @@ def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.n
     averaged by the coordinator rather than written by whichever worker comes last. Shapes as
     in ``gather_subnet``.
     """
-    _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, True,
+    _copy_subnet(full, full_offsets, full_widths, sub, sub_offsets, sub_widths, neurons, starts, _OP[1],
                  skip_output_bias)
 
 
@@ -126,10 +131,6 @@ _GEMM_SIGNATURE = types.void(*([types.voidptr] * 13))
 _SGEMM = types.ExternalFunction(blas.SYMBOLS[0], _GEMM_SIGNATURE)
 _DGEMM = types.ExternalFunction(blas.SYMBOLS[1], _GEMM_SIGNATURE)
 _NO_TRANS, _TRANS = 78, 84  # 'N', 'T'
-# ``_gemm``'s transpose flags: a bool constant passed to a kernel is typed as a literal, one
-# compile of ``_gemm`` per combination; an element of this constant array is a plain bool, one
-# compile for all. _OP[0]: as is, _OP[1]: transposed.
-_OP = np.array([False, True])
 
 
 @njit(cache=True, nogil=True)
@@ -286,7 +287,10 @@ def _apply(params: np.ndarray, out: np.ndarray, k: int, g: float, mode: int, lr:
         params[k] -= lr * v
 
 
-@njit(cache=True, nogil=True)
+# Inlined into its two callers at numba's IR level: one LLVM module per caller is optimised and
+# code-generated, not _step's own too, and again with it linked in (about 1 s less CPU in the
+# first compile of train_steps); the same operations, so the same numbers.
+@njit(cache=True, nogil=True, inline='always')
 def _step(params: np.ndarray, offsets: np.ndarray, widths: np.ndarray, batch_norm: bool, scale: float,
           X: np.ndarray, y: np.ndarray, out: np.ndarray, mode: int, lr: float, momentum: float,
           acts: np.ndarray, xhats: np.ndarray, inv_stds: np.ndarray) -> float:

@@ -19,6 +19,7 @@ from ist_cli.algorithms.mlp.common import MLPMethod, MLPWorker, Training
 from ist_cli.algorithms.plans import ISTPlan
 from ist_cli.comm import INDEX_BYTES, Traffic, server_traffic
 from ist_cli.kernels import mlp as kernels
+from ist_cli.kernels import sgd as sgd_kernels
 from ist_cli.models.mlp import B
 from ist_cli.models.shards import draw_plans
 from ist_cli.models.subnet import (
@@ -116,8 +117,10 @@ class IST(MLPMethod):
 
     def initialize(self, arrays: dict[str, np.ndarray]) -> None:
         super().initialize(arrays)
-        # On a first run this process compiles the subnet kernels while the fork server compiles
-        # train_steps (two cores); the server then loads them from numba's cache (``ISTPlan.preload``).
+        # On a first run this process compiles what train_steps calls last (the loss and the
+        # update) and the subnet kernels while the fork server compiles train_steps (two cores);
+        # the server then loads them from numba's cache (``ISTPlan.preload``).
+        sgd_kernels.warm_up(self.dtype.name)
         kernels.warm_up_subnets(self.dtype.name)
 
     def training(self) -> Training:
