@@ -8,16 +8,18 @@ accounting's); per n the median of each server and their ratio.
 
 ``memory``: MLPs of growing size (256 features, 512 samples, hidden W,W, 10 classes), n = 4 and
 8, each ``--server`` in ``--servers``; per rank the peak resident memory (VmHWM) and the
-parameter bytes the run file records, and the least-squares slope of each rank's peak against
-the model's bytes (bytes of memory per byte of model). One run at a time: a 4 GB model under
-the central server needs about twice that on rank 0.
+parameter bytes the run file records, the shared memory rank 0 reserved (``shm_bytes_rank0``),
+and the least-squares slope of each rank's peak against the model's bytes (bytes of memory per
+byte of model). One run at a time: a model under the central server needs about three times
+its size on rank 0 (``--central-up-to`` caps it).
 
     python benchmarks/bench_model_parallel.py rounds [--rounds 5] [--workers 2,4,8] [--repeats 3]
     python benchmarks/bench_model_parallel.py memory [--widths 5000,10000,16384,23170,32768] [--workers 4,8]
         [--servers partitioned,central] [--central-up-to BYTES]
 
 Prints one JSON object per line, and the load (``uptime``) before and after: on a shared
-machine every time is an upper bound (memory figures are not).
+machine every time is an upper bound (memory figures are not). n = 8 is 9 ranks, more than 4
+per core on 2 cores: ``IST_MAX_RANKS`` is raised for the benchmark's runs unless set.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def rounds(args: argparse.Namespace, out: Path) -> None:
     for workers in args.workers:
         central, partitioned = (float(np.median(seconds[workers, s])) for s in ("central", "partitioned"))
         print(json.dumps({"workers": workers, "central_median_s": central, "partitioned_median_s": partitioned,
-                          "ratio": partitioned / central}), flush=True)
+                          "ratio": partitioned / central, "central_s": seconds[workers, "central"],
+                          "partitioned_s": seconds[workers, "partitioned"]}), flush=True)
 
 
 def memory(args: argparse.Namespace, out: Path) -> None:
