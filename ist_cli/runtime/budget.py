@@ -48,12 +48,12 @@ class RunEstimate:
 
     def describe(self) -> str:
         if self.ranks:
-            busiest = (f"each worker rank, about {human_bytes(self.per_worker)} (its shard, the subnet it trains "
-                       "and its buffers)" if self.per_worker >= self.coordinator else
-                       f"rank 0, the coordinator, about {human_bytes(self.coordinator)}")
+            workers = (f"each worker rank, about {human_bytes(self.per_worker)} (its shard, the subnet it trains "
+                       "and its buffers)")
+            coordinator = f"rank 0, the coordinator, about {human_bytes(self.coordinator)}"
+            parts = (workers, coordinator) if self.per_worker >= self.coordinator else (coordinator, workers)
             return (f"about {human_bytes(self.total)} over {self.workers + 1} MPI processes on this machine "
-                    f"(busiest: {busiest}; rank 0 {human_bytes(self.coordinator)}, {self.workers} worker ranks x "
-                    f"{human_bytes(self.per_worker)})")
+                    f"(busiest: {parts[0]}; {parts[1]})")
         return (f"about {human_bytes(self.total)} (arena {human_bytes(self.arena)}, coordinator "
                 f"{human_bytes(self.coordinator)}, {self.workers} workers x {human_bytes(self.per_worker)})")
 
