@@ -8,22 +8,25 @@ accounting's); per n the median of each server and their ratio.
 
 ``memory``: MLPs of growing size (256 features, 512 samples, hidden W,W, 10 classes), n = 4 and
 8, each ``--server`` in ``--servers``; per rank the peak resident memory (VmHWM) and the
-parameter bytes the run file records, and the least-squares slope of each rank's peak against
-the model's bytes (bytes of memory per byte of model). One run at a time: a 4 GB model under
-the central server needs about twice that on rank 0.
+parameter bytes the run file records, the shared memory rank 0 reserved (``shm_bytes_rank0``),
+and the least-squares slope of each rank's peak against the model's bytes (bytes of memory per
+byte of model). One run at a time: a model under the central server needs about three times
+its size on rank 0 (``--central-up-to`` caps it).
 
-    python benchmarks/bench_model_parallel.py rounds [--rounds 5] [--workers 2,4,8] [--repeats 2]
+    python benchmarks/bench_model_parallel.py rounds [--rounds 5] [--workers 2,4,8] [--repeats 3]
     python benchmarks/bench_model_parallel.py memory [--widths 5000,10000,16384,23170,32768] [--workers 4,8]
         [--servers partitioned,central] [--central-up-to BYTES]
 
 Prints one JSON object per line, and the load (``uptime``) before and after: on a shared
-machine every time is an upper bound (memory figures are not).
+machine every time is an upper bound (memory figures are not). n = 8 is 9 ranks, more than 4
+per core on 2 cores: ``IST_MAX_RANKS`` is raised for the benchmark's runs unless set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,7 +80,8 @@ def rounds(args: argparse.Namespace, out: Path) -> None:
     for workers in args.workers:
         central, partitioned = (float(np.median(seconds[workers, s])) for s in ("central", "partitioned"))
         print(json.dumps({"workers": workers, "central_median_s": central, "partitioned_median_s": partitioned,
-                          "ratio": partitioned / central}), flush=True)
+                          "ratio": partitioned / central, "central_s": seconds[workers, "central"],
+                          "partitioned_s": seconds[workers, "partitioned"]}), flush=True)
 
 
 def memory(args: argparse.Namespace, out: Path) -> None:
@@ -103,11 +107,13 @@ def memory(args: argparse.Namespace, out: Path) -> None:
                     else:  # central: rank 0's alone (the workers hold a subnet each)
                         peak = np.asarray([run.attrs["peak_rss_bytes_rank0"]], dtype=float)
                     held = np.asarray(run.attrs.get("param_bytes_per_rank", np.full(peak.shape, np.nan)))
+                    shm = int(run.attrs.get("shm_bytes_rank0", -1))  # -1: a run file from before the record
                 (out / f"{name}.h5").unlink()
                 sizes.append(model)
                 peaks.append(peak)
                 print(json.dumps({"case": name, "model_bytes": model, "peak_rss_bytes_per_rank": peak.tolist(),
-                                  "param_bytes_per_rank": held.tolist(), "uptime": uptime()}), flush=True)
+                                  "param_bytes_per_rank": held.tolist(), "shm_bytes_rank0": shm,
+                                  "uptime": uptime()}), flush=True)
             if len(sizes) > 1:
                 slopes = np.polyfit(np.asarray(sizes, dtype=float), np.asarray(peaks), 1)[0]
                 print(json.dumps({"server": server, "workers": workers,
@@ -124,11 +130,12 @@ def main() -> None:
     parser.add_argument("--workers", type=lambda text: [int(v) for v in text.split(",")], default=None)
     parser.add_argument("--widths", type=lambda text: [int(v) for v in text.split(",")],
                         default=[5000, 10000, 16384, 23170, 32768])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--servers", type=lambda text: text.split(","), default=["partitioned", "central"])
     parser.add_argument("--central-up-to", type=float, default=2.5e9, help="largest model (bytes) run centrally")
     args = parser.parse_args()
     args.workers = args.workers or ([2, 4, 8] if args.what == "rounds" else [4, 8])
+    os.environ.setdefault("IST_MAX_RANKS", str(max(args.workers) + 1))  # n = 8 is 9 ranks, over 4 per core on 2 cores
     print(json.dumps({"uptime_before": uptime()}), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         (rounds if args.what == "rounds" else memory)(args, Path(tmp))

@@ -93,15 +93,16 @@ def check_batch_size(config: Mapping[str, Any], where: str = "") -> None:
 
 
 def check_run_inputs(config: Mapping[str, Any], *, where: str = "", available: int | None = None,
-                     sources: bool = True) -> None:
+                     sources: bool = True, ranks: bool = False) -> None:
     """Everything about a resolved run config that can be checked before anything exists
-    (the data files only with ``sources``)."""
+    (the data files only with ``sources``; the memory per MPI process with ``ranks``, all of
+    them on this machine)."""
     check_int64(config, where)
     check_batch_size(config, where)
     if sources:
         check_sources(config, where)
     try:
-        check_memory(estimate_run(config), available=available)
+        check_memory(estimate_run(config, ranks), available=available)
     except UserError as exc:
         raise UserError(_prefixed(where, str(exc))) from None
 

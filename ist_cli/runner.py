@@ -55,7 +55,13 @@ from ist_cli.runtime.signals import (
     signals_deferred,
     signals_ignored,
 )
-from ist_cli.runtime.transport import StepClock, StepTime, Transport, TransportFactory
+from ist_cli.runtime.transport import (
+    StepClock,
+    StepTime,
+    Transport,
+    TransportFactory,
+    shares_memory,
+)
 from ist_cli.training.goal import Goal
 
 
@@ -437,7 +443,7 @@ def _start(algorithm: Algorithm, transport: TransportFactory, held: Resources, p
            progress: RunProgress, log: RunLog, attrs: Callable[[], dict[str, Any]]) -> None:
     """Arena, run file, workers and row 0 (the initial evaluation), each resource on ``held.stack``
     as it is made; fills in ``log``'s writer and transport."""
-    held.arena = Arena.create(algorithm.arena_spec(), tag=file.run_id[:8])
+    held.arena = Arena.create(algorithm.arena_spec(), tag=file.run_id[:8], shared=shares_memory(transport))
     held.stack.callback(held.arena.close)
     arrays = held.arena.arrays
     algorithm.initialize(arrays)
@@ -503,7 +509,8 @@ def run_experiment(
     config = resolve_config(config)
     name = default_run_name(config) if name is None else name
     path = prepare_output(out_dir, name, overwrite)
-    check_run_inputs(config)  # int64, data files, batch size, memory: what a sweep checks up front
+    # int64, data files, batch size, memory (per process for MPI ranks): what a sweep checks up front
+    check_run_inputs(config, ranks=not shares_memory(transport))
     check_space(first_existing(path.parent), estimate_file_bytes(config) + DISK_MARGIN_BYTES, "the run file")
     run_id = config_hash(config)
     previous = None if overwrite else existing_run(path, run_id)

@@ -62,6 +62,12 @@ class MethodPlan:
         raise NotImplementedError
 
     @classmethod
+    def estimate_ranks(cls, config: Mapping[str, Any]) -> RunEstimate:
+        """The memory a run needs when its workers are MPI ranks (``RunEstimate.ranks`` for a
+        method that sizes each process on its own); by default the shared-memory estimate."""
+        return cls.estimate_run(config)
+
+    @classmethod
     def workers_own_model(cls, config: Mapping[str, Any]) -> bool:
         """Does part of the model live in the workers alone, so that a dead worker loses it? Then
         an MPI job outlives a dead rank for rank 0 to record the loss (``runtime/rank_loss.py``)."""
@@ -131,6 +137,10 @@ class DCGDPlan(GDPlan):
 
 
 # ----------------------------------------------------------------------------- MLP
+EVAL_CHUNK = 4096  # rows per forward pass at evaluation (also the batch-norm statistics' batch)
+#: at most this much of a shard crosses (and is held) at a time while the partitioned server writes /final
+FINAL_BLOCK_BYTES = 8 << 20
+
 def mlp_widths(config: Mapping[str, Any]) -> tuple[list[int], int, int]:
     """(widths, samples, bytes of a file source) as far as the config tells."""
     samples, features, classes, raw = dataset_shape(config)
@@ -220,6 +230,45 @@ class ISTPlan(MLPPlan):
             return estimate
         params, itemsize = mlp_params(config, mlp_widths(config)[0])
         return replace(estimate, arena=estimate.arena + params * itemsize)
+
+    @classmethod
+    def estimate_ranks(cls, config: Mapping[str, Any]) -> RunEstimate:
+        """The partitioned server over MPI, per process (on the high side). A worker rank: its
+        shard (a 1/n block of every hidden layer's neurons with their incoming weights, and the
+        last hidden block's outgoing ones), its rows of the subnet it trains, the pieces in flight
+        (what it sends of its shard, two subnets received), the data, a minibatch's and an
+        evaluation chunk's activations. Rank 0, the coordinator: no parameters but the output
+        bias; the data, the loader's copy and the owners' partial logits (a pruned run also
+        chooses its mask on the whole initial model there)."""
+        if config.get("server") != "partitioned":
+            return cls.estimate_run(config)
+        n = int(config["workers"])
+        widths, samples, raw = mlp_widths(config)
+        params, itemsize = mlp_params(config, widths)
+        sparse = float(config.get("sparsity") or 0) > 0
+        norm = 2 if config.get("norm") == "batch" else 0
+        blocks = [-(-int(width) // n) for width in widths[1:-1]]  # the largest block of each hidden layer
+        sub = [widths[0], *blocks, widths[-1]]  # the largest subnet's widths
+
+        def owned(fan_ins: Sequence[int]) -> int:  # an owner's neurons with fan-ins, and its output weights
+            return sum(block * (fan_in + 1 + norm) for block, fan_in in zip(blocks, fan_ins, strict=False)) \
+                + blocks[-1] * widths[-1]
+
+        shard = owned(widths)
+        sent = owned(sub)  # what of its shard lies in some subnet: the pieces an owner sends in a round
+        subnet = sum(a * b + b for a, b in zip(sub, sub[1:], strict=False)) + norm * sum(blocks)
+        data = samples * (widths[0] * itemsize + 16)
+        chunk = min(EVAL_CHUNK, samples)
+        evaluation = (3 * chunk * max(widths[1:-1]) + chunk * widths[0] + 2 * samples * widths[-1]) * itemsize
+        activations = 4 * int(config.get("batch_size", 32)) * sum(widths) * itemsize
+        values = shard + len(cls.worker_rows(sparse)) * subnet + sent + 2 * subnet
+        if sparse:  # the resident pruning mask (the whole model's) and this owner's share of it
+            values += params + shard
+        worker = WORKER_BASE_BYTES + data + values * itemsize + evaluation + activations
+        pruning = params * (5 * itemsize + 9) if sparse else 0  # model, mask, its shards (float64), keep, SNIP
+        coordinator = (WORKER_BASE_BYTES + 2 * data + 4 * raw + 2 * n * samples * widths[-1] * itemsize
+                       + 2 * FINAL_BLOCK_BYTES + pruning)
+        return RunEstimate(arena=0, coordinator=coordinator, per_worker=worker, workers=n, ranks=True)
 
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:

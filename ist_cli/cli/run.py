@@ -252,7 +252,7 @@ def _run_on_mpi(config: dict[str, Any], out_dir: str, name: str | None, overwrit
         mpiexec_path()  # a missing launcher is reported before the output directory is made
         prepare_output(out_dir, name or default_run_name(config), overwrite)
         check_ranks(config["workers"] + 1, "--workers")  # then the memory estimate, before mpiexec starts
-        check_run_inputs(config)
+        check_run_inputs(config, ranks=True)
         # single has workers pinned to 1; when workers own the model, rank 0 outlives a lost rank to record it
         relaunch(config["workers"] + 1, sys.argv[1:], survive_rank_loss=plan_of(config).workers_own_model(config))
     rank_loss.listen()  # the launcher's notice that a rank died (sent only to such jobs)

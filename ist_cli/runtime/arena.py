@@ -66,23 +66,29 @@ class Arena:
     The coordinator ``create``s (and alone ``unlink``s) it; workers ``attach``.
     """
 
-    def __init__(self, shm: shared_memory.SharedMemory, layout: ArenaLayout, owner: bool) -> None:
+    def __init__(self, shm: shared_memory.SharedMemory | None, layout: ArenaLayout, owner: bool) -> None:
         self._shm = shm
         self.layout = layout
         self.owner = owner
         self.arrays: dict[str, np.ndarray] = {
-            f.name: np.ndarray(f.shape, dtype=np.dtype(f.dtype), buffer=shm.buf, offset=f.offset)
+            f.name: (np.zeros(f.shape, dtype=np.dtype(f.dtype)) if shm is None else
+                     np.ndarray(f.shape, dtype=np.dtype(f.dtype), buffer=shm.buf, offset=f.offset))
             for f in layout.fields
         }
 
     @classmethod
-    def create(cls, specs: ArraySpec, tag: str = "") -> Arena:
+    def create(cls, specs: ArraySpec, tag: str = "", shared: bool = True) -> Arena:
         """A new, zeroed segment whose every page is already reserved.
 
         ``ftruncate`` alone makes a sparse segment: the first write to a page that
         ``/dev/shm`` has no room for kills the process with SIGBUS. Reserving the whole
         size up front (``posix_fallocate``) turns a shortage into an error here.
+        Not ``shared`` (no other process will attach: MPI ranks): no segment, the arrays are
+        this process's own zeroed memory, whose pages cost nothing until written (the rank
+        reserves only what it uses; the memory check before the run sizes it per process).
         """
+        if not shared:
+            return cls(None, plan_layout(specs, ""), owner=False)
         name = f"{SEGMENT_PREFIX}{tag + '_' if tag else ''}{os.getpid()}_{secrets.token_hex(4)}"
         layout = plan_layout(specs, name)
         if not os.path.isdir(SHM_DIR):  # no /dev/shm to reserve in (not Linux): plain POSIX segment
@@ -118,6 +124,8 @@ class Arena:
     def close(self) -> None:
         """Drop the views and the mapping; the owner also unlinks the segment."""
         self.arrays = {}
+        if self._shm is None:
+            return
         try:
             self._shm.close()
         except BufferError:  # a view still alive somewhere; the unlink below still frees the name

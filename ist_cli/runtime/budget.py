@@ -31,18 +31,29 @@ def human_bytes(count: float) -> str:
 
 @dataclass(frozen=True)
 class RunEstimate:
-    """Bytes a run needs: the shared arena, the coordinator's private copies, each worker's own."""
+    """Bytes a run needs: the shared arena, the coordinator's private copies, each worker's own.
+
+    ``ranks``: an estimate per process of an MPI job whose ranks share nothing (no arena; the
+    coordinator is rank 0, each worker a rank); its message names the busiest process."""
 
     arena: int
     coordinator: int
     per_worker: int
     workers: int
+    ranks: bool = False
 
     @property
     def total(self) -> int:
         return self.arena + self.coordinator + self.workers * self.per_worker
 
     def describe(self) -> str:
+        if self.ranks:
+            workers = (f"each worker rank, about {human_bytes(self.per_worker)} (its shard, the subnet it trains "
+                       "and its buffers)")
+            coordinator = f"rank 0, the coordinator, about {human_bytes(self.coordinator)}"
+            parts = (workers, coordinator) if self.per_worker >= self.coordinator else (coordinator, workers)
+            return (f"about {human_bytes(self.total)} over {self.workers + 1} MPI processes on this machine "
+                    f"(busiest: {parts[0]}; {parts[1]})")
         return (f"about {human_bytes(self.total)} (arena {human_bytes(self.arena)}, coordinator "
                 f"{human_bytes(self.coordinator)}, {self.workers} workers x {human_bytes(self.per_worker)})")
 

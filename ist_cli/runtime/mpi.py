@@ -219,6 +219,7 @@ class MPITransport(TransportBase):
         self.MPI = _MPI()
         self.comm = comm or world()
         self.program, self.arrays, self.n_workers = program, arrays, n_workers
+        self.shm_bytes = int(layout.size) if getattr(layout, "segment", "") else 0  # what rank 0 reserved in /dev/shm
         self.bytes = ByteCounts(n_workers)
         self.pids: list[int] = []
         self.hosts: list[int] = []  # ``rank_loss.host_id`` of each worker rank
@@ -297,7 +298,8 @@ class MPITransport(TransportBase):
         """Root attributes of the run file: what moved outside the rounds' regions."""
         attrs = {"transport": "mpi", "bytes_startup_measured": int(self.bytes.startup),
                  "bytes_control_measured": int(self.bytes.control),
-                 "peak_rss_bytes_rank0": int(peak_resident_bytes())}  # read when the run file is closed
+                 "peak_rss_bytes_rank0": int(peak_resident_bytes()),  # read when the run file is closed
+                 "shm_bytes_rank0": self.shm_bytes}
         if self.allreducing:
             attrs["bytes_to_coordinator_measured"] = int(self.bytes.to_coordinator)
         return attrs
@@ -414,13 +416,20 @@ def serve_worker(comm: Any | None = None) -> None:
 def mpi_transport(program: WorkerProgram, arrays: dict[str, np.ndarray], layout: Any, n_workers: int) -> MPITransport:
     """The ``TransportFactory`` of ``--transport mpi`` (on rank 0 of a job with ``n_workers + 1`` ranks).
 
-    No other process attaches to rank 0's arena, so its name is removed at once: MPICH
-    kills every rank when one dies, resource tracker included, and the segment would leak.
+    No other process attaches to rank 0's arena: the runner makes it private (no segment). A
+    segment's name, if one is given, is removed at once: MPICH kills every rank when one dies,
+    resource tracker included, and the segment would leak.
     """
-    unlink_name(layout.segment)
+    if layout.segment:
+        unlink_name(layout.segment)
     if program.peers:
         return program.mpi_peers().PeerTransport(program, arrays, layout, n_workers)
     return MPITransport(program, arrays, layout, n_workers)
+
+
+# no rank attaches to rank 0's arrays: the runner keeps them in rank 0's private memory, where
+# only the pages rank 0 writes cost anything (``Arena.create(shared=False)``)
+mpi_transport.shares_memory = False  # type: ignore[attr-defined]
 
 
 def unlink_name(segment: str) -> None:

@@ -231,3 +231,10 @@ class TransportFactory(Protocol):
 
     def __call__(self, program: WorkerProgram, arrays: dict[str, np.ndarray], layout: Any,
                  n_workers: int) -> Transport: ...
+
+
+def shares_memory(factory: Any) -> bool:
+    """Do the workers a ``TransportFactory`` builds attach to the coordinator's arena? Not MPI
+    ranks (``shares_memory = False`` on the factory): their coordinator's arrays are then its
+    own private memory, and the run's memory is estimated per process."""
+    return bool(getattr(factory, "shares_memory", True))

@@ -25,7 +25,7 @@ from ist_cli.algorithms.mlp.mask_and_measures import (
     named_mask,
     pruning_mask,
 )
-from ist_cli.algorithms.plans import MLPPlan
+from ist_cli.algorithms.plans import EVAL_CHUNK, MLPPlan
 from ist_cli.comm import INDEX_BYTES, averaging_traffic
 from ist_cli.data import dataset_from_settings, partition_indices
 from ist_cli.kernels import mlp as kernels
@@ -39,7 +39,6 @@ from ist_cli.training.batches import minibatches
 from ist_cli.training.goal import EvalSchedule, Goal
 
 EVAL_TRAIN_LIMIT = 8192  # training loss is measured on at most this many fixed training rows
-EVAL_CHUNK = 4096  # rows per forward pass at evaluation (also the batch-norm statistics' batch)
 
 
 def logit_scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

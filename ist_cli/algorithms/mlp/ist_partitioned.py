@@ -30,6 +30,7 @@ import numpy as np
 
 from ist_cli.algorithms.mlp.common import EVAL_CHUNK, logit_scores
 from ist_cli.algorithms.mlp.ist import IST, ISTWorker
+from ist_cli.algorithms.plans import FINAL_BLOCK_BYTES
 from ist_cli.comm import Traffic, pair_traffic
 from ist_cli.io.sliced import SlicedArray
 from ist_cli.models.mlp import BETA, GAMMA, B, W
@@ -39,8 +40,6 @@ from ist_cli.models.shards import Piece, ShardLayout, draw_plans, shard_layout
 from ist_cli.models.subnet import neuron_index, subnet_layout
 from ist_cli.runtime.arena import ArraySpec
 from ist_cli.runtime.transport import Region, Transport
-
-FINAL_BLOCK_BYTES = 8 << 20  # at most this much of a shard crosses (and is held) at a time while /final is written
 
 
 @runtime_checkable
