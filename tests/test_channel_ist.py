@@ -22,6 +22,7 @@ from ist_cli.runtime.inprocess import InProcessTransport
 from tests.convnet_images import write_image_set
 from tests.helpers import TIMING, ist, one_error_line
 from tests.method_rounds import assert_regions_are_the_accounted_bytes, rounds_on_pool
+from tests.mpi_runs import assert_mpi_is_shared_memory_and_counts_the_accounting, run_both
 
 SMALL = {"model": "cnn", "algorithm": "ist", "batch_size": 8, "lr": 0.05, "eval_every": 1, "local_steps": 2}
 TINY_PREACT = {"arch": "preact-resnet", "widths": [4, 6, 8], "blocks": [1, 3, 1]}
@@ -182,9 +183,6 @@ def test_in_process_transport_equals_shared_memory_bitwise(tmp_path, images16, c
 @pytest.mark.parametrize("case", ["simple-cnn-dense", "resnet8-sparse", "preact-resnet-dense", "preact-resnet-sparse"])
 def test_mpi_moves_the_accounted_bytes_and_gives_the_shared_memory_model(tmp_path, images16, case):
     pytest.importorskip("mpi4py")
-    from tests.test_convnet_mpi import assert_mpi_is_shared_memory_and_counts_the_accounting
-    from tests.test_mpi import run_both
-
     config = {key: value for key, value in CASES[case].items() if key != "workers"}
     shm, mpi = run_both(tmp_path, ["--model", "cnn", *flags(config), "--dataset", images16], 2)
     assert_mpi_is_shared_memory_and_counts_the_accounting(shm, mpi)
