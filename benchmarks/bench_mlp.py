@@ -22,6 +22,7 @@ import threading
 import time
 
 import psutil
+from subcommands import run_subcommand
 
 from ist_cli.io.runfile import read_run
 
@@ -112,19 +113,18 @@ def defaults(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    mem = sub.add_parser("memory")
-    mem.add_argument("--samples", type=int, default=420000)
-    mem.add_argument("--features", type=int, default=128)
-    mem.add_argument("--workers", type=int, default=8)
-    mem.add_argument("--rounds", type=int, default=5)
-    mem.add_argument("--local-steps", type=int, default=20)
-    mem.add_argument("--hidden", default="256,256")
-    mem.add_argument("--algorithm", default="ist")
-    sub.add_parser("defaults")
-    args = parser.parse_args()
-    memory(args) if args.what == "memory" else defaults(args)
+    run_subcommand(__doc__, {
+        "memory": (memory, {
+            "--samples": {"type": int, "default": 420000},
+            "--features": {"type": int, "default": 128},
+            "--workers": {"type": int, "default": 8},
+            "--rounds": {"type": int, "default": 5},
+            "--local-steps": {"type": int, "default": 20},
+            "--hidden": {"default": "256,256"},
+            "--algorithm": {"default": "ist"},
+        }),
+        "defaults": (defaults, {}),
+    })
 
 
 if __name__ == "__main__":

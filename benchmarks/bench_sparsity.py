@@ -24,6 +24,7 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from subcommands import run_subcommand  # noqa: E402
 
 from ist_cli.algorithms.mlp.mask_and_measures import (  # noqa: E402
     MLPGradients,
@@ -140,15 +141,10 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    s = sub.add_parser("step")
-    s.add_argument("--sparsity", type=float, default=0.9)
-    s.add_argument("--repeats", type=int, default=300)
-    m = sub.add_parser("measure")
-    m.add_argument("--repeats", type=int, default=30)
-    args = parser.parse_args()
-    step(args) if args.what == "step" else measure(args)
+    run_subcommand(__doc__, {
+        "step": (step, {"--sparsity": {"type": float, "default": 0.9}, "--repeats": {"type": int, "default": 300}}),
+        "measure": (measure, {"--repeats": {"type": int, "default": 30}}),
+    })
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import tomllib
+from subcommands import run_subcommand
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "lee2021_digits.toml"
@@ -231,20 +232,17 @@ def study(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    one = sub.add_parser("overhead")
-    one.add_argument("--trials", type=int, default=30)
-    one.add_argument("--repeats", type=int, default=2)
-    two = sub.add_parser("study")
-    two.add_argument("--repeats", type=int, default=1)
-    two.add_argument("--batch-sizes", default="4,32,256")
-    two.add_argument("--trials", type=int, default=2)
-    two.add_argument("--sparsities", default=None)
-    two.add_argument("--full", action="store_true", help="the whole design of the file")
-    two.add_argument("--no-prune", action="store_true", help="--no-prune-trials: the same work in both")
-    args = parser.parse_args()
-    overhead(args) if args.what == "overhead" else study(args)
+    run_subcommand(__doc__, {
+        "overhead": (overhead, {"--trials": {"type": int, "default": 30}, "--repeats": {"type": int, "default": 2}}),
+        "study": (study, {
+            "--repeats": {"type": int, "default": 1},
+            "--batch-sizes": {"default": "4,32,256"},
+            "--trials": {"type": int, "default": 2},
+            "--sparsities": {"default": None},
+            "--full": {"action": "store_true", "help": "the whole design of the file"},
+            "--no-prune": {"action": "store_true", "help": "--no-prune-trials: the same work in both"},
+        }),
+    })
 
 
 if __name__ == "__main__":

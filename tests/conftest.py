@@ -2,7 +2,10 @@ import signal
 
 import pytest
 
-from tests.helpers import assert_no_new_segments, shm_entries
+# The shared helper modules assert too: rewritten like the tests, a failure there shows its values.
+pytest.register_assert_rewrite("tests.helpers", "tests.method_rounds", "tests.mpi_runs", "tests.plugin_support")
+
+from tests.helpers import assert_no_new_segments, shm_entries  # noqa: E402 (after the registration)
 
 # Tests that interrupt a run need SIGINT to be deliverable. A suite started in the background
 # of a non-interactive shell (`cmd &` in a script) inherits SIGINT ignored, and so would every

@@ -1,4 +1,4 @@
-"""Shared test helpers: run the real CLI as a subprocess and watch /dev/shm."""
+"""Shared test helpers: run the real CLI as a subprocess, watch /dev/shm and a running run file."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import psutil
 
 from ist_cli.io.metric_info import TIMING_METRICS
@@ -54,6 +55,16 @@ def dead_pid() -> int:
 def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in Path(directory).iterdir()) if Path(directory).exists() else []
 
+
+
+def live_rounds(path: Path) -> list[int]:
+    """The rounds of ``/metrics/round`` a live SWMR reader sees in a running ``.tmp`` run file
+    (none before the file and its first row exist)."""
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as live:
+            return live["metrics/round"][...].tolist()
+    except (OSError, KeyError):
+        return []
 
 
 def segments_of(pid: int) -> set[str]:

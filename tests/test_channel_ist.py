@@ -5,7 +5,6 @@ sends are the accounting's bytes, and MPI moves them and gives shared memory's m
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +19,11 @@ from ist_cli.models.network_driver import NetworkDriver
 from ist_cli.models.subnet import block_sizes
 from ist_cli.models.subnet_bytes import channel_subnet_sizes
 from ist_cli.runner import run_experiment
-from ist_cli.runtime.arena import Arena
 from ist_cli.runtime.inprocess import InProcessTransport
-from ist_cli.runtime.pool import WorkerPool
 from tests.convnet_images import write_image_set
 from tests.helpers import TIMING, ist, one_error_line
+from tests.method_rounds import assert_regions_are_the_accounted_bytes, rounds_on_pool
+from tests.mpi_runs import assert_mpi_is_shared_memory_and_counts_the_accounting, run_both
 
 SMALL = {"model": "cnn", "algorithm": "ist", "batch_size": 8, "lr": 0.05, "eval_every": 1, "local_steps": 2}
 TINY_PREACT = {"arch": "preact-resnet", "widths": [4, 6, 8], "blocks": [1, 3, 1]}
@@ -80,15 +79,7 @@ def test_eval_samples_scores_a_fixed_subset_of_the_test_set(tmp_path, images16):
 def one_round(config: dict):
     """(model before, model after, ids rows, each worker's trained subnet row) of one real round."""
     algorithm = build_algorithm(resolve_config(config))
-    with Arena.create(algorithm.arena_spec()) as arena:
-        arrays = arena.arrays
-        algorithm.initialize(arrays)
-        algorithm.warm_up()
-        start = arrays["model"].copy()
-        with WorkerPool(algorithm.worker_program(), arena.layout, algorithm.n_workers) as pool:
-            algorithm.plan_round(arrays, 1)
-            replies = pool.run_round(1)
-            algorithm.aggregate(arrays, 1, [r for _, r in replies])
+    with rounds_on_pool(algorithm, 1) as (start, arrays):
         return algorithm, start, arrays["model"].copy(), arrays["ids"].copy(), arrays["sub"].copy()
 
 
@@ -200,18 +191,7 @@ CASES = {f"{arch}-{kind}": {**SMALL, **ARCHS[arch], "workers": 3, "rounds": 2,
 
 @pytest.mark.parametrize("case", CASES)
 def test_declared_regions_are_the_bytes_the_accounting_counts(images16, case):
-    algorithm = build_algorithm(resolve_config({**CASES[case], "dataset": images16}))
-    with Arena.create(algorithm.arena_spec()) as arena:
-        algorithm.initialize(arena.arrays)
-        for round_index in (1, 2):
-            algorithm.plan_round(arena.arrays, round_index)
-            traffic = algorithm.round_traffic(round_index)
-            for worker in range(algorithm.n_workers):
-                program = copy.deepcopy(algorithm.worker_program())
-                program.setup(arena.arrays, worker)
-                program.pack_down(round_index)
-                up, down = program.exchange(round_index).bytes(arena.arrays)
-                assert (up, down) == (traffic.bytes_up[worker], traffic.bytes_down[worker]), worker
+    assert_regions_are_the_accounted_bytes(build_algorithm(resolve_config({**CASES[case], "dataset": images16})))
 
 
 @pytest.mark.slow
@@ -231,9 +211,6 @@ def test_in_process_transport_equals_shared_memory_bitwise(tmp_path, images16, c
 @pytest.mark.parametrize("case", ["simple-cnn-dense", "resnet8-sparse", "preact-resnet-dense", "preact-resnet-sparse"])
 def test_mpi_moves_the_accounted_bytes_and_gives_the_shared_memory_model(tmp_path, images16, case):
     pytest.importorskip("mpi4py")
-    from tests.test_convnet_mpi import assert_mpi_is_shared_memory_and_counts_the_accounting
-    from tests.test_mpi import run_both
-
     config = {key: value for key, value in CASES[case].items() if key != "workers"}
     shm, mpi = run_both(tmp_path, ["--model", "cnn", *flags(config), "--dataset", images16], 2)
     assert_mpi_is_shared_memory_and_counts_the_accounting(shm, mpi)

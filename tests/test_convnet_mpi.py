@@ -3,12 +3,10 @@ counted at MPI's sends and receives are the accounting's (small generated images
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tests.convnet_images import write_image_set
-from tests.helpers import TIMING
-from tests.test_mpi import MPI_ONLY, run_both
+from tests.mpi_runs import assert_mpi_is_shared_memory_and_counts_the_accounting, run_both
 
 pytest.importorskip("mpi4py")
 
@@ -19,21 +17,6 @@ CASES = {
     "local-sgd": ["--algorithm", "local-sgd"],
     "local-sgd-sparse": ["--algorithm", "local-sgd", "--sparsity", "0.9"],
 }
-
-
-def assert_mpi_is_shared_memory_and_counts_the_accounting(shm, mpi) -> None:
-    """The two runs' numbers and ``/final`` bit for bit; every round's counted bytes the accounted ones."""
-    assert shm.run_id == mpi.run_id
-    assert set(mpi.metrics) == set(shm.metrics) | MPI_ONLY
-    for key in set(shm.metrics) - TIMING:
-        assert np.array_equal(shm.metrics[key], mpi.metrics[key], equal_nan=True), key
-    assert set(shm.final) == set(mpi.final)
-    for key in shm.final:
-        assert shm.final[key].tobytes() == mpi.final[key].tobytes(), key
-    for direction in ("up", "down"):
-        counted, accounted = mpi.metrics[f"bytes_{direction}_measured"], mpi.metrics[f"bytes_{direction}"]
-        assert np.array_equal(counted, accounted), direction
-        assert (np.diff(counted) > 0).all()
 
 
 @pytest.mark.slow

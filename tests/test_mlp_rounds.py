@@ -14,10 +14,9 @@ from ist_cli.algorithms.mlp.mask_and_measures import StudySettings
 from ist_cli.config import resolve_config
 from ist_cli.kernels import mlp as kernels
 from ist_cli.models.subnet import block_sizes, draw_partition, neuron_index, subnet_layout
-from ist_cli.runtime.arena import Arena
-from ist_cli.runtime.pool import WorkerPool
 from ist_cli.seeding import stream
 from ist_cli.training.batches import minibatches
+from tests.method_rounds import rounds_on_pool
 
 HIDDEN = [10, 7]  # ragged over 3 workers: blocks of 4,3,3 and 3,2,2
 
@@ -33,16 +32,7 @@ def run_rounds(algorithm: MLPMethod, rounds: int, lr: float | None = None):
     if lr is not None:
         algorithm.settings = replace(algorithm.settings, lr=lr)  # the CLI refuses lr = 0; the math must still hold
         algorithm.study = StudySettings.from_settings(algorithm.settings, algorithm.steps_per_round())
-    with Arena.create(algorithm.arena_spec()) as arena:
-        arrays = arena.arrays
-        algorithm.initialize(arrays)
-        algorithm.warm_up()
-        start = arrays["model"].copy()
-        with WorkerPool(algorithm.worker_program(), arena.layout, algorithm.n_workers) as pool:
-            for round_index in range(1, rounds + 1):
-                algorithm.plan_round(arrays, round_index)
-                replies = pool.run_round(round_index)
-                algorithm.aggregate(arrays, round_index, [r for _, r in replies])
+    with rounds_on_pool(algorithm, rounds) as (start, arrays):
         plans = {name: arrays[name].copy() for name in arrays if name.startswith("plan")}
         return start, arrays["model"].copy(), plans, {k: arrays[k].copy() for k in ("X_train", "y_train",
                                                                                      "shard_index", "shard_bounds")}

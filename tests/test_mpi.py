@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,15 +15,21 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import psutil
 import pytest
 
 from ist_cli.io.runfile import read_run
-from tests.helpers import TIMING, files_in, ist, one_error_line, segments_of, shm_entries
+from tests.helpers import files_in, ist, one_error_line, segments_of, shm_entries
+from tests.mpi_runs import (
+    assert_counted_bytes_are_accounted,
+    assert_mpi_gives_the_shared_memory_numbers,
+    interrupt_and_check,
+    kill_rank,
+    run_both,
+    start_job,
+)
 
 pytest.importorskip("mpi4py")
 
-MPI_ONLY = {"comm_time_measured", "bytes_up_measured", "bytes_down_measured"}
 MLP = ["--model", "mlp", "--hidden", "24,16", "--rounds", "4", "--eval-every", "1", "--local-steps", "3"]
 QUADRATIC = ["--model", "quadratic", "--dim", "24", "--rounds", "6", "--eval-every", "1", "--save-params-every", "2"]
 CASES = {
@@ -46,43 +51,30 @@ CASES = {
 }
 
 
-def run_both(tmp_path: Path, args: list[str], workers: int):
-    common = ["run", *args, "--workers", str(workers), "--out", str(tmp_path), "--quiet"]
-    ist(*common, "--name", "shm", check=True, timeout=300)
-    ist(*common, "--name", "mpi", "--transport", "mpi", check=True, timeout=300)
-    return read_run(tmp_path / "shm.h5"), read_run(tmp_path / "mpi.h5")
-
-
 FOUR_WORKERS = ("mlp-ist", "mlp-dp", "mlp-local-sgd", "quadratic-ist-perm", "quadratic-dcgd-rand")
 PAIRS = [(case, 2) for case in sorted(CASES)] + [(case, 4) for case in FOUR_WORKERS]  # mpiexec -n 3 and -n 5
+LONG = ["--model", "mlp", "--workers", "2", "--rounds", "1000000", "--eval-every", "50"]  # outlasts any test
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("case", "workers"), PAIRS)
 def test_mpi_gives_the_shared_memory_numbers_and_moves_the_accounted_bytes(tmp_path, case, workers):
     shm, mpi = run_both(tmp_path, CASES[case], workers)
-    assert shm.run_id == mpi.run_id
-    assert set(mpi.metrics) == set(shm.metrics) | MPI_ONLY
-    for key in set(shm.metrics) - TIMING:
-        assert np.array_equal(shm.metrics[key], mpi.metrics[key], equal_nan=True), key
-    assert set(shm.final) == set(mpi.final)
-    for key in shm.final:
-        assert shm.final[key].tobytes() == mpi.final[key].tobytes(), key
+    assert_mpi_gives_the_shared_memory_numbers(shm, mpi)
     for key in shm.params:
         assert np.array_equal(shm.params[key], mpi.params[key]), key
     # every round is a row (eval_every 1): the bytes counted at MPI's sends and receives of
     # the payload are the accounting's, cumulatively and round by round
     for direction in ("up", "down"):
-        counted, accounted = mpi.metrics[f"bytes_{direction}_measured"], mpi.metrics[f"bytes_{direction}"]
         if case.endswith("single"):
             # the one exception (docs/cluster.md): the accounting prices a lone worker's
             # traffic at zero, but its replica still goes to and from rank 0, which evaluates it
+            counted, accounted = mpi.metrics[f"bytes_{direction}_measured"], mpi.metrics[f"bytes_{direction}"]
             params = sum(array.size for array in mpi.final.values())
             assert np.array_equal(accounted, 0 * accounted)
             assert np.array_equal(counted, mpi.metrics["round"] * 4 * params), direction
             continue
-        assert np.array_equal(counted, accounted), direction
-        assert (np.diff(counted) > 0).all()
+        assert_counted_bytes_are_accounted(mpi, direction)
     if case == "mlp-dp-sparse":  # each worker's gradient up and the model down: the mask's kept entries
         with h5py.File(tmp_path / "mpi.h5", "r") as f:
             kept = sum(int(np.count_nonzero(f["mask"][key][...])) for key in f["mask"])
@@ -152,71 +144,17 @@ def test_without_mpi4py_the_error_names_the_extra(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def _ranks(launcher: psutil.Process) -> dict[int, psutil.Process]:
-    """The run's ranks by rank number (Hydra sets PMI_RANK in each)."""
-    ranks = {}
-    for process in launcher.children(recursive=True):
-        try:
-            rank = process.environ().get("PMI_RANK")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if rank is not None and "ist_cli" in " ".join(process.cmdline()):
-            ranks[int(rank)] = process
-    return ranks
-
-
-def kill_job(launcher: subprocess.Popen) -> None:
-    """SIGKILL the launcher and every rank: Hydra starts each rank in a session of its own, so
-    killing the launcher's process group alone would leave the ranks running."""
-    try:
-        for process in psutil.Process(launcher.pid).children(recursive=True):
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-    except psutil.NoSuchProcess:
-        pass
-    os.killpg(launcher.pid, signal.SIGKILL)
-
-
-def start_long_run(tmp_path: Path) -> subprocess.Popen:
-    """A long MPI run (self-launched, its own session) whose rounds have begun."""
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "ist_cli", "run", "--transport", "mpi", "--model", "mlp", "--workers", "2",
-         "--rounds", "1000000", "--eval-every", "50", "--out", str(tmp_path), "--name", "long", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not (tmp_path / "long.h5.tmp").exists() or len(_ranks(psutil.Process(launcher.pid))) < 3:
-        if launcher.poll() is not None or time.monotonic() > deadline:
-            if launcher.poll() is None:
-                kill_job(launcher)
-            raise AssertionError(f"the run never started: {launcher.stderr.read()}")
-        time.sleep(0.2)
-    return launcher
-
-
 @pytest.mark.slow
 def test_a_killed_worker_rank_ends_the_run_within_10_seconds_leaving_nothing(tmp_path):
     before = shm_entries()
-    launcher = start_long_run(tmp_path)
-    try:
-        time.sleep(2.0)  # well into the rounds
-        ranks = _ranks(psutil.Process(launcher.pid))
-        everything = psutil.Process(launcher.pid).children(recursive=True)
-        os.kill(ranks[2].pid, signal.SIGKILL)
-        killed = time.monotonic()
-        code = launcher.wait(timeout=30)
-        assert time.monotonic() - killed < 10
-        assert code != 0
-        gone, alive = psutil.wait_procs(everything, timeout=2)
-        assert alive == [], alive
-    finally:
-        if launcher.poll() is None:
-            kill_job(launcher)
-            launcher.wait()
-    ranks_pids = {process.pid for process in everything}
+    launcher = start_job(tmp_path, LONG)
+    time.sleep(2.0)  # well into the rounds
+    killed = kill_rank(launcher, 2)
+    assert killed.seconds < 10
+    assert killed.code != 0
+    assert killed.alive == [], killed.alive
     left = {name for name in shm_entries() - before if name.startswith("mpich_shm_")}
-    left |= {name for pid in ranks_pids for name in segments_of(pid)}
+    left |= {name for pid in killed.pids for name in segments_of(pid)}
     assert left == set()
     for name in files_in(tmp_path):  # the coordinator was killed too: at most its .tmp, never a .h5
         assert not name.endswith(".h5"), name
@@ -265,46 +203,14 @@ def test_calibrate_measures_every_size_and_no_simple_line_beats_its_fit():
     assert fit["flags"] == f"--latency {fit['latency'] * 1e6:.4g}us --bandwidth {fit['bandwidth'] / 1e9:.4g}GB"
 
 
-def interrupt_and_check(tmp_path: Path, launcher: subprocess.Popen, before: set[str]) -> None:
-    """Ctrl-C on the launcher: exit 130, one line, a failed file, no rank and no segment left."""
-    try:
-        everything = psutil.Process(launcher.pid).children(recursive=True)
-        os.killpg(launcher.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        code = launcher.wait(timeout=30)
-        _, alive = psutil.wait_procs(everything, timeout=10)
-    finally:
-        if launcher.poll() is None:
-            kill_job(launcher)
-            launcher.wait()
-    assert code == 130
-    assert alive == []
-    run = read_run(tmp_path / "long.h5")
-    assert run.attrs["status"] == "failed"
-    lines = [line for line in launcher.stderr.read().splitlines() if line.strip()]
-    assert lines == [f"ist: interrupted: stopped at round {run.attrs['rounds_completed']}; "
-                     "the run file records it as failed"]
-    assert run.attrs["error"] == f"interrupted by the user at round {run.attrs['rounds_completed']}"
-    assert {name for name in shm_entries() - before if name.startswith("mpich_shm_")} == set()
-
-
 @pytest.mark.slow
 def test_ctrl_c_during_the_rounds_writes_a_failed_file_and_ends_every_rank(tmp_path):
     before = shm_entries()
-    launcher = start_long_run(tmp_path)
-    deadline = time.monotonic() + 60
-    rounds = 0
-    while rounds < 50 and time.monotonic() < deadline:  # the second metrics row (round 50) is written
-        time.sleep(0.2)
-        try:
-            with h5py.File(tmp_path / "long.h5.tmp", "r", swmr=True) as live:
-                rounds = int(live["metrics/round"][-1])
-        except (OSError, KeyError):
-            continue
-    assert rounds >= 50, "the rounds did not start"
+    launcher = start_job(tmp_path, LONG, logged_round=50)  # the second metrics row is written
     interrupt_and_check(tmp_path, launcher, before)
 
 
 @pytest.mark.slow
 def test_ctrl_c_during_start_up_writes_a_failed_file_and_ends_every_rank(tmp_path):
     before = shm_entries()
-    interrupt_and_check(tmp_path, start_long_run(tmp_path), before)
+    interrupt_and_check(tmp_path, start_job(tmp_path, LONG), before)

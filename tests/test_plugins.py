@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 from ist_cli.io.runfile import read_run
-from ist_cli.plugins import TOLD
-from tests.helpers import TIMING, ist, one_error_line
+from tests.helpers import ist, one_error_line
+from tests.mpi_runs import (
+    assert_counted_bytes_are_accounted,
+    assert_mpi_gives_the_shared_memory_numbers,
+    run_both,
+)
+from tests.plugin_support import fake_distribution, installed_example
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "ist-topk-dp"
 RUN = ["--model", "mlp", "--algorithm", "topk-dp", "--hidden", "24,16", "--workers", "2"]
-
-
-def pip(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
 
 
 def algorithms_in_help() -> str:
@@ -43,33 +39,27 @@ def closed_form(params: int, workers: int, rounds: np.ndarray, fraction: float =
 @pytest.mark.slow
 def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_path):
     assert "topk-dp" not in algorithms_in_help()
-    source = tmp_path / "src"
-    shutil.copytree(EXAMPLE, source)  # its build files land in the copy, not the repository
-    pip("install", "--no-deps", "--no-build-isolation", "--quiet", str(source))
-    try:
+    with installed_example("ist-topk-dp", tmp_path):
         assert "topk-dp" in algorithms_in_help()
         help_text = " ".join(ist("run", "--help").stdout.split())
         assert "mlp: ist|dp|local-sgd|single|topk-dp;" in help_text
         assert "--topk-fraction FLOAT RANGE topk-dp: share of the gradient's entries" in help_text, help_text
         wrong = ist("run", "--dataset", "nope", "--out", str(tmp_path))
         assert wrong.returncode == 2 and wrong.stderr.strip().endswith("cifar10:DIR, blobs"), wrong.stderr
-        common = ["run", *RUN, "--rounds", "4", "--eval-every", "1", "--out", str(tmp_path), "--quiet"]
-        ist(*common, "--name", "shm", check=True, timeout=300)
-        ist(*common, "--name", "mpi", "--transport", "mpi", check=True, timeout=300)
-        shm, mpi = read_run(tmp_path / "shm.h5"), read_run(tmp_path / "mpi.h5")
-        assert shm.run_id == mpi.run_id
-        for key in set(shm.metrics) - TIMING:
-            assert np.array_equal(shm.metrics[key], mpi.metrics[key], equal_nan=True), key
+        short = [*RUN, "--rounds", "4", "--eval-every", "1"]
+        shm, mpi = run_both(tmp_path, short)
+        assert_mpi_gives_the_shared_memory_numbers(shm, mpi)
         params = sum(array.size for array in mpi.final.values())
         up, down = closed_form(params, 2, mpi.metrics["round"])
         # bytes counted at MPI's sends and receives = the method's round_traffic = k values + indices up
-        assert np.array_equal(mpi.metrics["bytes_up_measured"], mpi.metrics["bytes_up"])
-        assert np.array_equal(mpi.metrics["bytes_down_measured"], mpi.metrics["bytes_down"])
+        assert_counted_bytes_are_accounted(mpi, "up")
+        assert_counted_bytes_are_accounted(mpi, "down")
         assert np.array_equal(mpi.metrics["bytes_up"], up)
         assert np.array_equal(mpi.metrics["bytes_down"], down)
         assert np.array_equal(shm.metrics["bytes_up"], up)
         assert mpi.metrics["loss"][-1] < mpi.metrics["loss"][0]
         # its own option, --topk-fraction, changes k and so the bytes
+        common = ["run", *short, "--out", str(tmp_path), "--quiet"]
         ist(*common, "--name", "quarter", "--transport", "mpi", "--topk-fraction", "0.25", check=True, timeout=300)
         quarter = read_run(tmp_path / "quarter.h5")
         assert quarter.config["topk_fraction"] == 0.25
@@ -95,24 +85,12 @@ def test_an_installed_plugin_runs_everywhere_and_uninstalls_without_trace(tmp_pa
         report = ist("report", str(sweep), check=True)
         assert "2 runs in 2 groups" in report.stdout
         assert "0.05" in report.stdout and "0.1" in report.stdout
-    finally:
-        pip("uninstall", "--yes", "--quiet", "ist-topk-dp")
     assert "topk-dp" not in algorithms_in_help() and "--topk-fraction" not in ist("run", "--help").stdout
     gone = ist("run", *RUN, "--rounds", "1", "--out", str(tmp_path), "--name", "gone")
     assert gone.returncode == 2 and "'topk-dp' is not allowed" in gone.stderr
     gone = ist("run", "--dataset", "blobs", "--rounds", "1", "--out", str(tmp_path), "--name", "gone")
     assert gone.returncode == 2 and "--dataset: 'blobs' is not allowed" in gone.stderr
     assert not (tmp_path / "gone.h5").exists()
-
-
-def fake_distribution(folder: Path, entry_points: str) -> dict[str, str]:
-    """An installed distribution on ``PYTHONPATH`` holding only the entry points ``ist`` reads."""
-    info = folder / "broken_plugin-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(entry_points)
-    env = {key: value for key, value in os.environ.items() if key != TOLD}  # this process may have read them
-    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
 
 
 def test_a_broken_or_shadowing_plugin_costs_one_line_each(tmp_path):

@@ -36,6 +36,7 @@ from tests.helpers import (
     assert_no_new_segments,
     files_in,
     ist,
+    live_rounds,
     one_error_line,
     overridden,
     shm_entries,
@@ -47,21 +48,12 @@ LONG = ["run", "--model", "quadratic", "--workers", "2", "--dim", "16", "--round
         "--eval-every", "5", "--quiet", "--name", "long"]
 
 
-def live_rows(path: Path) -> int:
-    """Rows of ``/metrics/round`` a live SWMR reader sees in a running ``.tmp`` (0 if none yet)."""
-    try:
-        with h5py.File(path, "r", libver="latest", swmr=True) as live:
-            return int(live["metrics/round"].shape[0])
-    except (OSError, KeyError):
-        return 0
-
-
 def start_running(out: Path, extra: list[str] = (), rows: int = 3) -> subprocess.Popen:
     """A long run that has logged ``rows`` rows (so its workers are in the round loop)."""
     process = subprocess.Popen([sys.executable, "-m", "ist_cli", *overridden(LONG, list(extra)), "--out", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while live_rows(out / "long.h5.tmp") < rows:
+    while len(live_rounds(out / "long.h5.tmp")) < rows:
         if process.poll() is not None:
             raise AssertionError(f"run ended early: {process.stderr.read()}")
         if time.monotonic() > deadline:

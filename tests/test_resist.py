@@ -18,6 +18,7 @@ from ist_cli.io.runfile import read_run
 from ist_cli.models import resist_assignment as ra
 from tests.convnet_images import write_image_set
 from tests.helpers import files_in, ist, one_error_line
+from tests.mpi_runs import assert_mpi_is_shared_memory_and_counts_the_accounting, run_both
 
 ARGS = ["--model", "cnn", "--arch", "preact-resnet", "--batch-size", "4", "--lr", "0.05", "--momentum", "0.9",
         "--eval-every", "1", "--rounds", "2", "--local-steps", "2"]
@@ -219,9 +220,6 @@ MPI_CASES = {
 @pytest.mark.parametrize("case", MPI_CASES)
 def test_mpi_gives_the_shared_memory_final_model_and_counts_the_accounted_bytes(tmp_path, images, case):
     pytest.importorskip("mpi4py")
-    from tests.test_convnet_mpi import assert_mpi_is_shared_memory_and_counts_the_accounting
-    from tests.test_mpi import run_both
-
     workers, extra = MPI_CASES[case]
     shm, mpi = run_both(tmp_path, [*ARGS, "--dataset", images, "--algorithm", "resist", *extra], int(workers))
     assert_mpi_is_shared_memory_and_counts_the_accounting(shm, mpi)

@@ -5,22 +5,23 @@ checked against numpy and its bytes against the accounting, then uninstalled."""
 from __future__ import annotations
 
 import importlib
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ist_cli.io.runfile import read_run
 from ist_cli.seeding import stream
-from tests.helpers import TIMING, ist, one_error_line
-from tests.test_plugins import fake_distribution, pip
+from tests.helpers import ist, one_error_line
+from tests.mpi_runs import (
+    assert_counted_bytes_are_accounted,
+    assert_mpi_gives_the_shared_memory_numbers,
+    run_both,
+)
+from tests.plugin_support import fake_distribution, installed_example
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "ist-shared-sketch"
 N, D, Q, LR, ROUNDS = 4, 12, 5, 0.05, 4
 RUN = ["--model", "quadratic", "--sketch", "shared-rand", "--workers", str(N), "--dim", str(D), "--sketch-q", str(Q),
-       "--lr", str(LR), "--rounds", str(ROUNDS), "--eval-every", "1", "--save-params-every", "1", "--quiet"]
+       "--lr", str(LR), "--rounds", str(ROUNDS), "--eval-every", "1", "--save-params-every", "1"]
 
 
 def sketches_in_help() -> str:
@@ -39,19 +40,13 @@ def ist_reference(L: np.ndarray, b: np.ndarray, x: np.ndarray, support: np.ndarr
 @pytest.mark.slow
 def test_an_installed_sketch_trains_counts_its_bytes_and_uninstalls(tmp_path):
     assert "shared-rand" not in sketches_in_help()
-    source = tmp_path / "src"
-    shutil.copytree(EXAMPLE, source)  # its build files land in the copy, not the repository
-    pip("install", "--no-deps", "--no-build-isolation", "--quiet", str(source))
-    try:
+    with installed_example("ist-shared-sketch", tmp_path):
         assert "shared-rand" in sketches_in_help()
         importlib.invalidate_caches()
         sketch = importlib.import_module("ist_shared_sketch").SharedRand()
-        ist("run", *RUN, "--name", "shm", "--out", str(tmp_path), check=True, timeout=300)
-        ist("run", *RUN, "--name", "mpi", "--transport", "mpi", "--out", str(tmp_path), check=True, timeout=300)
-        shm, mpi = read_run(tmp_path / "shm.h5"), read_run(tmp_path / "mpi.h5")
-        assert shm.config["sketch"] == "shared-rand" and shm.run_id == mpi.run_id
-        for key in set(shm.metrics) - TIMING:
-            assert np.array_equal(shm.metrics[key], mpi.metrics[key], equal_nan=True), key
+        shm, mpi = run_both(tmp_path, RUN)
+        assert shm.config["sketch"] == "shared-rand"
+        assert_mpi_gives_the_shared_memory_numbers(shm, mpi)
         # the iterates, from the stored problem and the plug-in's sets (drawn from the plan stream)
         L, b, xs = shm.problem["L"], shm.problem["b"], shm.params["x"]
         assert xs.shape == (ROUNDS + 1, D)
@@ -64,10 +59,10 @@ def test_an_installed_sketch_trains_counts_its_bytes_and_uninstalls(tmp_path):
         rounds = mpi.metrics["round"]
         assert np.array_equal(mpi.metrics["bytes_down"], rounds * N * Q * (8 + 4))
         assert np.array_equal(mpi.metrics["bytes_up"], rounds * N * Q * 8)
-        assert np.array_equal(mpi.metrics["bytes_up_measured"], mpi.metrics["bytes_up"])
-        assert np.array_equal(mpi.metrics["bytes_down_measured"], mpi.metrics["bytes_down"])
+        assert_counted_bytes_are_accounted(mpi, "up")
+        assert_counted_bytes_are_accounted(mpi, "down")
         # DCGD draws the sets in its workers from the shared seed: x down, q values and indices up
-        dcgd = ["--algorithm", "dcgd", "--name", "dcgd", "--out", str(tmp_path)]
+        dcgd = ["--algorithm", "dcgd", "--name", "dcgd", "--out", str(tmp_path), "--quiet"]
         ist("run", *RUN, *dcgd, "--transport", "mpi", check=True, timeout=300)
         run = read_run(tmp_path / "dcgd.h5")
         assert np.array_equal(run.metrics["bytes_up"], run.metrics["round"] * N * Q * (8 + 4))
@@ -78,8 +73,6 @@ def test_an_installed_sketch_trains_counts_its_bytes_and_uninstalls(tmp_path):
         assert "'shared-rand' is a plug-in's" in line
         report = ist("report", str(tmp_path), check=True)
         assert "2 runs in 2 groups; 1 file skipped" in report.stdout  # mpi.h5 is shm.h5's run (same run id)
-    finally:
-        pip("uninstall", "--yes", "--quiet", "ist-shared-sketch")
     assert "shared-rand" not in sketches_in_help()
     gone = ist("run", *RUN, "--name", "gone", "--out", str(tmp_path))
     assert gone.returncode == 2 and "--sketch: 'shared-rand' is not allowed" in gone.stderr, gone.stderr

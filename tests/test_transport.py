@@ -4,8 +4,6 @@ regions a method declares are exactly the bytes its accounting counts."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
@@ -14,8 +12,8 @@ from ist_cli.config import resolve_config
 from ist_cli.io.metric_info import TIMING_METRICS
 from ist_cli.io.runfile import read_run
 from ist_cli.runner import run_experiment
-from ist_cli.runtime.arena import Arena
 from ist_cli.runtime.inprocess import InProcessTransport
+from tests.method_rounds import assert_regions_are_the_accounted_bytes
 
 QUADRATIC = {"model": "quadratic", "workers": 3, "dim": 12, "rounds": 12, "local_steps": 2, "lr": 0.05}
 MLP = {"model": "mlp", "workers": 3, "hidden": [20, 13], "rounds": 4, "eval_every": 2, "local_steps": 3,
@@ -74,15 +72,4 @@ def test_in_process_runs_are_deterministic(tmp_path):
                          ids=lambda c: case_id(c) + ("-sparse" if "sparsity" in c else ""))
 def test_declared_regions_are_the_bytes_the_accounting_counts(config):
     """On the ps topology, worker i's down regions hold bytes_down[i] bytes and its up regions bytes_up[i]."""
-    algorithm = build_algorithm(resolve_config(config))
-    with Arena.create(algorithm.arena_spec()) as arena:
-        algorithm.initialize(arena.arrays)
-        for round_index in (1, 2):
-            algorithm.plan_round(arena.arrays, round_index)
-            traffic = algorithm.round_traffic(round_index)
-            for worker in range(algorithm.n_workers):
-                program = copy.deepcopy(algorithm.worker_program())
-                program.setup(arena.arrays, worker)
-                program.pack_down(round_index)  # as a transport does before it sends (IST: the subnet's mask)
-                up, down = program.exchange(round_index).bytes(arena.arrays)
-                assert (up, down) == (traffic.bytes_up[worker], traffic.bytes_down[worker]), worker
+    assert_regions_are_the_accounted_bytes(build_algorithm(resolve_config(config)))
