@@ -32,7 +32,7 @@ from ist_cli.runtime.forkserver import environment, start_server
 from ist_cli.runtime.processes import set_process_name
 from ist_cli.runtime.spin import RoundFlags, should_spin
 from ist_cli.runtime.threads import SINGLE_THREAD_ENV
-from ist_cli.runtime.transport import StepClock, StepTime, TransportBase, WorkerProgram
+from ist_cli.runtime.transport import StepTime, TransportBase, WorkerProgram, step_clock, step_time
 from ist_cli.runtime.watchdog import RoundWatchdog
 
 
@@ -68,11 +68,12 @@ def _worker_main(program: WorkerProgram, layout: ArenaLayout, worker: int, conn:
             kind, round_index, payload, number = conn.recv()
             if kind == "stop":
                 break
-            clock = StepClock()  # this thread's CPU time: the work, not the wait for a core
+            cpu, wall = step_clock()  # this thread's CPU time: the work, not the wait for a core
             program.pack_down(round_index)
             result = program.step(round_index, payload)
             program.unpack_up(round_index)
-            conn.send(("done", tuple(clock.stop()), result))  # plain floats: no class to pickle per round
+            cpu_now, wall_now = step_clock()
+            conn.send(("done", (cpu_now - cpu, wall_now - wall), result))  # plain floats: no class to pickle
             flags.answered(worker, number)
     except (EOFError, BrokenPipeError):
         pass  # the coordinator is gone; nothing left to report to
@@ -188,7 +189,7 @@ class WorkerPool(TransportBase):
             last = result.strip().splitlines()[-1] if result else "unknown error"
             raise WorkerFailed(f"worker {worker} raised during {phase}: {last}") from RemoteTraceback(
                 f'\n"""\n{result}"""')
-        return (StepTime(*seconds) if kind == "done" else seconds), result
+        return (step_time(seconds) if kind == "done" else seconds), result
 
     def _collect(self, phase: str, watchdog: RoundWatchdog | None = None,
                  number: int | None = None) -> list[tuple[float, Any]]:

@@ -56,6 +56,17 @@ class StepClock:
         return StepTime(time.thread_time() - self._cpu, time.perf_counter() - self._wall)
 
 
+def step_clock() -> tuple[float, float]:
+    """The two clocks a ``StepTime`` is measured on, now: (thread CPU, wall) seconds. For the
+    pool worker's round loop, where a ``StepClock`` object per round is measurable."""
+    return time.thread_time(), time.perf_counter()
+
+
+def step_time(readings: tuple[float, float]) -> StepTime:
+    """A ``StepTime`` from a worker's plain (cpu, wall) pair, without ``__new__``'s argument parsing."""
+    return tuple.__new__(StepTime, readings)
+
+
 @dataclass(frozen=True)
 class Region:
     """A contiguous piece of one arena array: ``arrays[array][row][:count]``.
