@@ -170,6 +170,48 @@ def test_gather_and_scatter_match_numpy_fancy_indexing(bn):
         np.testing.assert_array_equal(target, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_take_put_and_copy_block_match_numpy_ix(dtype):
+    """The partitioned server's block copies equal np.ix_ on unsorted ids, touch nothing else,
+    and write into a slice of a larger buffer without spilling past it."""
+    rng = np.random.default_rng(7)
+    matrix = rng.standard_normal((13, 17)).astype(dtype)
+    rows = rng.permutation(13)[:5].astype(np.int64)
+    cols = rng.permutation(17)[:9].astype(np.int64)
+    buffer = np.full(5 * 9 + 4, -7.0, dtype=dtype)
+    kernels.take_block(matrix=matrix, rows=rows, cols=cols, out=buffer[2 : 2 + 45])
+    np.testing.assert_array_equal(buffer[2:47], matrix[np.ix_(rows, cols)].ravel())
+    assert (buffer[:2] == -7).all() and (buffer[47:] == -7).all()
+
+    values = rng.standard_normal(45).astype(dtype)
+    target, expected = matrix.copy(), matrix.copy()
+    kernels.put_block(matrix=target, rows=rows, cols=cols, values=values)
+    expected[np.ix_(rows, cols)] = values.reshape(5, 9)
+    np.testing.assert_array_equal(target, expected)
+
+    other = rng.standard_normal((6, 11)).astype(dtype)
+    to_rows = rng.permutation(6)[:5].astype(np.int64)
+    to_cols = rng.permutation(11)[:9].astype(np.int64)
+    target, expected = other.copy(), other.copy()
+    kernels.copy_block(src=matrix, src_rows=rows, src_cols=cols, dst=target, dst_rows=to_rows, dst_cols=to_cols)
+    expected[np.ix_(to_rows, to_cols)] = matrix[np.ix_(rows, cols)]
+    np.testing.assert_array_equal(target, expected)
+
+
+def test_batch_norm_relu_matches_numpy_batch_statistics():
+    """An owner's hidden block at evaluation: batch norm over the batch's own statistics
+    (biased variance, eps 1e-5), then ReLU, computed here in float64 with numpy."""
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((37, 11)) * 3 + 1).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, 11).astype(np.float32)
+    beta = rng.standard_normal(11).astype(np.float32)
+    wide = z.astype(np.float64)
+    expected = np.maximum(gamma * (wide - wide.mean(axis=0)) / np.sqrt(wide.var(axis=0) + 1e-5) + beta, 0)
+    kernels.batch_norm_relu(z=z, gamma=gamma, beta=beta)
+    np.testing.assert_allclose(z, expected, rtol=1e-6, atol=1e-6)
+    assert (z >= 0).all() and (z == 0).any()
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_train_steps_equal_reference_sgd(momentum):
     layout, params, _, _ = problem(True, seed=5)

@@ -273,8 +273,10 @@ class ISTPlan(MLPPlan):
     @classmethod
     def preload(cls, settings: Any) -> tuple[str, ...]:
         """Also the subnet kernels, which the coordinator compiles meanwhile (``IST.initialize``):
-        loaded from numba's cache after ``train_steps``, or compiled here if it is not done yet."""
-        return (*super().preload(settings), f"ist_cli.kernels.mlp:warm_up_subnets:{settings.dtype}")
+        loaded from numba's cache after ``train_steps``, or compiled here if it is not done yet;
+        and under the partitioned server its pieces' kernels."""
+        pieces = (f"ist_cli.kernels.mlp:warm_up_pieces:{settings.dtype}",) if settings.server == "partitioned" else ()
+        return (*super().preload(settings), f"ist_cli.kernels.mlp:warm_up_subnets:{settings.dtype}", *pieces)
 
     @classmethod
     def check(cls, config: Mapping[str, Any], given: Mapping[str, Any], where: Where) -> None:

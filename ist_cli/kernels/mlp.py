@@ -124,6 +124,81 @@ def scatter_subnet(full: np.ndarray, full_offsets: np.ndarray, full_widths: np.n
                  skip_output_bias)
 
 
+@njit(cache=True, nogil=True)
+def take_block(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
+    """out[i * cols.size + k] <- matrix[rows[i], cols[k]]: a block of a weight matrix, row-major.
+
+    ``matrix`` (R, C) C-contiguous float; ``rows``, ``cols`` int64 ids in any order (a row of
+    the matrix is read whole from cache while its columns are picked); ``out`` 1-D, the
+    matrix's dtype, at least rows.size * cols.size entries. What ``np.ix_`` indexing gives,
+    without its temporaries (the partitioned server's pieces).
+    """
+    n = cols.shape[0]
+    for i in range(rows.shape[0]):
+        row = matrix[rows[i]]
+        base = i * n
+        for k in range(n):
+            out[base + k] = row[cols[k]]
+
+
+@njit(cache=True, nogil=True)
+def put_block(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
+    """matrix[rows[i], cols[k]] <- values[i * cols.size + k]: the inverse of ``take_block``
+    (ids distinct within ``rows`` and within ``cols``; shapes and dtypes as there)."""
+    n = cols.shape[0]
+    for i in range(rows.shape[0]):
+        row = matrix[rows[i]]
+        base = i * n
+        for k in range(n):
+            row[cols[k]] = values[base + k]
+
+
+@njit(cache=True, nogil=True)
+def copy_block(src: np.ndarray, src_rows: np.ndarray, src_cols: np.ndarray,
+               dst: np.ndarray, dst_rows: np.ndarray, dst_cols: np.ndarray) -> None:
+    """dst[dst_rows[i], dst_cols[k]] <- src[src_rows[i], src_cols[k]]: ``take_block`` then
+    ``put_block`` without the packed copy between them (a piece that stays in its process).
+
+    ``src``, ``dst`` 2-D C-contiguous, one float dtype; the four id arrays int64, the two row
+    (and the two column) arrays of one length; ids distinct within ``dst_rows`` and ``dst_cols``.
+    """
+    for i in range(src_rows.shape[0]):
+        source = src[src_rows[i]]
+        target = dst[dst_rows[i]]
+        for k in range(src_cols.shape[0]):
+            target[dst_cols[k]] = source[src_cols[k]]
+
+
+@njit(cache=True, nogil=True)
+def batch_norm_relu(z: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> None:
+    """In place: z <- max(gamma * (z - mean) / sqrt(var + eps) + beta, 0), mean and (biased)
+    var the batch's per-column statistics, accumulated in float64 in row order with the
+    arithmetic of ``forward_logits`` (an owner's block of a hidden layer at evaluation).
+
+    ``z`` (batch, width) C-contiguous float; ``gamma``, ``beta`` (width,) of its dtype.
+    """
+    batch, width = z.shape
+    mean = np.zeros(width)
+    for r in range(batch):
+        zr = z[r]
+        for j in range(width):
+            mean[j] += zr[j]
+    mean /= batch
+    inv = np.zeros(width)
+    for r in range(batch):
+        zr = z[r]
+        for j in range(width):
+            diff = zr[j] - mean[j]
+            inv[j] += diff * diff
+    for j in range(width):
+        inv[j] = 1.0 / np.sqrt(inv[j] / batch + BN_EPS)
+    for r in range(batch):
+        zr = z[r]
+        for j in range(width):
+            y = gamma[j] * ((zr[j] - mean[j]) * inv[j]) + beta[j]
+            zr[j] = y if y > 0.0 else 0.0
+
+
 # ----------------------------------------------------------------------------- BLAS
 # ?gemm by symbol name (``kernels.blas`` binds the names; its import must come first): the
 # Fortran ABI, every argument a pointer, 64-bit integers, column-major.
@@ -466,6 +541,19 @@ def warm_up_subnets(dtype: str = "float32") -> None:
     w, o = layout.widths, layout.offsets
     gather_subnet(params, o, w, other, o, w, neurons, starts)
     scatter_subnet(params, o, w, other, o, w, neurons, starts, True)
+
+
+@_warms(take_block, put_block, copy_block, batch_norm_relu)
+def warm_up_pieces(dtype: str = "float32") -> None:
+    """Compile (or load) the partitioned server's kernels for ``dtype``: its pieces' block
+    copies and its owners' batch norm at evaluation (``models.sharded_forward``)."""
+    np_dtype = np.dtype(dtype)
+    matrix, other = np.ones((3, 4), dtype=np_dtype), np.zeros((3, 4), dtype=np_dtype)
+    ids = np.arange(2, dtype=np.int64)
+    take_block(matrix, ids, ids, other.ravel()[:4])
+    put_block(matrix, ids, ids, other.ravel()[:4])
+    copy_block(matrix, ids, ids, other, ids, ids)
+    batch_norm_relu(other, matrix[0], matrix[1])
 
 
 @_warms(forward_logits)

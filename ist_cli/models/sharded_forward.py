@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ist_cli.kernels.layout import BETA, GAMMA, B
-from ist_cli.kernels.mlp import BN_EPS
+from ist_cli.kernels.mlp import batch_norm_relu
 from ist_cli.models.shards import ShardLayout
 
 #: (own block of hidden layer ``layer``: (batch, owned)) -> the whole layer (batch, width)
@@ -36,12 +36,8 @@ def hidden_block(shard: ShardLayout, values: np.ndarray, layer: int, inputs: np.
     z = inputs @ shard.weight(values, layer)
     z += shard.vector(values, layer, B)
     if shard.offsets[layer, GAMMA] >= 0:
-        wide = z.astype(np.float64)
-        mean = wide.mean(axis=0)
-        centred = wide - mean
-        inv = 1.0 / np.sqrt((centred * centred).mean(axis=0) + BN_EPS)
-        gamma, beta = shard.vector(values, layer, GAMMA), shard.vector(values, layer, BETA)
-        z = (centred * inv * gamma + beta).astype(values.dtype)
+        batch_norm_relu(z=z, gamma=shard.vector(values, layer, GAMMA), beta=shard.vector(values, layer, BETA))
+        return z
     return np.maximum(z, 0, out=z)
 
 

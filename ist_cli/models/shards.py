@@ -216,27 +216,57 @@ class Piece:
     def to_sub(self, values: np.ndarray, sub: np.ndarray) -> None:
         self._write(self.sub, values, sub, 3)
 
+    def shard_to_sub(self, shard: np.ndarray, sub: np.ndarray) -> None:
+        """``to_sub(from_shard(shard), sub)`` in one pass: a piece that does not leave its process."""
+        self._copy(self.shard, shard, 2, self.sub, sub, 3)
+
+    def sub_to_shard(self, sub: np.ndarray, shard: np.ndarray) -> None:
+        """``to_shard(from_sub(sub), shard)`` in one pass."""
+        self._copy(self.sub, sub, 3, self.shard, shard, 2)
+
+    def _copy(self, src_layout: Any, src: np.ndarray, src_side: int, dst_layout: Any, dst: np.ndarray,
+              dst_side: int) -> None:
+        from ist_cli.kernels.mlp import copy_block
+
+        for part in self.parts:
+            layer, kind, src_index, dst_index = part[0], part[1], part[src_side], part[dst_side]
+            if kind == W:
+                copy_block(src=src_layout.weight(src, layer), src_rows=src_index[0], src_cols=src_index[1],
+                           dst=dst_layout.weight(dst, layer), dst_rows=dst_index[0], dst_cols=dst_index[1])
+            else:
+                dst_layout.vector(dst, layer, kind)[dst_index] = src_layout.vector(src, layer, kind)[src_index]
+
     def _read(self, layout: Any, flat: np.ndarray, side: int) -> np.ndarray:
         """The piece's entries of ``flat`` (laid out by ``layout``; ``side`` picks the shard's
         (2) or the subnet's (3) indices of each part), in the parts' order."""
-        out = np.empty(self.size, dtype=flat.dtype)
-        position = 0
-        for part in self.parts:
-            layer, kind, index = part[0], part[1], part[side]
-            block = layout.weight(flat, layer)[np.ix_(*index)] if kind == W else layout.vector(flat, layer, kind)[index]
-            out[position : position + block.size] = block.ravel()
-            position += block.size
-        return out
+        # imported here: numba is loaded by the processes that move pieces, never by the CLI
+        from ist_cli.kernels.mlp import take_block
 
-    def _write(self, layout: Any, values: np.ndarray, flat: np.ndarray, side: int) -> None:
+        out = np.empty(self.size, dtype=flat.dtype)
         position = 0
         for part in self.parts:
             layer, kind, index = part[0], part[1], part[side]
             if kind == W:
                 rows, cols = index
                 count = rows.size * cols.size
-                layout.weight(flat, layer)[np.ix_(rows, cols)] = values[position : position + count].reshape(
-                    rows.size, cols.size)
+                take_block(matrix=layout.weight(flat, layer), rows=rows, cols=cols, out=out[position : position + count])
+            else:
+                count = index.size
+                out[position : position + count] = layout.vector(flat, layer, kind)[index]
+            position += count
+        return out
+
+    def _write(self, layout: Any, values: np.ndarray, flat: np.ndarray, side: int) -> None:
+        from ist_cli.kernels.mlp import put_block
+
+        position = 0
+        for part in self.parts:
+            layer, kind, index = part[0], part[1], part[side]
+            if kind == W:
+                rows, cols = index
+                count = rows.size * cols.size
+                put_block(matrix=layout.weight(flat, layer), rows=rows, cols=cols,
+                          values=np.ascontiguousarray(values[position : position + count]))
             else:
                 count = index.size
                 layout.vector(flat, layer, kind)[index] = values[position : position + count]

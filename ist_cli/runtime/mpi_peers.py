@@ -294,7 +294,7 @@ def _trade(comm: Any, MPI: Any, program: Any, round_index: int, worker: int, n: 
     buffer = program.piece_buffer if phase == DOWN else program.return_buffer
     take = program.accept if phase == DOWN else program.keep
     tag = TAG_PIECE_DOWN if phase == DOWN else TAG_PIECE_UP
-    take(round_index, worker, send(round_index, worker))  # its own piece never leaves the process
+    (program.accept_own if phase == DOWN else program.keep_own)(round_index)  # its own piece never leaves the process
     requests, outgoing = [], []
     for other in range(n):
         if other != worker:

@@ -33,6 +33,7 @@ from ist_cli.algorithms.mlp.ist import IST, ISTWorker
 from ist_cli.algorithms.plans import FINAL_BLOCK_BYTES
 from ist_cli.comm import Traffic, pair_traffic
 from ist_cli.io.sliced import SlicedArray
+from ist_cli.kernels import mlp as kernels
 from ist_cli.models.mlp import BETA, GAMMA, B, W
 from ist_cli.models.shard_init import initial_output_bias, initial_shard
 from ist_cli.models.sharded_forward import Gather, combine, local_partials, owner_partial
@@ -62,6 +63,10 @@ class PartitionedISTWorker(ISTWorker):
     before the step and ``hand_back``/``keep`` after it, on the rank's private arrays."""
 
     peers = True
+
+    def warm_kernels(self) -> None:
+        super().warm_kernels()
+        kernels.warm_up_pieces(self.training.dtype)
 
     def __init__(self, training: Any, rule: str, eval_sets: tuple[str, ...]) -> None:
         super().__init__(training)
@@ -155,15 +160,13 @@ class PartitionedISTWorker(ISTWorker):
     def pack_down(self, round_index: int) -> None:
         self.begin(round_index)
         for owner in range(self.training.n_workers):
-            piece = self.piece(round_index, owner, self.worker)
-            piece.to_sub(piece.from_shard(self.shards[owner]), self.sub)
+            self.piece(round_index, owner, self.worker).shard_to_sub(self.shards[owner], self.sub)
         self.bias()[...] = self.bias_down()
 
     def unpack_up(self, round_index: int) -> None:
         # safe in parallel: every entry of a shard is in at most one subnet
         for owner in range(self.training.n_workers):
-            piece = self.piece(round_index, owner, self.worker)
-            piece.to_shard(piece.from_sub(self.sub), self.shards[owner])
+            self.piece(round_index, owner, self.worker).sub_to_shard(self.sub, self.shards[owner])
 
     # -- MPI: pieces between ranks -------------------------------------------------
     def _kept_by_owner(self, piece: Piece) -> np.ndarray | None:
@@ -171,6 +174,15 @@ class PartitionedISTWorker(ISTWorker):
 
     def _kept_by_worker(self, piece: Piece) -> np.ndarray | None:
         return piece.from_sub(self.submask) != 0 if self.mask.size else None
+
+    def accept_own(self, round_index: int) -> None:
+        """As owner and worker at once: the piece of this worker's subnet that it owns, into the
+        subnet (a pruned entry is 0 in the shard, so copying it is what ``give`` then ``accept`` do)."""
+        self.piece(round_index, self.worker, self.worker).shard_to_sub(self.shards[self.worker], self.sub)
+
+    def keep_own(self, round_index: int) -> None:
+        """The trained piece this worker owns, back into its shard (``hand_back`` then ``keep``)."""
+        self.piece(round_index, self.worker, self.worker).sub_to_shard(self.sub, self.shards[self.worker])
 
     def give(self, round_index: int, worker: int) -> np.ndarray:
         """As owner: the values of ``worker``'s piece (a pruned run: the kept ones, packed)."""
@@ -272,6 +284,7 @@ class ISTPartitioned(IST):
 
     def initialize(self, arrays: dict[str, np.ndarray]) -> None:
         super().initialize(arrays)
+        kernels.warm_up_pieces(self.dtype.name)  # this process evaluates with them over shared memory
         arrays["eval_rows"][...] = self._eval_rows
         self._arrays = arrays
 
