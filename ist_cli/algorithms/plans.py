@@ -14,14 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, is_dataclass, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ist_cli.data.shape import dataset_shape
 from ist_cli.errors import UserError
-from ist_cli.models import network as nw
 from ist_cli.plugins import METHODS_GROUP, plugins
 from ist_cli.runtime.budget import WORKER_BASE_BYTES, RunEstimate
 from ist_cli.settings import CNNSettings, MLPSettings, QuadraticSettings, RunSettings
+
+if TYPE_CHECKING:  # the layer specs are imported when a convnet is built, not by every command
+    from ist_cli.models import network as nw
 
 #: checks a setting's name for an error message: key -> ``--flag`` or ``file: key``
 Where = Callable[[str], str]
@@ -313,10 +315,15 @@ class SinglePlan(LocalSGDPlan):
 
 
 # ----------------------------------------------------------------------------- convnets
-#: ``--arch`` -> the builder of its layer spec (input shape, classes) -> Network
-ARCHS: dict[str, Callable[[tuple[int, int, int], int], nw.Network]] = {
-    "simple-cnn": nw.simple_cnn, "resnet8": nw.resnet8, "preact-resnet": nw.preact_resnet,
-}
+#: ``--arch`` -> the name of its layer spec's builder in ``models.network`` ((input shape, classes) -> Network)
+ARCHS: dict[str, str] = {"simple-cnn": "simple_cnn", "resnet8": "resnet8", "preact-resnet": "preact_resnet"}
+
+
+def arch_builder(arch: str) -> Callable[..., nw.Network]:
+    """The builder of ``--arch``'s layer spec."""
+    from ist_cli.models import network
+
+    return getattr(network, ARCHS[arch])
 
 
 def preact_stages(widths: Sequence[int] | None, blocks: Sequence[int] | None) -> dict[str, tuple[int, ...]]:
@@ -324,7 +331,9 @@ def preact_stages(widths: Sequence[int] | None, blocks: Sequence[int] | None) ->
     one-line UserError when they disagree on the number of stages."""
     stages = {key: tuple(int(v) for v in value) for key, value in (("widths", widths), ("blocks", blocks))
               if value is not None}
-    counts = len(stages.get("widths", nw.PREACT_WIDTHS)), len(stages.get("blocks", nw.PREACT_BLOCKS))
+    from ist_cli.models.network import PREACT_BLOCKS, PREACT_WIDTHS
+
+    counts = len(stages.get("widths", PREACT_WIDTHS)), len(stages.get("blocks", PREACT_BLOCKS))
     if counts[0] != counts[1]:
         given = ", ".join(f"--{key} {','.join(map(str, value))}" for key, value in stages.items())
         raise UserError(f"{given}: {counts[0]} widths and {counts[1]} stages of blocks are not allowed; "
@@ -338,7 +347,7 @@ def convnet(arch: str, image_shape: Sequence[int], classes: int, widths: Sequenc
     ``widths`` and ``blocks`` if given; a one-line UserError when it does not fit."""
     stages = preact_stages(widths, blocks)
     try:
-        return ARCHS[arch](tuple(int(v) for v in image_shape), int(classes), **stages)
+        return arch_builder(arch)(tuple(int(v) for v in image_shape), int(classes), **stages)
     except ValueError as exc:
         raise UserError(f"--arch: {arch} does not fit images of shape {tuple(image_shape)} (C, H, W): {exc}; "
                         "expected a data set of larger images or another --arch") from None
@@ -477,7 +486,7 @@ class ConvNetResISTPlan(ConvNetPlan):
         super().check(config, given, where)
         blocks = len(cls.network(config)[0].droppable_blocks())
         if not blocks:
-            fit = [name for name, build in ARCHS.items() if build((1, 28, 28), 10).droppable_blocks()]
+            fit = [name for name in ARCHS if arch_builder(name)((1, 28, 28), 10).droppable_blocks()]
             raise UserError(f"{where('algorithm')}: {cls.algorithm} is not allowed with --arch {config['arch']} (its spec has "
                             f"no partitioned residual blocks); expected --arch {' or '.join(fit)}")
         if config["min_blocks"] > blocks:

@@ -20,6 +20,7 @@ from ist_cli.algorithms.plans import ISTPlan
 from ist_cli.comm import INDEX_BYTES, Traffic, server_traffic
 from ist_cli.kernels import mlp as kernels
 from ist_cli.kernels import sgd as sgd_kernels
+from ist_cli.kernels.cache import kernels_cached
 from ist_cli.models.mlp import B
 from ist_cli.models.shards import draw_plans
 from ist_cli.models.subnet import (
@@ -119,9 +120,12 @@ class IST(MLPMethod):
         super().initialize(arrays)
         # On a first run this process compiles what train_steps calls last (the loss and the
         # update) and the subnet kernels while the fork server compiles train_steps (two cores);
-        # the server then loads them from numba's cache (``ISTPlan.preload``).
-        sgd_kernels.warm_up(self.dtype.name)
-        kernels.warm_up_subnets(self.dtype.name)
+        # the server then loads them from numba's cache (``ISTPlan.preload``). Once they are
+        # cached this process never calls them: loading them would only delay round 1.
+        dtype = self.dtype.name
+        if not kernels_cached((f"ist_cli.kernels.sgd:warm_up:{dtype}", f"ist_cli.kernels.mlp:warm_up_subnets:{dtype}")):
+            sgd_kernels.warm_up(dtype)
+            kernels.warm_up_subnets(dtype)
 
     def training(self) -> Training:
         scale = float(self.n_workers) if self.settings.scale_by_width else 1.0
