@@ -126,12 +126,24 @@ def empty_round(workers: int, rounds: int, spin: bool | None = None) -> float:
     return statistics.median(times)
 
 
+def stop_fork_server() -> None:
+    """Stop this process's fork server. It removes its socket's directory (this process's
+    multiprocessing temp dir, ``runtime.worker_preload``) as it ends: the directory is made
+    again for the next server's socket."""
+    from multiprocessing import forkserver, util
+
+    server = forkserver._forkserver  # noqa: SLF001 - multiprocessing has no public stop
+    try:
+        server._stop()  # noqa: SLF001
+    except FileNotFoundError:  # the socket went with its directory
+        server._forkserver_address = None  # noqa: SLF001
+    os.makedirs(util.get_temp_dir(), exist_ok=True)
+
+
 def start_and_stop(method: str) -> tuple[float, float]:
     """Seconds to start the default run's 8 MLP workers with ``method`` (to every worker
     ready, kernels loaded) and to stop them, in this warm process. "forkserver" includes the
     server's own start-up and preload (a new server each time), as a run pays it."""
-    from multiprocessing import forkserver
-
     from ist_cli.algorithms import build_algorithm, worker_preload
     from ist_cli.config import resolve_config
 
@@ -139,13 +151,12 @@ def start_and_stop(method: str) -> tuple[float, float]:
     with Arena.create(algorithm.arena_spec()) as arena:
         algorithm.initialize(arena.arrays)
         algorithm.warm_up()
-        forkserver._forkserver._stop()  # noqa: SLF001 - a cold server, as a new run starts one
+        stop_fork_server()  # a cold server, as a new run starts one
         pool = WorkerPool(algorithm.worker_program(), arena.layout, 8, start_method=method,
                           preload=worker_preload(algorithm.settings))
         started = time.perf_counter()
         pool.start()
-        ready = time.perf_counter() - started
-        pool.run_round(1)
+        ready = time.perf_counter() - started  # every worker has set up: its kernels are loaded
         started = time.perf_counter()
         pool.close()
         return ready, time.perf_counter() - started
