@@ -17,7 +17,7 @@ import pytest
 
 from ist_cli.io.metric_info import TIMING_METRICS
 from ist_cli.io.runfile import read_run
-from tests.helpers import dead_pid, ist
+from tests.helpers import dead_pid, ist, one_error_line
 
 pytestmark = pytest.mark.slow
 
@@ -411,6 +411,33 @@ def test_failed_and_diverged_runs_are_recorded_and_retried_only_on_request(tmp_p
     assert_same_numbers(out / f"{ok}.h5", out / f"{ok}.old-1.h5")
     assert sorted(p.name for p in out.glob(f"{div}*.h5")) == [f"{div}.failed-1.h5", f"{div}.h5", f"{div}.old-1.h5"]
     assert leftovers(out) == []
+
+
+def test_adopt_runs_only_the_runs_added_to_the_grid_and_keeps_the_finished_files(tmp_path):
+    """Seeds added to a finished sweep: refused as a different run list (naming --adopt);
+    --adopt runs the new runs alone, every finished file untouched (same inode and creation,
+    no old-N copy); --adopt with --force is refused, nothing run."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_4)
+    out = tmp_path / "out"
+    sweep(grid, out, "--jobs", "2")
+    finished = {run["id"]: file_identity(out / run["file"]) for run in manifest(out)["runs"]}
+    grid.write_text(GRID_4.replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+
+    refused = ist("sweep", "--out", str(out), str(grid), timeout=120)
+    assert refused.returncode == 2
+    assert "(2 runs added, 0 removed" in one_error_line(refused) and "--adopt" in one_error_line(refused)
+    both = ist("sweep", "--out", str(out), "--adopt", "--force", str(grid), timeout=120)
+    assert both.returncode == 2 and "--adopt and --force" in one_error_line(both)
+    assert len(manifest(out)["runs"]) == 4
+
+    _, summary = sweep(grid, out, "--jobs", "2", "--adopt")
+    assert summary["executed"] == {"completed": 2} and summary["skipped"] == {"completed": 4}
+    runs = manifest(out)["runs"]
+    assert len(runs) == 6 and {run["status"] for run in runs} == {"completed"}
+    for run_id, identity in finished.items():
+        assert file_identity(out / f"{run_id}.h5") == identity
+    assert not list(out.glob("*.old-*.h5")) and leftovers(out) == []
 
 
 def test_a_run_whose_file_landed_just_before_its_sweep_died_is_recorded_not_rerun(tmp_path):

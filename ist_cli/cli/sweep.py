@@ -60,7 +60,7 @@ def _dry_run(spec: SweepSpec, out_dir: Path, jobs: int) -> None:
     if spec.duplicates:
         say(f"{spec.duplicates} grid points resolve to the same config as an earlier one and run once")
     if known is not None and known != set(spec.run_ids):
-        say(f"note: {out_dir / 'sweep.json'} holds a different run list; running needs --force or a new --out")
+        say(f"note: {out_dir / 'sweep.json'} holds a different run list; running needs --adopt (keep finished runs), --force (re-run all) or a new --out")
     say("dry run: nothing executed")
 
 
@@ -93,6 +93,9 @@ ENGINE_OPTIONS = (
                  help="Run failed and diverged runs again (old files kept as ID.failed-N.h5)."),
     click.option("--force", is_flag=True,
                  help="Adopt a changed run list and re-run every run (old files kept as ID.old-N.h5)."),
+    click.option("--adopt", is_flag=True,
+                 help="Adopt a changed run list and keep every finished run: only runs new to the list run "
+                      "(e.g. seeds added to the grid)."),
     click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
                  help="Local subprocesses or tasks on a dask.distributed cluster."),
     click.option("--isolation", type=click.Choice(["warm", "process"]), default="warm", show_default=True,
@@ -116,11 +119,15 @@ def engine_options(function):
 
 def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: bool, rerun_failed: bool,
             force: bool, executor: str, scheduler: str | None, quiet: bool, as_json: bool, isolation: str = "warm",
+            adopt: bool = False,
             prepare: Callable[[PlannedRun], PlannedRun] | None = None, extra: dict[str, Any] | None = None) -> None:
     """Dry-run or run ``spec`` with the engine and print what happened; exit 1 if a run failed."""
     out = output_dir(out_dir if out_dir is not None else Path("results") / spec.name, "--out").absolute()
     if scheduler and executor != "dask":
         raise click.UsageError("--scheduler is only used with --executor dask")
+    if adopt and force:
+        raise click.UsageError("--adopt and --force: not allowed together; --adopt keeps the finished runs, "
+                               "--force runs every run again")
     # what each run's ist run would refuse, refused now: before the directory or manifest exists
     check_runs(((f"{spec.path.name}: run {run.label()}", run.config, run.point) for run in spec.runs),
                files_here=not dry_run and executor == "local")
@@ -142,7 +149,7 @@ def execute(spec: SweepSpec, *, jobs: int | None, out_dir: str | None, dry_run: 
             _warn_cpu(min(jobs_used, len(todo)), spec.max_workers(), executor, scheduler)
 
     options = SweepOptions(jobs=jobs, executor=executor, isolation=isolation, scheduler=scheduler, force=force,
-                           rerun_failed=rerun_failed, quiet=quiet)
+                           adopt=adopt, rerun_failed=rerun_failed, quiet=quiet)
     result = run_sweep(spec, out, options, on_plan=on_plan, prepare=prepare)
     if as_json:
         say(json.dumps({

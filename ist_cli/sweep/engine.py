@@ -45,6 +45,7 @@ class SweepOptions:
     isolation: str = "warm"  # each run forked from a warm process, or a subprocess (sweep/warm.py)
     scheduler: str | None = None
     force: bool = False
+    adopt: bool = False  # a changed run list replaces the manifest's; finished runs are kept
     rerun_failed: bool = False
     quiet: bool = False
     stale_after: float = STALE_AFTER_SECONDS
@@ -286,7 +287,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, options: SweepOptions, *, on_plan:
               prepare: Callable[[PlannedRun], PlannedRun] | None = None) -> SweepResult:
     """Execute (or resume) a sweep in ``out_dir`` and return what happened."""
     engine = SweepEngine(spec, out_dir, options, prepare)
-    engine.manifest.open(spec, force=options.force)
+    engine.manifest.open(spec, force=options.force or options.adopt)
     claims = ClaimBook(out_dir, stale_after=options.stale_after)
     try:
         statuses = engine.reconcile(claims)

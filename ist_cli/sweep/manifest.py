@@ -72,8 +72,8 @@ class Manifest:
     def open(self, spec: SweepSpec, *, force: bool) -> dict[str, Any]:
         """Create the manifest, or check that the existing one holds the same run list.
 
-        A changed run list is an error unless ``force``; then the new list replaces it, keeping
-        the records of runs in both. Returns the manifest.
+        A changed run list is an error unless ``force`` (``--force`` or ``--adopt``); then the new
+        list replaces it, keeping the records of runs in both. Returns the manifest.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         with directory_lock(self.directory):
@@ -90,7 +90,8 @@ class Manifest:
                         raise UserError(
                             f"--out: {str(self.path)!r} holds a different run list ({added} runs added, "
                             f"{removed} removed by the sweep file); expected the same grid, a new --out, "
-                            "or --force to adopt the new run list")
+                            "--adopt to take the new run list and keep its finished runs, or --force to "
+                            "take it and run every run again")
                     records = {run["id"]: run for run in data.get("runs", [])}
                     data["runs"] = [records.get(run.run_id) or _new_record(run) for run in spec.runs]
                     data["spec"] = spec.raw
