@@ -49,11 +49,11 @@ class StepClock:
     __slots__ = ("_cpu", "_wall")
 
     def __init__(self) -> None:
-        self._cpu = time.thread_time()
-        self._wall = time.perf_counter()
+        self._cpu, self._wall = step_clock()
 
     def stop(self) -> StepTime:
-        return StepTime(time.thread_time() - self._cpu, time.perf_counter() - self._wall)
+        cpu, wall = step_clock()
+        return StepTime(cpu - self._cpu, wall - self._wall)
 
 
 def step_clock() -> tuple[float, float]:
